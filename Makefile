@@ -1,0 +1,65 @@
+# kubetune: `make demo` runs a fine-tune on this machine; `make test` runs every test CI can run.
+SHELL := /bin/bash
+VENV ?= $(HOME)/.cache/kubetune/venv
+PY := $(VENV)/bin/python
+K8S_BIN_DIR ?= $(shell bash hack/build-control-plane.sh --print-dir)
+export PATH := $(VENV)/bin:$(PATH)
+export NO_PROXY := 127.0.0.1,localhost
+export no_proxy := 127.0.0.1,localhost
+PYTEST_ARGS ?=
+
+.PHONY: help setup control-plane test test-unit test-k8s test-e2e lint typecheck crds check-crds chart demo bench-trainer bench-scale bench-gpu images clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
+
+setup: ## Create the Python environment (once per machine) and install this checkout
+	@bash hack/setup.sh >/dev/null
+
+control-plane: ## Build etcd, kube-apiserver, controller-manager, scheduler, kwok, helm (cached)
+	@bash hack/build-control-plane.sh all
+
+test: setup control-plane ## Run every test CI can run (unit, k8s, e2e; gpu tests skip without CUDA)
+	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup ## Unit tests only (no cluster)
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+test-k8s: setup control-plane ## Tests against the real kube-apiserver only
+	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m k8s $(PYTEST_ARGS)
+
+test-e2e: setup control-plane ## Whole-system tests only
+	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m e2e $(PYTEST_ARGS)
+
+lint: setup ## ruff
+	$(PY) -m ruff check operator trainer tests bench
+	$(PY) -m ruff format --check operator trainer tests bench
+
+typecheck: setup ## mypy
+	$(PY) -m mypy
+
+crds: setup ## Regenerate crds/ from the API models
+	$(PY) -m kubetune_operator.cli crd > crds/kubetune.dev_finetunejobs.yaml
+
+chart: setup crds ## Copy the CRD into the Helm chart and lint it
+	cp crds/kubetune.dev_finetunejobs.yaml charts/kubetune/crds/
+	$(K8S_BIN_DIR)/helm lint charts/kubetune
+
+demo: setup ## Fine-tune a small model with LoRA under ZeRO-2 on 2 CPU processes
+	$(VENV)/bin/kubetune run examples/quickstart.yaml
+
+bench-trainer: setup ## Trainer step time vs a bare DeepSpeed loop (ratio)
+	$(PY) bench/trainer_overhead.py
+
+bench-scale: setup control-plane ## Control-plane scale benchmark, N=100
+	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) bench/control_plane.py --jobs 100
+
+bench-gpu: setup ## GPU throughput vs a plain DeepSpeed loop (needs a GPU)
+	$(PY) bench/gpu_throughput.py
+
+images: ## Build the operator and trainer images (needs a Docker engine)
+	docker build -f operator/Dockerfile -t kubetune/operator:dev .
+	docker build -f trainer/Dockerfile -t kubetune/trainer:dev .
+
+clean: ## Remove build and test leftovers from the checkout
+	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache runs kubetune-output

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Build a real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
+# kube-scheduler), kwok and helm from the Go module proxy, once per machine.
+#
+# Binaries land in $KUBETUNE_BIN_DIR (default ~/.cache/kubetune/bin/k8s-$K8S_VERSION) and are
+# reused when present, so only the first run on a machine pays for the build.
+set -euo pipefail
+
+K8S_VERSION="${K8S_VERSION:-v1.34.4}"
+ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
+KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
+HELM_VERSION="${HELM_VERSION:-v3.19.0}"
+BIN_DIR="${KUBETUNE_BIN_DIR:-$HOME/.cache/kubetune/bin/k8s-$K8S_VERSION}"
+WORK="${KUBETUNE_BUILD_DIR:-$HOME/.cache/kubetune/build}"
+export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=mod
+export PATH="/usr/local/go/bin:$PATH"
+
+if [ "${1:-}" = "--print-dir" ]; then echo "$BIN_DIR"; exit 0; fi
+mkdir -p "$BIN_DIR" "$WORK"
+
+log() { echo "[build-control-plane] $*" >&2; }
+
+build_kubernetes() {
+  local need=()
+  for b in kube-apiserver kube-controller-manager kube-scheduler; do
+    [ -x "$BIN_DIR/$b" ] || need+=("$b")
+  done
+  [ ${#need[@]} -eq 0 ] && return 0
+  log "building ${need[*]} $K8S_VERSION (first run on this machine: tens of minutes)"
+  local dir="$WORK/kubernetes-$K8S_VERSION"
+  mkdir -p "$dir"
+  cd "$dir"
+  [ -f go.mod ] || go mod init kubetune.local/k8sbuild >/dev/null 2>&1
+  local gomod
+  gomod=$(go mod download -json "k8s.io/kubernetes@$K8S_VERSION" | python3 -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')
+  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  {
+    echo "module kubetune.local/k8sbuild"
+    echo
+    grep -E '^go [0-9]' "$gomod" | head -1
+    echo
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    echo
+    # Every staging module of this release, pinned to its published v0.Y.Z twin.
+    grep -oE 'k8s.io/[a-z0-9-]+ => ./staging/src/k8s.io/[a-z0-9-]+' "$gomod" |
+      awk -v v="v0.${minor}.${K8S_VERSION##*.}" '{print "replace " $1 " => " $1 " " v}'
+  } > go.mod
+  cat > tools.go <<'GO'
+//go:build tools
+
+package k8sbuild
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+)
+GO
+  go mod tidy -e >/dev/null 2>&1 || true
+  go get "k8s.io/kubernetes@$K8S_VERSION"
+  local pkg="k8s.io/component-base/version" cpkg="k8s.io/client-go/pkg/version"
+  local major=1
+  local ld="-s -w -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=$major -X $pkg.gitMinor=$minor"
+  ld="$ld -X $cpkg.gitVersion=$K8S_VERSION -X $cpkg.gitMajor=$major -X $cpkg.gitMinor=$minor"
+  for b in "${need[@]}"; do
+    log "go build $b"
+    go build -trimpath -ldflags "$ld" -o "$BIN_DIR/$b.tmp" "k8s.io/kubernetes/cmd/$b"
+    mv "$BIN_DIR/$b.tmp" "$BIN_DIR/$b"
+  done
+}
+
+build_simple() { # name module-main version module-root ldflags
+  local name="$1" pkg="$2" version="$3" root="$4" ld="${5:-}"
+  [ -x "$BIN_DIR/$name" ] && return 0
+  log "building $name $version"
+  local dir="$WORK/$name-$version"
+  mkdir -p "$dir"
+  cd "$dir"
+  [ -f go.mod ] || go mod init "kubetune.local/$name" >/dev/null 2>&1
+  go get "$root@$version"
+  go build -trimpath -ldflags "-s -w $ld" -o "$BIN_DIR/$name.tmp" "$pkg"
+  mv "$BIN_DIR/$name.tmp" "$BIN_DIR/$name"
+}
+
+what="${1:-all}"
+case "$what" in
+  etcd|all) build_simple etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 ;;&
+  kubernetes|all) build_kubernetes ;;&
+  kwok|all) build_simple kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" sigs.k8s.io/kwok ;;&
+  helm|all) build_simple helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" helm.sh/helm/v3 "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;&
+  *) ;;
+esac
+echo "$BIN_DIR"

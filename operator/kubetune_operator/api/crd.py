@@ -1,0 +1,187 @@
+"""Build the FineTuneJob CustomResourceDefinition from the pydantic models.
+
+Pydantic emits JSON Schema with $refs and anyOf-null for optionals; Kubernetes wants a
+structural OpenAPI v3 schema: everything inlined, one type per node, no null. `structural`
+does that translation, so `make crds` is a pure function of api/.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from pydantic import BaseModel
+
+from kubetune_operator.api import constants as c
+from kubetune_operator.api.spec import MAX_JOB_NAME_LENGTH, FineTuneJobSpec
+from kubetune_operator.api.status import FineTuneJobStatus
+
+_DROP_KEYS = {"title", "$defs", "additionalProperties_"}
+
+
+def _resolve_ref(ref: str, defs: dict[str, Any]) -> dict[str, Any]:
+    """The definition a local $ref points at."""
+    return copy.deepcopy(defs[ref.rsplit("/", 1)[-1]])
+
+
+def _strip_null(node: dict[str, Any]) -> dict[str, Any]:
+    """anyOf [X, null] -> X (optional fields are simply omitted in Kubernetes)."""
+    options = node.get("anyOf")
+    if not options:
+        return node
+    non_null = [o for o in options if o.get("type") != "null"]
+    if len(non_null) == 1:
+        merged = {k: v for k, v in node.items() if k != "anyOf"}
+        inner = dict(non_null[0])
+        inner.update(merged)
+        if inner.get("default", ...) is None:
+            inner.pop("default")
+        return inner
+    return node
+
+
+def structural(node: Any, defs: dict[str, Any]) -> Any:
+    """Translate a pydantic JSON-schema node into a structural Kubernetes schema node."""
+    if isinstance(node, list):
+        return [structural(n, defs) for n in node]
+    if not isinstance(node, dict):
+        return node
+    node = _strip_null(dict(node))
+    if "$ref" in node:
+        target = _resolve_ref(node.pop("$ref"), defs)
+        # The field's own description wins over the class docstring.
+        target.update({k: v for k, v in node.items() if k != "default" or not isinstance(v, dict)})
+        if isinstance(node.get("default"), dict):
+            target["default"] = {}
+        node = _strip_null(target)
+    if node.get("x-kubernetes-int-or-string"):
+        return {k: v for k, v in node.items() if k in ("x-kubernetes-int-or-string", "description")}
+    if node.get("x-kubernetes-preserve-unknown-fields"):
+        keep = ("type", "description", "x-kubernetes-preserve-unknown-fields")
+        return {k: v for k, v in node.items() if k in keep}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP_KEYS:
+            continue
+        if key == "properties":
+            out[key] = {name: structural(v, defs) for name, v in value.items()}
+        elif key in ("items", "additionalProperties") and isinstance(value, dict):
+            out[key] = structural(value, defs)
+        elif key == "default" and isinstance(value, dict):
+            out[key] = {}
+        else:
+            out[key] = value
+    if "properties" in out:
+        out.setdefault("type", "object")
+        # pydantic's extra="forbid" => additionalProperties false; K8s prunes unknown fields.
+        if out.get("additionalProperties") is False:
+            out.pop("additionalProperties")
+    if out.get("type") == "object" and "additionalProperties" in out and "properties" in out:
+        out.pop("additionalProperties")
+    if "exclusiveMinimum" in out and not isinstance(out["exclusiveMinimum"], bool):
+        out["minimum"], out["exclusiveMinimum"] = out["exclusiveMinimum"], True
+    if "exclusiveMaximum" in out and not isinstance(out["exclusiveMaximum"], bool):
+        out["maximum"], out["exclusiveMaximum"] = out["exclusiveMaximum"], True
+    if out.get("type") == "string" and out.get("format") == "date-time":
+        out.pop("format")
+    return out
+
+
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The structural schema of one pydantic model, camelCase names, all refs inlined."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    return structural(raw, defs)  # type: ignore[no-any-return]
+
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Job phase."},
+    {
+        "name": "Progress",
+        "type": "string",
+        "jsonPath": ".status.progress.summary",
+        "description": "Optimizer steps done / planned (percent).",
+    },
+    {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss", "description": "Training loss."},
+    {"name": "ETA", "type": "string", "jsonPath": ".status.progress.eta", "description": "Time left."},
+    {
+        "name": "Restarts",
+        "type": "integer",
+        "jsonPath": ".status.restarts",
+        "description": "Attempts restarted after a failure.",
+    },
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Method", "type": "string", "jsonPath": ".spec.method.type", "priority": 1},
+    {"name": "Workers", "type": "integer", "jsonPath": ".spec.resources.nodes", "priority": 1},
+    {"name": "Step", "type": "integer", "jsonPath": ".status.progress.step", "priority": 1},
+    {"name": "Eval-Loss", "type": "number", "jsonPath": ".status.progress.evalLoss", "priority": 1},
+]
+
+
+def build_crd() -> dict[str, Any]:
+    """The FineTuneJob CRD as a plain dict, ready to dump as YAML."""
+    spec_schema = model_schema(FineTuneJobSpec)
+    spec_schema["description"] = (
+        "What to fine-tune, on what data, how, and where checkpoints and the model go. "
+        "Immutable after creation except runPolicy.suspend."
+    )
+    status_schema = model_schema(FineTuneJobStatus)
+    status_schema["description"] = "Observed state, written by the operator (progress by the trainer)."
+    root = {
+        "type": "object",
+        "description": "FineTuneJob fine-tunes a Hugging Face causal LM with DeepSpeed ZeRO on a gang of workers.",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema,
+            "status": status_schema,
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": f"self.metadata.name.size() <= {MAX_JOB_NAME_LENGTH}",
+                "message": f"metadata.name must be at most {MAX_JOB_NAME_LENGTH} characters "
+                "(worker pod hostnames derive from it)",
+                "fieldPath": ".metadata.name",
+            }
+        ],
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": c.CRD_NAME,
+            "labels": {"app.kubernetes.io/name": "kubetune", "app.kubernetes.io/part-of": "kubetune"},
+        },
+        "spec": {
+            "group": c.GROUP,
+            "names": {
+                "kind": c.KIND,
+                "listKind": f"{c.KIND}List",
+                "plural": c.PLURAL,
+                "singular": c.SINGULAR,
+                "shortNames": list(c.SHORT_NAMES),
+                "categories": list(c.CATEGORIES),
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": c.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {"openAPIV3Schema": root},
+                }
+            ],
+        },
+    }
+
+
+def crd_yaml() -> str:
+    """The CRD as YAML text, stable byte for byte (what `make crds` writes)."""
+    import yaml
+
+    header = "# Generated by `make crds` from operator/kubetune_operator/api. Do not edit.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)

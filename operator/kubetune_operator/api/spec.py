@@ -1,0 +1,666 @@
+"""FineTuneJob spec models.
+
+These pydantic models are the single source of the API: the CRD schema (descriptions, defaults,
+enums, ranges) is generated from them (`make crds`), and `kubetune validate` checks a manifest
+with them offline. Cross-field rules are written twice on purpose, once as CEL for the
+apiserver (`x-kubernetes-validations`) and once as a pydantic validator for offline use, and a
+test runs the same table of invalid manifests through both so they cannot drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from kubetune_operator.api.constants import API_VERSION, KIND, MAX_JOB_NAME_LENGTH
+
+URI_PATTERN = r"^(hf|s3|pvc|file|ftj)://[^\s]+$"
+STORAGE_URI_PATTERN = r"^(s3|pvc|file)://[^\s]+$"
+DATA_URI_PATTERN = r"^(s3|pvc|file|hf)://[^\s]+$"
+DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(s|m|h))+$"
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+
+
+def rule(cel: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL rule for the CRD; `field_path` points the error at the offending field."""
+    out = {"rule": cel, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+def cel_rules(*rules: dict[str, str]) -> dict[str, Any]:
+    """json_schema_extra carrying CEL rules into the generated CRD."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
+PRESERVE = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+INT_OR_STRING = {"x-kubernetes-int-or-string": True}
+
+
+class ApiModel(BaseModel):
+    """Base of every API object: camelCase on the wire, unknown fields refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+    )
+
+
+class ModelSpec(ApiModel):
+    """The base model to fine-tune."""
+
+    source: str = Field(
+        description="Where the base model (weights, config and tokenizer) comes from: "
+        "hf://org/name (Hugging Face Hub), s3://bucket/prefix, pvc://claim/path, "
+        "file:///path, or ftj://other-job to continue from the output of another "
+        "FineTuneJob in this namespace once it has succeeded.",
+        pattern=URI_PATTERN,
+        max_length=1024,
+    )
+    revision: str | None = Field(
+        None, description="Hub revision (branch, tag or commit) for hf:// sources.", max_length=256
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "bfloat16", description="Data type the weights are loaded in."
+    )
+    credentials_secret: str | None = Field(
+        None,
+        description="Secret with credentials for the source: HF_TOKEN for hf://, "
+        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for s3://. Passed to pods as env, never copied.",
+        max_length=253,
+    )
+    trust_remote_code: bool = Field(
+        False, description="Allow model code shipped with the model repository to run."
+    )
+
+
+class DatasetSpec(ApiModel):
+    """Training (and validation) data."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            rule(
+                "!(has(self.validation) && has(self.validationSplit))",
+                "spec.dataset: set either validation or validationSplit, not both",
+                ".validationSplit",
+            )
+        )
+    )
+
+    train: str = Field(
+        description="Training data: a .jsonl or .parquet file or a folder of them "
+        "(file://, pvc://, s3://, hf://).",
+        pattern=DATA_URI_PATTERN,
+        max_length=1024,
+    )
+    validation: str | None = Field(
+        None,
+        description="Validation data, same formats as train.",
+        pattern=DATA_URI_PATTERN,
+        max_length=1024,
+    )
+    validation_split: float | None = Field(
+        None,
+        description="Fraction of the training records held out for validation when no "
+        "validation set is given (deterministic with training.seed).",
+        gt=0,
+        lt=1,
+    )
+    format: Literal["auto", "prompt-completion", "chat", "text"] = Field(
+        "auto",
+        description="Record format: prompt-completion ({prompt, completion}; loss on the "
+        "completion only), chat ({messages}; the tokenizer's chat template, loss on assistant "
+        "turns only), text ({text}), or auto to detect it from the first record.",
+    )
+    max_seq_length: int = Field(
+        2048, description="Longest tokenized sequence; longer records are truncated.", ge=16, le=1048576
+    )
+    packing: bool = Field(
+        True, description="Pack several short records into each sequence to waste no compute on padding."
+    )
+    credentials_secret: str | None = Field(
+        None, description="Secret with credentials for s3:// or hf:// data.", max_length=253
+    )
+
+
+class LoraSpec(ApiModel):
+    """Low-rank adapter settings for method.type lora and qlora."""
+
+    r: int = Field(16, description="Adapter rank.", ge=1, le=1024)
+    alpha: int = Field(32, description="Adapter scaling numerator (scale = alpha / r).", ge=1, le=4096)
+    dropout: float = Field(0.05, description="Dropout on the adapter input.", ge=0, le=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["all-linear"],
+        description="Module names (or name suffixes) that get adapters; 'all-linear' means "
+        "every linear layer except the output head.",
+        min_length=1,
+        max_length=64,
+        json_schema_extra={"items": {"type": "string", "maxLength": 256}},
+    )
+    use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
+
+
+class PartialSpec(ApiModel):
+    """Which parts train when method.type is partial; everything else is frozen."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            rule(
+                "has(self.trainableModules) != has(self.topLayers)",
+                "spec.method.partial: set exactly one of trainableModules and topLayers",
+            )
+        )
+    )
+
+    trainable_modules: list[str] | None = Field(
+        None,
+        description="Parameter name substrings that train (e.g. lm_head, norm).",
+        min_length=1,
+        max_length=256,
+        json_schema_extra={"items": {"type": "string", "maxLength": 256}},
+    )
+    top_layers: int | None = Field(
+        None, description="Train only the last N transformer layers (and the head).", ge=1, le=1024
+    )
+
+
+class MethodSpec(ApiModel):
+    """How the model is adapted."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            rule(
+                "!(self.type in ['lora', 'qlora']) || has(self.lora)",
+                "spec.method.lora is required when spec.method.type is lora or qlora",
+                ".lora",
+            ),
+            rule(
+                "self.type in ['lora', 'qlora'] || !has(self.lora)",
+                "spec.method.lora is only allowed when spec.method.type is lora or qlora",
+                ".lora",
+            ),
+            rule(
+                "self.type != 'partial' || has(self.partial)",
+                "spec.method.partial is required when spec.method.type is partial",
+                ".partial",
+            ),
+            rule(
+                "self.type == 'partial' || !has(self.partial)",
+                "spec.method.partial is only allowed when spec.method.type is partial",
+                ".partial",
+            ),
+        )
+    )
+
+    type: Literal["full", "partial", "lora", "qlora"] = Field(
+        description="full: every weight trains; partial: only the listed modules or top layers; "
+        "lora: low-rank adapters on a frozen base; qlora: adapters on a 4-bit base (GPU only)."
+    )
+    lora: LoraSpec | None = Field(None, description="Adapter settings (lora and qlora).")
+    partial: PartialSpec | None = Field(None, description="Trainable parts (partial).")
+
+
+class EarlyStoppingSpec(ApiModel):
+    """Stop when the eval loss stops improving, to guard against overfitting."""
+
+    patience: int = Field(3, description="Evaluations without improvement before stopping.", ge=1, le=1000)
+    min_delta: float = Field(0.0, description="Smallest decrease of eval loss that counts.", ge=0)
+
+
+class TrainingSpec(ApiModel):
+    """Optimisation hyper-parameters."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            rule(
+                "!(has(self.epochs) && has(self.maxSteps))",
+                "spec.training: set either epochs or maxSteps, not both",
+                ".maxSteps",
+            ),
+            rule(
+                "!has(self.globalBatchSize) || self.globalBatchSize >= self.microBatchSize",
+                "spec.training.globalBatchSize must be at least microBatchSize",
+                ".globalBatchSize",
+            ),
+        )
+    )
+
+    epochs: float | None = Field(
+        None, description="Passes over the training data (default 1 when maxSteps is unset).", gt=0, le=1000
+    )
+    max_steps: int | None = Field(None, description="Optimizer steps to run; overrides epochs.", ge=1)
+    learning_rate: float = Field(2e-4, description="Peak learning rate.", gt=0, le=1)
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="Learning-rate schedule after warmup."
+    )
+    warmup_ratio: float = Field(0.03, description="Fraction of steps spent warming up.", ge=0, lt=1)
+    weight_decay: float = Field(0.0, description="AdamW weight decay.", ge=0, le=1)
+    max_grad_norm: float = Field(1.0, description="Gradient clipping norm (0 disables).", ge=0)
+    micro_batch_size: int = Field(1, description="Sequences per process per forward pass.", ge=1, le=4096)
+    global_batch_size: int | None = Field(
+        None,
+        description="Sequences per optimizer step across all processes; must be a multiple of "
+        "microBatchSize x processes. Gradient accumulation is derived from it. "
+        "Default: microBatchSize x processes.",
+        ge=1,
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward to save memory."
+    )
+    seed: int = Field(42, description="Seed for data order, splits and initialisation.", ge=0)
+    eval_every_steps: int | None = Field(
+        None, description="Evaluate every N steps (always at the end when validation data exists).", ge=1
+    )
+    early_stopping: EarlyStoppingSpec | None = Field(
+        None, description="Stop early when the eval loss stops improving."
+    )
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="Training precision; auto picks bf16 on GPUs that have it, else fp32."
+    )
+
+
+class OffloadSpec(ApiModel):
+    """ZeRO offload targets."""
+
+    optimizer: Literal["none", "cpu", "nvme"] = Field("none", description="Where optimizer states live.")
+    parameters: Literal["none", "cpu", "nvme"] = Field(
+        "none", description="Where parameters live (ZeRO stage 3 only)."
+    )
+    nvme_path: str | None = Field(None, description="Local NVMe path for nvme offload.", max_length=1024)
+
+
+class DeepSpeedSpec(ApiModel):
+    """DeepSpeed ZeRO settings."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            rule(
+                "!has(self.offload) || self.offload.parameters == 'none' || self.zeroStage == 3",
+                "spec.deepspeed.offload.parameters needs spec.deepspeed.zeroStage 3",
+                ".offload.parameters",
+            ),
+            rule(
+                "!has(self.offload) || self.offload.optimizer == 'none' || self.zeroStage >= 1",
+                "spec.deepspeed.offload.optimizer needs spec.deepspeed.zeroStage 1, 2 or 3",
+                ".offload.optimizer",
+            ),
+            rule(
+                "!has(self.offload) || (self.offload.optimizer != 'nvme' && "
+                "self.offload.parameters != 'nvme') || has(self.offload.nvmePath)",
+                "spec.deepspeed.offload.nvmePath is required for nvme offload",
+                ".offload.nvmePath",
+            ),
+        )
+    )
+
+    zero_stage: int = Field(
+        2,
+        description="ZeRO stage: 0 data parallel, 1 shards optimizer states, 2 also gradients, "
+        "3 also parameters.",
+        ge=0,
+        le=3,
+    )
+    offload: OffloadSpec | None = Field(None, description="Offload optimizer states or parameters.")
+    config: dict[str, Any] | None = Field(
+        None,
+        description="Raw DeepSpeed config merged last over what kubetune derives (expert use).",
+        json_schema_extra=PRESERVE,
+    )
+
+
+class EnvVarSpec(ApiModel):
+    """An environment variable for the trainer containers (a core/v1 EnvVar)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(description="Variable name.", min_length=1, max_length=256)
+    value: str | None = Field(None, description="Literal value.", max_length=32768)
+    value_from: dict[str, Any] | None = Field(
+        None, description="Source of the value (secretKeyRef, configMapKeyRef, fieldRef).", json_schema_extra=PRESERVE
+    )
+
+
+class ResourcesSpec(ApiModel):
+    """Where and how big the worker gang is."""
+
+    nodes: int = Field(1, description="Worker pods (one per node).", ge=1, le=1024)
+    gpus_per_node: int = Field(1, description="nvidia.com/gpu per worker pod; 0 runs on CPU.", ge=0, le=16)
+    processes_per_node: int | None = Field(
+        None, description="Trainer processes per pod (default: gpusPerNode, or 1 without GPUs).", ge=1, le=64
+    )
+    image: str | None = Field(
+        None, description="Trainer image (default: the one the operator is configured with).", max_length=512
+    )
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
+        None, description="Image pull policy of the trainer containers."
+    )
+    image_pull_secrets: list[str] | None = Field(
+        None,
+        description="Names of Secrets used to pull the image.",
+        max_length=16,
+        json_schema_extra={"items": {"type": "string", "maxLength": 253}},
+    )
+    requests: dict[str, int | str] | None = Field(
+        None,
+        description="Resource requests per worker pod (cpu, memory, ...).",
+        json_schema_extra={"additionalProperties": INT_OR_STRING, "maxProperties": 32},
+    )
+    limits: dict[str, int | str] | None = Field(
+        None,
+        description="Resource limits per worker pod.",
+        json_schema_extra={"additionalProperties": INT_OR_STRING, "maxProperties": 32},
+    )
+    node_selector: dict[str, str] | None = Field(
+        None, description="Node labels the workers must match.", json_schema_extra={"maxProperties": 64}
+    )
+    tolerations: list[dict[str, Any]] | None = Field(
+        None,
+        description="Tolerations of the worker pods (core/v1 Toleration).",
+        max_length=64,
+        json_schema_extra={"items": PRESERVE},
+    )
+    affinity: dict[str, Any] | None = Field(
+        None, description="Affinity of the worker pods (core/v1 Affinity).", json_schema_extra=PRESERVE
+    )
+    priority_class_name: str | None = Field(None, description="PriorityClass of the workers.", max_length=253)
+    scheduler_name: str | None = Field(
+        None, description="Scheduler for the workers (e.g. volcano, a coscheduling plugin).", max_length=253
+    )
+    service_account_name: str | None = Field(
+        None,
+        description="ServiceAccount the workers run as (default: a per-job one that may only "
+        "update this job's progress).",
+        max_length=253,
+    )
+    env: list[EnvVarSpec] | None = Field(
+        None, description="Extra environment variables of the trainer containers.", max_length=128
+    )
+    shared_memory: str | None = Field(
+        None,
+        description="Size of the /dev/shm volume (memory-backed), e.g. 16Gi. Default: 1Gi per process.",
+        pattern=QUANTITY_PATTERN,
+        max_length=32,
+    )
+
+
+class CheckpointSpec(ApiModel):
+    """Where and how often training state is saved, and what is resumed."""
+
+    uri: str = Field(
+        description="Checkpoint location: s3://bucket/prefix, pvc://claim/path or file:///path.",
+        pattern=STORAGE_URI_PATTERN,
+        max_length=1024,
+    )
+    endpoint: str | None = Field(
+        None, description="S3 endpoint URL for S3-compatible stores (MinIO, Ceph, ...).", max_length=1024
+    )
+    region: str | None = Field(None, description="S3 region.", max_length=64)
+    credentials_secret: str | None = Field(
+        None,
+        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the store.",
+        max_length=253,
+    )
+    every_steps: int | None = Field(None, description="Save every N optimizer steps.", ge=1)
+    every_minutes: float | None = Field(
+        None, description="Save at least every N minutes (whichever of the two comes first).", gt=0
+    )
+    keep_last: int = Field(3, description="Committed checkpoints kept; older ones are deleted.", ge=1, le=1000)
+    resume: str = Field(
+        "auto",
+        description="auto: resume from the newest committed checkpoint; never: always start "
+        "fresh; or the URI of one checkpoint to start from.",
+        pattern=r"^(auto|never|(s3|pvc|file)://[^\s]+)$",
+        max_length=1024,
+    )
+
+
+class OutputSpec(ApiModel):
+    """Where the final model goes."""
+
+    uri: str = Field(
+        description="Output location: s3://bucket/prefix, pvc://claim/path or file:///path.",
+        pattern=STORAGE_URI_PATTERN,
+        max_length=1024,
+    )
+    format: Literal["merged", "adapter", "both"] | None = Field(
+        None,
+        description="merged: full weights (adapters merged in); adapter: the LoRA adapter only; "
+        "both. Default: adapter for lora/qlora, merged otherwise.",
+    )
+    endpoint: str | None = Field(None, description="S3 endpoint URL (default: checkpoint.endpoint).", max_length=1024)
+    region: str | None = Field(None, description="S3 region (default: checkpoint.region).", max_length=64)
+    credentials_secret: str | None = Field(
+        None, description="Secret for the output store (default: checkpoint.credentialsSecret).", max_length=253
+    )
+
+
+class RunPolicySpec(ApiModel):
+    """Restarts, deadlines, suspension and clean-up."""
+
+    backoff_limit: int = Field(
+        3, description="Failed attempts retried before the job is Failed.", ge=0, le=1000
+    )
+    active_deadline_seconds: int | None = Field(
+        None, description="Seconds the job may run in total before it is Failed.", ge=1
+    )
+    ttl_seconds_after_finished: int | None = Field(
+        None, description="Delete the job this long after it Succeeded or Failed.", ge=0
+    )
+    suspend: bool = Field(
+        False,
+        description="true: checkpoint and delete the workers (phase Suspended); false again: "
+        "resume from that checkpoint. The only spec field that may change after creation.",
+    )
+    clean_pod_policy: Literal["All", "Running", "None"] = Field(
+        "All",
+        description="Worker pods deleted when the job finishes: All, only the still Running "
+        "ones, or None (kept for debugging).",
+    )
+    stall_timeout: str = Field(
+        "30m",
+        description="An attempt whose progress has not advanced for this long (after its first "
+        "step) is ended with reason Stalled and retried. Go-style duration, e.g. 30m, 1h.",
+        pattern=DURATION_PATTERN,
+        max_length=32,
+    )
+
+
+class QueueSpec(ApiModel):
+    """Kueue admission."""
+
+    name: str = Field(description="Kueue LocalQueue name (sets kueue.x-k8s.io/queue-name).", max_length=253)
+
+
+def _same(field: str) -> dict[str, str]:
+    """CEL transition rule: a spec field may not be added, removed or changed."""
+    return rule(
+        f"has(self.{field}) == has(oldSelf.{field}) && "
+        f"(!has(self.{field}) || self.{field} == oldSelf.{field})",
+        f"spec.{field} is immutable once the job is created (only spec.runPolicy.suspend may change)",
+        f".{field}",
+    )
+
+
+_IMMUTABLE_RUN_POLICY = [
+    "backoffLimit",
+    "activeDeadlineSeconds",
+    "ttlSecondsAfterFinished",
+    "cleanPodPolicy",
+    "stallTimeout",
+]
+
+
+def _same_run_policy() -> dict[str, str]:
+    """CEL transition rule: runPolicy is immutable except suspend."""
+    parts = [
+        f"(has(self.runPolicy.{f}) == has(oldSelf.runPolicy.{f}) && "
+        f"(!has(self.runPolicy.{f}) || self.runPolicy.{f} == oldSelf.runPolicy.{f}))"
+        for f in _IMMUTABLE_RUN_POLICY
+    ]
+    return rule(
+        "!has(self.runPolicy) || !has(oldSelf.runPolicy) || (" + " && ".join(parts) + ")",
+        "spec.runPolicy is immutable once the job is created, except spec.runPolicy.suspend",
+        ".runPolicy",
+    )
+
+
+IMMUTABLE_FIELDS = ["model", "dataset", "method", "training", "deepspeed", "resources", "checkpoint", "output", "queue"]
+
+_PROCESSES = (
+    "(has(self.resources.processesPerNode) ? self.resources.processesPerNode : "
+    "(self.resources.gpusPerNode > 0 ? self.resources.gpusPerNode : 1))"
+)
+
+
+class FineTuneJobSpec(ApiModel):
+    """What to fine-tune, on what, how, and where the results go."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            rule(
+                "!has(self.training) || !has(self.training.globalBatchSize) || "
+                f"self.training.globalBatchSize % (self.training.microBatchSize * "
+                f"self.resources.nodes * {_PROCESSES}) == 0",
+                "spec.training.globalBatchSize must be a multiple of spec.training.microBatchSize "
+                "x spec.resources.nodes x processes per node",
+                ".training.globalBatchSize",
+            ),
+            rule(
+                "self.method.type != 'qlora' || self.resources.gpusPerNode > 0",
+                "spec.method.type qlora needs GPUs: set spec.resources.gpusPerNode >= 1",
+                ".resources.gpusPerNode",
+            ),
+            rule(
+                "has(self.output) || has(self.checkpoint)",
+                "spec.output is required unless spec.checkpoint is set (the model then goes "
+                "to <checkpoint.uri>/output)",
+                ".output",
+            ),
+            rule(
+                "!has(self.output) || !has(self.output.format) || self.output.format == 'merged' "
+                "|| self.method.type in ['lora', 'qlora']",
+                "spec.output.format adapter or both needs spec.method.type lora or qlora",
+                ".output.format",
+            ),
+            rule(
+                "!(has(self.training) && has(self.training.earlyStopping)) || "
+                "has(self.dataset.validation) || has(self.dataset.validationSplit)",
+                "spec.training.earlyStopping needs validation data: set spec.dataset.validation "
+                "or spec.dataset.validationSplit",
+                ".training.earlyStopping",
+            ),
+            *[_same(f) for f in IMMUTABLE_FIELDS],
+            _same_run_policy(),
+        )
+    )
+
+    model: ModelSpec = Field(description="The base model.")
+    dataset: DatasetSpec = Field(description="Training and validation data.")
+    method: MethodSpec = Field(description="Full, partial, LoRA or QLoRA fine-tuning.")
+    training: TrainingSpec = Field(default_factory=TrainingSpec, description="Hyper-parameters.")
+    deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec, description="DeepSpeed ZeRO settings.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="The worker gang.")
+    checkpoint: CheckpointSpec | None = Field(
+        None, description="Checkpoints and resume. Without it a failed attempt restarts from step 0."
+    )
+    output: OutputSpec | None = Field(None, description="Where the fine-tuned model is written.")
+    run_policy: RunPolicySpec = Field(default_factory=RunPolicySpec, description="Restarts, deadlines, suspend.")
+    queue: QueueSpec | None = Field(None, description="Kueue queue the job is admitted through.")
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> FineTuneJobSpec:
+        """Offline twin of the CEL rules above (same messages)."""
+        for problem in cross_field_problems(self):
+            raise ValueError(problem)
+        return self
+
+    @property
+    def processes_per_node(self) -> int:
+        """Trainer processes in each worker pod."""
+        r = self.resources
+        if r.processes_per_node is not None:
+            return r.processes_per_node
+        return r.gpus_per_node if r.gpus_per_node > 0 else 1
+
+    @property
+    def world_size(self) -> int:
+        """Trainer processes across the gang."""
+        return self.resources.nodes * self.processes_per_node
+
+
+def cross_field_problems(spec: FineTuneJobSpec) -> list[str]:
+    """Every cross-field rule the CRD enforces with CEL, as messages (empty when valid)."""
+    problems: list[str] = []
+    d, m, t, ds = spec.dataset, spec.method, spec.training, spec.deepspeed
+    if d.validation is not None and d.validation_split is not None:
+        problems.append("spec.dataset: set either validation or validationSplit, not both")
+    if m.type in ("lora", "qlora") and m.lora is None:
+        problems.append("spec.method.lora is required when spec.method.type is lora or qlora")
+    if m.type not in ("lora", "qlora") and m.lora is not None:
+        problems.append("spec.method.lora is only allowed when spec.method.type is lora or qlora")
+    if m.type == "partial" and m.partial is None:
+        problems.append("spec.method.partial is required when spec.method.type is partial")
+    if m.type != "partial" and m.partial is not None:
+        problems.append("spec.method.partial is only allowed when spec.method.type is partial")
+    if m.partial is not None and (m.partial.trainable_modules is None) == (m.partial.top_layers is None):
+        problems.append("spec.method.partial: set exactly one of trainableModules and topLayers")
+    if t.epochs is not None and t.max_steps is not None:
+        problems.append("spec.training: set either epochs or maxSteps, not both")
+    if t.global_batch_size is not None and t.global_batch_size < t.micro_batch_size:
+        problems.append("spec.training.globalBatchSize must be at least microBatchSize")
+    elif t.global_batch_size is not None and t.global_batch_size % (t.micro_batch_size * spec.world_size):
+        problems.append(
+            "spec.training.globalBatchSize must be a multiple of spec.training.microBatchSize "
+            "x spec.resources.nodes x processes per node"
+        )
+    if ds.offload is not None:
+        if ds.offload.parameters != "none" and ds.zero_stage != 3:
+            problems.append("spec.deepspeed.offload.parameters needs spec.deepspeed.zeroStage 3")
+        if ds.offload.optimizer != "none" and ds.zero_stage < 1:
+            problems.append("spec.deepspeed.offload.optimizer needs spec.deepspeed.zeroStage 1, 2 or 3")
+        if "nvme" in (ds.offload.optimizer, ds.offload.parameters) and not ds.offload.nvme_path:
+            problems.append("spec.deepspeed.offload.nvmePath is required for nvme offload")
+    if m.type == "qlora" and spec.resources.gpus_per_node == 0:
+        problems.append("spec.method.type qlora needs GPUs: set spec.resources.gpusPerNode >= 1")
+    if spec.output is None and spec.checkpoint is None:
+        problems.append(
+            "spec.output is required unless spec.checkpoint is set (the model then goes to "
+            "<checkpoint.uri>/output)"
+        )
+    if spec.output is not None and spec.output.format in ("adapter", "both") and m.type not in ("lora", "qlora"):
+        problems.append("spec.output.format adapter or both needs spec.method.type lora or qlora")
+    if t.early_stopping is not None and d.validation is None and d.validation_split is None:
+        problems.append(
+            "spec.training.earlyStopping needs validation data: set spec.dataset.validation "
+            "or spec.dataset.validationSplit"
+        )
+    return problems
+
+
+class ObjectMeta(BaseModel):
+    """The parts of metadata kubetune reads."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    name: str = Field(
+        description="Job name.",
+        min_length=1,
+        max_length=MAX_JOB_NAME_LENGTH,
+        pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
+    )
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+
+
+class FineTuneJob(BaseModel):
+    """A whole FineTuneJob manifest (status is ignored when parsing)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+    api_version: Literal["kubetune.dev/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
+    kind: Literal["FineTuneJob"] = KIND
+    metadata: ObjectMeta
+    spec: FineTuneJobSpec

@@ -1,0 +1,121 @@
+"""FineTuneJob status models.
+
+The operator owns everything here except `progress`, which rank 0 of the trainer patches
+through the status subresource (throttled) with its per-job ServiceAccount.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from kubetune_operator.api.spec import ApiModel
+
+Phase = Literal["Pending", "Initializing", "Running", "Restarting", "Suspended", "Succeeded", "Failed"]
+PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+FailureReason = Literal[
+    "OOMKilled",
+    "Error",
+    "Evicted",
+    "Preempted",
+    "NodeLost",
+    "DeadlineExceeded",
+    "BackoffLimitExceeded",
+    "Stalled",
+    "InvalidSpec",
+    "ImagePullError",
+    "Unknown",
+]
+
+
+class Condition(ApiModel):
+    """A Kubernetes-style condition (Created, Running, Suspended, Succeeded, Failed, Restarting)."""
+
+    type: str = Field(description="Condition type.", max_length=64)
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str | None = Field(None, description="CamelCase reason.", max_length=128)
+    message: str | None = Field(None, description="Human-readable detail.", max_length=4096)
+    last_transition_time: str | None = Field(None, description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(None, description="metadata.generation this was computed for.")
+
+
+class Failure(ApiModel):
+    """Why the last attempt ended badly."""
+
+    reason: FailureReason = Field(description="Failure class.")
+    message: str | None = Field(None, description="Detail, e.g. the trainer's last error line.", max_length=4096)
+    exit_code: int | None = Field(None, description="Exit code of the failed container.")
+    pod: str | None = Field(None, description="The pod that failed first.", max_length=253)
+    time: str | None = Field(None, description="When it was observed (RFC 3339).")
+    attempt: int | None = Field(None, description="Attempt that failed.")
+
+
+class Progress(ApiModel):
+    """Training progress, reported by rank 0 of the trainer."""
+
+    step: int | None = Field(None, description="Optimizer steps done.")
+    total_steps: int | None = Field(None, description="Optimizer steps planned.")
+    epoch: float | None = Field(None, description="Fractional epoch.")
+    percent: int | None = Field(None, description="step / totalSteps in percent.", ge=0, le=100)
+    summary: str | None = Field(None, description="step/totalSteps (percent%), for kubectl get.", max_length=64)
+    loss: float | None = Field(None, description="Latest training loss (smoothed).")
+    eval_loss: float | None = Field(None, description="Latest evaluation loss.")
+    learning_rate: float | None = Field(None, description="Current learning rate.")
+    tokens_per_second: float | None = Field(None, description="Training throughput, all ranks.")
+    eta_seconds: int | None = Field(None, description="Estimated seconds to finish.")
+    eta: str | None = Field(None, description="ETA, human readable (e.g. 1h12m).", max_length=32)
+    updated_at: str | None = Field(None, description="When rank 0 last reported (RFC 3339).")
+    attempt: int | None = Field(None, description="Attempt that reported this progress.")
+
+
+class CheckpointRef(ApiModel):
+    """A committed checkpoint."""
+
+    uri: str = Field(description="Checkpoint URI.", max_length=2048)
+    step: int = Field(description="Optimizer step it holds.")
+    time: str | None = Field(None, description="When it was committed (RFC 3339).")
+
+
+class CheckpointStatus(ApiModel):
+    """Checkpoints seen so far."""
+
+    latest: CheckpointRef | None = Field(None, description="Newest committed checkpoint.")
+    count: int | None = Field(None, description="Checkpoints committed during this job.")
+
+
+class OutputStatus(ApiModel):
+    """The exported model."""
+
+    uri: str | None = Field(None, description="Where the fine-tuned model was written.", max_length=2048)
+
+
+class WorkerCounts(ApiModel):
+    """Worker pods of the current attempt by state."""
+
+    total: int | None = Field(None, description="Workers in the gang.")
+    pending: int | None = Field(None, description="Pods not yet running.")
+    ready: int | None = Field(None, description="Pods ready.")
+    running: int | None = Field(None, description="Pods running.")
+    succeeded: int | None = Field(None, description="Pods that exited 0.")
+    failed: int | None = Field(None, description="Pods that failed.")
+
+
+class FineTuneJobStatus(ApiModel):
+    """Observed state of a FineTuneJob."""
+
+    phase: Phase | None = Field(None, description="Pending, Initializing, Running, Restarting, Suspended, Succeeded or Failed.")
+    message: str | None = Field(None, description="One line on what is happening.", max_length=4096)
+    conditions: list[Condition] | None = Field(None, description="Conditions.", max_length=32)
+    observed_generation: int | None = Field(None, description="metadata.generation last acted on.")
+    start_time: str | None = Field(None, description="When the first attempt started (RFC 3339).")
+    completion_time: str | None = Field(None, description="When the job finished (RFC 3339).")
+    attempt: int | None = Field(None, description="Current attempt, starting at 1.")
+    restarts: int | None = Field(None, description="Attempts restarted after a failure.")
+    last_failure: Failure | None = Field(None, description="Why the last attempt failed.")
+    progress: Progress | None = Field(None, description="Training progress (written by the trainer).")
+    checkpoints: CheckpointStatus | None = Field(None, description="Committed checkpoints.")
+    output: OutputStatus | None = Field(None, description="The exported model.")
+    workers: WorkerCounts | None = Field(None, description="Worker pods of the current attempt.")

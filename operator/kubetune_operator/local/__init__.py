@@ -1,0 +1,1 @@
+"""`kubetune run`: execute a FineTuneJob's plan as local processes."""

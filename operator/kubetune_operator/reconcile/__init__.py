@@ -1,0 +1,1 @@
+"""Pure reconcile steps: parse -> resolve defaults -> render children -> observe -> status."""

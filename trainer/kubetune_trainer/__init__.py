@@ -1,0 +1,3 @@
+"""kubetune trainer: DeepSpeed ZeRO fine-tuning of Hugging Face causal LMs."""
+
+__version__ = "0.1.0"
