@@ -91,7 +91,7 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The structural schema of one pydantic model, camelCase names, all refs inlined."""
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
-    return structural(raw, defs)  # type: ignore[no-any-return]
+    return structural(raw, defs)
 
 
 PRINTER_COLUMNS: list[dict[str, Any]] = [
@@ -102,8 +102,18 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "jsonPath": ".status.progress.summary",
         "description": "Optimizer steps done / planned (percent).",
     },
-    {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss", "description": "Training loss."},
-    {"name": "ETA", "type": "string", "jsonPath": ".status.progress.eta", "description": "Time left."},
+    {
+        "name": "Loss",
+        "type": "number",
+        "jsonPath": ".status.progress.loss",
+        "description": "Training loss.",
+    },
+    {
+        "name": "ETA",
+        "type": "string",
+        "jsonPath": ".status.progress.eta",
+        "description": "Time left.",
+    },
     {
         "name": "Restarts",
         "type": "integer",
@@ -126,7 +136,9 @@ def build_crd() -> dict[str, Any]:
         "Immutable after creation except runPolicy.suspend."
     )
     status_schema = model_schema(FineTuneJobStatus)
-    status_schema["description"] = "Observed state, written by the operator (progress by the trainer)."
+    status_schema["description"] = (
+        "Observed state, written by the operator (progress by the trainer)."
+    )
     root = {
         "type": "object",
         "description": "FineTuneJob fine-tunes a Hugging Face causal LM with DeepSpeed ZeRO on a gang of workers.",
@@ -143,7 +155,6 @@ def build_crd() -> dict[str, Any]:
                 "rule": f"self.metadata.name.size() <= {MAX_JOB_NAME_LENGTH}",
                 "message": f"metadata.name must be at most {MAX_JOB_NAME_LENGTH} characters "
                 "(worker pod hostnames derive from it)",
-                "fieldPath": ".metadata.name",
             }
         ],
     }
@@ -152,7 +163,10 @@ def build_crd() -> dict[str, Any]:
         "kind": "CustomResourceDefinition",
         "metadata": {
             "name": c.CRD_NAME,
-            "labels": {"app.kubernetes.io/name": "kubetune", "app.kubernetes.io/part-of": "kubetune"},
+            "labels": {
+                "app.kubernetes.io/name": "kubetune",
+                "app.kubernetes.io/part-of": "kubetune",
+            },
         },
         "spec": {
             "group": c.GROUP,

@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.json_schema import JsonDict
 
-from kubetune_operator.api.constants import API_VERSION, KIND, MAX_JOB_NAME_LENGTH
+from kubetune_operator.api.constants import MAX_JOB_NAME_LENGTH
 
 URI_PATTERN = r"^(hf|s3|pvc|file|ftj)://[^\s]+$"
 STORAGE_URI_PATTERN = r"^(s3|pvc|file)://[^\s]+$"
@@ -36,8 +37,8 @@ def cel_rules(*rules: dict[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
 
 
-PRESERVE = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
-INT_OR_STRING = {"x-kubernetes-int-or-string": True}
+PRESERVE: JsonDict = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+INT_OR_STRING: JsonDict = {"x-kubernetes-int-or-string": True}
 
 
 class ApiModel(BaseModel):
@@ -115,10 +116,14 @@ class DatasetSpec(ApiModel):
         "turns only), text ({text}), or auto to detect it from the first record.",
     )
     max_seq_length: int = Field(
-        2048, description="Longest tokenized sequence; longer records are truncated.", ge=16, le=1048576
+        2048,
+        description="Longest tokenized sequence; longer records are truncated.",
+        ge=16,
+        le=1048576,
     )
     packing: bool = Field(
-        True, description="Pack several short records into each sequence to waste no compute on padding."
+        True,
+        description="Pack several short records into each sequence to waste no compute on padding.",
     )
     credentials_secret: str | None = Field(
         None, description="Secret with credentials for s3:// or hf:// data.", max_length=253
@@ -129,7 +134,9 @@ class LoraSpec(ApiModel):
     """Low-rank adapter settings for method.type lora and qlora."""
 
     r: int = Field(16, description="Adapter rank.", ge=1, le=1024)
-    alpha: int = Field(32, description="Adapter scaling numerator (scale = alpha / r).", ge=1, le=4096)
+    alpha: int = Field(
+        32, description="Adapter scaling numerator (scale = alpha / r).", ge=1, le=4096
+    )
     dropout: float = Field(0.05, description="Dropout on the adapter input.", ge=0, le=1)
     target_modules: list[str] = Field(
         default_factory=lambda: ["all-linear"],
@@ -205,7 +212,9 @@ class MethodSpec(ApiModel):
 class EarlyStoppingSpec(ApiModel):
     """Stop when the eval loss stops improving, to guard against overfitting."""
 
-    patience: int = Field(3, description="Evaluations without improvement before stopping.", ge=1, le=1000)
+    patience: int = Field(
+        3, description="Evaluations without improvement before stopping.", ge=1, le=1000
+    )
     min_delta: float = Field(0.0, description="Smallest decrease of eval loss that counts.", ge=0)
 
 
@@ -228,9 +237,14 @@ class TrainingSpec(ApiModel):
     )
 
     epochs: float | None = Field(
-        None, description="Passes over the training data (default 1 when maxSteps is unset).", gt=0, le=1000
+        None,
+        description="Passes over the training data (default 1 when maxSteps is unset).",
+        gt=0,
+        le=1000,
     )
-    max_steps: int | None = Field(None, description="Optimizer steps to run; overrides epochs.", ge=1)
+    max_steps: int | None = Field(
+        None, description="Optimizer steps to run; overrides epochs.", ge=1
+    )
     learning_rate: float = Field(2e-4, description="Peak learning rate.", gt=0, le=1)
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
         "cosine", description="Learning-rate schedule after warmup."
@@ -238,7 +252,9 @@ class TrainingSpec(ApiModel):
     warmup_ratio: float = Field(0.03, description="Fraction of steps spent warming up.", ge=0, lt=1)
     weight_decay: float = Field(0.0, description="AdamW weight decay.", ge=0, le=1)
     max_grad_norm: float = Field(1.0, description="Gradient clipping norm (0 disables).", ge=0)
-    micro_batch_size: int = Field(1, description="Sequences per process per forward pass.", ge=1, le=4096)
+    micro_batch_size: int = Field(
+        1, description="Sequences per process per forward pass.", ge=1, le=4096
+    )
     global_batch_size: int | None = Field(
         None,
         description="Sequences per optimizer step across all processes; must be a multiple of "
@@ -251,7 +267,9 @@ class TrainingSpec(ApiModel):
     )
     seed: int = Field(42, description="Seed for data order, splits and initialisation.", ge=0)
     eval_every_steps: int | None = Field(
-        None, description="Evaluate every N steps (always at the end when validation data exists).", ge=1
+        None,
+        description="Evaluate every N steps (always at the end when validation data exists).",
+        ge=1,
     )
     early_stopping: EarlyStoppingSpec | None = Field(
         None, description="Stop early when the eval loss stops improving."
@@ -264,11 +282,15 @@ class TrainingSpec(ApiModel):
 class OffloadSpec(ApiModel):
     """ZeRO offload targets."""
 
-    optimizer: Literal["none", "cpu", "nvme"] = Field("none", description="Where optimizer states live.")
+    optimizer: Literal["none", "cpu", "nvme"] = Field(
+        "none", description="Where optimizer states live."
+    )
     parameters: Literal["none", "cpu", "nvme"] = Field(
         "none", description="Where parameters live (ZeRO stage 3 only)."
     )
-    nvme_path: str | None = Field(None, description="Local NVMe path for nvme offload.", max_length=1024)
+    nvme_path: str | None = Field(
+        None, description="Local NVMe path for nvme offload.", max_length=1024
+    )
 
 
 class DeepSpeedSpec(ApiModel):
@@ -318,7 +340,9 @@ class EnvVarSpec(ApiModel):
     name: str = Field(description="Variable name.", min_length=1, max_length=256)
     value: str | None = Field(None, description="Literal value.", max_length=32768)
     value_from: dict[str, Any] | None = Field(
-        None, description="Source of the value (secretKeyRef, configMapKeyRef, fieldRef).", json_schema_extra=PRESERVE
+        None,
+        description="Source of the value (secretKeyRef, configMapKeyRef, fieldRef).",
+        json_schema_extra=PRESERVE,
     )
 
 
@@ -326,12 +350,19 @@ class ResourcesSpec(ApiModel):
     """Where and how big the worker gang is."""
 
     nodes: int = Field(1, description="Worker pods (one per node).", ge=1, le=1024)
-    gpus_per_node: int = Field(1, description="nvidia.com/gpu per worker pod; 0 runs on CPU.", ge=0, le=16)
+    gpus_per_node: int = Field(
+        1, description="nvidia.com/gpu per worker pod; 0 runs on CPU.", ge=0, le=16
+    )
     processes_per_node: int | None = Field(
-        None, description="Trainer processes per pod (default: gpusPerNode, or 1 without GPUs).", ge=1, le=64
+        None,
+        description="Trainer processes per pod (default: gpusPerNode, or 1 without GPUs).",
+        ge=1,
+        le=64,
     )
     image: str | None = Field(
-        None, description="Trainer image (default: the one the operator is configured with).", max_length=512
+        None,
+        description="Trainer image (default: the one the operator is configured with).",
+        max_length=512,
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         None, description="Image pull policy of the trainer containers."
@@ -353,7 +384,9 @@ class ResourcesSpec(ApiModel):
         json_schema_extra={"additionalProperties": INT_OR_STRING, "maxProperties": 32},
     )
     node_selector: dict[str, str] | None = Field(
-        None, description="Node labels the workers must match.", json_schema_extra={"maxProperties": 64}
+        None,
+        description="Node labels the workers must match.",
+        json_schema_extra={"maxProperties": 64},
     )
     tolerations: list[dict[str, Any]] | None = Field(
         None,
@@ -362,11 +395,17 @@ class ResourcesSpec(ApiModel):
         json_schema_extra={"items": PRESERVE},
     )
     affinity: dict[str, Any] | None = Field(
-        None, description="Affinity of the worker pods (core/v1 Affinity).", json_schema_extra=PRESERVE
+        None,
+        description="Affinity of the worker pods (core/v1 Affinity).",
+        json_schema_extra=PRESERVE,
     )
-    priority_class_name: str | None = Field(None, description="PriorityClass of the workers.", max_length=253)
+    priority_class_name: str | None = Field(
+        None, description="PriorityClass of the workers.", max_length=253
+    )
     scheduler_name: str | None = Field(
-        None, description="Scheduler for the workers (e.g. volcano, a coscheduling plugin).", max_length=253
+        None,
+        description="Scheduler for the workers (e.g. volcano, a coscheduling plugin).",
+        max_length=253,
     )
     service_account_name: str | None = Field(
         None,
@@ -394,7 +433,9 @@ class CheckpointSpec(ApiModel):
         max_length=1024,
     )
     endpoint: str | None = Field(
-        None, description="S3 endpoint URL for S3-compatible stores (MinIO, Ceph, ...).", max_length=1024
+        None,
+        description="S3 endpoint URL for S3-compatible stores (MinIO, Ceph, ...).",
+        max_length=1024,
     )
     region: str | None = Field(None, description="S3 region.", max_length=64)
     credentials_secret: str | None = Field(
@@ -406,7 +447,9 @@ class CheckpointSpec(ApiModel):
     every_minutes: float | None = Field(
         None, description="Save at least every N minutes (whichever of the two comes first).", gt=0
     )
-    keep_last: int = Field(3, description="Committed checkpoints kept; older ones are deleted.", ge=1, le=1000)
+    keep_last: int = Field(
+        3, description="Committed checkpoints kept; older ones are deleted.", ge=1, le=1000
+    )
     resume: str = Field(
         "auto",
         description="auto: resume from the newest committed checkpoint; never: always start "
@@ -429,10 +472,16 @@ class OutputSpec(ApiModel):
         description="merged: full weights (adapters merged in); adapter: the LoRA adapter only; "
         "both. Default: adapter for lora/qlora, merged otherwise.",
     )
-    endpoint: str | None = Field(None, description="S3 endpoint URL (default: checkpoint.endpoint).", max_length=1024)
-    region: str | None = Field(None, description="S3 region (default: checkpoint.region).", max_length=64)
+    endpoint: str | None = Field(
+        None, description="S3 endpoint URL (default: checkpoint.endpoint).", max_length=1024
+    )
+    region: str | None = Field(
+        None, description="S3 region (default: checkpoint.region).", max_length=64
+    )
     credentials_secret: str | None = Field(
-        None, description="Secret for the output store (default: checkpoint.credentialsSecret).", max_length=253
+        None,
+        description="Secret for the output store (default: checkpoint.credentialsSecret).",
+        max_length=253,
     )
 
 
@@ -470,7 +519,9 @@ class RunPolicySpec(ApiModel):
 class QueueSpec(ApiModel):
     """Kueue admission."""
 
-    name: str = Field(description="Kueue LocalQueue name (sets kueue.x-k8s.io/queue-name).", max_length=253)
+    name: str = Field(
+        description="Kueue LocalQueue name (sets kueue.x-k8s.io/queue-name).", max_length=253
+    )
 
 
 def _same(field: str) -> dict[str, str]:
@@ -506,7 +557,17 @@ def _same_run_policy() -> dict[str, str]:
     )
 
 
-IMMUTABLE_FIELDS = ["model", "dataset", "method", "training", "deepspeed", "resources", "checkpoint", "output", "queue"]
+IMMUTABLE_FIELDS = [
+    "model",
+    "dataset",
+    "method",
+    "training",
+    "deepspeed",
+    "resources",
+    "checkpoint",
+    "output",
+    "queue",
+]
 
 _PROCESSES = (
     "(has(self.resources.processesPerNode) ? self.resources.processesPerNode : "
@@ -560,13 +621,18 @@ class FineTuneJobSpec(ApiModel):
     dataset: DatasetSpec = Field(description="Training and validation data.")
     method: MethodSpec = Field(description="Full, partial, LoRA or QLoRA fine-tuning.")
     training: TrainingSpec = Field(default_factory=TrainingSpec, description="Hyper-parameters.")
-    deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec, description="DeepSpeed ZeRO settings.")
+    deepspeed: DeepSpeedSpec = Field(
+        default_factory=DeepSpeedSpec, description="DeepSpeed ZeRO settings."
+    )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="The worker gang.")
     checkpoint: CheckpointSpec | None = Field(
-        None, description="Checkpoints and resume. Without it a failed attempt restarts from step 0."
+        None,
+        description="Checkpoints and resume. Without it a failed attempt restarts from step 0.",
     )
     output: OutputSpec | None = Field(None, description="Where the fine-tuned model is written.")
-    run_policy: RunPolicySpec = Field(default_factory=RunPolicySpec, description="Restarts, deadlines, suspend.")
+    run_policy: RunPolicySpec = Field(
+        default_factory=RunPolicySpec, description="Restarts, deadlines, suspend."
+    )
     queue: QueueSpec | None = Field(None, description="Kueue queue the job is admitted through.")
 
     @model_validator(mode="after")
@@ -604,13 +670,17 @@ def cross_field_problems(spec: FineTuneJobSpec) -> list[str]:
         problems.append("spec.method.partial is required when spec.method.type is partial")
     if m.type != "partial" and m.partial is not None:
         problems.append("spec.method.partial is only allowed when spec.method.type is partial")
-    if m.partial is not None and (m.partial.trainable_modules is None) == (m.partial.top_layers is None):
+    if m.partial is not None and (m.partial.trainable_modules is None) == (
+        m.partial.top_layers is None
+    ):
         problems.append("spec.method.partial: set exactly one of trainableModules and topLayers")
     if t.epochs is not None and t.max_steps is not None:
         problems.append("spec.training: set either epochs or maxSteps, not both")
     if t.global_batch_size is not None and t.global_batch_size < t.micro_batch_size:
         problems.append("spec.training.globalBatchSize must be at least microBatchSize")
-    elif t.global_batch_size is not None and t.global_batch_size % (t.micro_batch_size * spec.world_size):
+    elif t.global_batch_size is not None and t.global_batch_size % (
+        t.micro_batch_size * spec.world_size
+    ):
         problems.append(
             "spec.training.globalBatchSize must be a multiple of spec.training.microBatchSize "
             "x spec.resources.nodes x processes per node"
@@ -619,7 +689,9 @@ def cross_field_problems(spec: FineTuneJobSpec) -> list[str]:
         if ds.offload.parameters != "none" and ds.zero_stage != 3:
             problems.append("spec.deepspeed.offload.parameters needs spec.deepspeed.zeroStage 3")
         if ds.offload.optimizer != "none" and ds.zero_stage < 1:
-            problems.append("spec.deepspeed.offload.optimizer needs spec.deepspeed.zeroStage 1, 2 or 3")
+            problems.append(
+                "spec.deepspeed.offload.optimizer needs spec.deepspeed.zeroStage 1, 2 or 3"
+            )
         if "nvme" in (ds.offload.optimizer, ds.offload.parameters) and not ds.offload.nvme_path:
             problems.append("spec.deepspeed.offload.nvmePath is required for nvme offload")
     if m.type == "qlora" and spec.resources.gpus_per_node == 0:
@@ -629,7 +701,11 @@ def cross_field_problems(spec: FineTuneJobSpec) -> list[str]:
             "spec.output is required unless spec.checkpoint is set (the model then goes to "
             "<checkpoint.uri>/output)"
         )
-    if spec.output is not None and spec.output.format in ("adapter", "both") and m.type not in ("lora", "qlora"):
+    if (
+        spec.output is not None
+        and spec.output.format in ("adapter", "both")
+        and m.type not in ("lora", "qlora")
+    ):
         problems.append("spec.output.format adapter or both needs spec.method.type lora or qlora")
     if t.early_stopping is not None and d.validation is None and d.validation_split is None:
         problems.append(
@@ -660,7 +736,9 @@ class FineTuneJob(BaseModel):
 
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
-    api_version: Literal["kubetune.dev/v1alpha1"] = Field(API_VERSION, alias="apiVersion")
-    kind: Literal["FineTuneJob"] = KIND
+    api_version: Literal["kubetune.dev/v1alpha1"] = Field(
+        "kubetune.dev/v1alpha1", alias="apiVersion"
+    )
+    kind: Literal["FineTuneJob"] = "FineTuneJob"
     metadata: ObjectMeta
     spec: FineTuneJobSpec

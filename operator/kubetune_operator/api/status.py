@@ -12,7 +12,9 @@ from pydantic import Field
 
 from kubetune_operator.api.spec import ApiModel
 
-Phase = Literal["Pending", "Initializing", "Running", "Restarting", "Suspended", "Succeeded", "Failed"]
+Phase = Literal[
+    "Pending", "Initializing", "Running", "Restarting", "Suspended", "Succeeded", "Failed"
+]
 PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
@@ -38,15 +40,21 @@ class Condition(ApiModel):
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
     reason: str | None = Field(None, description="CamelCase reason.", max_length=128)
     message: str | None = Field(None, description="Human-readable detail.", max_length=4096)
-    last_transition_time: str | None = Field(None, description="When status last changed (RFC 3339).")
-    observed_generation: int | None = Field(None, description="metadata.generation this was computed for.")
+    last_transition_time: str | None = Field(
+        None, description="When status last changed (RFC 3339)."
+    )
+    observed_generation: int | None = Field(
+        None, description="metadata.generation this was computed for."
+    )
 
 
 class Failure(ApiModel):
     """Why the last attempt ended badly."""
 
     reason: FailureReason = Field(description="Failure class.")
-    message: str | None = Field(None, description="Detail, e.g. the trainer's last error line.", max_length=4096)
+    message: str | None = Field(
+        None, description="Detail, e.g. the trainer's last error line.", max_length=4096
+    )
     exit_code: int | None = Field(None, description="Exit code of the failed container.")
     pod: str | None = Field(None, description="The pod that failed first.", max_length=253)
     time: str | None = Field(None, description="When it was observed (RFC 3339).")
@@ -60,7 +68,9 @@ class Progress(ApiModel):
     total_steps: int | None = Field(None, description="Optimizer steps planned.")
     epoch: float | None = Field(None, description="Fractional epoch.")
     percent: int | None = Field(None, description="step / totalSteps in percent.", ge=0, le=100)
-    summary: str | None = Field(None, description="step/totalSteps (percent%), for kubectl get.", max_length=64)
+    summary: str | None = Field(
+        None, description="step/totalSteps (percent%), for kubectl get.", max_length=64
+    )
     loss: float | None = Field(None, description="Latest training loss (smoothed).")
     eval_loss: float | None = Field(None, description="Latest evaluation loss.")
     learning_rate: float | None = Field(None, description="Current learning rate.")
@@ -89,7 +99,9 @@ class CheckpointStatus(ApiModel):
 class OutputStatus(ApiModel):
     """The exported model."""
 
-    uri: str | None = Field(None, description="Where the fine-tuned model was written.", max_length=2048)
+    uri: str | None = Field(
+        None, description="Where the fine-tuned model was written.", max_length=2048
+    )
 
 
 class WorkerCounts(ApiModel):
@@ -106,7 +118,10 @@ class WorkerCounts(ApiModel):
 class FineTuneJobStatus(ApiModel):
     """Observed state of a FineTuneJob."""
 
-    phase: Phase | None = Field(None, description="Pending, Initializing, Running, Restarting, Suspended, Succeeded or Failed.")
+    phase: Phase | None = Field(
+        None,
+        description="Pending, Initializing, Running, Restarting, Suspended, Succeeded or Failed.",
+    )
     message: str | None = Field(None, description="One line on what is happening.", max_length=4096)
     conditions: list[Condition] | None = Field(None, description="Conditions.", max_length=32)
     observed_generation: int | None = Field(None, description="metadata.generation last acted on.")
@@ -115,7 +130,9 @@ class FineTuneJobStatus(ApiModel):
     attempt: int | None = Field(None, description="Current attempt, starting at 1.")
     restarts: int | None = Field(None, description="Attempts restarted after a failure.")
     last_failure: Failure | None = Field(None, description="Why the last attempt failed.")
-    progress: Progress | None = Field(None, description="Training progress (written by the trainer).")
+    progress: Progress | None = Field(
+        None, description="Training progress (written by the trainer)."
+    )
     checkpoints: CheckpointStatus | None = Field(None, description="Committed checkpoints.")
     output: OutputStatus | None = Field(None, description="The exported model.")
     workers: WorkerCounts | None = Field(None, description="Worker pods of the current attempt.")

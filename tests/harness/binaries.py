@@ -1,0 +1,46 @@
+"""Where the control-plane binaries live, and building them when they are missing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
+REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
+
+def bin_dir() -> Path:
+    """$KUBETUNE_BIN_DIR, else the versioned cache folder the build script uses."""
+    if os.environ.get("KUBETUNE_BIN_DIR"):
+        return Path(os.environ["KUBETUNE_BIN_DIR"])
+    out = subprocess.run(
+        ["bash", str(BUILD_SCRIPT), "--print-dir"], check=True, capture_output=True, text=True
+    )
+    return Path(out.stdout.strip())
+
+
+def missing(directory: Path) -> list[str]:
+    """Required binaries not (yet) present and executable in `directory`."""
+    return [b for b in REQUIRED if not os.access(directory / b, os.X_OK)]
+
+
+def ensure_built(directory: Path) -> Path:
+    """Build what is missing with hack/build-control-plane.sh (slow only the first time)."""
+    if missing(directory):
+        env = {**os.environ, "KUBETUNE_BIN_DIR": str(directory)}
+        subprocess.run(["bash", str(BUILD_SCRIPT), "all"], check=True, env=env)
+    still = missing(directory)
+    if still:
+        raise RuntimeError(f"{BUILD_SCRIPT} ran but {', '.join(still)} are missing in {directory}")
+    return directory
+
+
+def kubectl_path(directory: Path) -> Path:
+    """kubectl from the built binaries if there, else the one on PATH (/usr/bin/kubectl)."""
+    if os.access(directory / "kubectl", os.X_OK):
+        return directory / "kubectl"
+    found = shutil.which("kubectl") or "/usr/bin/kubectl"
+    return Path(found)

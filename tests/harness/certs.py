@@ -1,0 +1,150 @@
+"""Certificates for a throwaway control plane: a CA, the apiserver's serving cert, an admin
+client cert and the service-account signing key pair, all written as PEM files."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+VALIDITY = datetime.timedelta(days=2)
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    """Paths of every PEM file the control plane reads."""
+
+    ca_cert: Path
+    ca_key: Path
+    serving_cert: Path
+    serving_key: Path
+    admin_cert: Path
+    admin_key: Path
+    sa_public: Path
+    sa_private: Path
+
+
+def _new_key() -> ec.EllipticCurvePrivateKey:
+    """A fresh P-256 key: fast to generate, accepted by every Kubernetes component."""
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> bytes:
+    """PKCS#8 PEM without a passphrase."""
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _name(common_name: str, organization: str | None = None) -> x509.Name:
+    """A subject with a CN and, for client certs, an O (Kubernetes reads it as the group)."""
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, common_name)]
+    if organization:
+        attrs.append(x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization))
+    return x509.Name(attrs)
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: object) -> x509.CertificateBuilder:
+    """A certificate builder valid from a minute ago (clock skew) for VALIDITY."""
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)  # type: ignore[arg-type]
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + VALIDITY)
+    )
+
+
+def make_ca() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A self-signed CA that signs every other cert of this control plane."""
+    key = _new_key()
+    name = _name("kubetune-test-ca")
+    cert = (
+        _builder(name, name, key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def issue(
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    common_name: str,
+    *,
+    organization: str | None = None,
+    server: bool = False,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A leaf cert signed by the CA: a serving cert for 127.0.0.1/localhost, or a client cert."""
+    key = _new_key()
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = _builder(_name(common_name, organization), ca_cert.subject, key.public_key())
+    builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    builder = builder.add_extension(
+        x509.BasicConstraints(ca=False, path_length=None), critical=True
+    )
+    if server:
+        sans: list[x509.GeneralName] = [
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(ca_key, hashes.SHA256()), key
+
+
+def _write(path: Path, data: bytes) -> Path:
+    """Write a PEM file readable only by its owner."""
+    path.write_bytes(data)
+    path.chmod(0o600)
+    return path
+
+
+def _cert_pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def write_all(directory: Path) -> CertFiles:
+    """Generate every certificate and key the control plane needs into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_cert, ca_key = make_ca()
+    serving_cert, serving_key = issue(ca_cert, ca_key, "kube-apiserver", server=True)
+    admin_cert, admin_key = issue(ca_cert, ca_key, "kubetune-admin", organization="system:masters")
+    sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    sa_public = sa_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return CertFiles(
+        ca_cert=_write(directory / "ca.crt", _cert_pem(ca_cert)),
+        ca_key=_write(directory / "ca.key", _key_pem(ca_key)),
+        serving_cert=_write(directory / "apiserver.crt", _cert_pem(serving_cert)),
+        serving_key=_write(directory / "apiserver.key", _key_pem(serving_key)),
+        admin_cert=_write(directory / "admin.crt", _cert_pem(admin_cert)),
+        admin_key=_write(directory / "admin.key", _key_pem(admin_key)),
+        sa_public=_write(directory / "sa.pub", sa_public),
+        sa_private=_write(directory / "sa.key", _key_pem(sa_key)),
+    )

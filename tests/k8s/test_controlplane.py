@@ -1,0 +1,151 @@
+"""The harness itself: a real apiserver, controller manager (GC, namespaces) and scheduler."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.harness import ControlPlane
+
+pytestmark = pytest.mark.k8s
+
+
+def eventually(check: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    """Poll until `check` holds (controllers act asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.25)
+    raise AssertionError(f"{what} did not happen within {timeout}s")
+
+
+def test_apiserver_reports_its_version(control_plane: ControlPlane) -> None:
+    out = json.loads(control_plane.kubectl("get", "--raw", "/version").stdout)
+    assert out["gitVersion"] == control_plane.git_version
+    assert out["gitVersion"].startswith("v1."), "binary built without a version stamp"
+
+
+def test_server_is_loopback_and_admin_can_do_anything(control_plane: ControlPlane) -> None:
+    assert control_plane.server.startswith("https://127.0.0.1:")
+    assert control_plane.kubectl("auth", "can-i", "*", "*").stdout.strip() == "yes"
+
+
+def test_service_account_token_is_subject_to_rbac(
+    control_plane: ControlPlane, namespace: str
+) -> None:
+    control_plane.kubectl("create", "serviceaccount", "reader", "-n", namespace)
+    cfg = control_plane.kubeconfig_for_service_account(namespace, "reader")
+    denied = control_plane.kubectl(
+        f"--kubeconfig={cfg}", "get", "pods", "-n", namespace, check=False
+    )
+    assert denied.returncode != 0 and "forbidden" in denied.stderr
+    control_plane.kubectl(
+        "create",
+        "rolebinding",
+        "reader",
+        "--clusterrole=view",
+        f"--serviceaccount={namespace}:reader",
+        "-n",
+        namespace,
+    )
+    eventually(
+        lambda: (
+            control_plane.kubectl(
+                f"--kubeconfig={cfg}", "get", "pods", "-n", namespace, check=False
+            ).returncode
+            == 0
+        ),
+        what="RoleBinding to take effect",
+    )
+
+
+def test_admin_token_authenticates(control_plane: ControlPlane) -> None:
+    import ssl
+    import urllib.request
+
+    from tests.harness.controlplane import http_get
+
+    ctx = ssl.create_default_context(cafile=str(control_plane.cert_files.ca_cert))
+    req = urllib.request.Request(
+        f"{control_plane.server}/api/v1/namespaces",
+        headers={"Authorization": f"Bearer {control_plane.admin_token}"},
+    )
+    opener = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=ctx)
+    )
+    with opener.open(req, timeout=10) as resp:
+        assert resp.status == 200
+        assert "kube-system" in resp.read().decode()
+    status, body = http_get(f"{control_plane.server}/api/v1/namespaces", ctx)
+    assert status == 403 and "system:anonymous" in body, "a request without credentials got in"
+
+
+def test_garbage_collector_deletes_dependents(control_plane: ControlPlane, namespace: str) -> None:
+    control_plane.kubectl("create", "configmap", "owner", "-n", namespace)
+    uid = control_plane.kubectl(
+        "get", "configmap", "owner", "-n", namespace, "-o", "jsonpath={.metadata.uid}"
+    ).stdout
+    child = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "child",
+            "namespace": namespace,
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid}
+            ],
+        },
+    }
+    control_plane.kubectl("apply", "-f", "-", input=json.dumps(child))
+    control_plane.kubectl("delete", "configmap", "owner", "-n", namespace)
+    eventually(
+        lambda: (
+            control_plane.kubectl(
+                "get", "configmap", "child", "-n", namespace, check=False
+            ).returncode
+            != 0
+        ),
+        what="garbage collection of the child ConfigMap",
+    )
+
+
+def test_scheduler_binds_a_pod_to_a_node(control_plane: ControlPlane, namespace: str) -> None:
+    node_name = f"node-{namespace}"[:63]
+    node = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {"name": node_name},
+        "status": {
+            "capacity": {"cpu": "4", "memory": "8Gi", "pods": "10"},
+            "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "10"},
+        },
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": namespace},
+        "spec": {
+            "containers": [{"name": "c", "image": "example.invalid/none"}],
+            "tolerations": [{"operator": "Exists"}],
+            "nodeSelector": {"kubernetes.io/hostname": node_name},
+        },
+    }
+    control_plane.kubectl("create", "-f", "-", input=json.dumps(node))
+    try:
+        control_plane.kubectl("label", "node", node_name, f"kubernetes.io/hostname={node_name}")
+        control_plane.kubectl("create", "-f", "-", input=json.dumps(pod))
+        eventually(
+            lambda: (
+                control_plane.kubectl(
+                    "get", "pod", "p", "-n", namespace, "-o", "jsonpath={.spec.nodeName}"
+                ).stdout
+                == node_name
+            ),
+            what="the scheduler binding the pod",
+        )
+    finally:
+        control_plane.kubectl("delete", "node", node_name, "--wait=false", check=False)
