@@ -1,0 +1,93 @@
+{{/* Chart name, overridable. */}}
+{{- define "kubetune.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Full name of the release's objects: <release>-<chart> unless the release already says it. */}}
+{{- define "kubetune.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels that select the operator pods (never change across upgrades). */}}
+{{- define "kubetune.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kubetune.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end -}}
+
+{{/* Labels on every object of the chart. */}}
+{{- define "kubetune.labels" -}}
+{{ include "kubetune.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kubetune
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* The operator's ServiceAccount name. */}}
+{{- define "kubetune.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "kubetune.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* repository:tag or repository@digest; the tag defaults to the chart's appVersion. */}}
+{{- define "kubetune.imageRef" -}}
+{{- $img := index . 0 -}}
+{{- $appVersion := index . 1 -}}
+{{- if $img.digest -}}
+{{- printf "%s@%s" $img.repository $img.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.repository (default $appVersion $img.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Namespaces the operator watches: the listed ones (namespaced scope) or none (all). */}}
+{{- define "kubetune.watchNamespaces" -}}
+{{- if eq .Values.rbac.scope "namespaced" -}}
+{{- required "rbac.namespaces must list at least one namespace when rbac.scope is namespaced" (join "," .Values.rbac.namespaces) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Permissions the operator needs in each namespace it watches. Children are written with
+server-side apply (patch, and create for the first apply); the per-job Role it grants to the
+trainer is a subset of these (get/patch on its own FineTuneJob's status), so no escalate/bind.
+*/}}
+{{- define "kubetune.namespacedRules" -}}
+- apiGroups: ["kubetune.dev"]
+  resources: ["finetunejobs"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["kubetune.dev"]
+  resources: ["finetunejobs/status"]
+  verbs: ["get", "patch"]
+- apiGroups: [""]
+  resources: ["pods", "services", "configmaps", "serviceaccounts"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["rbac.authorization.k8s.io"]
+  resources: ["roles", "rolebindings"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["batch"]
+  resources: ["jobs"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["", "events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+- apiGroups: ["kopf.dev"]
+  resources: ["kopfpeerings"]
+  verbs: ["get", "list", "watch", "patch"]
+{{- end -}}

@@ -1,0 +1,186 @@
+"""The Helm chart renders, lints and refuses bad values, with the real helm binary."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.harness.binaries import REPO_ROOT
+from tests.unit.chart.helm import CHART, VALUES_EXAMPLES, by_kind, render, run_helm, template_args
+
+pytestmark = pytest.mark.unit
+
+VALUE_SETS = [pytest.param([], id="defaults")] + [
+    pytest.param([p], id=p.stem) for p in VALUES_EXAMPLES
+]
+
+
+@pytest.mark.parametrize("values", VALUE_SETS)
+def test_lint_passes(values: list[Path], tmp_path: Path) -> None:
+    args = ["lint", str(CHART), "--strict", "--kube-version", "1.34.4"]
+    for v in values:
+        args += ["--values", str(v)]
+    out = run_helm(args, tmp_path)
+    assert "1 chart(s) linted, 0 chart(s) failed" in out.stdout
+
+
+@pytest.mark.parametrize("values", VALUE_SETS)
+def test_template_renders_operator_objects(values: list[Path], tmp_path: Path) -> None:
+    docs = render(tmp_path, values)
+    kinds = {d["kind"] for d in docs}
+    assert {"Deployment"} <= kinds
+    deployment = by_kind(docs, "Deployment")[0]
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"]
+    container = pod["containers"][0]
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KUBETUNE_TRAINER_IMAGE"].startswith(("ghcr.io/", "registry.example.com/"))
+
+
+def test_typo_in_values_is_refused(tmp_path: Path) -> None:
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("metrics:\n  serviceMonitr:\n    enabled: true\n")
+    out = run_helm(template_args([bad]), tmp_path, check=False)
+    assert out.returncode != 0
+    assert "serviceMonitr" in out.stderr and "not allowed" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "override, complaint",
+    [
+        ("replicas: 2\n", "replicas"),
+        ("operator:\n  logLevel: verbose\n", "logLevel"),
+        ("rbac:\n  scope: namespaced\n", "namespaces"),
+        ("image:\n  digest: latest\n", "digest"),
+    ],
+)
+def test_bad_values_name_the_field(override: str, complaint: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(override)
+    out = run_helm(template_args([bad]), tmp_path, check=False)
+    assert out.returncode != 0
+    assert complaint in out.stderr
+
+
+def test_defaults_are_cluster_wide_with_restricted_security(tmp_path: Path) -> None:
+    docs = render(tmp_path, [])
+    assert len(by_kind(docs, "ClusterRole")) == 1
+    assert not by_kind(docs, "Role")
+    pod = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    sc = pod["containers"][0]["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["capabilities"]["drop"] == ["ALL"]
+    args = pod["containers"][0]["args"]
+    assert "--all-namespaces" in args and "--peering=kubetune" in args
+    assert {d["kind"] for d in docs} >= {
+        "ServiceAccount", "ClusterRoleBinding", "Service", "PodDisruptionBudget", "ClusterKopfPeering",
+    }
+
+
+def test_namespaced_mode_grants_roles_only_in_listed_namespaces(tmp_path: Path) -> None:
+    docs = render(tmp_path, [CHART / "values-examples" / "namespaced.yaml"])
+    assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["team-a", "team-b"]
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "RoleBinding")) == ["team-a", "team-b"]
+    assert sorted(p["metadata"]["namespace"] for p in by_kind(docs, "KopfPeering")) == ["team-a", "team-b"]
+    args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--namespace=team-a" in args and "--namespace=team-b" in args
+    assert "--all-namespaces" not in args
+
+
+def test_monitoring_objects_render_when_enabled(tmp_path: Path) -> None:
+    docs = render(tmp_path, [CHART / "values-examples" / "monitoring.yaml"])
+    kinds = {d["kind"] for d in docs}
+    assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"} <= kinds
+    dashboard = by_kind(docs, "ConfigMap")[0]
+    assert json.loads(dashboard["data"]["kubetune.json"])["panels"]
+    alerts = {r["alert"] for g in by_kind(docs, "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"]}
+    assert {"KubetuneJobFailed", "KubetuneJobStalled", "KubetuneJobRestartsRising"} <= alerts
+
+
+def test_standalone_mode_has_no_peering(tmp_path: Path) -> None:
+    docs = render(tmp_path, [CHART / "values-examples" / "minimal.yaml"])
+    kinds = {d["kind"] for d in docs}
+    assert not kinds & {"ClusterKopfPeering", "KopfPeering", "Service", "PodDisruptionBudget"}
+    args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--standalone" in args and "--verbose" in args
+    assert "--priority" not in args[0]
+
+
+def test_chart_crds_equal_generated_crds() -> None:
+    generated = sorted(p.name for p in (REPO_ROOT / "crds").glob("*.yaml"))
+    assert generated, "crds/ is empty"
+    for name in generated:
+        copy = CHART / "crds" / name
+        assert copy.exists(), f"{copy} missing: run `make chart`"
+        assert copy.read_text() == (REPO_ROOT / "crds" / name).read_text(), f"{copy} is stale: run `make chart`"
+
+
+def undocumented_keys(values_text: str, schema: dict[str, Any]) -> list[str]:
+    """Chart-defined keys of values.yaml without a comment line right above them.
+
+    Blocks the schema describes key by key need no comment of their own (their keys have one);
+    leaves and free-form Kubernetes objects (resources, affinity, ...) do.
+    """
+    lines = values_text.splitlines()
+    stack: list[tuple[int, str]] = []
+    missing = []
+    for i, line in enumerate(lines):
+        m = re.match(r"^(\s*)([A-Za-z][\w.-]*):(\s|$)", line)
+        if not m:
+            continue
+        indent, key = len(m.group(1)), m.group(2)
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        parent: dict[str, Any] | None = schema
+        for _, k in stack:
+            parent = (parent or {}).get("properties", {}).get(k)
+        stack.append((indent, key))
+        if parent is None or "properties" not in parent:
+            continue  # inside a free-form object: documented by its parent's comment
+        node = parent["properties"].get(key, {})
+        has_children = line.rstrip().endswith(":")
+        if has_children and "properties" in node:
+            continue
+        if not (i and lines[i - 1].strip().startswith("#")):
+            missing.append(f"values.yaml:{i + 1}: {'.'.join(k for _, k in stack)}")
+    return missing
+
+
+def test_every_value_is_documented() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    missing = undocumented_keys((CHART / "values.yaml").read_text(), schema)
+    assert not missing, "\n".join(missing)
+
+
+def test_documentation_check_catches_a_bare_key() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert undocumented_keys("# -- documented\nreplicaCount: 1\nnameOverride: x\n", schema) == [
+        "values.yaml:3: nameOverride"
+    ]
+
+
+def test_schema_forbids_unknown_keys_at_every_level() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    loose = []
+
+    def walk(node: dict, path: str) -> None:
+        if node.get("type") == "object" and "properties" in node:
+            if node.get("additionalProperties") is not False:
+                loose.append(path or "/")
+            for key, sub in node["properties"].items():
+                walk(sub, f"{path}/{key}")
+
+    walk(schema, "")
+    assert not loose, f"objects that accept unknown keys: {loose}"
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(values) <= set(schema["properties"])
