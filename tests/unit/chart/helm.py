@@ -44,9 +44,19 @@ def run_helm(args: list[str], tmp: Path, check: bool = True) -> subprocess.Compl
     return out
 
 
-def template_args(values: list[Path], namespace: str = "kubetune", release: str = "kt") -> list[str]:
+def template_args(
+    values: list[Path], namespace: str = "kubetune", release: str = "kt"
+) -> list[str]:
     """`helm template` arguments for the chart with the given values files."""
-    args = ["template", release, str(CHART), "--namespace", namespace, "--kube-version", KUBE_VERSION]
+    args = [
+        "template",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kube-version",
+        KUBE_VERSION,
+    ]
     for v in values:
         args += ["--values", str(v)]
     return args

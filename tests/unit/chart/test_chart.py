@@ -82,7 +82,11 @@ def test_defaults_are_cluster_wide_with_restricted_security(tmp_path: Path) -> N
     args = pod["containers"][0]["args"]
     assert "--all-namespaces" in args and "--peering=kubetune" in args
     assert {d["kind"] for d in docs} >= {
-        "ServiceAccount", "ClusterRoleBinding", "Service", "PodDisruptionBudget", "ClusterKopfPeering",
+        "ServiceAccount",
+        "ClusterRoleBinding",
+        "Service",
+        "PodDisruptionBudget",
+        "ClusterKopfPeering",
     }
 
 
@@ -90,8 +94,14 @@ def test_namespaced_mode_grants_roles_only_in_listed_namespaces(tmp_path: Path) 
     docs = render(tmp_path, [CHART / "values-examples" / "namespaced.yaml"])
     assert not by_kind(docs, "ClusterRole") and not by_kind(docs, "ClusterRoleBinding")
     assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "Role")) == ["team-a", "team-b"]
-    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "RoleBinding")) == ["team-a", "team-b"]
-    assert sorted(p["metadata"]["namespace"] for p in by_kind(docs, "KopfPeering")) == ["team-a", "team-b"]
+    assert sorted(r["metadata"]["namespace"] for r in by_kind(docs, "RoleBinding")) == [
+        "team-a",
+        "team-b",
+    ]
+    assert sorted(p["metadata"]["namespace"] for p in by_kind(docs, "KopfPeering")) == [
+        "team-a",
+        "team-b",
+    ]
     args = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=team-a" in args and "--namespace=team-b" in args
     assert "--all-namespaces" not in args
@@ -103,7 +113,9 @@ def test_monitoring_objects_render_when_enabled(tmp_path: Path) -> None:
     assert {"ServiceMonitor", "PodMonitor", "PrometheusRule", "ConfigMap"} <= kinds
     dashboard = by_kind(docs, "ConfigMap")[0]
     assert json.loads(dashboard["data"]["kubetune.json"])["panels"]
-    alerts = {r["alert"] for g in by_kind(docs, "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"]}
+    alerts = {
+        r["alert"] for g in by_kind(docs, "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"]
+    }
     assert {"KubetuneJobFailed", "KubetuneJobStalled", "KubetuneJobRestartsRising"} <= alerts
 
 
@@ -122,7 +134,9 @@ def test_chart_crds_equal_generated_crds() -> None:
     for name in generated:
         copy = CHART / "crds" / name
         assert copy.exists(), f"{copy} missing: run `make chart`"
-        assert copy.read_text() == (REPO_ROOT / "crds" / name).read_text(), f"{copy} is stale: run `make chart`"
+        assert copy.read_text() == (REPO_ROOT / "crds" / name).read_text(), (
+            f"{copy} is stale: run `make chart`"
+        )
 
 
 def undocumented_keys(values_text: str, schema: dict[str, Any]) -> list[str]:
