@@ -1,4 +1,4 @@
-"""`kubetune` command line: crd | validate (render and run are added by the operator modules)."""
+"""`kubetune` command line: crd | validate | render | run."""
 
 from __future__ import annotations
 
@@ -40,13 +40,46 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         job = load_manifest(args.manifest)
     except ValidationError as err:
-        print(f"{args.manifest}: invalid FineTuneJob\n{format_validation_error(err)}", file=sys.stderr)
+        print(
+            f"{args.manifest}: invalid FineTuneJob\n{format_validation_error(err)}", file=sys.stderr
+        )
         return 1
     except (ValueError, OSError, yaml.YAMLError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"{args.manifest}: FineTuneJob {job.metadata.name} is valid")
     return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Print the child objects the operator would create for attempt N of the job."""
+    from kubetune_operator.reconcile.parse import InvalidSpec
+    from kubetune_operator.reconcile.plan import OperatorSettings, resolve
+    from kubetune_operator.reconcile.render import render
+
+    try:
+        job = load_manifest(args.manifest)
+        settings = OperatorSettings.from_env()
+        if args.image:
+            settings = OperatorSettings(trainer_image=args.image)
+        plan = resolve(job, args.attempt, settings, upstream_output=args.upstream_output)
+    except ValidationError as err:
+        print(
+            f"{args.manifest}: invalid FineTuneJob\n{format_validation_error(err)}", file=sys.stderr
+        )
+        return 1
+    except (InvalidSpec, ValueError, OSError, yaml.YAMLError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    sys.stdout.write(yaml.safe_dump_all(render(plan), sort_keys=False, width=100))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the job on this machine: one torchrun agent per worker, rendezvous on 127.0.0.1."""
+    from kubetune_operator.local.runner import run_manifest
+
+    return run_manifest(args.manifest, workdir=args.workdir, quiet=args.quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="check a FineTuneJob manifest offline")
     v.add_argument("manifest")
     v.set_defaults(func=cmd_validate)
+    r = sub.add_parser("render", help="print the child objects the operator creates for a job")
+    r.add_argument("manifest")
+    r.add_argument("--attempt", type=int, default=1, help="attempt number (default 1)")
+    r.add_argument("--image", help="trainer image (default: $KUBETUNE_TRAINER_IMAGE)")
+    r.add_argument("--upstream-output", help="output URI of the job an ftj:// source names")
+    r.set_defaults(func=cmd_render)
+    run = sub.add_parser("run", help="run a FineTuneJob on this machine (no cluster)")
+    run.add_argument("manifest")
+    run.add_argument("--workdir", help="where logs, config and plots go (default runs/<job>)")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    run.set_defaults(func=cmd_run)
     return parser
 
 

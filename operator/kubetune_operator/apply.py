@@ -1,0 +1,123 @@
+"""The only module that writes to the API server.
+
+Children are written with server-side apply under one field manager, so re-applying is
+idempotent and another actor's fields are never clobbered silently. Status is written with a
+merge patch carrying the resourceVersion the decision was made on: a concurrent writer (a
+second replica, a stale event) gets 409 Conflict and the decision is made again on fresh data.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client
+
+from kubetune_operator import metrics
+from kubetune_operator.api import constants as c
+from kubetune_operator.reconcile.status import Event
+
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+
+
+class Writer:
+    """Writes on behalf of the operator, counting API errors by verb."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api)
+        self.rbac = client.RbacAuthorizationV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        """Server-side apply one rendered child (ServiceAccount, Role, RoleBinding, ConfigMap, Service, Pod)."""
+        kind, meta = obj["kind"], obj["metadata"]
+        patchers = {
+            "ServiceAccount": self.core.patch_namespaced_service_account,
+            "ConfigMap": self.core.patch_namespaced_config_map,
+            "Service": self.core.patch_namespaced_service,
+            "Pod": self.core.patch_namespaced_pod,
+            "Role": self.rbac.patch_namespaced_role,
+            "RoleBinding": self.rbac.patch_namespaced_role_binding,
+        }
+        with metrics.api_call("apply"):
+            patchers[kind](
+                meta["name"],
+                meta["namespace"],
+                obj,
+                field_manager=c.FIELD_MANAGER,
+                force=True,
+                _content_type=APPLY,
+                _preload_content=False,
+            )
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete a worker; its grace period lets the trainer checkpoint on SIGTERM. Gone is fine."""
+        try:
+            with metrics.api_call("delete"):
+                self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+        except client.ApiException as err:
+            if err.status != 404:
+                raise
+
+    def patch_status(
+        self, namespace: str, name: str, resource_version: str, patch: dict[str, Any]
+    ) -> None:
+        """Patch the job's status subresource, refused (409) if the job changed meanwhile."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": patch}
+        with metrics.api_call("patch_status"):
+            self.custom.patch_namespaced_custom_object_status(
+                c.GROUP, c.VERSION, namespace, c.PLURAL, name, body,
+                field_manager=c.FIELD_MANAGER, _content_type=MERGE, _preload_content=False,
+            )  # fmt: skip
+
+    def delete_job(self, namespace: str, name: str, uid: str) -> None:
+        """Delete the job itself (TTL); the uid precondition spares a re-created namesake."""
+        try:
+            with metrics.api_call("delete"):
+                self.custom.delete_namespaced_custom_object(
+                    c.GROUP, c.VERSION, namespace, c.PLURAL, name,
+                    body=client.V1DeleteOptions(
+                        preconditions=client.V1Preconditions(uid=uid),
+                        propagation_policy="Background",
+                    ),
+                    _preload_content=False,
+                )  # fmt: skip
+        except client.ApiException as err:
+            if err.status not in (404, 409):
+                raise
+
+    def post_event(self, job: dict[str, Any], event: Event) -> None:
+        """A core/v1 Event on the job (what `kubectl describe ftj` shows)."""
+        meta = job["metadata"]
+        now = datetime.now(UTC)
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": c.API_VERSION,
+                "kind": c.KIND,
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "type": event.type,
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "source": {"component": c.MANAGED_BY},
+            "reportingComponent": c.MANAGED_BY,
+            "reportingInstance": c.MANAGED_BY,
+            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "count": 1,
+        }
+        with metrics.api_call("event"):
+            self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)  # type: ignore[arg-type]
+
+
+def as_json(response: Any) -> Any:
+    """Body of a raw (not preloaded) response as plain JSON data."""
+    return json.loads(response.data)

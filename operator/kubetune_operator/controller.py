@@ -1,0 +1,132 @@
+"""One reconcile pass of one job: read, decide (pure), then write in a safe order.
+
+Order matters for crash safety: the status (attempt number, phase) is written first, with the
+resourceVersion the decision was made on; only then are pods deleted or created. A pass that
+dies half-way is finished by the next one, which sees the new attempt number and treats
+leftovers of older attempts as such.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from kubetune_operator import metrics
+from kubetune_operator.apply import Writer
+from kubetune_operator.fetch import Reader
+from kubetune_operator.reconcile.parse import InvalidSpec, parse_job
+from kubetune_operator.reconcile.plan import OperatorSettings, resolve, upstream_job
+from kubetune_operator.reconcile.render import render
+from kubetune_operator.reconcile.status import (
+    Decision,
+    Upstream,
+    decide,
+    invalid_spec,
+    status_patch,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Controller:
+    """Reconciles FineTuneJobs through a Reader and a Writer."""
+
+    def __init__(
+        self,
+        reader: Reader,
+        writer: Writer,
+        settings: OperatorSettings,
+        clock: Callable[[], datetime] = _now,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.settings = settings
+        self.clock = clock
+
+    def reconcile(self, namespace: str, name: str) -> float | None:
+        """Bring one job one step closer to its spec; returns seconds until it wants another look."""
+        with metrics.timed_reconcile():
+            body = self.reader.job(namespace, name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                metrics.record_phase(namespace, name, None)
+                return None
+            status = body.get("status") or {}
+            try:
+                job = parse_job(body)
+            except InvalidSpec as err:
+                desired = invalid_spec(
+                    status, body["metadata"].get("generation"), str(err), self.clock()
+                )
+                self._write_status(body, status, desired)
+                metrics.record_phase(namespace, name, "Failed")
+                return None
+            upstream = self._upstream(namespace, job.spec.model.source)
+            pods = self.reader.pods(namespace, name, body["metadata"].get("uid"))
+            decision = decide(job, status, pods, self.clock(), upstream)
+            self._execute(body, job, status, pods, decision, upstream)
+            metrics.record_phase(namespace, name, decision.status.get("phase"))
+            return decision.requeue_after
+
+    def _upstream(self, namespace: str, source: str) -> Upstream | None:
+        """State of the job an ftj:// source names."""
+        other = upstream_job(source)
+        if other is None:
+            return None
+        body = self.reader.job(namespace, other)
+        st = (body or {}).get("status") or {}
+        return Upstream(
+            name=other, phase=st.get("phase"), output_uri=(st.get("output") or {}).get("uri")
+        )
+
+    def _write_status(
+        self, body: dict[str, Any], status: dict[str, Any], desired: dict[str, Any]
+    ) -> bool:
+        """Patch the status when it changed; True when a patch was written."""
+        patch = status_patch(status, desired)
+        if patch is None:
+            return False
+        meta = body["metadata"]
+        self.writer.patch_status(meta["namespace"], meta["name"], meta["resourceVersion"], patch)
+        return True
+
+    def _execute(
+        self,
+        body: dict[str, Any],
+        job: Any,
+        status: dict[str, Any],
+        pods: list[dict[str, Any]],
+        d: Decision,
+        upstream: Upstream | None,
+    ) -> None:
+        """Status first (guarded by resourceVersion), then events, deletions, creations."""
+        meta = body["metadata"]
+        ns, name = meta["namespace"], meta["name"]
+        self._write_status(body, status, d.status)
+        if d.restart_reason:
+            metrics.RESTARTS.labels(reason=d.restart_reason).inc()
+        for event in d.events:
+            try:
+                self.writer.post_event(body, event)
+            except Exception:  # an event is a courtesy; never let it block the job
+                log.warning(
+                    "could not post event %s on %s/%s", event.reason, ns, name, exc_info=True
+                )
+        for pod in d.delete_pods:
+            self.writer.delete_pod(ns, pod)
+        if d.start_attempt is not None:
+            existing = {p["metadata"]["name"] for p in pods}
+            plan = resolve(
+                job, d.start_attempt, self.settings, upstream.output_uri if upstream else None
+            )
+            for obj in render(plan):
+                if obj["kind"] == "Pod" and obj["metadata"]["name"] in existing:
+                    continue
+                self.writer.apply(obj)
+        if d.delete_job:
+            self.writer.delete_job(ns, name, meta["uid"])

@@ -1,0 +1,50 @@
+"""Reads from the API server: the job, its pods, an upstream job. Plain dicts, camelCase."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from kubetune_operator import metrics
+from kubetune_operator.api import constants as c
+from kubetune_operator.apply import as_json
+
+
+class Reader:
+    """Reads the objects a reconcile pass needs, as the API server spells them."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    def job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The FineTuneJob, or None when it is gone."""
+        try:
+            with metrics.api_call("get"):
+                resp = self.custom.get_namespaced_custom_object(
+                    c.GROUP, c.VERSION, namespace, c.PLURAL, name, _preload_content=False
+                )
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return dict(as_json(resp))
+
+    def pods(self, namespace: str, job: str, uid: str | None) -> list[dict[str, Any]]:
+        """Worker pods of the job (all attempts) that the job owns."""
+        with metrics.api_call("list"):
+            resp = self.core.list_namespaced_pod(
+                namespace,
+                label_selector=f"{c.LABEL_JOB}={job},{c.LABEL_ROLE}=worker",
+                _preload_content=False,
+            )
+        items = as_json(resp).get("items", [])
+        return [p for p in items if uid is None or _owned_by(p, uid)]
+
+
+def _owned_by(obj: dict[str, Any], uid: str) -> bool:
+    """True when `obj` has an owner reference to `uid` (a re-created namesake's pods are not ours)."""
+    return any(
+        ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences") or []
+    )

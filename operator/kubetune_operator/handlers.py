@@ -1,0 +1,95 @@
+"""Kopf handlers: thin, watch-driven. Every event only kicks the job's reconcile queue.
+
+Run with `kopf run -m kubetune_operator.handlers` (add `--standalone`, or `--peering=NAME` for
+several replicas: the status writes are guarded by resourceVersion either way). No finalizers:
+deleting a job never waits for the operator, owner references clean up the children.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+from kubetune_operator import metrics
+from kubetune_operator.api import constants as c
+from kubetune_operator.apply import Writer
+from kubetune_operator.controller import Controller
+from kubetune_operator.fetch import Reader
+from kubetune_operator.queue import JobQueue
+from kubetune_operator.reconcile.plan import OperatorSettings
+
+METRICS_PORT_ENV = "KUBETUNE_METRICS_PORT"
+
+
+def api_client() -> client.ApiClient:
+    """Client from $KUBECONFIG when set (explicit file), else the in-cluster service account."""
+    path = os.environ.get("KUBECONFIG")
+    if path:
+        return config.new_client_from_config(config_file=path)
+    config.load_incluster_config()
+    return client.ApiClient()
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Same credentials as the client: $KUBECONFIG when set, else the service account."""
+    if os.environ.get("KUBECONFIG"):
+        return kopf.login_with_kubeconfig(**kwargs)
+    return kopf.login_with_service_account(**kwargs)
+
+
+@kopf.on.startup()
+def startup(
+    settings: kopf.OperatorSettings,
+    memo: Any,
+    logger: logging.Logger | logging.LoggerAdapter[Any],
+    **_: Any,
+) -> None:
+    """Kopf bookkeeping under our prefix, clients in memo, metrics server."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=c.GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{c.GROUP}/finalizer"
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 300
+    settings.execution.max_workers = 8
+    api = api_client()
+    memo.queue = JobQueue(Controller(Reader(api), Writer(api), OperatorSettings.from_env()))
+    metrics.serve(int(os.environ.get(METRICS_PORT_ENV, c.OPERATOR_METRICS_PORT)))
+    logger.info("kubetune operator started")
+
+
+@kopf.on.cleanup()
+def cleanup(memo: Any, **_: Any) -> None:
+    """Drop pending timers."""
+    memo.queue.close()
+
+
+@kopf.on.event(c.GROUP, c.VERSION, c.PLURAL)
+async def job_event(type: str, name: str, namespace: str | None, memo: Any, **_: Any) -> None:
+    """Any change of a job (spec, suspend, progress) or the initial listing: reconcile it."""
+    key = (namespace or "default", name)
+    if type == "DELETED":
+        memo.queue.forget(key)
+        return
+    await memo.queue.kick(key)
+
+
+@kopf.on.event(
+    "", "v1", "pods", labels={c.LABEL_JOB: kopf.PRESENT, c.LABEL_MANAGED_BY: c.MANAGED_BY}
+)
+async def pod_event(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
+    """A worker changed: reconcile the job it belongs to."""
+    await memo.queue.kick((namespace or "default", labels[c.LABEL_JOB]))
+
+
+@kopf.on.probe(id="reconcile_passes")
+def probe(memo: Any, **_: Any) -> int:
+    """Liveness: the operator answers and counts its passes."""
+    return int(memo.queue.passes)

@@ -1,0 +1,94 @@
+"""The environment and command of one worker, shared by the pod renderer and the local runner.
+
+Keeping them in one place is what lets the trainer not know whether it runs in a pod or as a
+local process: both get exactly these variables and this torchrun command line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubetune_operator.reconcile.plan import Plan
+
+
+def torchrun_env(plan: Plan, node_rank: int, master_addr: str, master_port: int) -> dict[str, str]:
+    """Rendezvous variables torchrun and DeepSpeed read, plus the job identity."""
+    return {
+        "MASTER_ADDR": master_addr,
+        "MASTER_PORT": str(master_port),
+        "NNODES": str(plan.nodes),
+        "NODE_RANK": str(node_rank),
+        "NPROC_PER_NODE": str(plan.processes_per_node),
+        "WORLD_SIZE": str(plan.world_size),
+        "KUBETUNE_CONFIG": plan.config_path,
+        "KUBETUNE_JOB_NAME": plan.name,
+        "KUBETUNE_NAMESPACE": plan.namespace,
+        "KUBETUNE_ATTEMPT": str(plan.attempt),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def user_env(plan: Plan) -> list[dict[str, Any]]:
+    """spec.resources.env as core/v1 EnvVar dicts (camelCase, empty fields dropped)."""
+    out = []
+    for var in plan.spec.resources.env or []:
+        out.append(var.model_dump(by_alias=True, exclude_none=True, mode="json"))
+    return out
+
+
+def _secret_ref(var: str, secret: str, key: str, optional: bool) -> dict[str, Any]:
+    return {
+        "name": var,
+        "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": optional}},
+    }
+
+
+def secret_env(plan: Plan) -> list[dict[str, Any]]:
+    """Credentials as env from secretKeyRef: never copied into ConfigMaps or status.
+
+    Object-store keys come from the first secret among checkpoint, output, dataset and model;
+    the hub token from the model's or the dataset's secret.
+    """
+    spec = plan.spec
+    storage = [
+        spec.checkpoint.credentials_secret if spec.checkpoint else None,
+        spec.output.credentials_secret if spec.output else None,
+        spec.dataset.credentials_secret,
+        spec.model.credentials_secret,
+    ]
+    hub = [spec.model.credentials_secret, spec.dataset.credentials_secret]
+    env: list[dict[str, Any]] = []
+    s3 = next((s for s in storage if s), None)
+    if s3:
+        env.append(_secret_ref("AWS_ACCESS_KEY_ID", s3, "AWS_ACCESS_KEY_ID", False))
+        env.append(_secret_ref("AWS_SECRET_ACCESS_KEY", s3, "AWS_SECRET_ACCESS_KEY", False))
+        env.append(_secret_ref("AWS_SESSION_TOKEN", s3, "AWS_SESSION_TOKEN", True))
+    token = next((s for s in hub if s), None)
+    if token:
+        env.append(_secret_ref("HF_TOKEN", token, "HF_TOKEN", True))
+    return env
+
+
+def trainer_args(config_path: str) -> list[str]:
+    """Arguments after `torchrun <rendezvous flags>`: the trainer module and its config."""
+    return ["-m", "kubetune_trainer", "--config", config_path]
+
+
+def torchrun_flags(env: dict[str, str]) -> list[str]:
+    """torchrun's static-rendezvous flags from the worker env (values or $(VAR) references)."""
+    return [
+        f"--nnodes={env['NNODES']}",
+        f"--nproc-per-node={env['NPROC_PER_NODE']}",
+        f"--node-rank={env['NODE_RANK']}",
+        f"--master-addr={env['MASTER_ADDR']}",
+        f"--master-port={env['MASTER_PORT']}",
+    ]
+
+
+def pod_command(plan: Plan) -> list[str]:
+    """The container command; $(VAR) is expanded by the kubelet from the pod env."""
+    refs = {
+        k: f"$({k})"
+        for k in ("NNODES", "NPROC_PER_NODE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
+    }
+    return ["torchrun", *torchrun_flags(refs), *trainer_args(plan.config_path)]

@@ -1,0 +1,37 @@
+"""Parse a FineTuneJob object as the API server returns it into the typed model.
+
+The apiserver already checked the schema and the CEL rules; this catches what only pydantic
+knows (and objects written before a schema change) with a message that names the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from kubetune_operator.api.spec import FineTuneJob
+
+
+class InvalidSpec(ValueError):
+    """The job cannot be planned; the message names the offending field."""
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """One line per problem, each naming the field as spelled in the manifest."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
+        msg = e["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(lines)
+
+
+def parse_job(body: Mapping[str, Any]) -> FineTuneJob:
+    """The typed job from a raw object (status and unknown metadata are ignored)."""
+    raw = {k: v for k, v in body.items() if k != "status"}
+    try:
+        return FineTuneJob.model_validate(raw)
+    except ValidationError as err:
+        raise InvalidSpec(describe_validation_error(err)) from err

@@ -1,0 +1,255 @@
+"""Resolve a FineTuneJob into a frozen, complete Plan for one attempt.
+
+Every default is filled in and every derived value computed here (gradient accumulation, output
+location, pvc:// mounts, the model of an upstream job), so render and the local runner only
+copy values and never decide anything.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+from kubetune_operator.api import constants as c
+from kubetune_operator.api.spec import FineTuneJob, FineTuneJobSpec
+from kubetune_operator.reconcile import names
+from kubetune_operator.reconcile.parse import InvalidSpec
+from kubetune_trainer.config import (
+    CONFIG_FILE_NAME,
+    CheckpointConfig,
+    DataConfig,
+    DeepSpeedConfig,
+    JobRef,
+    MethodConfig,
+    ModelConfig,
+    OutputConfig,
+    ReportingConfig,
+    StorageConfig,
+    TrainerConfig,
+    TrainingConfig,
+)
+
+PVC_MOUNT_ROOT = "/mnt/kubetune/pvc"
+CONFIG_DIR = "/etc/kubetune"
+SCRATCH_DIR = "/tmp"
+
+
+@dataclass(frozen=True)
+class OperatorSettings:
+    """Operator-wide defaults a job does not set itself."""
+
+    trainer_image: str = "kubetune/trainer:dev"
+    termination_grace_seconds: int = 300
+    progress_interval_seconds: float = 10.0
+
+    @classmethod
+    def from_env(cls) -> OperatorSettings:
+        """Settings from KUBETUNE_TRAINER_IMAGE / KUBETUNE_GRACE_SECONDS (the chart sets them)."""
+        return cls(
+            trainer_image=os.environ.get("KUBETUNE_TRAINER_IMAGE", cls.trainer_image),
+            termination_grace_seconds=int(
+                os.environ.get("KUBETUNE_GRACE_SECONDS", cls.termination_grace_seconds)
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything needed to render (or run locally) one attempt of one job."""
+
+    name: str
+    namespace: str
+    uid: str | None
+    attempt: int
+    spec: FineTuneJobSpec
+    image: str
+    nodes: int
+    processes_per_node: int
+    world_size: int
+    master_port: int
+    grace_seconds: int
+    trainer_config: TrainerConfig
+    pvc_claims: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def config_path(self) -> str:
+        """Where the TrainerConfig JSON is mounted in each worker."""
+        return f"{CONFIG_DIR}/{CONFIG_FILE_NAME}"
+
+    @property
+    def pod_names(self) -> list[str]:
+        """Worker pod names of this attempt, by node rank."""
+        return [names.worker_pod(self.name, self.attempt, i) for i in range(self.nodes)]
+
+
+def pvc_to_file(uri: str, claims: list[str]) -> str:
+    """pvc://claim/path -> file:///mnt/kubetune/pvc/claim/path, remembering the claim."""
+    if not uri.startswith("pvc://"):
+        return uri
+    claim, _, path = uri.removeprefix("pvc://").partition("/")
+    if claim not in claims:
+        claims.append(claim)
+    return f"file://{PVC_MOUNT_ROOT}/{claim}/{path}".rstrip("/")
+
+
+def upstream_job(source: str) -> str | None:
+    """The job name in an ftj://<name> model source, else None."""
+    return source.removeprefix("ftj://").strip("/") if source.startswith("ftj://") else None
+
+
+def output_location(spec: FineTuneJobSpec) -> str:
+    """Where the final model goes: spec.output.uri, or <checkpoint.uri>/output."""
+    if spec.output is not None:
+        return spec.output.uri
+    assert spec.checkpoint is not None  # guaranteed by the CEL rule / validator
+    return spec.checkpoint.uri.rstrip("/") + "/output"
+
+
+def output_format(spec: FineTuneJobSpec) -> Literal["merged", "adapter", "both"]:
+    """adapter for lora/qlora, merged otherwise, unless spec.output.format says."""
+    if spec.output is not None and spec.output.format is not None:
+        return spec.output.format
+    return "adapter" if spec.method.type in ("lora", "qlora") else "merged"
+
+
+def training_config(spec: FineTuneJobSpec) -> TrainingConfig:
+    """Hyper-parameters with the batch arithmetic done once, here."""
+    t = spec.training
+    per_step = t.micro_batch_size * spec.world_size
+    global_batch = t.global_batch_size or per_step
+    if global_batch % per_step:
+        raise InvalidSpec(
+            "spec.training.globalBatchSize must be a multiple of spec.training.microBatchSize "
+            "x spec.resources.nodes x processes per node"
+        )
+    es = t.early_stopping
+    return TrainingConfig(
+        epochs=t.epochs if t.epochs is not None else (None if t.max_steps else 1.0),
+        max_steps=t.max_steps,
+        learning_rate=t.learning_rate,
+        scheduler=t.scheduler,
+        warmup_ratio=t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        max_grad_norm=t.max_grad_norm,
+        micro_batch_size=t.micro_batch_size,
+        global_batch_size=global_batch,
+        gradient_accumulation_steps=global_batch // per_step,
+        gradient_checkpointing=t.gradient_checkpointing,
+        seed=t.seed,
+        eval_every_steps=t.eval_every_steps,
+        early_stopping_patience=es.patience if es else None,
+        early_stopping_min_delta=es.min_delta if es else 0.0,
+        precision=t.precision,
+    )
+
+
+def method_config(spec: FineTuneJobSpec) -> MethodConfig:
+    """Method settings flattened for the trainer."""
+    m = spec.method
+    lora = m.lora
+    part = m.partial
+    return MethodConfig(
+        type=m.type,
+        lora_r=lora.r if lora else 16,
+        lora_alpha=lora.alpha if lora else 32,
+        lora_dropout=lora.dropout if lora else 0.05,
+        target_modules=list(lora.target_modules) if lora else ["all-linear"],
+        use_dora=lora.use_dora if lora else False,
+        trainable_modules=list(part.trainable_modules) if part and part.trainable_modules else None,
+        top_layers=part.top_layers if part else None,
+    )
+
+
+def deepspeed_config(spec: FineTuneJobSpec) -> DeepSpeedConfig:
+    """ZeRO settings for the trainer."""
+    d = spec.deepspeed
+    return DeepSpeedConfig(
+        zero_stage=d.zero_stage,
+        offload_optimizer=d.offload.optimizer if d.offload else "none",
+        offload_parameters=d.offload.parameters if d.offload else "none",
+        nvme_path=d.offload.nvme_path if d.offload else None,
+        overrides=dict(d.config or {}),
+    )
+
+
+def resolve(
+    job: FineTuneJob,
+    attempt: int,
+    settings: OperatorSettings,
+    upstream_output: str | None = None,
+) -> Plan:
+    """The Plan of `attempt` (from 1). `upstream_output` resolves an ftj:// model source."""
+    spec, meta = job.spec, job.metadata
+    namespace = meta.namespace or "default"
+    claims: list[str] = []
+    source = spec.model.source
+    if upstream_job(source) is not None:
+        if not upstream_output:
+            raise InvalidSpec(f"spec.model.source: {source} has no output yet")
+        source = upstream_output
+    ckpt = spec.checkpoint
+    out_uri = output_location(spec)
+    out = spec.output
+    ckpt_storage = StorageConfig(
+        endpoint=ckpt.endpoint if ckpt else None, region=ckpt.region if ckpt else None
+    )
+    out_storage = StorageConfig(
+        endpoint=(out.endpoint if out and out.endpoint else ckpt_storage.endpoint),
+        region=(out.region if out and out.region else ckpt_storage.region),
+    )
+    config = TrainerConfig(
+        job=JobRef(name=meta.name, namespace=namespace, uid=meta.uid, attempt=attempt),
+        model=ModelConfig(
+            source=pvc_to_file(source, claims),
+            revision=spec.model.revision,
+            dtype=spec.model.dtype,
+            trust_remote_code=spec.model.trust_remote_code,
+        ),
+        data=DataConfig(
+            train=pvc_to_file(spec.dataset.train, claims),
+            validation=pvc_to_file(spec.dataset.validation, claims)
+            if spec.dataset.validation
+            else None,
+            validation_split=spec.dataset.validation_split,
+            format=spec.dataset.format,
+            max_seq_length=spec.dataset.max_seq_length,
+            packing=spec.dataset.packing,
+        ),
+        method=method_config(spec),
+        training=training_config(spec),
+        deepspeed=deepspeed_config(spec),
+        checkpoint=CheckpointConfig(
+            uri=pvc_to_file(ckpt.uri, claims) if ckpt else None,
+            storage=ckpt_storage,
+            every_steps=ckpt.every_steps if ckpt else None,
+            every_minutes=ckpt.every_minutes if ckpt else None,
+            keep_last=ckpt.keep_last if ckpt else 3,
+            resume=pvc_to_file(ckpt.resume, claims) if ckpt else "never",
+            local_dir=f"{SCRATCH_DIR}/kubetune/checkpoints",
+        ),
+        output=OutputConfig(
+            uri=pvc_to_file(out_uri, claims), format=output_format(spec), storage=out_storage
+        ),
+        reporting=ReportingConfig(
+            progress_sink="kubernetes",
+            progress_interval_seconds=settings.progress_interval_seconds,
+            metrics_port=c.TRAINER_METRICS_PORT,
+        ),
+        spec=spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+    )
+    return Plan(
+        name=meta.name,
+        namespace=namespace,
+        uid=meta.uid,
+        attempt=attempt,
+        spec=spec,
+        image=spec.resources.image or settings.trainer_image,
+        nodes=spec.resources.nodes,
+        processes_per_node=spec.processes_per_node,
+        world_size=spec.world_size,
+        master_port=c.MASTER_PORT,
+        grace_seconds=settings.termination_grace_seconds,
+        trainer_config=config,
+        pvc_claims=tuple(claims),
+    )

@@ -1,0 +1,14 @@
+"""activeDeadlineSeconds: the whole job (all attempts) must finish within this many seconds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+
+def seconds_left(
+    start: datetime | None, deadline_seconds: int | None, now: datetime
+) -> float | None:
+    """Seconds until the deadline (<= 0: exceeded); None when no deadline applies yet."""
+    if deadline_seconds is None or start is None:
+        return None
+    return deadline_seconds - (now - start).total_seconds()

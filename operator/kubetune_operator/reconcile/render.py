@@ -1,0 +1,268 @@
+"""Render a Plan into the child objects of one attempt (plain dicts, ready for server-side apply).
+
+Pure builders: same Plan, same objects, byte for byte. Every object carries the job's labels
+and a controller owner reference, so deleting the job garbage-collects all of it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubetune_operator.api import constants as c
+from kubetune_operator.reconcile import names
+from kubetune_operator.reconcile.env import pod_command, secret_env, torchrun_env, user_env
+from kubetune_operator.reconcile.plan import CONFIG_DIR, PVC_MOUNT_ROOT, SCRATCH_DIR, Plan
+
+KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
+KUEUE_POD_GROUP = "kueue.x-k8s.io/pod-group-name"
+KUEUE_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
+GPU_RESOURCE = "nvidia.com/gpu"
+RUN_AS_USER = 1000
+
+
+def owner_reference(plan: Plan) -> dict[str, Any]:
+    """Controller reference to the FineTuneJob (garbage collection follows it)."""
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "name": plan.name,
+        "uid": plan.uid or "",
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def job_labels(plan: Plan) -> dict[str, str]:
+    """Labels every child carries."""
+    return {c.LABEL_JOB: plan.name, c.LABEL_MANAGED_BY: c.MANAGED_BY}
+
+
+def metadata(plan: Plan, name: str, extra_labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """Object metadata with labels and the owner reference."""
+    return {
+        "name": name,
+        "namespace": plan.namespace,
+        "labels": {**job_labels(plan), **(extra_labels or {})},
+        "ownerReferences": [owner_reference(plan)],
+    }
+
+
+def service_account(plan: Plan) -> dict[str, Any]:
+    """The per-job identity of the workers."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": metadata(plan, names.trainer_identity(plan.name)),
+    }
+
+
+def role(plan: Plan) -> dict[str, Any]:
+    """May read this job and patch only its status: nothing else, no other job."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": metadata(plan, names.trainer_identity(plan.name)),
+        "rules": [
+            {
+                "apiGroups": [c.GROUP],
+                "resources": [c.PLURAL, f"{c.PLURAL}/status"],
+                "resourceNames": [plan.name],
+                "verbs": ["get"],
+            },
+            {
+                "apiGroups": [c.GROUP],
+                "resources": [f"{c.PLURAL}/status"],
+                "resourceNames": [plan.name],
+                "verbs": ["patch"],
+            },
+        ],
+    }
+
+
+def role_binding(plan: Plan) -> dict[str, Any]:
+    """Binds the per-job Role to the per-job ServiceAccount."""
+    ident = names.trainer_identity(plan.name)
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": metadata(plan, ident),
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": ident},
+        "subjects": [{"kind": "ServiceAccount", "name": ident, "namespace": plan.namespace}],
+    }
+
+
+def config_map(plan: Plan) -> dict[str, Any]:
+    """The TrainerConfig of this attempt (no secrets: those come from secretKeyRef env)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(
+            plan, names.config_map(plan.name, plan.attempt), {c.LABEL_ATTEMPT: str(plan.attempt)}
+        ),
+        "data": {plan.config_path.rsplit("/", 1)[-1]: plan.trainer_config.to_json()},
+    }
+
+
+def service(plan: Plan) -> dict[str, Any]:
+    """Headless Service: DNS for <pod>.<service> before the pods are ready (rendezvous)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(plan, names.service(plan.name)),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": {c.LABEL_JOB: plan.name, c.LABEL_ROLE: "worker"},
+            "ports": [{"name": "rendezvous", "port": plan.master_port, "protocol": "TCP"}],
+        },
+    }
+
+
+def resources(plan: Plan) -> dict[str, Any]:
+    """Requests and limits; GPUs go in both (extended resources need requests == limits)."""
+    r = plan.spec.resources
+    requests: dict[str, Any] = {k: str(v) for k, v in (r.requests or {}).items()}
+    limits: dict[str, Any] = {k: str(v) for k, v in (r.limits or {}).items()}
+    if r.gpus_per_node > 0:
+        requests[GPU_RESOURCE] = str(r.gpus_per_node)
+        limits[GPU_RESOURCE] = str(r.gpus_per_node)
+    out: dict[str, Any] = {}
+    if requests:
+        out["requests"] = requests
+    if limits:
+        out["limits"] = limits
+    return out
+
+
+def shm_size(plan: Plan) -> str:
+    """/dev/shm size: spec.resources.sharedMemory, or 1Gi per trainer process."""
+    return plan.spec.resources.shared_memory or f"{plan.processes_per_node}Gi"
+
+
+def volumes(plan: Plan) -> list[dict[str, Any]]:
+    """Config, /dev/shm, scratch, and one volume per pvc:// claim the job uses."""
+    vols: list[dict[str, Any]] = [
+        {"name": "config", "configMap": {"name": names.config_map(plan.name, plan.attempt)}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(plan)}},
+        {"name": "scratch", "emptyDir": {}},
+    ]
+    for i, claim in enumerate(plan.pvc_claims):
+        vols.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}})
+    return vols
+
+
+def volume_mounts(plan: Plan) -> list[dict[str, Any]]:
+    """Mount points matching `volumes`."""
+    mounts: list[dict[str, Any]] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "scratch", "mountPath": SCRATCH_DIR},
+    ]
+    for i, claim in enumerate(plan.pvc_claims):
+        mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}"})
+    return mounts
+
+
+def container_env(plan: Plan, index: int) -> list[dict[str, Any]]:
+    """Rendezvous env, pod identity, secrets (by reference) and the user's env last."""
+    base = torchrun_env(
+        plan, index, names.master_host(plan.name, plan.attempt, plan.namespace), plan.master_port
+    )
+    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in base.items()]
+    env.append({"name": "HF_HOME", "value": f"{SCRATCH_DIR}/hf"})
+    env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    env.extend(secret_env(plan))
+    env.extend(user_env(plan))
+    return env
+
+
+def pod_labels(plan: Plan, index: int) -> dict[str, str]:
+    """Worker labels, plus Kueue's pod-group labels when spec.queue is set."""
+    labels = {
+        c.LABEL_ATTEMPT: str(plan.attempt),
+        c.LABEL_ROLE: "worker",
+        c.LABEL_WORKER_INDEX: str(index),
+    }
+    if plan.spec.queue is not None:
+        labels[KUEUE_QUEUE] = plan.spec.queue.name
+        labels[KUEUE_POD_GROUP] = names.pod_group(plan.name, plan.attempt)
+    return labels
+
+
+def pod_security() -> dict[str, Any]:
+    """Pod-level part of the 'restricted' Pod Security Standard."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security() -> dict[str, Any]:
+    """Container-level part of the 'restricted' Pod Security Standard."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def worker_pod(plan: Plan, index: int) -> dict[str, Any]:
+    """Worker `index` of the attempt: stable hostname under the headless Service."""
+    r = plan.spec.resources
+    name = names.worker_pod(plan.name, plan.attempt, index)
+    meta = metadata(plan, name, pod_labels(plan, index))
+    if plan.spec.queue is not None:
+        meta["annotations"] = {KUEUE_GROUP_COUNT: str(plan.nodes)}
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": plan.image,
+        "command": pod_command(plan),
+        "env": container_env(plan, index),
+        "ports": [
+            {"name": "rendezvous", "containerPort": plan.master_port},
+            {"name": "metrics", "containerPort": c.TRAINER_METRICS_PORT},
+        ],
+        "resources": resources(plan),
+        "volumeMounts": volume_mounts(plan),
+        "securityContext": container_security(),
+    }
+    if r.image_pull_policy:
+        container["imagePullPolicy"] = r.image_pull_policy
+    spec: dict[str, Any] = {
+        "hostname": name,
+        "subdomain": names.service(plan.name),
+        "restartPolicy": "Never",
+        "serviceAccountName": r.service_account_name or names.trainer_identity(plan.name),
+        "terminationGracePeriodSeconds": plan.grace_seconds,
+        "securityContext": pod_security(),
+        "containers": [container],
+        "volumes": volumes(plan),
+    }
+    optional = {
+        "nodeSelector": r.node_selector,
+        "tolerations": r.tolerations,
+        "affinity": r.affinity,
+        "priorityClassName": r.priority_class_name,
+        "schedulerName": r.scheduler_name,
+    }
+    spec.update({k: v for k, v in optional.items() if v})
+    if r.image_pull_secrets:
+        spec["imagePullSecrets"] = [{"name": s} for s in r.image_pull_secrets]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
+
+
+def shared_children(plan: Plan) -> list[dict[str, Any]]:
+    """Objects every attempt needs before its pods: identity, config, DNS."""
+    out = []
+    if plan.spec.resources.service_account_name is None:
+        out += [service_account(plan), role(plan), role_binding(plan)]
+    return [*out, config_map(plan), service(plan)]
+
+
+def render(plan: Plan) -> list[dict[str, Any]]:
+    """All child objects of the attempt, in the order they should be applied."""
+    return [*shared_children(plan), *(worker_pod(plan, i) for i in range(plan.nodes))]

@@ -1,0 +1,108 @@
+"""Resolving a job into a Plan: defaults, batch arithmetic, output, pvc:// and ftj:// sources."""
+
+from __future__ import annotations
+
+import pytest
+
+from kubetune_operator.reconcile.parse import InvalidSpec, parse_job
+from kubetune_operator.reconcile.plan import (
+    OperatorSettings,
+    output_format,
+    output_location,
+    pvc_to_file,
+    resolve,
+)
+from tests.unit.operator.helpers import job, manifest
+
+pytestmark = pytest.mark.unit
+SETTINGS = OperatorSettings(trainer_image="registry.local/trainer:1")
+
+
+@pytest.mark.parametrize(
+    ("training", "resources", "global_batch", "accumulation"),
+    [
+        ({"microBatchSize": 2, "globalBatchSize": 32}, {"nodes": 2, "gpusPerNode": 4}, 32, 2),
+        ({"microBatchSize": 2}, {"nodes": 2, "gpusPerNode": 4}, 16, 1),
+        ({"microBatchSize": 1, "globalBatchSize": 8}, {"nodes": 2, "gpusPerNode": 0}, 8, 4),
+        (
+            {"microBatchSize": 4, "globalBatchSize": 64},
+            {"nodes": 1, "gpusPerNode": 8, "processesPerNode": 2},
+            64,
+            8,
+        ),
+    ],
+)
+def test_batch_arithmetic(
+    training: dict, resources: dict, global_batch: int, accumulation: int
+) -> None:
+    plan = resolve(job(training=training, resources=resources), 1, SETTINGS)
+    assert plan.trainer_config.training.global_batch_size == global_batch
+    assert plan.trainer_config.training.gradient_accumulation_steps == accumulation
+
+
+def test_plan_fills_defaults() -> None:
+    plan = resolve(job(), 3, SETTINGS)
+    cfg = plan.trainer_config
+    assert (plan.nodes, plan.processes_per_node, plan.world_size) == (2, 4, 8)
+    assert plan.image == "registry.local/trainer:1"
+    assert cfg.job.attempt == 3 and cfg.job.namespace == "team-a"
+    assert cfg.method.lora_r == 16 and cfg.method.target_modules == ["q_proj", "v_proj"]
+    assert cfg.training.epochs == 2.0
+    assert cfg.checkpoint.uri == "s3://ckpt/llama-lora"
+    assert cfg.checkpoint.storage.endpoint == "http://minio.storage:9000"
+    assert cfg.output is not None and cfg.output.storage.endpoint == "http://minio.storage:9000"
+    assert cfg.reporting.progress_sink == "kubernetes"
+    assert plan.pod_names == ["llama-lora-a3-0", "llama-lora-a3-1"]
+
+
+def test_epochs_default_to_one_without_max_steps() -> None:
+    assert resolve(job(training={}), 1, SETTINGS).trainer_config.training.epochs == 1.0
+    cfg = resolve(job(training={"maxSteps": 50}), 1, SETTINGS).trainer_config.training
+    assert (cfg.epochs, cfg.max_steps) == (None, 50)
+
+
+@pytest.mark.parametrize(
+    ("method", "output", "fmt"),
+    [
+        ({"type": "lora", "lora": {}}, {"uri": "s3://m/x"}, "adapter"),
+        ({"type": "full"}, {"uri": "s3://m/x"}, "merged"),
+        ({"type": "lora", "lora": {}}, {"uri": "s3://m/x", "format": "both"}, "both"),
+    ],
+)
+def test_output_format(method: dict, output: dict, fmt: str) -> None:
+    assert output_format(job(method=method, output=output).spec) == fmt
+
+
+def test_output_defaults_under_checkpoint() -> None:
+    doc = manifest()
+    del doc["spec"]["output"]
+    assert output_location(parse_job(doc).spec) == "s3://ckpt/llama-lora/output"
+
+
+def test_pvc_sources_become_mounted_files() -> None:
+    claims: list[str] = []
+    assert (
+        pvc_to_file("pvc://data/sets/a.jsonl", claims)
+        == "file:///mnt/kubetune/pvc/data/sets/a.jsonl"
+    )
+    assert pvc_to_file("pvc://data/other", claims) == "file:///mnt/kubetune/pvc/data/other"
+    assert claims == ["data"]
+    plan = resolve(job(dataset={"train": "pvc://corpus/train.jsonl"}), 1, SETTINGS)
+    assert plan.pvc_claims == ("corpus",)
+
+
+def test_upstream_model_source() -> None:
+    j = job(model={"source": "ftj://base"})
+    with pytest.raises(InvalidSpec, match=r"spec\.model\.source"):
+        resolve(j, 1, SETTINGS)
+    assert (
+        resolve(j, 1, SETTINGS, upstream_output="s3://models/base").trainer_config.model.source
+        == "s3://models/base"
+    )
+
+
+def test_invalid_manifest_names_the_field() -> None:
+    doc = manifest()
+    doc["spec"]["resources"]["nodes"] = 0
+    with pytest.raises(InvalidSpec, match=r"spec\.resources\.nodes"):
+        parse_job(doc)

@@ -1,0 +1,171 @@
+"""Rendering children: golden YAML for a 2-node LoRA job and a table of properties."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+import yaml
+
+from kubetune_operator.api import constants as c
+from kubetune_operator.api.spec import FineTuneJob
+from kubetune_operator.reconcile.plan import OperatorSettings, resolve
+from kubetune_operator.reconcile.render import render
+from tests.unit.operator.helpers import HERE, job, manifest
+
+pytestmark = pytest.mark.unit
+GOLDEN = HERE / "golden" / "lora-2node.yaml"
+SETTINGS = OperatorSettings(trainer_image="kubetune/trainer:dev")
+
+
+def objects(**overrides: Any) -> list[dict[str, Any]]:
+    return render(resolve(job(**overrides), 1, SETTINGS))
+
+
+def by_kind(objs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objs if o["kind"] == kind]
+
+
+def env_of(pod: dict[str, Any]) -> dict[str, Any]:
+    return {
+        e["name"]: e.get("value", e.get("valueFrom")) for e in pod["spec"]["containers"][0]["env"]
+    }
+
+
+def test_golden_two_node_lora() -> None:
+    """Byte-for-byte stable output (UPDATE_GOLDEN=1 rewrites the file after a deliberate change)."""
+    text = yaml.safe_dump_all(objects(), sort_keys=False, width=100)
+    if os.environ.get("UPDATE_GOLDEN"):
+        GOLDEN.write_text(text)
+    assert text == GOLDEN.read_text()
+
+
+def test_every_child_is_owned_and_labelled() -> None:
+    for obj in objects():
+        ref = obj["metadata"]["ownerReferences"][0]
+        assert ref["kind"] == "FineTuneJob" and ref["controller"] is True
+        assert ref["uid"] == "0b7a7e52-6a0f-4f2e-9d1c-2a3b4c5d6e7f"
+        assert obj["metadata"]["labels"][c.LABEL_JOB] == "llama-lora"
+        assert obj["metadata"]["namespace"] == "team-a"
+
+
+def test_worker_env_is_torchrun_rendezvous() -> None:
+    pods = by_kind(objects(), "Pod")
+    assert [p["metadata"]["name"] for p in pods] == ["llama-lora-a1-0", "llama-lora-a1-1"]
+    for rank, pod in enumerate(pods):
+        env = env_of(pod)
+        assert env["MASTER_ADDR"] == "llama-lora-a1-0.llama-lora-workers.team-a.svc"
+        assert env["MASTER_PORT"] == "29500"
+        assert (env["NNODES"], env["NODE_RANK"], env["NPROC_PER_NODE"], env["WORLD_SIZE"]) == (
+            "2",
+            str(rank),
+            "4",
+            "8",
+        )
+        assert pod["spec"]["hostname"] == pod["metadata"]["name"]
+        assert pod["spec"]["subdomain"] == "llama-lora-workers"
+
+
+def test_secrets_are_references_never_values() -> None:
+    objs = objects()
+    env = env_of(by_kind(objs, "Pod")[0])
+    assert env["AWS_ACCESS_KEY_ID"] == {
+        "secretKeyRef": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID", "optional": False}
+    }
+    assert env["HF_TOKEN"]["secretKeyRef"]["name"] == "hf-token"
+    config = by_kind(objs, "ConfigMap")[0]["data"]["trainer.json"]
+    assert "AWS_SECRET_ACCESS_KEY" not in config and "HF_TOKEN" not in config
+
+
+def test_role_is_limited_to_its_own_job_status() -> None:
+    role = by_kind(objects(), "Role")[0]
+    for rule in role["rules"]:
+        assert rule["resourceNames"] == ["llama-lora"]
+        assert rule["apiGroups"] == [c.GROUP]
+    writes = [r for r in role["rules"] if set(r["verbs"]) - {"get", "list", "watch"}]
+    assert writes == [
+        {
+            "apiGroups": [c.GROUP],
+            "resources": ["finetunejobs/status"],
+            "resourceNames": ["llama-lora"],
+            "verbs": ["patch"],
+        }
+    ]
+
+
+def test_pod_is_restricted_and_placed() -> None:
+    pod = by_kind(objects(), "Pod")[0]
+    spec, ctr = pod["spec"], pod["spec"]["containers"][0]
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
+    assert ctr["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert ctr["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert ctr["resources"]["requests"]["nvidia.com/gpu"] == "4"
+    assert spec["restartPolicy"] == "Never"
+    assert spec["terminationGracePeriodSeconds"] == 300
+    assert spec["priorityClassName"] == "training"
+    assert spec["imagePullSecrets"] == [{"name": "registry"}]
+    assert spec["tolerations"][0]["key"] == "nvidia.com/gpu"
+    assert spec["serviceAccountName"] == "llama-lora-trainer"
+    shm = next(v for v in spec["volumes"] if v["name"] == "dshm")
+    assert shm["emptyDir"] == {"medium": "Memory", "sizeLimit": "4Gi"}
+    assert pod["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert pod["metadata"]["labels"]["kueue.x-k8s.io/pod-group-name"] == "llama-lora-a1"
+    assert pod["metadata"]["annotations"]["kueue.x-k8s.io/pod-group-total-count"] == "2"
+
+
+@pytest.mark.parametrize(
+    ("resources", "check"),
+    [
+        (
+            {"nodes": 1, "gpusPerNode": 0},
+            lambda p: "nvidia.com/gpu" not in str(p["spec"]["containers"][0]["resources"]),
+        ),
+        (
+            {"nodes": 1, "sharedMemory": "16Gi"},
+            lambda p: p["spec"]["volumes"][1]["emptyDir"]["sizeLimit"] == "16Gi",
+        ),
+        (
+            {"nodes": 1, "serviceAccountName": "mine"},
+            lambda p: p["spec"]["serviceAccountName"] == "mine",
+        ),
+        (
+            {"nodes": 1, "schedulerName": "volcano"},
+            lambda p: p["spec"]["schedulerName"] == "volcano",
+        ),
+        (
+            {"nodes": 1, "affinity": {"nodeAffinity": {}}},
+            lambda p: p["spec"]["affinity"] == {"nodeAffinity": {}},
+        ),
+    ],
+)
+def test_resource_options(resources: dict, check: Any) -> None:
+    doc = manifest(resources=resources, training={"microBatchSize": 1})
+    pods = by_kind(render(resolve(FineTuneJob.model_validate(doc), 1, SETTINGS)), "Pod")
+    assert len(pods) == 1 and check(pods[0])
+
+
+def test_own_service_account_skips_the_per_job_identity() -> None:
+    objs = objects(
+        resources={"nodes": 1, "serviceAccountName": "mine"}, training={"microBatchSize": 1}
+    )
+    assert not by_kind(objs, "Role") and not by_kind(objs, "ServiceAccount")
+
+
+def test_no_queue_no_kueue_labels() -> None:
+    doc = manifest()
+    del doc["spec"]["queue"]
+    pod = by_kind(render(resolve(FineTuneJob.model_validate(doc), 1, SETTINGS)), "Pod")[0]
+    assert not any(k.startswith("kueue") for k in pod["metadata"]["labels"])
+
+
+def test_names_carry_the_attempt() -> None:
+    objs = render(resolve(job(), 4, SETTINGS))
+    assert [o["metadata"]["name"] for o in by_kind(objs, "Pod")] == [
+        "llama-lora-a4-0",
+        "llama-lora-a4-1",
+    ]
+    assert by_kind(objs, "ConfigMap")[0]["metadata"]["name"] == "llama-lora-a4-config"
+    assert env_of(by_kind(objs, "Pod")[1])["KUBETUNE_ATTEMPT"] == "4"

@@ -1,0 +1,231 @@
+"""The reconcile decision, scenario by scenario: (job, status, pods, clock) -> Decision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubetune_operator.reconcile.status import Upstream, decide, status_patch
+from kubetune_operator.reconcile.timeutil import format_time
+from tests.unit.operator.helpers import T0, at, gang, job, pod, running_status, with_run_policy
+
+pytestmark = pytest.mark.unit
+
+
+def cond(status: dict[str, Any], kind: str) -> dict[str, Any]:
+    return next(c for c in status["conditions"] if c["type"] == kind)
+
+
+def test_new_job_starts_attempt_one() -> None:
+    d = decide(job(), {}, [], T0)
+    assert d.start_attempt == 1
+    assert d.status["phase"] == "Pending"
+    assert d.status["attempt"] == 1 and d.status["restarts"] == 0
+    assert d.status["startTime"] == format_time(T0)
+    assert d.status["observedGeneration"] == 1
+    assert cond(d.status, "Created")["status"] == "True"
+    assert d.delete_pods == []
+
+
+@pytest.mark.parametrize(
+    ("pods", "phase", "start"),
+    [
+        ([pod(0, phase="Pending", scheduled=False)], "Pending", 1),  # one still missing
+        ([pod(i, phase="Pending", scheduled=False) for i in range(2)], "Pending", None),
+        ([pod(i, phase="Pending") for i in range(2)], "Initializing", None),
+        ([pod(0), pod(1, phase="Pending")], "Initializing", None),
+        (gang("Running"), "Running", None),
+        (
+            [pod(0, phase="Pending", waiting="ImagePullBackOff"), pod(1, phase="Pending")],
+            "Pending",
+            None,
+        ),
+    ],
+)
+def test_phase_follows_the_workers(pods: list[dict], phase: str, start: int | None) -> None:
+    st = {"phase": "Pending", "attempt": 1, "restarts": 0, "startTime": format_time(T0)}
+    d = decide(job(), st, pods, at(5))
+    assert d.status["phase"] == phase
+    assert d.start_attempt == start
+    assert d.status["workers"]["total"] == 2
+
+
+def test_image_problem_is_named_in_the_message() -> None:
+    st = {"phase": "Pending", "attempt": 1, "restarts": 0, "startTime": format_time(T0)}
+    d = decide(
+        job(),
+        st,
+        [pod(0, phase="Pending", waiting="ImagePullBackOff"), pod(1, phase="Pending")],
+        at(5),
+    )
+    assert "llama-lora-a1-0: ImagePullBackOff" in d.status["message"]
+
+
+def test_running_sets_condition_and_event() -> None:
+    st = {"phase": "Initializing", "attempt": 1, "restarts": 0, "startTime": format_time(T0)}
+    d = decide(job(), st, gang("Running"), at(5))
+    assert cond(d.status, "Running")["status"] == "True"
+    assert [e.reason for e in d.events] == ["Running"]
+
+
+def test_all_workers_succeeded_is_success() -> None:
+    d = decide(job(), running_status(), gang("Succeeded"), at(60))
+    assert d.status["phase"] == "Succeeded"
+    assert d.status["completionTime"] == format_time(at(60))
+    assert d.status["output"] == {"uri": "s3://models/llama-lora"}
+    assert cond(d.status, "Succeeded")["status"] == "True"
+    assert sorted(d.delete_pods) == ["llama-lora-a1-0", "llama-lora-a1-1"]  # cleanPodPolicy All
+
+
+def test_one_success_is_not_yet_success() -> None:
+    d = decide(job(), running_status(), [pod(0, phase="Succeeded"), pod(1)], at(60))
+    assert d.status["phase"] == "Running"
+
+
+@pytest.mark.parametrize(
+    ("failed_pod", "reason"),
+    [
+        (pod(1, phase="Failed", exit_code=137, reason="OOMKilled"), "OOMKilled"),
+        (pod(1, phase="Failed", exit_code=1), "Error"),
+        (pod(1, phase="Failed", pod_reason="Evicted"), "Evicted"),
+        (pod(1, phase="Failed", exit_code=43), "Preempted"),
+    ],
+)
+def test_a_worker_failure_restarts_the_gang(failed_pod: dict, reason: str) -> None:
+    d = decide(job(), running_status(), [pod(0), failed_pod], at(60))
+    assert d.status["attempt"] == 2
+    assert d.status["restarts"] == 1
+    assert d.status["phase"] == "Restarting"
+    assert d.status["lastFailure"]["reason"] == reason
+    assert d.status["lastFailure"]["pod"] == "llama-lora-a1-1"
+    assert d.status["lastFailure"]["attempt"] == 1
+    assert sorted(d.delete_pods) == ["llama-lora-a1-0", "llama-lora-a1-1"]
+    assert d.start_attempt is None  # the new gang waits until the old one is gone
+    assert d.restart_reason == reason
+    assert cond(d.status, "Restarting")["status"] == "True"
+
+
+def test_worker_deleted_while_running_is_node_lost() -> None:
+    d = decide(job(), running_status(), [pod(0)], at(60))
+    assert d.status["lastFailure"]["reason"] == "NodeLost"
+    assert d.status["attempt"] == 2
+
+
+def test_worker_preempted_while_running() -> None:
+    d = decide(
+        job(),
+        running_status(),
+        [pod(0), pod(1, deleting=True, disruption="PreemptionByScheduler")],
+        at(60),
+    )
+    assert d.status["lastFailure"]["reason"] == "Preempted"
+
+
+def test_new_attempt_waits_for_old_pods_then_starts() -> None:
+    st = running_status(attempt=2, restarts=1, phase="Restarting")
+    old = [pod(0, attempt=1), pod(1, attempt=1, phase="Failed", exit_code=1)]
+    d = decide(job(), st, old, at(61))
+    assert d.start_attempt is None
+    assert d.delete_pods == ["llama-lora-a1-0"]  # the failed one holds nothing but is kept
+    d = decide(job(), st, [pod(1, attempt=1, phase="Failed", exit_code=1)], at(62))
+    assert d.start_attempt == 2
+
+
+def test_backoff_limit_exhausted_fails_the_job() -> None:
+    st = running_status(attempt=3, restarts=2)
+    d = decide(
+        job(), st, [pod(0, attempt=3), pod(1, attempt=3, phase="Failed", exit_code=1)], at(90)
+    )
+    assert d.status["phase"] == "Failed"
+    assert d.status["attempt"] == 3
+    assert cond(d.status, "Failed")["reason"] == "BackoffLimitExceeded"
+    assert d.status["lastFailure"]["reason"] == "Error"
+    assert d.start_attempt is None
+    assert sorted(d.delete_pods) == ["llama-lora-a3-0", "llama-lora-a3-1"]
+
+
+def test_suspend_deletes_workers() -> None:
+    d = decide(with_run_policy(suspend=True), running_status(), gang("Running"), at(30))
+    assert d.status["phase"] == "Suspended"
+    assert sorted(d.delete_pods) == ["llama-lora-a1-0", "llama-lora-a1-1"]
+    assert cond(d.status, "Suspended")["status"] == "True"
+    assert d.start_attempt is None
+
+
+def test_resume_starts_a_new_attempt() -> None:
+    st = running_status(phase="Suspended")
+    d = decide(with_run_policy(suspend=False), st, [], at(30))
+    assert d.status["attempt"] == 2
+    assert d.status["restarts"] == 0  # a resume is not a failure
+    assert d.start_attempt == 2
+    assert cond(d.status, "Suspended")["status"] == "False"
+    assert "Resumed" in [e.reason for e in d.events]
+
+
+def test_deadline_exceeded_fails_the_job() -> None:
+    d = decide(with_run_policy(activeDeadlineSeconds=60), running_status(), gang(), at(61))
+    assert d.status["phase"] == "Failed"
+    assert d.status["lastFailure"]["reason"] == "DeadlineExceeded"
+    assert sorted(d.delete_pods) == ["llama-lora-a1-0", "llama-lora-a1-1"]
+
+
+def test_deadline_is_watched() -> None:
+    d = decide(with_run_policy(activeDeadlineSeconds=60), running_status(), gang(), at(20))
+    assert d.requeue_after == pytest.approx(40)
+
+
+def test_stalled_attempt_is_restarted() -> None:
+    progress = {"step": 5, "updatedAt": format_time(at(10))}
+    st = running_status(progress=progress)
+    d = decide(with_run_policy(stallTimeout="30s"), st, gang(), at(39))
+    assert d.status["phase"] == "Running" and d.requeue_after == pytest.approx(1)
+    d = decide(with_run_policy(stallTimeout="30s"), st, gang(), at(41))
+    assert d.status["lastFailure"]["reason"] == "Stalled"
+    assert d.status["attempt"] == 2
+    assert "progress" not in d.status  # the trainer owns progress
+
+
+def test_ttl_deletes_finished_job() -> None:
+    st = {"phase": "Succeeded", "attempt": 1, "completionTime": format_time(T0)}
+    assert decide(
+        with_run_policy(ttlSecondsAfterFinished=100), st, [], at(50)
+    ).requeue_after == pytest.approx(50)
+    assert decide(with_run_policy(ttlSecondsAfterFinished=100), st, [], at(100)).delete_job
+
+
+def test_upstream_job_must_succeed_first() -> None:
+    src = {"source": "ftj://base-job"}
+    d = decide(job(model=src), {}, [], T0, Upstream("base-job", "Running", None))
+    assert d.status["phase"] == "Pending"
+    assert "base-job" in d.status["message"]
+    assert d.start_attempt is None
+    d = decide(job(model=src), {}, [], T0, Upstream("base-job", "Succeeded", "s3://models/base"))
+    assert d.start_attempt == 1
+
+
+@pytest.mark.parametrize(
+    ("st", "pods"),
+    [
+        ({}, []),
+        (running_status(), gang("Running")),
+        (running_status(), [pod(0), pod(1, phase="Failed", exit_code=1)]),
+        (running_status(), gang("Succeeded")),
+        (running_status(phase="Suspended"), []),
+    ],
+)
+def test_decisions_reach_a_fixed_point(st: dict, pods: list[dict]) -> None:
+    """Applying each decision (status written, pods deleted) converges: then no more writes."""
+    patches = 0
+    for step in range(4):
+        d = decide(job(), st, pods, at(70 + step))
+        patch = status_patch(st, d.status)
+        if patch is None:
+            assert d.events == []
+            break
+        patches += 1
+        st = {**st, **d.status}
+        pods = [p for p in pods if p["metadata"]["name"] not in d.delete_pods]
+    else:
+        pytest.fail("status never settled")
+    assert 1 <= patches <= 2
