@@ -70,15 +70,28 @@ class ControlPlane:
         """Environment for processes tests start: this kubeconfig, no proxy for loopback."""
         env = dict(os.environ if base is None else base)
         env.update(
-            KUBECONFIG=str(self.kubeconfig), NO_PROXY=LOOPBACK_NO_PROXY, no_proxy=LOOPBACK_NO_PROXY
+            KUBECONFIG=str(self.kubeconfig),
+            KUBECACHEDIR=str(self.kube_cache_dir),
+            NO_PROXY=LOOPBACK_NO_PROXY,
+            no_proxy=LOOPBACK_NO_PROXY,
         )
         return env
+
+    @property
+    def kube_cache_dir(self) -> Path:
+        """kubectl's discovery/OpenAPI cache for this control plane (never ~/.kube/cache)."""
+        return self.base_dir / "kube-cache"
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
         """Run kubectl against this control plane (explicit --kubeconfig), capturing text output."""
-        argv = [str(self.kubectl_bin), f"--kubeconfig={self.kubeconfig}", *args]
+        argv = [
+            str(self.kubectl_bin),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--cache-dir={self.kube_cache_dir}",
+            *args,
+        ]
         result = subprocess.run(
             argv, input=input, capture_output=True, text=True, env=self.env(), timeout=timeout
         )

@@ -11,9 +11,11 @@ import copy
 from typing import Any
 
 from pydantic import BaseModel
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
+from pydantic_core import core_schema
 
 from kubetune_operator.api import constants as c
-from kubetune_operator.api.spec import MAX_JOB_NAME_LENGTH, FineTuneJobSpec
+from kubetune_operator.api.spec import JOB_NAME_PATTERN, MAX_JOB_NAME_LENGTH, FineTuneJobSpec
 from kubetune_operator.api.status import FineTuneJobStatus
 
 _DROP_KEYS = {"title", "$defs", "additionalProperties_"}
@@ -87,9 +89,25 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
     return out
 
 
+class _FactoryDefaults(GenerateJsonSchema):
+    """Also emit defaults of default_factory fields (pydantic leaves them out), so the
+    apiserver fills in an omitted `training: {}` and, through it, every nested default."""
+
+    def default_schema(self, schema: core_schema.WithDefaultSchema) -> JsonSchemaValue:
+        factory = schema.get("default_factory")
+        if factory is None or schema.get("default_factory_takes_data"):
+            return super().default_schema(schema)
+        value = factory()  # type: ignore[call-arg]
+        json_schema = self.generate_inner(schema["schema"])
+        json_schema["default"] = {} if isinstance(value, BaseModel) else self.encode_default(value)
+        return json_schema
+
+
 def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The structural schema of one pydantic model, camelCase names, all refs inlined."""
-    raw = model.model_json_schema(by_alias=True, mode="validation")
+    raw = model.model_json_schema(
+        by_alias=True, mode="validation", schema_generator=_FactoryDefaults
+    )
     defs = raw.pop("$defs", {})
     return structural(raw, defs)
 
@@ -155,7 +173,12 @@ def build_crd() -> dict[str, Any]:
                 "rule": f"self.metadata.name.size() <= {MAX_JOB_NAME_LENGTH}",
                 "message": f"metadata.name must be at most {MAX_JOB_NAME_LENGTH} characters "
                 "(worker pod hostnames derive from it)",
-            }
+            },
+            {
+                "rule": f"self.metadata.name.matches('{JOB_NAME_PATTERN}')",
+                "message": "metadata.name must be a DNS label: lower-case letters, digits and '-', "
+                "starting with a letter (worker pod hostnames derive from it)",
+            },
         ],
     }
     return {

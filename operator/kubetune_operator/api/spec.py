@@ -20,6 +20,8 @@ from kubetune_operator.api.constants import MAX_JOB_NAME_LENGTH
 URI_PATTERN = r"^(hf|s3|pvc|file|ftj)://[^\s]+$"
 STORAGE_URI_PATTERN = r"^(s3|pvc|file)://[^\s]+$"
 DATA_URI_PATTERN = r"^(s3|pvc|file|hf)://[^\s]+$"
+# A DNS label: worker pod hostnames and Service names are built from the job name.
+JOB_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(s|m|h))+$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 
@@ -42,10 +44,11 @@ INT_OR_STRING: JsonDict = {"x-kubernetes-int-or-string": True}
 
 
 class ApiModel(BaseModel):
-    """Base of every API object: camelCase on the wire, unknown fields refused."""
+    """Base of every API object: camelCase on the wire, unknown fields refused, and strict
+    types (no "2" for an integer, no "yes" for a boolean) because the apiserver is strict too."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, strict=True
     )
 
 
@@ -724,7 +727,7 @@ class ObjectMeta(BaseModel):
         description="Job name.",
         min_length=1,
         max_length=MAX_JOB_NAME_LENGTH,
-        pattern=r"^[a-z]([-a-z0-9]*[a-z0-9])?$",
+        pattern=JOB_NAME_PATTERN,
     )
     namespace: str | None = None
     uid: str | None = None

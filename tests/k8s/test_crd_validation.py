@@ -1,0 +1,90 @@
+"""The apiserver's validation of FineTuneJobs (CRD schema + CEL) against the same table the
+offline validator gets in tests/unit/test_api_validation.py."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubetune_operator.api import constants as c
+from tests.unit.api_cases import INVALID_CASES, InvalidCase, valid_manifest
+
+pytestmark = pytest.mark.k8s
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def dry_run_namespace(control_plane: Any) -> Iterator[str]:
+    """One namespace for the whole table: dry runs store nothing, so tests cannot collide."""
+    name = f"crd-validation-{uuid.uuid4().hex[:6]}"
+    control_plane.kubectl("create", "namespace", name)
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def server_dry_run(k8s_api: Any, namespace: str, manifest: dict[str, Any]) -> str | None:
+    """Create the object with dryRun=All and strict field validation; the refusal message, or
+    None when the apiserver accepted it."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    api = client.CustomObjectsApi(k8s_api)
+    try:
+        api.create_namespaced_custom_object(
+            c.GROUP,
+            c.VERSION,
+            namespace,
+            c.PLURAL,
+            manifest,
+            dry_run="All",
+            field_validation="Strict",
+        )
+    except ApiException as err:
+        assert err.status in (400, 422), f"unexpected HTTP {err.status}: {err.body}"
+        return str(json.loads(err.body or "{}").get("message", err.body))
+    return None
+
+
+def test_valid_manifest_is_accepted(
+    k8s_api: Any, crd_installed: str, dry_run_namespace: str
+) -> None:
+    assert server_dry_run(k8s_api, dry_run_namespace, valid_manifest()) is None
+
+
+@pytest.mark.parametrize("case", INVALID_CASES, ids=lambda x: x.id)
+def test_apiserver_refuses_and_names_the_field(
+    k8s_api: Any, crd_installed: str, dry_run_namespace: str, case: InvalidCase
+) -> None:
+    message = server_dry_run(k8s_api, dry_run_namespace, case.manifest())
+    assert message is not None, f"{case.id}: accepted by the apiserver"
+    assert case.field in message, f"{case.id}: message does not name {case.field}: {message}"
+
+
+def test_examples_exist() -> None:
+    assert EXAMPLES, "examples/ holds no manifest"
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_example_is_accepted_by_the_apiserver(
+    control_plane: Any, crd_installed: str, dry_run_namespace: str, path: Path
+) -> None:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
+    assert any(d.get("kind") == c.KIND for d in docs), f"{path.name} holds no {c.KIND}"
+    out = control_plane.kubectl(
+        "apply",
+        "--dry-run=server",
+        "--validate=strict",
+        "-n",
+        dry_run_namespace,
+        "-f",
+        str(path),
+        check=False,
+    )
+    assert out.returncode == 0, f"{path.name} refused:\n{out.stderr}"

@@ -1,0 +1,233 @@
+"""One table of FineTuneJob manifests for both validators: the apiserver (CRD schema + CEL,
+tests/k8s/test_crd_validation.py) and the offline pydantic models / `kubetune validate`
+(tests/unit/test_api_validation.py). Running the same table through both keeps them in step.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+Manifest = dict[str, Any]
+
+
+def valid_manifest(name: str = "valid-job") -> Manifest:
+    """The smallest manifest both validators accept: LoRA on one GPU worker, output to S3."""
+    return {
+        "apiVersion": "kubetune.dev/v1alpha1",
+        "kind": "FineTuneJob",
+        "metadata": {"name": name},
+        "spec": {
+            "model": {"source": "hf://org/tiny-model"},
+            "dataset": {"train": "s3://data/train.jsonl"},
+            "method": {"type": "lora", "lora": {"r": 8}},
+            "output": {"uri": "s3://models/out"},
+        },
+    }
+
+
+def _set(path: str, value: Any) -> Callable[[Manifest], None]:
+    """Mutation: set a dotted path (creating objects on the way)."""
+
+    def apply(m: Manifest) -> None:
+        *parents, leaf = path.split(".")
+        node = m
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+
+    return apply
+
+
+def _drop(path: str) -> Callable[[Manifest], None]:
+    """Mutation: remove a dotted path."""
+
+    def apply(m: Manifest) -> None:
+        *parents, leaf = path.split(".")
+        node = m
+        for key in parents:
+            node = node[key]
+        del node[leaf]
+
+    return apply
+
+
+@dataclass(frozen=True)
+class InvalidCase:
+    """A manifest one edit away from valid, and the field both validators must name."""
+
+    id: str
+    edits: tuple[Callable[[Manifest], None], ...]
+    field: str
+
+    def manifest(self, name: str = "invalid-job") -> Manifest:
+        """The valid manifest with this case's edits applied."""
+        m = copy.deepcopy(valid_manifest(name))
+        for edit in self.edits:
+            edit(m)
+        return m
+
+
+def case(id: str, field: str, *edits: Callable[[Manifest], None]) -> InvalidCase:
+    """Shorthand for one table row."""
+    return InvalidCase(id=id, edits=edits, field=field)
+
+
+INVALID_CASES: list[InvalidCase] = [
+    # wrong types
+    case(
+        "micro-batch-not-integer",
+        "spec.training.microBatchSize",
+        _set("spec.training.microBatchSize", "four"),
+    ),
+    case("nodes-as-string", "spec.resources.nodes", _set("spec.resources.nodes", "2")),
+    case("packing-not-boolean", "spec.dataset.packing", _set("spec.dataset.packing", "yes")),
+    case(
+        "target-modules-not-list",
+        "spec.method.lora.targetModules",
+        _set("spec.method.lora.targetModules", "q_proj"),
+    ),
+    case(
+        "learning-rate-not-number",
+        "spec.training.learningRate",
+        _set("spec.training.learningRate", "fast"),
+    ),
+    case("model-not-object", "spec.model", _set("spec.model", "hf://org/tiny-model")),
+    # out of range
+    case("zero-stage-4", "spec.deepspeed.zeroStage", _set("spec.deepspeed.zeroStage", 4)),
+    case("lora-rank-0", "spec.method.lora.r", _set("spec.method.lora.r", 0)),
+    case("lora-dropout-above-1", "spec.method.lora.dropout", _set("spec.method.lora.dropout", 1.5)),
+    case("learning-rate-0", "spec.training.learningRate", _set("spec.training.learningRate", 0)),
+    case(
+        "validation-split-1",
+        "spec.dataset.validationSplit",
+        _set("spec.dataset.validationSplit", 1.0),
+    ),
+    case("gpus-per-node-17", "spec.resources.gpusPerNode", _set("spec.resources.gpusPerNode", 17)),
+    case("nodes-0", "spec.resources.nodes", _set("spec.resources.nodes", 0)),
+    case("max-seq-length-8", "spec.dataset.maxSeqLength", _set("spec.dataset.maxSeqLength", 8)),
+    case(
+        "keep-last-0",
+        "spec.checkpoint.keepLast",
+        _set("spec.checkpoint", {"uri": "s3://c/p", "keepLast": 0}),
+    ),
+    # unknown enum values
+    case("method-prefix-tuning", "spec.method.type", _set("spec.method.type", "prefix-tuning")),
+    case("dataset-format-csv", "spec.dataset.format", _set("spec.dataset.format", "csv")),
+    case(
+        "offload-to-gpu",
+        "spec.deepspeed.offload.optimizer",
+        _set("spec.deepspeed.offload", {"optimizer": "gpu"}),
+    ),
+    case("precision-int8", "spec.training.precision", _set("spec.training.precision", "int8")),
+    case(
+        "scheduler-unknown",
+        "spec.training.scheduler",
+        _set("spec.training.scheduler", "exponential"),
+    ),
+    # patterns
+    case(
+        "model-source-http", "spec.model.source", _set("spec.model.source", "http://example.com/m")
+    ),
+    case(
+        "stall-timeout-words",
+        "spec.runPolicy.stallTimeout",
+        _set("spec.runPolicy.stallTimeout", "30 minutes"),
+    ),
+    case(
+        "resume-latest",
+        "spec.checkpoint.resume",
+        _set("spec.checkpoint", {"uri": "s3://c/p", "resume": "latest"}),
+    ),
+    case("name-with-dot", "metadata.name", _set("metadata.name", "my.job")),
+    case("name-too-long", "metadata.name", _set("metadata.name", "j" * 46)),
+    # missing required fields
+    case("missing-model", "spec.model", _drop("spec.model")),
+    case("missing-dataset-train", "spec.dataset.train", _drop("spec.dataset.train")),
+    case("missing-method-type", "spec.method.type", _drop("spec.method.type")),
+    case("missing-output-and-checkpoint", "spec.output", _drop("spec.output")),
+    case("missing-spec", "spec", _drop("spec")),
+    # unknown field
+    case("unknown-training-field", "batchSize", _set("spec.training.batchSize", 8)),
+    # cross-field rules
+    case(
+        "global-batch-not-divisible",
+        "spec.training.globalBatchSize",
+        _set("spec.resources", {"nodes": 2, "gpusPerNode": 2}),
+        _set("spec.training", {"microBatchSize": 3, "globalBatchSize": 18}),
+    ),
+    case(
+        "global-batch-below-micro",
+        "spec.training.globalBatchSize",
+        _set("spec.training", {"microBatchSize": 8, "globalBatchSize": 4}),
+    ),
+    case("qlora-without-lora-settings", "spec.method.lora", _set("spec.method", {"type": "qlora"})),
+    case(
+        "qlora-without-gpu",
+        "spec.resources.gpusPerNode",
+        _set("spec.method.type", "qlora"),
+        _set("spec.resources.gpusPerNode", 0),
+    ),
+    case(
+        "lora-settings-on-full",
+        "spec.method.lora",
+        _set("spec.method.type", "full"),
+        _set("spec.output.format", "merged"),
+    ),
+    case(
+        "partial-without-settings", "spec.method.partial", _set("spec.method", {"type": "partial"})
+    ),
+    case(
+        "partial-with-both-selectors",
+        "spec.method.partial",
+        _set(
+            "spec.method",
+            {"type": "partial", "partial": {"trainableModules": ["lm_head"], "topLayers": 2}},
+        ),
+    ),
+    case(
+        "validation-and-split",
+        "validationSplit",
+        _set("spec.dataset.validation", "s3://data/val.jsonl"),
+        _set("spec.dataset.validationSplit", 0.1),
+    ),
+    case("epochs-and-max-steps", "maxSteps", _set("spec.training", {"epochs": 1, "maxSteps": 10})),
+    case(
+        "parameter-offload-without-zero3",
+        "spec.deepspeed.offload.parameters",
+        _set("spec.deepspeed", {"zeroStage": 2, "offload": {"parameters": "cpu"}}),
+    ),
+    case(
+        "optimizer-offload-with-zero0",
+        "spec.deepspeed.offload.optimizer",
+        _set("spec.deepspeed", {"zeroStage": 0, "offload": {"optimizer": "cpu"}}),
+    ),
+    case(
+        "nvme-offload-without-path",
+        "spec.deepspeed.offload.nvmePath",
+        _set("spec.deepspeed", {"zeroStage": 3, "offload": {"parameters": "nvme"}}),
+    ),
+    case(
+        "adapter-output-for-full",
+        "spec.output.format",
+        _set("spec.method", {"type": "full"}),
+        _set("spec.output.format", "adapter"),
+    ),
+    case(
+        "early-stopping-without-validation",
+        "spec.training.earlyStopping",
+        _set("spec.training.earlyStopping", {"patience": 2}),
+    ),
+]
+
+# Spec edits on an existing job that the apiserver must refuse (transition rules: no offline twin).
+IMMUTABLE_EDITS: list[tuple[str, str, Any]] = [
+    ("spec.training.learningRate", "spec.training", 0.001),
+    ("spec.resources.nodes", "spec.resources", 2),
+    ("spec.method.lora.r", "spec.method", 32),
+    ("spec.model.source", "spec.model", "hf://org/other-model"),
+    ("spec.runPolicy.backoffLimit", "spec.runPolicy", 9),
+    ("spec.checkpoint", "spec.checkpoint", {"uri": "s3://c/p"}),
+]

@@ -1,0 +1,76 @@
+"""Offline validation (pydantic models and `kubetune validate`) against the shared table that
+the apiserver also gets (tests/k8s/test_crd_validation.py)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from kubetune_operator.api.spec import FineTuneJob
+from kubetune_operator.cli import format_validation_error, main
+from tests.unit.api_cases import INVALID_CASES, InvalidCase, valid_manifest
+
+pytestmark = pytest.mark.unit
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[2] / "examples").glob("*.yaml"))
+
+
+def offline_errors(manifest: dict[str, object]) -> str | None:
+    """The field-named error lines `kubetune validate` prints, or None when valid."""
+    try:
+        FineTuneJob.model_validate(manifest)
+    except ValidationError as err:
+        return format_validation_error(err)
+    return None
+
+
+def test_valid_manifest_is_accepted() -> None:
+    assert offline_errors(valid_manifest()) is None
+
+
+def test_table_is_large_enough() -> None:
+    assert len(INVALID_CASES) >= 25
+    assert len({c.id for c in INVALID_CASES}) == len(INVALID_CASES), "duplicate case ids"
+
+
+@pytest.mark.parametrize("case", INVALID_CASES, ids=lambda c: c.id)
+def test_models_refuse_and_name_the_field(case: InvalidCase) -> None:
+    errors = offline_errors(case.manifest())
+    assert errors is not None, f"{case.id}: accepted offline"
+    assert case.field in errors, f"{case.id}: error does not name {case.field}:\n{errors}"
+
+
+@pytest.mark.parametrize("case", INVALID_CASES, ids=lambda c: c.id)
+def test_validate_command_refuses_and_names_the_field(
+    case: InvalidCase, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / f"{case.id}.yaml"
+    path.write_text(yaml.safe_dump(case.manifest()))
+    assert main(["validate", str(path)]) == 1
+    err = capsys.readouterr().err
+    assert case.field in err and str(path) in err
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_validate_offline(path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+
+
+def test_examples_exist() -> None:
+    assert EXAMPLES, "examples/ holds no manifest"
+
+
+def test_console_script_validates(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(yaml.safe_dump(valid_manifest()))
+    bad.write_text(yaml.safe_dump(INVALID_CASES[0].manifest()))
+    cmd = [sys.executable, "-m", "kubetune_operator.cli", "validate"]
+    ok = subprocess.run([*cmd, str(good)], capture_output=True, text=True, timeout=60)
+    assert ok.returncode == 0 and "is valid" in ok.stdout
+    no = subprocess.run([*cmd, str(bad)], capture_output=True, text=True, timeout=60)
+    assert no.returncode == 1 and INVALID_CASES[0].field in no.stderr
