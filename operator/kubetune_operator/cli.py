@@ -10,12 +10,13 @@ import yaml
 from pydantic import ValidationError
 
 from kubetune_operator.api.crd import crd_yaml
+from kubetune_operator.api.manifests import load_documents
 from kubetune_operator.api.spec import FineTuneJob
 
 
 def load_manifest(path: str) -> FineTuneJob:
     """Parse and validate a FineTuneJob manifest file (the first FineTuneJob document in it)."""
-    for doc in yaml.safe_load_all(Path(path).read_text()):
+    for doc in load_documents(Path(path).read_text()):
         if isinstance(doc, dict) and doc.get("kind") == "FineTuneJob":
             return FineTuneJob.model_validate(doc)
     raise ValueError(f"{path}: no FineTuneJob document found")

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from kubetune_operator.api import constants as c
-from tests.unit.api_cases import INVALID_CASES, InvalidCase, valid_manifest
+from tests.unit.api_cases import EXPONENT_YAML, INVALID_CASES, InvalidCase, valid_manifest
 
 pytestmark = pytest.mark.k8s
 
@@ -88,3 +88,20 @@ def test_example_is_accepted_by_the_apiserver(
         check=False,
     )
     assert out.returncode == 0, f"{path.name} refused:\n{out.stderr}"
+
+
+def test_exponent_numbers_accepted_by_the_apiserver(
+    control_plane: Any, crd_installed: str, dry_run_namespace: str
+) -> None:
+    out = control_plane.kubectl(
+        "apply",
+        "--dry-run=server",
+        "-n",
+        dry_run_namespace,
+        "-o",
+        "json",
+        "-f",
+        "-",
+        input=EXPONENT_YAML,
+    )
+    assert json.loads(out.stdout)["spec"]["training"]["learningRate"] == pytest.approx(2e-4)

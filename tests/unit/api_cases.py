@@ -231,3 +231,16 @@ IMMUTABLE_EDITS: list[tuple[str, str, Any]] = [
     ("spec.runPolicy.backoffLimit", "spec.runPolicy", 9),
     ("spec.checkpoint", "spec.checkpoint", {"uri": "s3://c/p"}),
 ]
+
+# Spelled the way people write hyper-parameters; kubectl reads 2e-4 as a number, so must we.
+EXPONENT_YAML = """\
+apiVersion: kubetune.dev/v1alpha1
+kind: FineTuneJob
+metadata: {name: exponent}
+spec:
+  model: {source: hf://org/tiny-model}
+  dataset: {train: s3://data/train.jsonl}
+  method: {type: lora, lora: {r: 8}}
+  training: {learningRate: 2e-4, weightDecay: 1E-2}
+  output: {uri: s3://models/out}
+"""

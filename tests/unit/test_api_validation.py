@@ -11,9 +11,10 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from kubetune_operator.api.manifests import load_documents
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.cli import format_validation_error, main
-from tests.unit.api_cases import INVALID_CASES, InvalidCase, valid_manifest
+from tests.unit.api_cases import EXPONENT_YAML, INVALID_CASES, InvalidCase, valid_manifest
 
 pytestmark = pytest.mark.unit
 
@@ -74,3 +75,18 @@ def test_console_script_validates(tmp_path: Path) -> None:
     assert ok.returncode == 0 and "is valid" in ok.stdout
     no = subprocess.run([*cmd, str(bad)], capture_output=True, text=True, timeout=60)
     assert no.returncode == 1 and INVALID_CASES[0].field in no.stderr
+
+
+def test_exponent_numbers_read_like_kubectl(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "exp.yaml"
+    path.write_text(EXPONENT_YAML)
+    assert main(["validate", str(path)]) == 0, capsys.readouterr().err
+    job = FineTuneJob.model_validate(load_documents(EXPONENT_YAML)[0])
+    assert job.spec.training.learning_rate == pytest.approx(2e-4)
+    assert job.spec.training.weight_decay == pytest.approx(1e-2)
+
+
+def test_quoted_numbers_stay_strings() -> None:
+    assert load_documents('a: "2e-4"\nb: 2e-4\nc: 7\n') == [{"a": "2e-4", "b": 2e-4, "c": 7}]
