@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from tests.harness import ControlPlane
+from tests.harness import ControlPlane, start_control_plane
 
 pytestmark = pytest.mark.k8s
 
@@ -149,3 +150,27 @@ def test_scheduler_binds_a_pod_to_a_node(control_plane: ControlPlane, namespace:
         )
     finally:
         control_plane.kubectl("delete", "node", node_name, "--wait=false", check=False)
+
+
+def test_teardown_leaves_no_process_and_no_files(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """A second, private control plane: after stop() every component is gone, data removed."""
+    cp = start_control_plane(bin_dir=control_plane.bin_dir, base_dir=tmp_path / "cp")
+    try:
+        pids = [p.pid for p in cp.processes.values()]
+        assert sorted(cp.processes) == sorted(
+            ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+        )
+        assert all(cp.alive().values())
+        assert cp.server != control_plane.server
+    finally:
+        cp.stop()
+    assert cp.leftover_groups() == []
+    for pid in pids:
+        assert not Path(f"/proc/{pid}").exists(), f"process {pid} still exists"
+    cp.remove_files(keep_logs=True)
+    assert sorted(p.name for p in (tmp_path / "cp").iterdir()) == ["logs"]
+    assert (tmp_path / "cp" / "logs" / "kube-apiserver.log").stat().st_size > 0
+    cp.remove_files(keep_logs=False)
+    assert not (tmp_path / "cp").exists()
