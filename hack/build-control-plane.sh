@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build a real Kubernetes control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler), kwok and helm from the Go module proxy, once per machine.
+# kube-scheduler), kubectl, kwok and helm from the Go module proxy, once per machine.
 #
 # Binaries land in $KUBETUNE_BIN_DIR (default ~/.cache/kubetune/bin/k8s-$K8S_VERSION) and are
 # reused when present, so only the first run on a machine pays for the build.
@@ -22,7 +22,7 @@ log() { echo "[build-control-plane] $*" >&2; }
 
 build_kubernetes() {
   local need=()
-  for b in kube-apiserver kube-controller-manager kube-scheduler; do
+  for b in kube-apiserver kube-controller-manager kube-scheduler kubectl; do
     [ -x "$BIN_DIR/$b" ] || need+=("$b")
   done
   [ ${#need[@]} -eq 0 ] && return 0
@@ -54,6 +54,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 GO
   go mod tidy -e >/dev/null 2>&1 || true
@@ -82,12 +83,21 @@ build_simple() { # name module-main version module-root ldflags
   mv "$BIN_DIR/$name.tmp" "$BIN_DIR/$name"
 }
 
-what="${1:-all}"
-case "$what" in
-  etcd|all) build_simple etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 ;;&
-  kubernetes|all) build_kubernetes ;;&
-  kwok|all) build_simple kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" sigs.k8s.io/kwok ;;&
-  helm|all) build_simple helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" helm.sh/helm/v3 "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;&
-  *) ;;
-esac
-echo "$BIN_DIR"
+main() {
+  local what="${1:-all}"
+  case "$what" in
+    etcd|all) build_simple etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 ;;&
+    kubernetes|all) build_kubernetes ;;&
+    kwok|all) build_simple kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" sigs.k8s.io/kwok ;;&
+    helm|all) build_simple helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" helm.sh/helm/v3 "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;&
+    *) ;;
+  esac
+  echo "$BIN_DIR"
+}
+
+# One lock per binary folder: a second caller waits for the first build instead of racing it.
+exec 9>"$BIN_DIR/.build.lock"
+flock 9
+# Called last and followed by exit, so editing this file while a build runs cannot break it.
+main "$@"
+exit $?
