@@ -1,0 +1,99 @@
+"""Entry point: python -m kubetune_trainer --config trainer.json (one process per rank, via torchrun).
+
+Exit codes: 0 done; 43 stopped by SIGTERM after saving a checkpoint; 44 bad input (config, data
+or model source), with the message also written to /dev/termination-log for Kubernetes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, TERMINATION_LOG, BadInputError
+
+
+def report_bad_input(message: str, termination_log: str = TERMINATION_LOG) -> None:
+    """Print the error and leave it where Kubernetes shows it as the container's message."""
+    sys.stderr.write(f"kubetune-trainer: error: {message}\n")
+    try:
+        with open(termination_log, "w") as f:
+            f.write(message[:4000])
+    except OSError:
+        pass
+
+
+def load_config(path: str) -> object:
+    """The TrainerConfig, with a validation error turned into bad input naming the fields."""
+    from pydantic import ValidationError
+
+    from .config import TrainerConfig
+
+    try:
+        return TrainerConfig.load(path)
+    except FileNotFoundError:
+        raise BadInputError(f"config file {path!r} not found") from None
+    except ValueError as e:
+        if isinstance(e, ValidationError):
+            fields = "; ".join(
+                f"{'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()
+            )
+            raise BadInputError(f"{path}: {fields}") from None
+        raise BadInputError(f"{path}: {e}") from None
+
+
+def record_exit(code: int) -> int:
+    """Leave this rank's exit code where the launcher looks (KUBETUNE_EXIT_DIR), and return it."""
+    folder = os.environ.get("KUBETUNE_EXIT_DIR")
+    if folder:
+        rank = os.environ.get("RANK", "0")
+        try:
+            with open(os.path.join(folder, f"rank-{rank}.code"), "w") as f:
+                f.write(str(code))
+        except OSError:
+            pass
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one rank of a fine-tuning job; returns its exit code."""
+    return record_exit(run(argv))
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Parse arguments, train, and map the outcome to an exit code."""
+    p = argparse.ArgumentParser(prog="python -m kubetune_trainer", description=__doc__)
+    p.add_argument(
+        "--config",
+        default=os.environ.get("KUBETUNE_CONFIG", "trainer.json"),
+        help="TrainerConfig JSON",
+    )
+    args = p.parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("KUBETUNE_LOG_LEVEL", "WARNING"),
+        format="%(asctime)s %(name)s %(message)s",
+    )
+    try:
+        cfg = load_config(args.config)
+        from . import dist, loop
+        from .trainer import Trainer
+
+        env = dist.setup()
+        trainer = Trainer(cfg, env)  # type: ignore[arg-type]
+        state = trainer.setup()
+        state = loop.run(trainer, state)
+        if state.preempted:
+            trainer.ckpt.wait()
+            dist.cleanup()
+            return EXIT_PREEMPTED
+        trainer.finish(state)
+        dist.cleanup()
+        return EXIT_OK
+    except BadInputError as e:
+        report_bad_input(str(e))
+        return EXIT_BAD_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())

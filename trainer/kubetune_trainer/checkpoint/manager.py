@@ -1,0 +1,224 @@
+"""Save, upload, commit, restore and prune checkpoints.
+
+Each rank saves its DeepSpeed shards into its own local folder (the only part that blocks
+training), then uploads them in a background thread and records its file list in the store.
+Rank 0's thread waits for every rank's record and only then writes the manifest; it also prunes.
+The threads never call collectives, so they cannot deadlock with training.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..config import CheckpointConfig
+from .manifest import (
+    MANIFEST,
+    Committed,
+    committed,
+    merge_ranks,
+    rank_key,
+    tag_for,
+    tags_in,
+    to_delete,
+)
+from .storage import Storage, join, open_storage, sha256_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Restored:
+    """What a resume loaded."""
+
+    tag: str
+    step: int
+    client_state: dict[str, Any]
+    skipped: dict[str, list[str]]
+
+
+def describe_files(folder: Path) -> dict[str, dict[str, Any]]:
+    """Size and sha256 of every file under a folder, keyed by relative path."""
+    return {
+        str(p.relative_to(folder)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def upload_rank(store: Storage, folder: Path, tag: str, rank: int) -> dict[str, Any]:
+    """Upload this rank's files of a checkpoint, then record them (the record means 'done')."""
+    files = describe_files(folder)
+    for name in files:
+        store.put_file(folder / name, join(tag, name))
+    record = {"rank": rank, "files": files}
+    store.put_bytes(json.dumps(record).encode(), rank_key(tag, rank))
+    return record
+
+
+def wait_for_ranks(
+    store: Storage, tag: str, world_size: int, timeout: float, poll: float = 0.2
+) -> list[dict[str, Any]]:
+    """Every rank's upload record for a checkpoint; TimeoutError if some never arrive."""
+    deadline = time.monotonic() + timeout
+    while True:
+        records = [store.get_bytes(rank_key(tag, r)) for r in range(world_size)]
+        if all(records):
+            return [json.loads(r) for r in records if r]
+        if time.monotonic() > deadline:
+            missing = [r for r, rec in enumerate(records) if not rec]
+            raise TimeoutError(f"checkpoint {tag}: ranks {missing} did not finish uploading")
+        time.sleep(poll)
+
+
+def commit(
+    store: Storage, tag: str, step: int, world_size: int, timeout: float, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """Write the manifest once all ranks uploaded: the checkpoint now counts."""
+    manifest = merge_ranks(
+        tag, step, world_size, wait_for_ranks(store, tag, world_size, timeout), extra
+    )
+    store.put_bytes(json.dumps(manifest, indent=1).encode(), join(tag, MANIFEST))
+    return manifest
+
+
+def prune(store: Storage, keep_last: int) -> list[str]:
+    """Delete folders older than the newest keep_last committed checkpoints; returns them."""
+    good, _ = committed(store)
+    doomed = to_delete(list(tags_in(store.list("")).keys()), [c.tag for c in good], keep_last)
+    for tag in doomed:
+        store.delete_prefix(tag + "/")
+    return doomed
+
+
+def download(store: Storage, ckpt: Committed, dest: Path) -> list[str]:
+    """Fetch a checkpoint's files and check their sha256; returns the mismatches."""
+    shutil.rmtree(dest, ignore_errors=True)
+    bad = []
+    for name, info in ckpt.manifest["files"].items():
+        store.get_file(join(ckpt.tag, name), dest / name)
+        if sha256_file(dest / name) != info["sha256"]:
+            bad.append(f"{name}: sha256 mismatch")
+    return bad
+
+
+class CheckpointManager:
+    """Per-rank checkpoint handling for one run."""
+
+    def __init__(self, cfg: CheckpointConfig, rank: int, world_size: int, job_key: str) -> None:
+        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.store: Storage | None = open_storage(cfg.uri, cfg.storage) if cfg.uri else None
+        self.local = Path(cfg.local_dir) / job_key / f"rank-{rank:05d}"
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.committed_steps: list[int] = []
+        self.last_committed: dict[str, Any] | None = None
+        self.commit_timeout = 1800.0
+
+    @property
+    def enabled(self) -> bool:
+        """Whether checkpoints go anywhere."""
+        return self.store is not None
+
+    def save(
+        self, engine: Any, step: int, client_state: dict[str, Any], exclude_frozen: bool
+    ) -> None:
+        """Save locally (blocking, collective), then upload and commit in the background."""
+        if self.store is None:
+            return
+        self.wait()
+        tag = tag_for(step)
+        save_dir = self.local / "save"
+        engine.save_checkpoint(
+            str(save_dir),
+            tag=tag,
+            client_state=client_state,
+            exclude_frozen_parameters=exclude_frozen,
+        )
+        folder = save_dir / tag
+        helper = save_dir / "zero_to_fp32.py"
+        if self.rank == 0 and helper.is_file():
+            shutil.copyfile(helper, folder / helper.name)
+        extra = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "client_state": client_state,
+        }
+        self._thread = threading.Thread(
+            target=self._publish, args=(folder, tag, step, extra), daemon=True
+        )
+        self._thread.start()
+
+    def _publish(self, folder: Path, tag: str, step: int, extra: dict[str, Any]) -> None:
+        assert self.store is not None
+        try:
+            upload_rank(self.store, folder, tag, self.rank)
+            shutil.rmtree(folder, ignore_errors=True)
+            if self.rank == 0:
+                commit(self.store, tag, step, self.world_size, self.commit_timeout, extra)
+                self.committed_steps.append(step)
+                self.last_committed = {
+                    "tag": tag,
+                    "step": step,
+                    "uri": join(self.cfg.uri or "", tag),
+                    "time": extra["time"],
+                }
+                prune(self.store, self.cfg.keep_last)
+        except BaseException as e:  # reported by wait(), on the training thread
+            self.error = e
+
+    def wait(self) -> None:
+        """Block until the previous checkpoint is uploaded (and, on rank 0, committed)."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        if self.error is not None:
+            err, self.error = self.error, None
+            raise RuntimeError(f"checkpoint upload failed: {err}") from err
+
+    def candidates(self) -> tuple[list[Committed], dict[str, list[str]]]:
+        """Committed checkpoints to try, newest first (or the one named by checkpoint.resume)."""
+        if self.cfg.resume == "never" or self.store is None:
+            return [], {}
+        if self.cfg.resume == "auto":
+            return committed(self.store)
+        root, _, tag = self.cfg.resume.rstrip("/").rpartition("/")
+        good, skipped = committed(open_storage(root, self.cfg.storage))
+        return [c for c in good if c.tag == tag], skipped
+
+    def restore(self, engine: Any, all_ok: Any, exclude_frozen: bool) -> Restored | None:
+        """Load the newest checkpoint every rank downloaded intact; torn ones are skipped.
+
+        all_ok(bool) -> bool must be a collective AND across ranks, so all ranks pick the same one.
+        """
+        good, skipped = self.candidates()
+        store = (
+            self.store
+            if self.cfg.resume == "auto"
+            else open_storage(self.cfg.resume.rstrip("/").rpartition("/")[0], self.cfg.storage)
+        )
+        for ckpt in good:
+            dest = self.local / "restore" / ckpt.tag
+            try:
+                bad = download(store, ckpt, dest) if store is not None else ["no store"]
+            except Exception as e:
+                bad = [f"download failed: {e}"]
+            if not all_ok(not bad):
+                skipped[ckpt.tag] = bad or ["another rank could not read it"]
+                log.warning("skipping checkpoint %s: %s", ckpt.tag, skipped[ckpt.tag])
+                continue
+            _, client_state = engine.load_checkpoint(
+                str(dest.parent),
+                tag=ckpt.tag,
+                load_module_strict=not exclude_frozen,
+                load_optimizer_states=True,
+                load_lr_scheduler_states=True,
+            )
+            shutil.rmtree(dest, ignore_errors=True)
+            return Restored(ckpt.tag, ckpt.step, dict(client_state or {}), skipped)
+        return None

@@ -1,0 +1,181 @@
+"""Object storage behind a small protocol with string URIs: file:// (and plain paths) and s3://.
+
+S3 settings come from the config (endpoint, region) and the standard AWS_* environment
+(credentials); path-style addressing so service DNS names and local servers work.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from ..config import StorageConfig
+from ..errors import BadInputError
+
+
+class Storage(Protocol):
+    """The few operations checkpoints, model download and export need."""
+
+    def put_file(self, local: Path, key: str) -> None: ...
+    def put_bytes(self, data: bytes, key: str) -> None: ...
+    def get_file(self, key: str, local: Path) -> None: ...
+    def get_bytes(self, key: str) -> bytes | None: ...
+    def list(self, prefix: str) -> dict[str, int]: ...
+    def delete_prefix(self, prefix: str) -> None: ...
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def join(*parts: str) -> str:
+    """Join key parts with single slashes."""
+    return "/".join(p.strip("/") for p in parts if p.strip("/"))
+
+
+class FileStorage:
+    """A directory tree; keys are relative paths."""
+
+    def __init__(self, root: str) -> None:
+        self.root = Path(root)
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def put_file(self, local: Path, key: str) -> None:
+        dst = self._path(key)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".partial")
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, dst)
+
+    def put_bytes(self, data: bytes, key: str) -> None:
+        dst = self._path(key)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(dst.name + ".partial")
+        tmp.write_bytes(data)
+        os.replace(tmp, dst)
+
+    def get_file(self, key: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(self._path(key), local)
+
+    def get_bytes(self, key: str) -> bytes | None:
+        p = self._path(key)
+        return p.read_bytes() if p.is_file() else None
+
+    def list(self, prefix: str) -> dict[str, int]:
+        base = self._path(prefix)
+        if not base.exists():
+            return {}
+        if base.is_file():
+            return {prefix: base.stat().st_size}
+        return {
+            str(p.relative_to(self.root)): p.stat().st_size
+            for p in sorted(base.rglob("*"))
+            if p.is_file() and not p.name.endswith(".partial")
+        }
+
+    def delete_prefix(self, prefix: str) -> None:
+        shutil.rmtree(self._path(prefix), ignore_errors=True)
+
+
+class S3Storage:
+    """A bucket and key prefix on S3 or an S3-compatible store."""
+
+    def __init__(self, bucket: str, prefix: str, storage: StorageConfig) -> None:
+        self.bucket, self.prefix = bucket, prefix.strip("/")
+        self._settings = storage
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """A boto3 client, made lazily (one per thread is not needed: boto3 clients are thread-safe)."""
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.client(
+                "s3",
+                endpoint_url=self._settings.endpoint
+                or os.environ.get("AWS_ENDPOINT_URL_S3")
+                or os.environ.get("AWS_ENDPOINT_URL"),
+                region_name=self._settings.region
+                or os.environ.get("AWS_DEFAULT_REGION")
+                or os.environ.get("AWS_REGION"),
+                config=Config(
+                    s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"}
+                ),
+            )
+        return self._client
+
+    def _key(self, key: str) -> str:
+        return join(self.prefix, key)
+
+    def put_file(self, local: Path, key: str) -> None:
+        self.client.upload_file(str(local), self.bucket, self._key(key))
+
+    def put_bytes(self, data: bytes, key: str) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+
+    def get_file(self, key: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        self.client.download_file(self.bucket, self._key(key), str(local))
+
+    def get_bytes(self, key: str) -> bytes | None:
+        try:
+            return bytes(
+                self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+            )
+        except self.client.exceptions.NoSuchKey:
+            return None
+
+    def list(self, prefix: str) -> dict[str, int]:
+        full = self._key(prefix)
+        out: dict[str, int] = {}
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket, Prefix=full
+        ):
+            for obj in page.get("Contents", []):
+                out[obj["Key"][cut:]] = int(obj["Size"])
+        return out
+
+    def delete_prefix(self, prefix: str) -> None:
+        keys = [self._key(k) for k in self.list(prefix)]
+        for i in range(0, len(keys), 1000):
+            self.client.delete_objects(
+                Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]}
+            )
+
+
+def open_storage(uri: str, storage: StorageConfig | None = None) -> Storage:
+    """Storage for a URI: s3://bucket/prefix, file:///path, pvc://claim/path (mounted) or a plain path."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise BadInputError(f"{uri!r}: an s3:// URI needs a bucket")
+        return S3Storage(parsed.netloc, parsed.path, storage or StorageConfig())
+    return FileStorage(local_path(uri))
+
+
+def local_path(uri: str) -> str:
+    """The filesystem path of file://, pvc:// (mounted at /mnt/<claim> unless it is a path) or a plain path."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return parsed.path if parsed.scheme else uri
+    if parsed.scheme == "pvc":
+        root = os.environ.get("KUBETUNE_PVC_ROOT", "/mnt")
+        return str(Path(root) / parsed.netloc / parsed.path.lstrip("/"))
+    raise BadInputError(
+        f"{uri!r}: unsupported scheme {parsed.scheme!r} (use s3://, file://, pvc:// or a path)"
+    )

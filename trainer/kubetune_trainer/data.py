@@ -1,0 +1,334 @@
+"""Training data: read jsonl/parquet, detect the record format, tokenize with loss masks, pack,
+split off validation, and hand each rank its deterministic micro-batches.
+
+Formats: prompt-completion (loss on completion tokens only), chat (messages rendered with the
+tokenizer's chat template, loss on assistant turns only), text (loss on every token).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from .checkpoint.storage import S3Storage, local_path, sha256_file
+from .config import DataConfig, StorageConfig
+from .errors import BadInputError
+
+IGNORE = -100
+FORMATS = ("prompt-completion", "chat", "text")
+
+
+@dataclass
+class Record:
+    """One input record and where it came from (file:line), for error messages."""
+
+    data: dict[str, Any]
+    where: str
+
+
+@dataclass
+class Example:
+    """Token ids and labels (IGNORE where no loss is taken)."""
+
+    ids: list[int]
+    labels: list[int]
+
+
+@dataclass
+class SourceInfo:
+    """Lineage of one data file for the run card."""
+
+    uri: str
+    sha256: str
+    records: int
+
+
+@dataclass
+class Dataset:
+    """Tokenized train/validation sequences and their lineage."""
+
+    train: list[Example]
+    validation: list[Example]
+    format: str
+    sources: list[SourceInfo] = field(default_factory=list)
+
+
+def resolve_files(uri: str, cache_dir: Path, storage: StorageConfig | None = None) -> list[Path]:
+    """Local .jsonl/.parquet files for a URI (a file or folder; s3:// prefixes are downloaded)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "s3":
+        store = S3Storage(parsed.netloc, parsed.path, storage or StorageConfig())
+        keys = store.list("")
+        if not keys:
+            raise BadInputError(f"data {uri!r}: no objects under that prefix")
+        root = cache_dir / "data" / parsed.netloc / parsed.path.strip("/")
+        for key in keys:
+            store.get_file(key, root / key)
+        path = root
+    else:
+        path = Path(local_path(uri))
+    if path.is_file():
+        return [path]
+    files = (
+        sorted(p for p in path.rglob("*") if p.suffix in (".jsonl", ".json", ".parquet"))
+        if path.is_dir()
+        else []
+    )
+    if not files:
+        raise BadInputError(f"data {uri!r}: no .jsonl or .parquet files found")
+    return files
+
+
+def read_records(path: Path) -> list[Record]:
+    """Records of one file; a line that is not a JSON object is an error naming file:line."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(path).to_pylist()
+        return [Record(r, f"{path}:row {i + 1}") for i, r in enumerate(rows)]
+    out = []
+    with path.open() as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise BadInputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(data, dict):
+                raise BadInputError(
+                    f"{path}:{n}: expected a JSON object, got {type(data).__name__}"
+                )
+            out.append(Record(data, f"{path}:{n}"))
+    return out
+
+
+def detect_format(record: Record) -> str:
+    """The format a record's keys imply."""
+    keys = record.data.keys()
+    if "messages" in keys:
+        return "chat"
+    if "prompt" in keys and "completion" in keys:
+        return "prompt-completion"
+    if "text" in keys:
+        return "text"
+    raise BadInputError(
+        f"{record.where}: cannot tell the format from keys {sorted(keys)}; "
+        "expected 'messages', 'prompt'+'completion' or 'text'"
+    )
+
+
+def check_record(record: Record, fmt: str) -> None:
+    """Raise a BadInputError naming file:line and field when a record does not fit its format."""
+    d, where = record.data, record.where
+    if fmt == "text":
+        if not isinstance(d.get("text"), str):
+            raise BadInputError(f"{where}: field 'text' must be a string")
+    elif fmt == "prompt-completion":
+        for k in ("prompt", "completion"):
+            if not isinstance(d.get(k), str):
+                raise BadInputError(f"{where}: field {k!r} must be a string")
+    else:
+        msgs = d.get("messages")
+        if not isinstance(msgs, list) or not msgs:
+            raise BadInputError(f"{where}: field 'messages' must be a non-empty list")
+        for i, m in enumerate(msgs):
+            if (
+                not isinstance(m, dict)
+                or not isinstance(m.get("role"), str)
+                or not isinstance(m.get("content"), str)
+            ):
+                raise BadInputError(f"{where}: messages[{i}] needs string 'role' and 'content'")
+        if not any(m["role"] == "assistant" for m in msgs):
+            raise BadInputError(f"{where}: messages has no assistant turn to learn from")
+
+
+def encode_text(tok: Any, text: str) -> list[int]:
+    """Token ids of text without special tokens."""
+    return list(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def bos(tok: Any) -> list[int]:
+    """[bos_token_id] where the tokenizer has one."""
+    return [tok.bos_token_id] if tok.bos_token_id is not None else []
+
+
+def render_chat(tok: Any, messages: list[dict[str, str]], generation_prompt: bool) -> list[int]:
+    """Token ids of messages rendered by the tokenizer's chat template."""
+    text = tok.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=generation_prompt
+    )
+    return encode_text(tok, text)
+
+
+def tokenize_chat(tok: Any, messages: list[dict[str, str]]) -> Example:
+    """Chat ids with labels only on assistant turns, found by rendering growing prefixes."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for i, m in enumerate(messages):
+        if m["role"] == "assistant":
+            prompt = render_chat(tok, messages[:i], generation_prompt=True)
+            full = render_chat(tok, messages[: i + 1], generation_prompt=False)
+            new_prompt = prompt[len(ids) :]
+            ids += new_prompt
+            labels += [IGNORE] * len(new_prompt)
+            answer = full[len(ids) :]
+            ids += answer
+            labels += answer
+    tail = render_chat(tok, messages, generation_prompt=False)[len(ids) :]
+    ids += tail
+    labels += [IGNORE] * len(tail)
+    return Example(ids, labels)
+
+
+def tokenize_record(tok: Any, record: Record, fmt: str) -> Example:
+    """Ids and loss labels for one record; eos closes every example."""
+    d = record.data
+    eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    if fmt == "chat":
+        if not getattr(tok, "chat_template", None):
+            raise BadInputError(
+                f"{record.where}: chat records need a tokenizer with a chat template"
+            )
+        return tokenize_chat(tok, d["messages"])
+    if fmt == "prompt-completion":
+        prompt = bos(tok) + encode_text(tok, d["prompt"])
+        completion = encode_text(tok, d["completion"]) + eos
+        return Example(prompt + completion, [IGNORE] * len(prompt) + completion)
+    ids = bos(tok) + encode_text(tok, d["text"]) + eos
+    return Example(ids, list(ids))
+
+
+def pack(examples: list[Example], length: int, pad_id: int) -> list[Example]:
+    """Concatenate examples into sequences of exactly length tokens (the last one padded)."""
+    ids: list[int] = []
+    labels: list[int] = []
+    for ex in examples:
+        ids += ex.ids
+        labels += ex.labels
+    out = [Example(ids[i : i + length], labels[i : i + length]) for i in range(0, len(ids), length)]
+    if out and len(out[-1].ids) < length:
+        missing = length - len(out[-1].ids)
+        out[-1] = Example(out[-1].ids + [pad_id] * missing, out[-1].labels + [IGNORE] * missing)
+    return [e for e in out if any(lab != IGNORE for lab in e.labels)]
+
+
+def pad_to(examples: list[Example], length: int, pad_id: int) -> list[Example]:
+    """Truncate or pad each example to length tokens (no packing)."""
+    out = []
+    for ex in examples:
+        ids, labels = ex.ids[:length], ex.labels[:length]
+        missing = length - len(ids)
+        out.append(Example(ids + [pad_id] * missing, labels + [IGNORE] * missing))
+    return [e for e in out if any(lab != IGNORE for lab in e.labels)]
+
+
+def split(records: list[Record], fraction: float, seed: int) -> tuple[list[Record], list[Record]]:
+    """A seeded held-out split: (train, validation)."""
+    if not 0 < fraction < 1:
+        raise BadInputError(f"data.validation_split must be in (0, 1), got {fraction}")
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_val = max(1, int(len(records) * fraction))
+    val = set(order[:n_val])
+    return [r for i, r in enumerate(records) if i not in val], [
+        r for i, r in enumerate(records) if i in val
+    ]
+
+
+def load_split(
+    uri: str, cache_dir: Path, storage: StorageConfig | None
+) -> tuple[list[Record], list[SourceInfo]]:
+    """All records under a URI and the lineage of each file."""
+    records: list[Record] = []
+    sources = []
+    for path in resolve_files(uri, cache_dir, storage):
+        recs = read_records(path)
+        records += recs
+        sources.append(
+            SourceInfo(
+                uri=f"{uri}" if path.name in uri else f"{uri.rstrip('/')}/{path.name}",
+                sha256=sha256_file(path),
+                records=len(recs),
+            )
+        )
+    if not records:
+        raise BadInputError(f"data {uri!r}: no records")
+    return records, sources
+
+
+def to_sequences(tok: Any, records: list[Record], fmt: str, cfg: DataConfig) -> list[Example]:
+    """Check, tokenize and pack (or pad) records into fixed-length sequences."""
+    examples = []
+    for r in records:
+        f = detect_format(r) if fmt == "auto" else fmt
+        check_record(r, f)
+        examples.append(tokenize_record(tok, r, f))
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+    return (
+        pack(examples, cfg.max_seq_length, pad_id)
+        if cfg.packing
+        else pad_to(examples, cfg.max_seq_length, pad_id)
+    )
+
+
+def build_dataset(
+    tok: Any, cfg: DataConfig, seed: int, cache_dir: Path, storage: StorageConfig | None = None
+) -> Dataset:
+    """Train and validation sequences from the config, deterministic for a seed."""
+    train_recs, sources = load_split(cfg.train, cache_dir, storage)
+    fmt = detect_format(train_recs[0]) if cfg.format == "auto" else cfg.format
+    val_recs: list[Record] = []
+    if cfg.validation:
+        val_recs, val_sources = load_split(cfg.validation, cache_dir, storage)
+        sources += val_sources
+    elif cfg.validation_split:
+        train_recs, val_recs = split(train_recs, cfg.validation_split, seed)
+    train = to_sequences(tok, train_recs, fmt, cfg)
+    if not train:
+        raise BadInputError(f"data {cfg.train!r}: no sequence has a token to learn from")
+    return Dataset(
+        train=train,
+        validation=to_sequences(tok, val_recs, fmt, cfg) if val_recs else [],
+        format=fmt,
+        sources=sources,
+    )
+
+
+def micro_batch_indices(
+    n: int, micro: int, rank: int, world: int, seed: int, index: int
+) -> list[int]:
+    """Example indices of this rank's micro-batch number `index` (epochs reshuffle with seed+epoch).
+
+    A pure function of its arguments, so a resumed run sees exactly the batches it would have.
+    """
+    per_epoch = micro_batches_per_epoch(n, micro, world)
+    epoch, pos = divmod(index, per_epoch)
+    order = list(range(n))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    mine = order[rank::world][: per_epoch * micro]
+    return mine[pos * micro : (pos + 1) * micro]
+
+
+def micro_batches_per_epoch(n: int, micro: int, world: int) -> int:
+    """Whole micro-batches each rank gets per epoch (the ragged tail is dropped)."""
+    per = (n // world) // micro
+    if per < 1:
+        raise BadInputError(
+            f"data: {n} sequences cannot fill one micro-batch of {micro} on {world} ranks"
+        )
+    return per
+
+
+def collate(examples: list[Example]) -> dict[str, Any]:
+    """Tensors for a micro-batch of equal-length examples."""
+    import torch
+
+    return {
+        "input_ids": torch.tensor([e.ids for e in examples], dtype=torch.long),
+        "labels": torch.tensor([e.labels for e in examples], dtype=torch.long),
+    }

@@ -1,0 +1,16 @@
+"""Exit codes and the error type for bad input, shared by every trainer module."""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+# After SIGTERM made the trainer save a checkpoint and stop; equals the operator's
+# kubetune_operator.api.constants.EXIT_PREEMPTED (the trainer does not import the operator).
+EXIT_PREEMPTED = 43
+# The config, data or model source is wrong: retrying the same attempt cannot help.
+EXIT_BAD_INPUT = 44
+
+TERMINATION_LOG = "/dev/termination-log"
+
+
+class BadInputError(ValueError):
+    """A user-facing problem with the config, data or model source; the message names where."""

@@ -1,0 +1,83 @@
+"""The pod entry point: torchrun over this node's ranks, with the trainer's exit code preserved.
+
+    python -m kubetune_trainer.launch --config trainer.json
+
+Reads NNODES, NODE_RANK, NPROC_PER_NODE, MASTER_ADDR, MASTER_PORT (single node without them).
+torchrun itself exits 1 when it is sent SIGTERM, even when every rank saved a checkpoint and
+exited 43; this wrapper forwards SIGTERM and reports what the ranks reported instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED
+
+
+def torchrun_args(env: dict[str, str], config: str) -> list[str]:
+    """The torchrun command line for this node."""
+    nproc = env.get("NPROC_PER_NODE", "1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", nproc]
+    nnodes = env.get("NNODES", "1")
+    if nnodes == "1" and "MASTER_ADDR" not in env:
+        cmd.append("--standalone")
+    else:
+        cmd += [
+            "--nnodes", nnodes,
+            "--node-rank", env.get("NODE_RANK", "0"),
+            "--master-addr", env.get("MASTER_ADDR", "127.0.0.1"),
+            "--master-port", env.get("MASTER_PORT", "29500"),
+        ]  # fmt: skip
+    return [*cmd, "-m", "kubetune_trainer", "--config", config]
+
+
+def combine(torchrun_code: int, rank_codes: list[int]) -> int:
+    """One exit code for the node: bad input first, then preemption, else torchrun's."""
+    if EXIT_BAD_INPUT in rank_codes:
+        return EXIT_BAD_INPUT
+    if (
+        rank_codes
+        and all(c in (EXIT_PREEMPTED, EXIT_OK) for c in rank_codes)
+        and EXIT_PREEMPTED in rank_codes
+    ):
+        return EXIT_PREEMPTED
+    return torchrun_code
+
+
+def read_codes(folder: Path) -> list[int]:
+    """Exit codes the ranks left in folder."""
+    codes = []
+    for p in sorted(folder.glob("rank-*.code")):
+        try:
+            codes.append(int(p.read_text().strip()))
+        except ValueError:
+            continue
+    return codes
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run torchrun, forward SIGTERM/SIGINT to it, and return the combined exit code."""
+    p = argparse.ArgumentParser(prog="python -m kubetune_trainer.launch", description=__doc__)
+    p.add_argument("--config", default=os.environ.get("KUBETUNE_CONFIG", "trainer.json"))
+    args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="kubetune-exit-") as folder:
+        env = {**os.environ, "KUBETUNE_EXIT_DIR": folder}
+        proc = subprocess.Popen(torchrun_args(env, args.config), env=env)
+
+        def forward(signum: int, frame: object) -> None:
+            proc.send_signal(signum)
+
+        signal.signal(signal.SIGTERM, forward)
+        signal.signal(signal.SIGINT, forward)
+        code = proc.wait()
+        return combine(code, read_codes(Path(folder)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The training loop: step, report, evaluate, checkpoint, stop (early, on SIGTERM, or at the end)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class LoopState:
+    """What the loop carries between steps (and through checkpoints as client state)."""
+
+    step: int = 0
+    best_eval: float | None = None
+    evals_without_improvement: int = 0
+    losses: list[float] = field(default_factory=list)
+    evals: list[tuple[int, float]] = field(default_factory=list)
+    tokens: int = 0
+    train_seconds: float = 0.0
+    stopped_early: bool = False
+    preempted: bool = False
+
+    def client_state(self) -> dict[str, Any]:
+        """The part saved inside checkpoints."""
+        return {
+            "step": self.step,
+            "best_eval": self.best_eval,
+            "evals_without_improvement": self.evals_without_improvement,
+            "tokens": self.tokens,
+        }
+
+
+def improved(best: float | None, value: float, min_delta: float) -> bool:
+    """Whether an eval loss beats the best by more than min_delta."""
+    return best is None or value < best - min_delta
+
+
+def run(t: Any, s: LoopState) -> LoopState:
+    """Train from s.step to t.total_steps; t is the Trainer (engine, data, checkpoints, sinks)."""
+    cfg = t.cfg.training
+    while s.step < t.total_steps:
+        started = time.perf_counter()
+        loss, tokens = t.train_step(s.step)
+        s.step += 1
+        s.losses.append(loss)
+        s.tokens += tokens
+        s.train_seconds += time.perf_counter() - started
+        stop, save_due = t.agree_on_signals(s.step)
+        if cfg.eval_every_steps and s.step % cfg.eval_every_steps == 0 and s.step < t.total_steps:
+            evaluate(t, s)
+        t.report(s, tokens)
+        if stop:
+            s.preempted = True
+            t.save(s)
+            return s
+        if s.stopped_early:
+            break
+        if save_due:
+            t.save(s)
+    if not s.evals or s.evals[-1][0] != s.step:
+        evaluate(t, s)
+    t.report(s, 0, force=True)
+    return s
+
+
+def evaluate(t: Any, s: LoopState) -> None:
+    """Eval loss on the validation set; early stopping bookkeeping."""
+    value = t.eval_loss()
+    if value is None:
+        return
+    s.evals.append((s.step, value))
+    cfg = t.cfg.training
+    if improved(s.best_eval, value, cfg.early_stopping_min_delta):
+        s.best_eval, s.evals_without_improvement = value, 0
+    else:
+        s.evals_without_improvement += 1
+        if (
+            cfg.early_stopping_patience
+            and s.evals_without_improvement >= cfg.early_stopping_patience
+        ):
+            s.stopped_early = True

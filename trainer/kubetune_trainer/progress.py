@@ -1,0 +1,167 @@
+"""Progress reporting through small sinks: a JSON-lines file, a console bar, the job's status."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass
+class Progress:
+    """One progress snapshot from rank 0."""
+
+    step: int
+    total_steps: int
+    epoch: float
+    loss: float | None = None
+    eval_loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_second: float | None = None
+    elapsed_seconds: float = 0.0
+    attempt: int = 1
+    event: str = "step"
+    checkpoint: dict[str, Any] | None = None
+
+
+def human_eta(seconds: int) -> str:
+    """1h12m, 4m3s, 20s."""
+    h, rest = divmod(max(0, seconds), 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else (f"{m}m{s}s" if m else f"{s}s")
+
+
+def eta_seconds(step: int, total: int, elapsed: float, start_step: int = 0) -> int | None:
+    """Seconds left at the pace since start_step."""
+    done = step - start_step
+    if done <= 0 or elapsed <= 0:
+        return None
+    return math.ceil((total - step) * elapsed / done)
+
+
+def status_progress(
+    p: Progress, start_step: int = 0, now: datetime | None = None
+) -> dict[str, Any]:
+    """The FineTuneJob status.progress object (camelCase, as the CRD names the fields)."""
+    percent = int(100 * p.step / p.total_steps) if p.total_steps else 0
+    eta = eta_seconds(p.step, p.total_steps, p.elapsed_seconds, start_step)
+    out: dict[str, Any] = {
+        "step": p.step,
+        "totalSteps": p.total_steps,
+        "epoch": round(p.epoch, 4),
+        "percent": min(100, percent),
+        "summary": f"{p.step}/{p.total_steps} ({min(100, percent)}%)",
+        "loss": _num(p.loss),
+        "evalLoss": _num(p.eval_loss),
+        "learningRate": _num(p.learning_rate),
+        "tokensPerSecond": _num(p.tokens_per_second, 1),
+        "etaSeconds": eta,
+        "eta": human_eta(eta) if eta is not None else None,
+        "updatedAt": (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "attempt": p.attempt,
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _num(x: float | None, digits: int = 6) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), digits)
+
+
+class Sink(Protocol):
+    """Where progress goes; force=True for the last report."""
+
+    def report(self, p: Progress, force: bool = False) -> None: ...
+
+
+class FileSink:
+    """JSON lines, one per report (every step/eval/checkpoint event)."""
+
+    def __init__(self, path: str, start_step: int = 0) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.start_step = start_step
+
+    def report(self, p: Progress, force: bool = False) -> None:
+        line = {"event": p.event, **status_progress(p, self.start_step)}
+        if p.checkpoint:
+            line["checkpoint"] = p.checkpoint
+        with self.path.open("a") as f:
+            f.write(json.dumps(line) + "\n")
+
+
+class ConsoleSink:
+    """A one-line progress bar on stderr."""
+
+    def __init__(self, start_step: int = 0, width: int = 30) -> None:
+        self.start_step, self.width = start_step, width
+
+    def report(self, p: Progress, force: bool = False) -> None:
+        s = status_progress(p, self.start_step)
+        filled = int(self.width * s["percent"] / 100)
+        bar = "#" * filled + "-" * (self.width - filled)
+        loss = f" loss {s['loss']:.4f}" if "loss" in s else ""
+        ev = f" eval {s['evalLoss']:.4f}" if "evalLoss" in s else ""
+        eta = f" eta {s['eta']}" if "eta" in s else ""
+        end = "\n" if force else ""
+        sys.stderr.write(f"\r[{bar}] {s['summary']}{loss}{ev}{eta}   {end}")
+        sys.stderr.flush()
+
+
+class Throttle:
+    """Lets a report through at most every interval seconds (forced ones always)."""
+
+    def __init__(self, interval: float, clock: Any = time.monotonic) -> None:
+        self.interval, self.clock = interval, clock
+        self.last: float | None = None
+
+    def ready(self, force: bool) -> bool:
+        now = self.clock()
+        if force or self.last is None or now - self.last >= self.interval:
+            self.last = now
+            return True
+        return False
+
+
+class KubernetesSink:
+    """Patches status.progress of the FineTuneJob through the status subresource (in-cluster)."""
+
+    MIN_INTERVAL = 10.0
+
+    def __init__(
+        self, name: str, namespace: str, interval: float, start_step: int = 0, api: Any = None
+    ) -> None:
+        self.name, self.namespace, self.start_step = name, namespace, start_step
+        self.throttle = Throttle(max(self.MIN_INTERVAL, interval))
+        if api is None:
+            from kubernetes import client, config
+
+            config.load_incluster_config()
+            api = client.CustomObjectsApi()
+        self.api = api
+
+    def report(self, p: Progress, force: bool = False) -> None:
+        if not self.throttle.ready(force):
+            return
+        body = {"status": {"progress": status_progress(p, self.start_step)}}
+        try:
+            self.api.patch_namespaced_custom_object_status(
+                "kubetune.dev", "v1alpha1", self.namespace, "finetunejobs", self.name, body
+            )
+        except Exception as e:  # progress is best effort: training must not die for a status patch
+            sys.stderr.write(f"progress patch failed: {e}\n")
+
+
+class Fanout:
+    """Several sinks as one."""
+
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = sinks
+
+    def report(self, p: Progress, force: bool = False) -> None:
+        for s in self.sinks:
+            s.report(p, force)

@@ -1,0 +1,405 @@
+"""The trainer as one object: setup(); loop.run(); finish(). Each method is one stage of a run."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from . import data as data_mod
+from . import engine as engine_mod
+from . import export as export_mod
+from . import loop
+from . import model as model_mod
+from .checkpoint.manager import CheckpointManager, Restored
+from .config import TrainerConfig
+from .dist import DistEnv
+from .metrics import Metrics, memory_bytes, metrics_port, mfu, peak_flops
+from .progress import ConsoleSink, FileSink, KubernetesSink, Progress, Sink
+
+log = logging.getLogger("kubetune_trainer")
+
+
+def total_steps(cfg: TrainerConfig, micro_per_epoch: int, accumulation: int) -> int:
+    """max_steps, or epochs worth of optimizer steps (at least 1)."""
+    if cfg.training.max_steps:
+        return cfg.training.max_steps
+    epochs = cfg.training.epochs or 1.0
+    return max(1, math.floor(epochs * micro_per_epoch / accumulation))
+
+
+def job_key(cfg: TrainerConfig) -> str:
+    """A short stable name for local staging folders of this job."""
+    return hashlib.sha256(f"{cfg.job.namespace}/{cfg.job.name}/{cfg.job.uid}".encode()).hexdigest()[
+        :12
+    ]
+
+
+class Trainer:
+    """Holds the engine, data, checkpoints and reporting of one rank."""
+
+    def __init__(self, cfg: TrainerConfig, env: DistEnv) -> None:
+        self.cfg, self.env = cfg, env
+        self.stop_requested = False
+        self.restored: Restored | None = None
+        self.card: dict[str, Any] = {}
+        self.started = time.time()
+
+    # -- setup -----------------------------------------------------------------------------
+    def setup(self) -> loop.LoopState:
+        """Load model, tokenizer, data; build the engine; resume if a checkpoint exists."""
+        import torch
+
+        cfg, env = self.cfg, self.env
+        torch.manual_seed(cfg.training.seed)
+        cache = Path(cfg.checkpoint.local_dir) / job_key(cfg) / f"rank-{env.rank:05d}" / "inputs"
+        cuda = torch.cuda.is_available()
+        self.precision = engine_mod.resolve_precision(
+            cfg.training.precision, cuda, cuda and torch.cuda.is_bf16_supported()
+        )
+        self.location = model_mod.fetch(
+            cfg.model.source, cache, cfg.model.revision, cfg.checkpoint.storage
+        )
+        self.hub = model_mod.hub_kwargs(cfg.model.source, cfg.model.revision)
+        self.tokenizer = model_mod.load_tokenizer(self.location, self.hub)
+        self.data = data_mod.build_dataset(
+            self.tokenizer, cfg.data, cfg.training.seed, cache, cfg.checkpoint.storage
+        )
+        self.accumulation = engine_mod.grad_accumulation(
+            cfg.training.global_batch_size, cfg.training.micro_batch_size, env.world_size
+        )
+        self.micro_per_epoch = data_mod.micro_batches_per_epoch(
+            len(self.data.train), cfg.training.micro_batch_size, env.world_size
+        )
+        self.total_steps = total_steps(cfg, self.micro_per_epoch, self.accumulation)
+        self.ds_config = engine_mod.ds_config(cfg, env.world_size, self.precision)
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
+            self.precision
+        ]
+        if cfg.deepspeed.zero_stage == 3 and cfg.method.type != "qlora":
+            from transformers.integrations import HfDeepSpeedConfig
+
+            self._zero3_hook = HfDeepSpeedConfig(
+                self.ds_config
+            )  # from_pretrained partitions while loading
+        model = model_mod.load_model(self.location, cfg.model, cfg.method, self.hub, dtype)
+        model_mod.unset_zero3_init()
+        model = model_mod.apply_method(
+            model, cfg.method, cfg.training.seed, cfg.training.gradient_checkpointing
+        )
+        self.engine = engine_mod.initialize(model, cfg, self.ds_config, self.total_steps)
+        self.exclude_frozen = cfg.method.type != "full"
+        self.ckpt = CheckpointManager(cfg.checkpoint, env.rank, env.world_size, job_key(cfg))
+        state = loop.LoopState()
+        self.restored = (
+            self.ckpt.restore(self.engine, self.all_true, self.exclude_frozen)
+            if self.ckpt.enabled
+            else None
+        )
+        if self.restored:
+            cs = self.restored.client_state
+            state.step = int(cs.get("step", self.restored.step))
+            state.best_eval = cs.get("best_eval")
+            state.evals_without_improvement = int(cs.get("evals_without_improvement", 0))
+            state.tokens = int(cs.get("tokens", 0))
+        self.start_step, self.start_tokens = state.step, state.tokens
+        self.last_save = time.monotonic()
+        self.local_params, self.total_params = engine_mod.local_param_share(self.engine)
+        self.metrics = Metrics(cfg.job.name, env.rank)
+        self.metrics.serve(metrics_port(cfg.reporting.metrics_port, env.local_rank))
+        self.sink = self.make_sink()
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.engine.train()
+        return state
+
+    def make_sink(self) -> Sink | None:
+        """Rank 0 reports progress: the job's status in a cluster, a file and/or a bar locally."""
+        if not self.env.is_main:
+            return None
+        r = self.cfg.reporting
+        sinks: list[Sink] = []
+        if r.progress_sink == "kubernetes":
+            sinks.append(
+                KubernetesSink(
+                    self.cfg.job.name,
+                    self.cfg.job.namespace,
+                    r.progress_interval_seconds,
+                    self.start_step,
+                )
+            )
+        if r.progress_sink == "file" and r.progress_file:
+            sinks.append(FileSink(r.progress_file, self.start_step))
+        if r.console:
+            sinks.append(ConsoleSink(self.start_step))
+        from .progress import Fanout
+
+        return Fanout(sinks) if sinks else None
+
+    def _on_sigterm(self, signum: int, frame: Any) -> None:
+        self.stop_requested = True
+
+    # -- collectives ---------------------------------------------------------------------------
+    def all_sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum over ranks."""
+        import torch
+        import torch.distributed as dist
+
+        t = torch.tensor(values, dtype=torch.float64, device=self.engine.device)
+        dist.all_reduce(t)
+        return [float(x) for x in t.tolist()]
+
+    def all_true(self, ok: bool) -> bool:
+        """True only if every rank says ok."""
+        return self.all_sum([0.0 if ok else 1.0])[0] == 0.0
+
+    def agree_on_signals(self, step: int) -> tuple[bool, bool]:
+        """(stop, save now), the same on every rank: SIGTERM on any rank stops all of them."""
+        c = self.cfg.checkpoint
+        due = bool(c.every_steps and step % c.every_steps == 0 and step < self.total_steps)
+        if (
+            c.every_minutes
+            and self.env.is_main
+            and time.monotonic() - self.last_save >= 60 * c.every_minutes
+        ):
+            due = True
+        stop, save = self.all_sum([float(self.stop_requested), float(due)])
+        return stop > 0, save > 0
+
+    # -- steps ---------------------------------------------------------------------------------
+    def train_step(self, step: int) -> tuple[float, int]:
+        """One optimizer step (accumulation micro-batches); returns (mean loss over ranks, tokens)."""
+        t = self.cfg.training
+        losses, tokens = 0.0, 0
+        for k in range(self.accumulation):
+            idx = data_mod.micro_batch_indices(
+                len(self.data.train),
+                t.micro_batch_size,
+                self.env.rank,
+                self.env.world_size,
+                t.seed,
+                step * self.accumulation + k,
+            )
+            batch = data_mod.collate([self.data.train[i] for i in idx])
+            batch = {n: v.to(self.engine.device) for n, v in batch.items()}
+            loss = self.engine(**batch).loss
+            self.engine.backward(loss)
+            self.engine.step()
+            losses += float(loss.detach())
+            tokens += int(batch["input_ids"].numel())
+        self.last_loss_local = losses / self.accumulation
+        return self.last_loss_local, tokens
+
+    def eval_loss(self) -> float | None:
+        """Token-weighted validation loss over all ranks (same number of forwards on each rank)."""
+        import torch
+
+        val = self.data.validation
+        if not val:
+            return None
+        micro = self.cfg.training.micro_batch_size
+        mine = list(range(self.env.rank, len(val), self.env.world_size))
+        batches = math.ceil(math.ceil(len(val) / self.env.world_size) / micro)
+        total = count = 0.0
+        self.engine.eval()
+        with torch.no_grad():
+            for b in range(batches):
+                idx = mine[b * micro : (b + 1) * micro]
+                weight = 1.0 if idx else 0.0
+                batch = data_mod.collate([val[i] for i in (idx or [0])])
+                ids, labels = (
+                    batch["input_ids"].to(self.engine.device),
+                    batch["labels"].to(self.engine.device),
+                )
+                logits = self.engine(input_ids=ids).logits.float()
+                ce = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].reshape(-1, logits.size(-1)),
+                    labels[:, 1:].reshape(-1),
+                    ignore_index=data_mod.IGNORE,
+                    reduction="sum",
+                )
+                total += weight * float(ce)
+                count += weight * float((labels[:, 1:] != data_mod.IGNORE).sum())
+        self.engine.train()
+        total, count = self.all_sum([total, count])
+        return total / count if count else None
+
+    def report(self, s: loop.LoopState, tokens: int, force: bool = False) -> None:
+        """Metrics every step, progress at the configured interval."""
+        m, step = self.metrics, s.step
+        tps = self.tokens_per_second(s)
+        lr = self.engine.get_lr()[0] if self.engine.get_lr() else None
+        m.step.set(step)
+        m.loss.set(s.losses[-1] if s.losses else float("nan"))
+        if s.evals:
+            m.eval_loss.set(s.evals[-1][1])
+        if lr is not None:
+            m.learning_rate.set(lr)
+        m.tokens.inc(tokens)
+        m.tokens_per_second.set(tps)
+        m.samples_per_second.set(tps / self.cfg.data.max_seq_length)
+        gn = self.engine.get_global_grad_norm()
+        if gn is not None:
+            m.grad_norm.set(float(gn))
+        m.device_memory.set(memory_bytes())
+        u = mfu(tps, self.total_params, peak_flops(self._device_name()), self.env.world_size)
+        if u is not None:
+            m.mfu.set(u)
+        if self.sink and (force or step % self.cfg.training.log_every_steps == 0):
+            self.sink.report(self.progress(s, tps), force=force)
+
+    def tokens_per_second(self, s: loop.LoopState) -> float:
+        """Training tokens per second over all ranks during this attempt."""
+        done = (s.tokens - self.start_tokens) * self.env.world_size
+        return done / s.train_seconds if s.train_seconds else 0.0
+
+    def _device_name(self) -> str:
+        import torch
+
+        return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+    def progress(self, s: loop.LoopState, tps: float, event: str = "step") -> Progress:
+        """The snapshot the sinks publish."""
+        lr = self.engine.get_lr()
+        return Progress(
+            step=s.step,
+            total_steps=self.total_steps,
+            epoch=s.step * self.accumulation / self.micro_per_epoch,
+            loss=s.losses[-1] if s.losses else None,
+            eval_loss=s.evals[-1][1] if s.evals else None,
+            learning_rate=lr[0] if lr else None,
+            tokens_per_second=tps,
+            elapsed_seconds=s.train_seconds,
+            attempt=self.cfg.job.attempt,
+            event=event,
+            checkpoint=self.ckpt.last_committed,
+        )
+
+    def save(self, s: loop.LoopState, wait: bool = False) -> None:
+        """Checkpoint now (local save blocks; upload/commit continue in the background)."""
+        self.ckpt.save(self.engine, s.step, s.client_state(), self.exclude_frozen)
+        self.last_save = time.monotonic()
+        if wait or s.preempted:
+            self.ckpt.wait()
+            if self.sink:
+                self.sink.report(self.progress(s, 0.0, event="checkpoint"), force=True)
+
+    # -- finish --------------------------------------------------------------------------------
+    def finish(self, s: loop.LoopState) -> None:
+        """Final checkpoint (if enabled), export and run card."""
+        if (
+            self.ckpt.enabled
+            and not s.preempted
+            and (not self.restored or self.restored.step != s.step)
+        ):
+            self.save(s, wait=True)
+        self.ckpt.wait()
+        self.write_probe()
+        if self.cfg.output is not None:
+            self.export(s)
+
+    def write_probe(self) -> None:
+        """Engine logits for a fixed input, to KUBETUNE_EXPORT_PROBE (for export verification)."""
+        import torch
+
+        path = os.environ.get("KUBETUNE_EXPORT_PROBE")
+        if not path:
+            return
+        seq = (self.data.validation or self.data.train)[0].ids[:32]
+        ids = torch.tensor([seq], device=self.engine.device)
+        self.engine.eval()
+        with torch.no_grad():
+            logits = self.engine(input_ids=ids).logits.float().cpu()
+        if self.env.is_main:
+            from safetensors.torch import save_file
+
+            save_file({"input_ids": ids.cpu(), "logits": logits}, path)
+
+    def export(self, s: loop.LoopState) -> None:
+        """The model in HF layout plus the run card, to the output URI."""
+        out = self.cfg.output
+        assert out is not None
+        sd = export_mod.full_state_dict(self.engine)
+        shares = self.all_share()
+        if not self.env.is_main:
+            return
+        assert sd is not None
+        staging = export_mod.fresh_dir(
+            Path(self.cfg.checkpoint.local_dir) / job_key(self.cfg) / "export"
+        )
+        written = export_mod.save_model(
+            self.engine.module, sd, out.format, staging, self.tokenizer, self.location, self.hub
+        )
+        export_mod.write_run_card(staging, self.run_card(s, written, shares))
+        export_mod.upload_dir(staging, out.uri, out)
+
+    def all_share(self) -> list[int]:
+        """Parameter elements each rank holds (ZeRO-3 partitions them)."""
+        counts = [0.0] * self.env.world_size
+        counts[self.env.rank] = float(self.local_params)
+        return [int(x) for x in self.all_sum(counts)]
+
+    def run_card(self, s: loop.LoopState, written: list[str], shares: list[int]) -> dict[str, Any]:
+        """Lineage and results of the run."""
+        cfg = self.cfg
+        trainable = sum(
+            p.ds_numel if hasattr(p, "ds_numel") else p.numel()
+            for p in self.engine.module.parameters()
+            if p.requires_grad
+        )
+        return {
+            "job": cfg.job.model_dump(),
+            "spec": cfg.spec,
+            "model": {
+                "source": cfg.model.source,
+                "revision": cfg.model.revision,
+                "dtype": cfg.model.dtype,
+            },
+            "method": cfg.method.model_dump(),
+            "output": {
+                "uri": cfg.output.uri if cfg.output else None,
+                "format": cfg.output.format if cfg.output else None,
+                "folders": written,
+            },
+            "data": {
+                "format": self.data.format,
+                "train_sequences": len(self.data.train),
+                "validation_sequences": len(self.data.validation),
+                "sources": [vars(x) for x in self.data.sources],
+            },
+            "training": {
+                "steps": s.step,
+                "total_steps": self.total_steps,
+                "start_step": self.start_step,
+                "stopped_early": s.stopped_early,
+                "preempted": s.preempted,
+                "first_loss": s.losses[0] if s.losses else None,
+                "final_loss": s.losses[-1] if s.losses else None,
+                "losses": s.losses,
+                "evals": s.evals,
+                "tokens": s.tokens,
+                "train_seconds": s.train_seconds,
+                "seconds_per_step": s.train_seconds / max(1, len(s.losses)),
+                "tokens_per_second": self.tokens_per_second(s),
+            },
+            "distributed": {
+                "world_size": self.env.world_size,
+                "zero_stage": cfg.deepspeed.zero_stage,
+                "precision": self.precision,
+                "gradient_accumulation_steps": self.accumulation,
+                "params_total": self.total_params,
+                "params_trainable": trainable,
+                "params_local_per_rank": shares,
+            },
+            "checkpoints": {
+                "uri": cfg.checkpoint.uri,
+                "resumed_from": vars(self.restored) if self.restored else None,
+                "committed_steps": self.ckpt.committed_steps,
+            },
+            "deepspeed_config": self.ds_config,
+            "software": export_mod.software_versions(),
+        }
