@@ -409,6 +409,25 @@ def test_kill_pod_reports_oomkilled(node_agent: NodeAgent, core: Any, namespace:
 
 
 @pytest.mark.e2e
+def test_memory_limit_is_enforced_as_a_real_oom_kill(
+    node_agent: NodeAgent, core: Any, namespace: str
+) -> None:
+    """limits.memory puts the container in a memory cgroup: allocating past it gets the
+    process OOM-killed by the kernel -> exit 137, reason OOMKilled."""
+    script = """
+        x = bytearray(400 * 1024 * 1024)
+        x[::4096] = b"a" * len(x[::4096])
+        print("survived", flush=True)
+    """
+    limits = {"resources": {"limits": {"memory": "96Mi"}}}
+    core.create_namespaced_pod(namespace, pod_manifest("greedy", script, container=limits))
+    done = wait_pod(core, namespace, "greedy", phase_in(*TERMINAL), node_agent)
+    assert done["status"]["phase"] == "Failed", node_agent.logs(namespace, "greedy")
+    assert (terminated(done)["exitCode"], terminated(done)["reason"]) == (137, "OOMKilled")
+    assert "survived" not in node_agent.logs(namespace, "greedy")
+
+
+@pytest.mark.e2e
 def test_kill_node_stops_pods_and_heartbeats(
     node_agent_factory: Callable[..., NodeAgent], core: Any, namespace: str
 ) -> None:

@@ -20,7 +20,7 @@ from kubernetes.client.rest import ApiException
 from tests.e2e.nodeagent import node, podspec
 from tests.e2e.nodeagent.informer import Informer
 from tests.e2e.nodeagent.kube import MERGE_PATCH, Kube, Obj
-from tests.e2e.nodeagent.runtime import PodRun, RuntimeContext
+from tests.e2e.nodeagent.runtime import MEMORY_CGROUPS, PodRun, RuntimeContext
 
 DEFAULT_PYTHON = Path.home() / ".cache" / "kubetune" / "venv" / "bin" / "python"
 HOST_IP = "127.0.0.1"
@@ -98,6 +98,7 @@ class NodeAgent:
             image_env=image_env(python, extra_env or {}),
             node_allocatable=self.capacity,
             ca_pem=self.kube.ca_cert_pem(),
+            cgroup_root=MEMORY_CGROUPS / f"kubetune-nodeagent-{os.getpid()}-{name}",
             hosts_text=self._hosts_text,
             report=self._report,
             finished=self._finished,
@@ -155,6 +156,8 @@ class NodeAgent:
         self._remove_created_paths()
         shutil.rmtree(self.ctx.memory_dir, ignore_errors=True)
         shutil.rmtree(self.state_dir / "pods", ignore_errors=True)
+        with contextlib.suppress(OSError):
+            self.ctx.cgroup_root.rmdir()
 
     def _remove_created_paths(self) -> None:
         """Remove host folders podinit created as mount points, if still empty."""

@@ -145,6 +145,8 @@ def main() -> None:
     except Exception as err:
         _fail(spec, f"setting up the pod's mounts failed: {err}")
     argv, env = spec["argv"], spec["env"]
+    if spec.get("cgroupProcs"):  # memory limit: join the container's memory cgroup
+        Path(spec["cgroupProcs"]).write_text(str(os.getpid()))
     if not argv:
         _fail(spec, "the container has no command (the image is ignored, so command is required)")
     try:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kubernetes.utils import parse_quantity
+
 from tests.e2e.nodeagent import podspec, podstatus, volumes
 from tests.e2e.nodeagent.kube import Kube
 from tests.e2e.nodeagent.podspec import Pod, PodAddresses, PodConfigError
@@ -29,6 +31,7 @@ MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_LINES = 80
 RETRY_SECONDS = 1.0
 _PR_SET_PDEATHSIG = 1
+MEMORY_CGROUPS = Path("/sys/fs/cgroup/memory")
 
 
 @dataclass
@@ -45,6 +48,7 @@ class RuntimeContext:
     image_env: Mapping[str, str]
     node_allocatable: Mapping[str, str]
     ca_pem: bytes
+    cgroup_root: Path
     hosts_text: Callable[[Pod, str], str]
     report: Callable[[PodRun], None]
     finished: Callable[[PodRun], None]
@@ -76,6 +80,34 @@ def group_alive(pgid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def memory_limit_bytes(container: Mapping[str, Any]) -> int | None:
+    """resources.limits.memory in bytes, None when the container sets no limit."""
+    raw = ((container.get("resources") or {}).get("limits") or {}).get("memory")
+    return int(parse_quantity(raw)) if raw is not None else None
+
+
+def make_memory_cgroup(path: Path, limit: int) -> Path | None:
+    """A cgroup-v1 memory group capped at `limit` bytes, so going over it is a real OOM kill;
+    None where memory cgroups cannot be created (the limit is then not enforced)."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "memory.limit_in_bytes").write_text(str(limit))
+    except OSError:
+        return None
+    return path
+
+
+def oom_killed(cgroup: Path | None) -> bool:
+    """Whether the kernel OOM-killed a process of this memory cgroup."""
+    if cgroup is None:
+        return False
+    with contextlib.suppress(OSError):
+        for line in (cgroup / "memory.oom_control").read_text().splitlines():
+            if line.startswith("oom_kill ") and int(line.split()[1]) > 0:
+                return True
+    return False
 
 
 def read_termination_message(path: Path, log: Path, policy: str, exit_code: int) -> str:
@@ -112,6 +144,7 @@ class PodRun:
         ]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.forced_reason: dict[str, str] = {}
+        self.cgroups: dict[str, Path | None] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.deleting = False
@@ -231,6 +264,11 @@ class PodRun:
             )
         if all(m["target"] != "/etc/hosts" for m in mounts):
             mounts.append({"source": str(hosts), "target": "/etc/hosts", "readOnly": True})
+        limit = memory_limit_bytes(c)
+        cgroup = None
+        if limit is not None:
+            cgroup = make_memory_cgroup(self.ctx.cgroup_root / f"{self.uid}-{c['name']}", limit)
+        self.cgroups[c["name"]] = cgroup
         term = self.dir / f"{c['name']}.termination-log"
         term.touch()
         term_path = c.get("terminationMessagePath") or podspec.DEFAULT_TERMINATION_PATH
@@ -246,6 +284,7 @@ class PodRun:
             "startErrorFile": str(self.dir / f"{c['name']}.start-error"),
             "terminationLog": str(term),
             "terminationPolicy": c.get("terminationMessagePolicy", "File"),
+            "cgroupProcs": str(cgroup / "cgroup.procs") if cgroup else None,
         }
 
     def _service_env(self) -> dict[str, str]:
@@ -302,7 +341,8 @@ class PodRun:
         start_error = Path(spec["startErrorFile"]).exists()
         forced = self.forced_reason.get(state.name)
         state.exit_code = code
-        state.reason = forced or podstatus.exit_reason(code, False, start_error)
+        oom = oom_killed(self.cgroups.get(state.name))
+        state.reason = forced or podstatus.exit_reason(code, oom, start_error)
         state.finished_at = podstatus.now()
         state.message = read_termination_message(
             Path(spec["terminationLog"]), self.log_path(state.name), spec["terminationPolicy"], code
@@ -407,5 +447,9 @@ class PodRun:
         deadline = time.monotonic() + 5
         while self.live_groups() and time.monotonic() < deadline:
             time.sleep(0.05)
+        for cgroup in self.cgroups.values():
+            if cgroup is not None:
+                with contextlib.suppress(OSError):
+                    cgroup.rmdir()
         shutil.rmtree(self.dir, ignore_errors=True)
         shutil.rmtree(self.memory_dir, ignore_errors=True)
