@@ -1,1 +1,1 @@
-"""`kubetune run`: execute a FineTuneJob's plan as local processes."""
+"""`kubetune run`: the operator's Plan executed as local processes instead of pods."""

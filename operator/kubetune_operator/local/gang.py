@@ -1,0 +1,137 @@
+"""Start one torchrun agent per worker on this machine and treat them as a gang.
+
+Each agent gets exactly the env a worker pod gets (rendezvous on 127.0.0.1); when any agent
+fails, the others are stopped with SIGTERM (so they can checkpoint) like the operator does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from kubetune_operator.reconcile.env import torchrun_env, torchrun_flags, trainer_args
+from kubetune_operator.reconcile.plan import Plan
+
+STOP_GRACE_SECONDS = 60.0
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 for the rendezvous."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def worker_env(
+    plan: Plan, rank: int, port: int, config_file: Path, base: dict[str, str]
+) -> dict[str, str]:
+    """The pod's env for node `rank`, on loopback, plus the user's literal env values."""
+    env = dict(base)
+    env.update(torchrun_env(plan, rank, "127.0.0.1", port))
+    env["KUBETUNE_CONFIG"] = str(config_file)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    for var in plan.spec.resources.env or []:
+        if var.value is not None:
+            env[var.name] = var.value
+    return env
+
+
+def worker_argv(env: dict[str, str], config_file: Path, python: str = sys.executable) -> list[str]:
+    """The pod's command line, with this interpreter's torchrun."""
+    return [
+        python,
+        "-m",
+        "torch.distributed.run",
+        *torchrun_flags(env),
+        *trainer_args(str(config_file)),
+    ]
+
+
+@dataclass(frozen=True)
+class GangResult:
+    """Exit codes by node rank; the first failing rank, if any."""
+
+    exit_codes: tuple[int, ...]
+    failed_rank: int | None
+
+    @property
+    def ok(self) -> bool:
+        return self.failed_rank is None
+
+
+def run_gang(
+    plan: Plan,
+    config_file: Path,
+    log_dir: Path,
+    command: list[str] | None = None,
+    show_rank0: bool = True,
+) -> GangResult:
+    """Run every worker to completion; `command` replaces the trainer (tests use a stand-in)."""
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = []
+    try:
+        for rank in range(plan.nodes):
+            env = worker_env(plan, rank, port, config_file, dict(os.environ))
+            argv = command or worker_argv(env, config_file)
+            log = (log_dir / f"worker-{rank}.log").open("wb")
+            logs.append(log)
+            out = None if (rank == 0 and show_rank0) else log
+            procs.append(
+                subprocess.Popen(
+                    argv,
+                    env=env,
+                    stdout=out,
+                    stderr=out,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            )
+        return _wait(procs)
+    except BaseException:
+        _stop(procs)
+        raise
+    finally:
+        for log in logs:
+            log.close()
+
+
+def _wait(procs: list[subprocess.Popen[bytes]]) -> GangResult:
+    """Wait for all; on the first failure stop the rest (gang semantics)."""
+    failed: int | None = None
+    while any(p.poll() is None for p in procs):
+        for rank, p in enumerate(procs):
+            if failed is None and p.poll() not in (None, 0):
+                failed = rank
+                _stop(procs)
+        time.sleep(0.2)
+    if failed is None:
+        failed = next((r for r, p in enumerate(procs) if p.returncode != 0), None)
+    return GangResult(tuple(int(p.returncode) for p in procs), failed)
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each worker's process group, SIGKILL after the grace period."""
+    for p in procs:
+        if p.poll() is None:
+            _signal(p.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for p in procs:
+        try:
+            p.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _signal(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+def _signal(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)

@@ -1,0 +1,76 @@
+"""After a local run: read the progress file, draw the loss curve, summarise."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class Curve:
+    """Training and evaluation loss by step, as the trainer reported them."""
+
+    train: list[tuple[int, float]] = field(default_factory=list)
+    evals: list[tuple[int, float]] = field(default_factory=list)
+
+
+def read_curve(progress_file: Path) -> Curve:
+    """Loss points from the JSON-lines progress file (later attempts override earlier steps)."""
+    train: dict[int, float] = {}
+    evals: dict[int, float] = {}
+    if not progress_file.exists():
+        return Curve()
+    for line in progress_file.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        step = rec.get("step")
+        if step is None:
+            continue
+        if rec.get("loss") is not None and rec.get("event", "step") == "step":
+            train[int(step)] = float(rec["loss"])
+        if rec.get("evalLoss") is not None and rec.get("event") == "eval":
+            evals[int(step)] = float(rec["evalLoss"])
+    return Curve(sorted(train.items()), sorted(evals.items()))
+
+
+def plot_curve(curve: Curve, path: Path, title: str) -> Path | None:
+    """A PNG of the loss curve (None when matplotlib is missing or nothing was reported)."""
+    if not curve.train and not curve.evals:
+        return None
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
+    if curve.train:
+        ax.plot(*zip(*curve.train, strict=True), label="train loss")
+    if curve.evals:
+        ax.plot(*zip(*curve.evals, strict=True), "o-", label="eval loss")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def summary(curve: Curve) -> list[str]:
+    """Lines for the terminal: eval loss first and last, train loss first and last."""
+    lines = []
+    if curve.evals:
+        (s0, e0), (s1, e1) = curve.evals[0], curve.evals[-1]
+        lines.append(f"eval loss: {e0:.4f} (step {s0}) -> {e1:.4f} (step {s1})")
+    if curve.train:
+        (s0, l0), (s1, l1) = curve.train[0], curve.train[-1]
+        lines.append(f"train loss: {l0:.4f} (step {s0}) -> {l1:.4f} (step {s1})")
+    return lines

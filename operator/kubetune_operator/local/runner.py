@@ -1,0 +1,117 @@
+"""`kubetune run job.yaml`: the job's attempts on this machine, with the operator's policies.
+
+setup (plan, config file) -> attempts (gang of local workers; a failure ends the attempt and,
+within runPolicy.backoffLimit, the next one resumes from the latest checkpoint) -> report
+(loss-curve PNG, eval loss before/after, where the model went).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from kubetune_operator.api.spec import FineTuneJob
+from kubetune_operator.local.gang import GangResult, run_gang
+from kubetune_operator.local.plan import config_path, local_plan
+from kubetune_operator.local.report import plot_curve, read_curve, summary
+from kubetune_operator.reconcile.classify import classify_exit
+from kubetune_operator.reconcile.parse import InvalidSpec, describe_validation_error
+from kubetune_operator.reconcile.policies import backoff
+
+EXIT_BAD_INPUT = 44  # the trainer's exit code for a config, data or model it cannot use
+
+
+def say(line: str) -> None:
+    print(f"[kubetune] {line}", file=sys.stderr, flush=True)
+
+
+def run_job(
+    job: FineTuneJob,
+    workdir: Path,
+    base: Path,
+    console: bool = True,
+    command: list[str] | None = None,
+) -> int:
+    """Run attempts until success, bad input, or the backoff limit; returns the exit status."""
+    limit = job.spec.run_policy.backoff_limit
+    attempt, restarts = 1, 0
+    started = time.monotonic()
+    while True:
+        plan = local_plan(job, attempt, workdir, base, console)
+        cfg_file = config_path(workdir, attempt)
+        cfg_file.parent.mkdir(parents=True, exist_ok=True)
+        cfg_file.write_text(plan.trainer_config.to_json())
+        say(
+            f"attempt {attempt}: {plan.nodes} worker(s) x {plan.processes_per_node} process(es), logs in {cfg_file.parent}"
+        )
+        result = run_gang(plan, cfg_file, cfg_file.parent, command=command, show_rank0=True)
+        if result.ok:
+            break
+        reason = failure_reason(result)
+        say(
+            f"attempt {attempt} failed: worker {result.failed_rank} exited {result.exit_codes[result.failed_rank or 0]} ({reason})"
+        )
+        if reason == "InvalidSpec" or not backoff.may_restart(restarts, limit):
+            say(
+                f"giving up (backoffLimit={limit})"
+                if reason != "InvalidSpec"
+                else "not retrying bad input"
+            )
+            finish(
+                job,
+                workdir,
+                plan.trainer_config.output.uri if plan.trainer_config.output else None,
+                ok=False,
+            )
+            return 1
+        attempt, restarts = attempt + 1, restarts + 1
+    say(f"finished in {time.monotonic() - started:.0f}s")
+    finish(
+        job,
+        workdir,
+        plan.trainer_config.output.uri if plan.trainer_config.output else None,
+        ok=True,
+    )
+    return 0
+
+
+def failure_reason(result: GangResult) -> str:
+    """The operator's failure class for a local worker's exit code."""
+    code = result.exit_codes[result.failed_rank or 0]
+    if code == EXIT_BAD_INPUT:
+        return "InvalidSpec"
+    if code < 0:
+        return "OOMKilled" if code == -9 else "Error"
+    return classify_exit(code, None)
+
+
+def finish(job: FineTuneJob, workdir: Path, output_uri: str | None, ok: bool) -> None:
+    """Loss curve PNG and the numbers that tell whether it learned."""
+    curve = read_curve(workdir / "progress.jsonl")
+    for line in summary(curve):
+        say(line)
+    png = plot_curve(curve, workdir / "loss.png", f"{job.metadata.name}: loss")
+    if png:
+        say(f"loss curve: {png}")
+    if ok and output_uri:
+        say(f"model: {output_uri}")
+
+
+def run_manifest(
+    path: str, workdir: str | None = None, quiet: bool = False, command: list[str] | None = None
+) -> int:
+    """Entry point of `kubetune run`."""
+    from kubetune_operator.cli import load_manifest
+
+    try:
+        job = load_manifest(path)
+        target = Path(workdir) if workdir else Path("runs") / job.metadata.name
+        return run_job(job, target.resolve(), Path.cwd(), console=not quiet, command=command)
+    except ValidationError as err:
+        print(f"{path}: invalid FineTuneJob\n{describe_validation_error(err)}", file=sys.stderr)
+    except (InvalidSpec, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+    return 1

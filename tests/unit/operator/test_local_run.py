@@ -1,0 +1,150 @@
+"""`kubetune run` with a stand-in worker command: env, gang restarts, backoff, loss curve.
+
+The stand-in plays a torchrun agent: it records the env it got, rank 0 reports progress like
+the trainer, and it fails on purpose where the test says.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from kubetune_operator.api.spec import FineTuneJob
+from kubetune_operator.local.gang import worker_argv, worker_env
+from kubetune_operator.local.plan import local_plan
+from kubetune_operator.local.runner import run_job, run_manifest
+from kubetune_operator.reconcile.parse import InvalidSpec
+
+pytestmark = pytest.mark.unit
+
+STAND_IN = r"""
+import json, os, sys
+cfg = json.load(open(os.environ["KUBETUNE_CONFIG"]))
+rank, attempt = int(os.environ["NODE_RANK"]), int(os.environ["KUBETUNE_ATTEMPT"])
+out = os.path.dirname(os.environ["KUBETUNE_CONFIG"])
+keys = ["MASTER_ADDR", "MASTER_PORT", "NNODES", "NODE_RANK", "NPROC_PER_NODE", "WORLD_SIZE", "EXTRA"]
+json.dump({k: os.environ.get(k) for k in keys}, open(f"{out}/env-{rank}.json", "w"))
+if rank == 0:
+    with open(cfg["reporting"]["progress_file"], "a") as f:
+        for step in range(1, 4):
+            f.write(json.dumps({"event": "step", "step": step, "loss": 3.0 / step}) + "\n")
+        f.write(json.dumps({"event": "eval", "step": 3, "evalLoss": 0.9}) + "\n")
+fail = os.environ.get("FAIL_UNTIL_ATTEMPT", "0")
+sys.exit(int(os.environ.get("FAIL_CODE", "1")) if rank == 1 and attempt <= int(fail) else 0)
+"""
+
+
+def manifest(tmp_path: Path, **run_policy: object) -> FineTuneJob:
+    return FineTuneJob.model_validate(
+        {
+            "apiVersion": "kubetune.dev/v1alpha1",
+            "kind": "FineTuneJob",
+            "metadata": {"name": "local"},
+            "spec": {
+                "model": {"source": "file://model"},
+                "dataset": {"train": "file://data/train.jsonl"},
+                "method": {"type": "lora", "lora": {"r": 4}},
+                "resources": {
+                    "nodes": 2,
+                    "gpusPerNode": 0,
+                    "env": [{"name": "EXTRA", "value": "yes"}],
+                },
+                "output": {"uri": "file://out"},
+                "runPolicy": {"backoffLimit": 1, **run_policy},
+            },
+        }
+    )
+
+
+def command() -> list[str]:
+    return [sys.executable, "-c", STAND_IN]
+
+
+def test_workers_get_the_pod_env_on_loopback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (
+        run_job(manifest(tmp_path), tmp_path / "run", tmp_path, console=False, command=command())
+        == 0
+    )
+    envs = [json.loads((tmp_path / f"run/attempt-1/env-{r}.json").read_text()) for r in range(2)]
+    assert [e["NODE_RANK"] for e in envs] == ["0", "1"]
+    for e in envs:
+        assert e["MASTER_ADDR"] == "127.0.0.1"
+        assert (e["NNODES"], e["NPROC_PER_NODE"], e["WORLD_SIZE"], e["EXTRA"]) == (
+            "2",
+            "1",
+            "2",
+            "yes",
+        )
+    assert envs[0]["MASTER_PORT"] == envs[1]["MASTER_PORT"]
+    assert (tmp_path / "run/loss.png").stat().st_size > 1000
+    cfg = json.loads((tmp_path / "run/attempt-1/trainer.json").read_text())
+    assert cfg["model"]["source"] == f"file://{tmp_path}/model"
+    assert cfg["output"]["uri"] == f"file://{tmp_path}/out"
+    assert cfg["reporting"]["progress_sink"] == "file"
+
+
+def test_failed_worker_restarts_the_gang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAIL_UNTIL_ATTEMPT", "1")
+    assert (
+        run_job(manifest(tmp_path), tmp_path / "run", tmp_path, console=False, command=command())
+        == 0
+    )
+    assert (tmp_path / "run/attempt-2/env-1.json").exists()
+    cfg = json.loads((tmp_path / "run/attempt-2/trainer.json").read_text())
+    assert cfg["job"]["attempt"] == 2
+
+
+def test_backoff_limit_ends_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAIL_UNTIL_ATTEMPT", "9")
+    assert (
+        run_job(manifest(tmp_path), tmp_path / "run", tmp_path, console=False, command=command())
+        == 1
+    )
+    assert (tmp_path / "run/attempt-2").exists() and not (tmp_path / "run/attempt-3").exists()
+
+
+def test_bad_input_is_not_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FAIL_UNTIL_ATTEMPT", "9")
+    monkeypatch.setenv("FAIL_CODE", "44")
+    assert (
+        run_job(manifest(tmp_path), tmp_path / "run", tmp_path, console=False, command=command())
+        == 1
+    )
+    assert not (tmp_path / "run/attempt-2").exists()
+
+
+def test_pvc_is_refused_locally(tmp_path: Path) -> None:
+    job = manifest(tmp_path).model_copy(deep=True)
+    doc = job.model_dump(by_alias=True, exclude_none=True)
+    doc["spec"]["dataset"]["train"] = "pvc://claim/train.jsonl"
+    with pytest.raises(InvalidSpec, match=r"spec\.dataset\.train: pvc://"):
+        local_plan(FineTuneJob.model_validate(doc), 1, tmp_path, tmp_path, False)
+
+
+def test_worker_command_is_torchrun(tmp_path: Path) -> None:
+    plan = local_plan(manifest(tmp_path), 1, tmp_path, tmp_path, False)
+    env = worker_env(plan, 1, 29999, tmp_path / "c.json", {})
+    argv = worker_argv(env, tmp_path / "c.json", python="py")
+    assert argv[:3] == ["py", "-m", "torch.distributed.run"]
+    assert (
+        "--node-rank=1" in argv
+        and "--master-addr=127.0.0.1" in argv
+        and "--master-port=29999" in argv
+    )
+    assert argv[-4:] == ["-m", "kubetune_trainer", "--config", str(tmp_path / "c.json")]
+
+
+def test_run_manifest_reports_bad_manifest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "apiVersion: kubetune.dev/v1alpha1\nkind: FineTuneJob\nmetadata: {name: x}\nspec: {model: {source: nope}}\n"
+    )
+    assert run_manifest(str(bad)) == 1
+    assert "spec.model.source" in capsys.readouterr().err
