@@ -64,30 +64,32 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
 {{/*
-Permissions the operator needs in each namespace it watches. Children are written with
-server-side apply (patch, and create for the first apply); the per-job Role it grants to the
-trainer is a subset of these (get/patch on its own FineTuneJob's status), so no escalate/bind.
+Permissions the operator needs in each namespace it watches, and no more. Children are written
+with server-side apply (create for the first apply, patch after) and cleaned up through owner
+references, so only pods (ended attempts) and FineTuneJobs (ttlSecondsAfterFinished) are
+deleted. The per-job Role it grants the trainer (get this job, get/patch its status) is a subset
+of these grants, so neither escalate nor bind is needed.
 */}}
 {{- define "kubetune.namespacedRules" -}}
 - apiGroups: ["kubetune.dev"]
   resources: ["finetunejobs"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "list", "watch", "delete"]
 - apiGroups: ["kubetune.dev"]
   resources: ["finetunejobs/status"]
   verbs: ["get", "patch"]
 - apiGroups: [""]
-  resources: ["pods", "services", "configmaps", "serviceaccounts"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+  resources: ["pods"]
+  verbs: ["list", "watch", "create", "patch", "delete"]
+- apiGroups: [""]
+  resources: ["services", "configmaps", "serviceaccounts"]
+  verbs: ["create", "patch"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-- apiGroups: ["batch"]
-  resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "patch", "delete"]
-- apiGroups: ["", "events.k8s.io"]
-  resources: ["events"]
   verbs: ["create", "patch"]
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["create"]
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["list", "watch", "patch"]
 {{- end -}}

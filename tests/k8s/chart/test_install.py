@@ -33,17 +33,13 @@ def helm(
 
 
 def can_i(cp: ControlPlane, sa: str, verb: str, resource: str, namespace: str) -> bool:
-    """Whether ServiceAccount `sa` (ns:name) may do `verb` on `resource` in `namespace`."""
+    """Whether ServiceAccount `sa` (ns:name) may do `verb` on `resource` (or resource/subresource)."""
+    resource, _, sub = resource.partition("/")
+    extra = [f"--subresource={sub}"] if sub else []
     out = cp.kubectl(
-        "auth",
-        "can-i",
-        verb,
-        resource,
-        "-n",
-        namespace,
-        f"--as=system:serviceaccount:{sa}",
-        check=False,
-    )
+        "auth", "can-i", verb, resource, *extra, "-n", namespace,
+        f"--as=system:serviceaccount:{sa}", check=False,
+    )  # fmt: skip
     return out.stdout.strip() == "yes"
 
 
@@ -59,7 +55,17 @@ def test_install_creates_crds_rbac_deployment_service(
     control_plane: ControlPlane, namespace: str, release: str, tmp_path: Path
 ) -> None:
     cp = control_plane
-    helm(cp, tmp_path, "install", release, str(CHART), "-n", namespace)
+    helm(
+        cp,
+        tmp_path,
+        "install",
+        release,
+        str(CHART),
+        "-n",
+        namespace,
+        "--set",
+        f"peering.name={release}",
+    )
     full = f"{release}-kubetune"
     for crd in (
         "finetunejobs.kubetune.dev",
@@ -68,7 +74,7 @@ def test_install_creates_crds_rbac_deployment_service(
     ):
         cp.kubectl("wait", "--for=condition=Established", "--timeout=30s", f"crd/{crd}")
     cp.kubectl(
-        "get", f"clusterrole/{full}", f"clusterrolebinding/{full}", "clusterkopfpeering/kubetune"
+        "get", f"clusterrole/{full}", f"clusterrolebinding/{full}", f"clusterkopfpeering/{release}"
     )
     cp.kubectl(
         "get",
@@ -91,13 +97,16 @@ def test_install_creates_crds_rbac_deployment_service(
         ("patch", "finetunejobs.kubetune.dev/status"),
         ("create", "pods"),
         ("patch", "services"),
+        ("delete", "finetunejobs.kubetune.dev"),
         ("create", "roles.rbac.authorization.k8s.io"),
         ("create", "events"),
     ]:
         assert can_i(cp, sa, verb, resource, other), f"{sa} cannot {verb} {resource}"
     for verb, resource in [
         ("get", "secrets"),
-        ("delete", "finetunejobs.kubetune.dev"),
+        ("patch", "finetunejobs.kubetune.dev"),
+        ("delete", "services"),
+        ("list", "configmaps"),
         ("create", "clusterroles.rbac.authorization.k8s.io"),
         ("escalate", "roles.rbac.authorization.k8s.io"),
     ]:
