@@ -17,11 +17,9 @@ from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.local.gang import GangResult, run_gang
 from kubetune_operator.local.plan import config_path, local_plan
 from kubetune_operator.local.report import plot_curve, read_curve, summary
-from kubetune_operator.reconcile.classify import classify_exit
+from kubetune_operator.reconcile.classify import EXIT_BAD_INPUT, classify_exit
 from kubetune_operator.reconcile.parse import InvalidSpec, describe_validation_error
 from kubetune_operator.reconcile.policies import backoff
-
-EXIT_BAD_INPUT = 44  # the trainer's exit code for a config, data or model it cannot use
 
 
 def say(line: str) -> None:
@@ -81,8 +79,6 @@ def run_job(
 def failure_reason(result: GangResult) -> str:
     """The operator's failure class for a local worker's exit code."""
     code = result.exit_codes[result.failed_rank or 0]
-    if code == EXIT_BAD_INPUT:
-        return "InvalidSpec"
     if code < 0:
         return "OOMKilled" if code == -9 else "Error"
     return classify_exit(code, None)

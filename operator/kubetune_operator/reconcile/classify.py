@@ -11,6 +11,9 @@ from typing import Any
 
 from kubetune_operator.api.constants import EXIT_PREEMPTED
 
+# The trainer's exit code for a config, data or model it cannot use: retrying cannot help.
+EXIT_BAD_INPUT = 44
+
 # DisruptionTarget condition reasons (kubernetes pod disruption conditions) -> class.
 DISRUPTION_REASONS = {
     "PreemptionByScheduler": "Preempted",
@@ -61,6 +64,8 @@ def classify_exit(exit_code: int | None, reason: str | None) -> str:
         return "OOMKilled"
     if exit_code == EXIT_PREEMPTED:
         return "Preempted"
+    if exit_code == EXIT_BAD_INPUT:
+        return "InvalidSpec"
     return "Error"
 
 

@@ -40,6 +40,7 @@ class OperatorSettings:
     """Operator-wide defaults a job does not set itself."""
 
     trainer_image: str = "kubetune/trainer:dev"
+    image_pull_policy: str | None = None
     termination_grace_seconds: int = 300
     progress_interval_seconds: float = 10.0
 
@@ -48,6 +49,7 @@ class OperatorSettings:
         """Settings from KUBETUNE_TRAINER_IMAGE / KUBETUNE_GRACE_SECONDS (the chart sets them)."""
         return cls(
             trainer_image=os.environ.get("KUBETUNE_TRAINER_IMAGE", cls.trainer_image),
+            image_pull_policy=os.environ.get("KUBETUNE_TRAINER_IMAGE_PULL_POLICY") or None,
             termination_grace_seconds=int(
                 os.environ.get("KUBETUNE_GRACE_SECONDS", cls.termination_grace_seconds)
             ),
@@ -70,6 +72,7 @@ class Plan:
     master_port: int
     grace_seconds: int
     trainer_config: TrainerConfig
+    image_pull_policy: str | None = None
     pvc_claims: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -250,6 +253,7 @@ def resolve(
         world_size=spec.world_size,
         master_port=c.MASTER_PORT,
         grace_seconds=settings.termination_grace_seconds,
+        image_pull_policy=spec.resources.image_pull_policy or settings.image_pull_policy,
         trainer_config=config,
         pvc_claims=tuple(claims),
     )

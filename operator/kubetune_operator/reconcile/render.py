@@ -230,8 +230,8 @@ def worker_pod(plan: Plan, index: int) -> dict[str, Any]:
         "volumeMounts": volume_mounts(plan),
         "securityContext": container_security(),
     }
-    if r.image_pull_policy:
-        container["imagePullPolicy"] = r.image_pull_policy
+    if plan.image_pull_policy:
+        container["imagePullPolicy"] = plan.image_pull_policy
     spec: dict[str, Any] = {
         "hostname": name,
         "subdomain": names.service(plan.name),

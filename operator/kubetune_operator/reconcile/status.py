@@ -299,6 +299,8 @@ def _end_attempt(p: _Pass, obs: Observation, failure: WorkerFailure) -> Decision
     p.st["lastFailure"] = failure_record(failure, attempt, p.now_s)
     p.st["workers"] = obs.counts
     restarts = int(p.st.get("restarts") or 0)
+    if failure.reason == "InvalidSpec":
+        return p.finish("Failed", "InvalidSpec", f"not retried: {failure.message}", obs)
     if not backoff.may_restart(restarts, rp.backoff_limit):
         msg = (
             f"attempt {attempt} failed ({failure.reason}) and backoffLimit={rp.backoff_limit} "

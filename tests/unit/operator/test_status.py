@@ -229,3 +229,10 @@ def test_decisions_reach_a_fixed_point(st: dict, pods: list[dict]) -> None:
     else:
         pytest.fail("status never settled")
     assert 1 <= patches <= 2
+
+
+def test_bad_input_fails_without_retry() -> None:
+    d = decide(job(), running_status(), [pod(0), pod(1, phase="Failed", exit_code=44)], at(60))
+    assert d.status["phase"] == "Failed"
+    assert d.status["attempt"] == 1
+    assert cond(d.status, "Failed")["reason"] == "InvalidSpec"
