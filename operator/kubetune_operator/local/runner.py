@@ -17,7 +17,7 @@ from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.local.gang import GangResult, run_gang
 from kubetune_operator.local.plan import config_path, local_plan
 from kubetune_operator.local.report import plot_curve, read_curve, summary
-from kubetune_operator.reconcile.classify import EXIT_BAD_INPUT, classify_exit
+from kubetune_operator.reconcile.classify import classify_exit
 from kubetune_operator.reconcile.parse import InvalidSpec, describe_validation_error
 from kubetune_operator.reconcile.policies import backoff
 
