@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from kubetune_operator.reconcile.env import torchrun_env, torchrun_flags, trainer_args
+from kubetune_operator.reconcile.env import launcher_args, torchrun_env
 from kubetune_operator.reconcile.plan import Plan
 
 STOP_GRACE_SECONDS = 60.0
@@ -37,21 +37,21 @@ def worker_env(
     env.update(torchrun_env(plan, rank, "127.0.0.1", port))
     env["KUBETUNE_CONFIG"] = str(config_file)
     env.setdefault("OMP_NUM_THREADS", "1")
+    # DeepSpeed JIT-builds its CPU ops once; one cache per machine keeps later runs fast.
+    env.setdefault(
+        "TORCH_EXTENSIONS_DIR", str(Path.home() / ".cache" / "kubetune" / "torch_extensions")
+    )
+    if plan.spec.resources.gpus_per_node == 0:
+        env.setdefault("DS_ACCELERATOR", "cpu")
     for var in plan.spec.resources.env or []:
         if var.value is not None:
             env[var.name] = var.value
     return env
 
 
-def worker_argv(env: dict[str, str], config_file: Path, python: str = sys.executable) -> list[str]:
-    """The pod's command line, with this interpreter's torchrun."""
-    return [
-        python,
-        "-m",
-        "torch.distributed.run",
-        *torchrun_flags(env),
-        *trainer_args(str(config_file)),
-    ]
+def worker_argv(config_file: Path, python: str = sys.executable) -> list[str]:
+    """The pod's command line, with this interpreter."""
+    return [python, *launcher_args(str(config_file))]
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ def run_gang(
     try:
         for rank in range(plan.nodes):
             env = worker_env(plan, rank, port, config_file, dict(os.environ))
-            argv = command or worker_argv(env, config_file)
+            argv = command or worker_argv(config_file)
             log = (log_dir / f"worker-{rank}.log").open("wb")
             logs.append(log)
             out = None if (rank == 0 and show_rank0) else log

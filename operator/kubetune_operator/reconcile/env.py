@@ -69,26 +69,16 @@ def secret_env(plan: Plan) -> list[dict[str, Any]]:
     return env
 
 
-def trainer_args(config_path: str) -> list[str]:
-    """Arguments after `torchrun <rendezvous flags>`: the trainer module and its config."""
-    return ["-m", "kubetune_trainer", "--config", config_path]
+def launcher_args(config_path: str) -> list[str]:
+    """`-m kubetune_trainer.launch --config PATH`: torchrun over this node's ranks.
 
-
-def torchrun_flags(env: dict[str, str]) -> list[str]:
-    """torchrun's static-rendezvous flags from the worker env (values or $(VAR) references)."""
-    return [
-        f"--nnodes={env['NNODES']}",
-        f"--nproc-per-node={env['NPROC_PER_NODE']}",
-        f"--node-rank={env['NODE_RANK']}",
-        f"--master-addr={env['MASTER_ADDR']}",
-        f"--master-port={env['MASTER_PORT']}",
-    ]
+    The launcher reads NNODES, NODE_RANK, NPROC_PER_NODE, MASTER_ADDR and MASTER_PORT from the
+    env above and keeps the trainer's exit codes (43 checkpointed after SIGTERM, 44 bad input),
+    which bare torchrun would turn into 1.
+    """
+    return ["-m", "kubetune_trainer.launch", "--config", config_path]
 
 
 def pod_command(plan: Plan) -> list[str]:
-    """The container command; $(VAR) is expanded by the kubelet from the pod env."""
-    refs = {
-        k: f"$({k})"
-        for k in ("NNODES", "NPROC_PER_NODE", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")
-    }
-    return ["torchrun", *torchrun_flags(refs), *trainer_args(plan.config_path)]
+    """The container command (the image's python runs the launcher)."""
+    return ["python", *launcher_args(plan.config_path)]

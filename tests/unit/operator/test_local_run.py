@@ -126,17 +126,12 @@ def test_pvc_is_refused_locally(tmp_path: Path) -> None:
         local_plan(FineTuneJob.model_validate(doc), 1, tmp_path, tmp_path, False)
 
 
-def test_worker_command_is_torchrun(tmp_path: Path) -> None:
+def test_worker_command_is_the_trainer_launcher(tmp_path: Path) -> None:
     plan = local_plan(manifest(tmp_path), 1, tmp_path, tmp_path, False)
     env = worker_env(plan, 1, 29999, tmp_path / "c.json", {})
-    argv = worker_argv(env, tmp_path / "c.json", python="py")
-    assert argv[:3] == ["py", "-m", "torch.distributed.run"]
-    assert (
-        "--node-rank=1" in argv
-        and "--master-addr=127.0.0.1" in argv
-        and "--master-port=29999" in argv
-    )
-    assert argv[-4:] == ["-m", "kubetune_trainer", "--config", str(tmp_path / "c.json")]
+    assert (env["NODE_RANK"], env["MASTER_ADDR"], env["MASTER_PORT"]) == ("1", "127.0.0.1", "29999")
+    argv = worker_argv(tmp_path / "c.json", python="py")
+    assert argv == ["py", "-m", "kubetune_trainer.launch", "--config", str(tmp_path / "c.json")]
 
 
 def test_run_manifest_reports_bad_manifest(
