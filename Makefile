@@ -8,7 +8,7 @@ export NO_PROXY := 127.0.0.1,localhost
 export no_proxy := 127.0.0.1,localhost
 PYTEST_ARGS ?=
 
-.PHONY: help setup control-plane test test-unit test-k8s test-e2e lint typecheck crds check-crds chart demo bench-trainer bench-scale bench-gpu images clean
+.PHONY: help setup control-plane test test-unit test-k8s test-e2e lint typecheck crds check-crds chart docs demo bench-trainer bench-scale bench-gpu images clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ crds: setup ## Regenerate crds/ from the API models
 chart: setup crds ## Copy the CRD into the Helm chart and lint it
 	cp crds/kubetune.dev_finetunejobs.yaml charts/kubetune/crds/
 	$(K8S_BIN_DIR)/helm lint charts/kubetune
+
+docs: setup crds ## Regenerate docs/api-reference.md from the CRD
+	$(PY) hack/gen_api_reference.py
 
 demo: setup ## Fine-tune a small model with LoRA under ZeRO-2 on 2 CPU processes
 	$(VENV)/bin/kubetune run examples/quickstart.yaml
