@@ -39,6 +39,8 @@ def improved(best: float | None, value: float, min_delta: float) -> bool:
 def run(t: Any, s: LoopState) -> LoopState:
     """Train from s.step to t.total_steps; t is the Trainer (engine, data, checkpoints, sinks)."""
     cfg = t.cfg.training
+    if s.step == 0 and cfg.eval_every_steps:
+        evaluate(t, s)  # the baseline the fine-tune is judged against
     while s.step < t.total_steps:
         started = time.perf_counter()
         loss, tokens = t.train_step(s.step)

@@ -324,7 +324,7 @@ class Trainer:
         out = self.cfg.output
         assert out is not None
         sd = export_mod.full_state_dict(self.engine)
-        shares = self.all_share()
+        shares = {"params": self.gather(self.local_params), "rss": self.gather(memory_bytes())}
         if not self.env.is_main:
             return
         assert sd is not None
@@ -337,13 +337,13 @@ class Trainer:
         export_mod.write_run_card(staging, self.run_card(s, written, shares))
         export_mod.upload_dir(staging, out.uri, out)
 
-    def all_share(self) -> list[int]:
-        """Parameter elements each rank holds (ZeRO-3 partitions them)."""
+    def gather(self, value: float) -> list[int]:
+        """One number from every rank, in rank order."""
         counts = [0.0] * self.env.world_size
-        counts[self.env.rank] = float(self.local_params)
+        counts[self.env.rank] = float(value)
         return [int(x) for x in self.all_sum(counts)]
 
-    def run_card(self, s: loop.LoopState, written: list[str], shares: list[int]) -> dict[str, Any]:
+    def run_card(self, s: loop.LoopState, written: list[str], shares: dict[str, list[int]]) -> dict[str, Any]:
         """Lineage and results of the run."""
         cfg = self.cfg
         trainable = sum(
@@ -393,7 +393,8 @@ class Trainer:
                 "gradient_accumulation_steps": self.accumulation,
                 "params_total": self.total_params,
                 "params_trainable": trainable,
-                "params_local_per_rank": shares,
+                "params_local_per_rank": shares["params"],
+                "peak_rss_bytes_per_rank": shares["rss"],
             },
             "checkpoints": {
                 "uri": cfg.checkpoint.uri,
