@@ -28,17 +28,32 @@ SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _ip_lock = threading.Lock()
 # 127.0.0.2, .3, ... then 127.0.1.x: host parts .0, .1 and .255 are skipped. Never reused
-# within a test process, so a recreated pod never inherits a stale /etc/hosts line.
+# within a test process, so a recreated pod never inherits a stale /etc/hosts line; an
+# address with any socket on it (e.g. TIME_WAIT left by an earlier test run) is skipped too.
 _ip_counter = itertools.count(2)
 
 
+def addresses_in_use() -> set[str]:
+    """IPv4 addresses that any TCP/UDP socket on this machine is bound to (incl. TIME_WAIT),
+    from /proc/net/{tcp,udp}{,6}."""
+    used: set[str] = set()
+    for table in ("tcp", "udp", "tcp6", "udp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+                local = line.split()[1].split(":")[0]
+                used.add(str(ipaddress.IPv4Address(bytes.fromhex(local[-8:])[::-1])))
+    return used
+
+
 def next_pod_ip() -> str:
-    """A fresh loopback address for a pod (Linux routes all of 127/8 to lo)."""
+    """A fresh, unused loopback address for a pod (Linux routes all of 127/8 to lo)."""
     with _ip_lock:
+        used = addresses_in_use()
         while True:
             n = next(_ip_counter)
-            if n % 256 not in (0, 1, 255):
-                return str(ipaddress.IPv4Address("127.0.0.0") + n)
+            ip = str(ipaddress.IPv4Address("127.0.0.0") + n)
+            if n % 256 not in (0, 1, 255) and ip not in used:
+                return ip
 
 
 def image_env(python: Path, extra: Mapping[str, str]) -> dict[str, str]:
