@@ -34,6 +34,13 @@ class ControlPlaneError(RuntimeError):
     """The control plane did not come up; the message names the component and its log."""
 
 
+class PortInUseError(ControlPlaneError):
+    """A component could not bind its port: another process took it after it was chosen."""
+
+
+PORT_ATTEMPTS = 3
+
+
 class KubectlError(subprocess.CalledProcessError):
     """kubectl exited non-zero; str() carries its stderr so assertion output explains why."""
 
@@ -268,9 +275,12 @@ def wait_until(
     while time.monotonic() < deadline:
         for name in watch:
             if cp.processes[name].poll() is not None:
-                raise ControlPlaneError(
+                log = cp.log_dir / f"{name}.log"
+                tail = log_tail(log)
+                error = PortInUseError if "address already in use" in tail else ControlPlaneError
+                raise error(
                     f"{name} exited with {cp.processes[name].returncode} while waiting for "
-                    f"{what}; log: {cp.log_dir / (name + '.log')}\n{log_tail(cp.log_dir / (name + '.log'))}"
+                    f"{what}; log: {log}\n{tail}"
                 )
         if check():
             return
@@ -300,10 +310,26 @@ def start_control_plane(
     bin_dir: Path | None = None, base_dir: Path | None = None, timeout: float = 180
 ) -> ControlPlane:
     """Start etcd, kube-apiserver, kube-controller-manager and kube-scheduler; return once the
-    apiserver is ready and the controller manager has acted. Stops everything on failure."""
+    apiserver is ready and the controller manager has acted. Stops everything on failure, and
+    starts over on fresh ports if another process took a port between choosing and binding."""
     started = time.monotonic()
     bins = binaries.ensure_built(bin_dir or binaries.bin_dir())
     base = base_dir or Path(tempfile.mkdtemp(prefix="kubetune-cp-"))
+    for attempt in range(1, PORT_ATTEMPTS + 1):
+        try:
+            cp = _start_once(bins, base, timeout)
+        except PortInUseError:
+            if attempt == PORT_ATTEMPTS:
+                raise
+            _remove(base)
+            continue
+        cp.startup_seconds = time.monotonic() - started
+        return cp
+    raise AssertionError("unreachable")
+
+
+def _start_once(bins: Path, base: Path, timeout: float) -> ControlPlane:
+    """One start on freshly chosen ports, all files under `base`."""
     log_dir = base / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     cert_files = certs.write_all(base / "pki")
@@ -320,13 +346,11 @@ def start_control_plane(
         kubeconfig=config,
         cert_files=cert_files,
     )
-    env = cp.env()
     try:
-        _start_all(cp, env, api_port, timeout)
+        _start_all(cp, cp.env(), api_port, timeout)
     except BaseException:
         cp.stop()
         raise
-    cp.startup_seconds = time.monotonic() - started
     return cp
 
 

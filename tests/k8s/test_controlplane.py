@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -174,3 +175,32 @@ def test_teardown_leaves_no_process_and_no_files(
     assert (tmp_path / "cp" / "logs" / "kube-apiserver.log").stat().st_size > 0
     cp.remove_files(keep_logs=False)
     assert not (tmp_path / "cp").exists()
+
+
+def test_start_survives_a_port_taken_after_it_was_chosen(
+    control_plane: ControlPlane, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process binds the apiserver's port first (a race no real part provides on
+    demand, so the port chooser is made to hand out a busy port once)."""
+    from tests.harness import procs
+
+    real_free_port = procs.free_port
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        handed_out: list[int] = []
+
+        def chooser() -> int:
+            port = real_free_port() if handed_out else int(busy.getsockname()[1])
+            handed_out.append(port)
+            return port
+
+        monkeypatch.setattr(procs, "free_port", chooser)
+        cp = start_control_plane(bin_dir=control_plane.bin_dir, base_dir=tmp_path / "cp")
+        try:
+            assert cp.server != f"https://127.0.0.1:{busy.getsockname()[1]}"
+            assert cp.kubectl("get", "--raw", "/readyz").stdout == "ok"
+            assert len(handed_out) == 6, "expected one failed start (3 ports) and a second one"
+        finally:
+            cp.stop()
+            cp.remove_files(keep_logs=False)
