@@ -29,8 +29,19 @@ def _has_cuda() -> bool:
     return bool(torch.cuda.is_available())
 
 
+_MARKS_BY_NODEID: dict[str, list[str]] = {}
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip gpu tests cleanly where CUDA is absent."""
+    """Refuse tests without a kind marker, remember each test's markers, skip gpu tests without CUDA."""
+    unmarked = []
+    for item in items:
+        marks = [m for m in MARKERS if item.get_closest_marker(m)]
+        _MARKS_BY_NODEID[item.nodeid] = marks
+        if not set(marks) & {"unit", "k8s", "e2e", "gpu", "slow"}:
+            unmarked.append(item.nodeid)
+    if unmarked:
+        raise pytest.UsageError("tests without a marker (unit, k8s, e2e, gpu, slow): " + ", ".join(unmarked))
     gpu_items = [i for i in items if i.get_closest_marker("gpu")]
     if gpu_items and not _has_cuda():
         skip = pytest.mark.skip(reason="needs a CUDA GPU")
@@ -38,16 +49,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+def _counted(rep: pytest.TestReport, outcome: str) -> bool:
+    """One report per test: the call phase, or the setup phase where it skipped or errored."""
+    if outcome == "passed":
+        return rep.when == "call"
+    return rep.when in ("call", "setup")
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
     """Print how many tests ran (passed or failed) per marker, so CI logs show the coverage."""
-    counts: dict[str, collections.Counter[str]] = {m: collections.Counter() for m in (*MARKERS, "unmarked")}
+    counts: dict[str, collections.Counter[str]] = {m: collections.Counter() for m in MARKERS}
     for outcome in ("passed", "failed", "skipped", "error"):
         for rep in terminalreporter.stats.get(outcome, []):
-            if getattr(rep, "when", "call") not in ("call", "setup") or (outcome == "passed" and rep.when != "call"):
+            if not isinstance(rep, pytest.TestReport) or not _counted(rep, outcome):
                 continue
-            keywords = getattr(rep, "keywords", {})
-            marks = [m for m in MARKERS if m in keywords] or ["unmarked"]
-            for m in marks:
+            for m in _MARKS_BY_NODEID.get(rep.nodeid, []):
                 counts[m][outcome] += 1
     terminalreporter.write_sep("=", "tests per marker")
     for m, c in counts.items():
