@@ -49,6 +49,9 @@ docs: setup crds ## Regenerate docs/api-reference.md from the CRD
 	$(PY) hack/gen_api_reference.py
 
 demo: setup ## Fine-tune a small model with LoRA under ZeRO-2 on 2 CPU processes
+	@test -f runs/quickstart/base/config.json || $(PY) -m kubetune_trainer.tiny --out runs/quickstart/base \
+	  --write-data runs/quickstart/train.jsonl --data runs/quickstart/train.jsonl --records 512
+	rm -rf runs/quickstart/checkpoints runs/quickstart/model
 	$(VENV)/bin/kubetune run examples/quickstart.yaml
 
 bench-trainer: setup ## Trainer step time vs a bare DeepSpeed loop (ratio)

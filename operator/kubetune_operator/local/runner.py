@@ -7,6 +7,8 @@ within runPolicy.backoffLimit, the next one resumes from the latest checkpoint) 
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -15,7 +17,7 @@ from pydantic import ValidationError
 
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.local.gang import GangResult, run_gang
-from kubetune_operator.local.plan import config_path, local_plan
+from kubetune_operator.local.plan import config_path, local_plan, local_uri
 from kubetune_operator.local.report import plot_curve, read_curve, summary
 from kubetune_operator.reconcile.classify import classify_exit
 from kubetune_operator.reconcile.parse import InvalidSpec, describe_validation_error
@@ -37,6 +39,7 @@ def run_job(
     limit = job.spec.run_policy.backoff_limit
     attempt, restarts = 1, 0
     started = time.monotonic()
+    (workdir / "progress.jsonl").unlink(missing_ok=True)  # this run's curve only
     while True:
         plan = local_plan(job, attempt, workdir, base, console)
         cfg_file = config_path(workdir, attempt)
@@ -94,6 +97,35 @@ def finish(job: FineTuneJob, workdir: Path, output_uri: str | None, ok: bool) ->
         say(f"loss curve: {png}")
     if ok and output_uri:
         say(f"model: {output_uri}")
+        show_sample(job, output_uri)
+
+
+def show_sample(job: FineTuneJob, output_uri: str) -> None:
+    """Base vs fine-tuned generation for a local merged model (skipped when not applicable)."""
+    cfg_base = Path.cwd()
+    model = local_uri(job.spec.model.source, "spec.model.source", cfg_base)
+    data = local_uri(
+        job.spec.dataset.validation or job.spec.dataset.train, "spec.dataset", cfg_base
+    )
+    tuned = Path(output_uri.removeprefix("file://"))
+    if not (model and data and output_uri.startswith("file://") and data.startswith("file://")):
+        return
+    if not (tuned / "config.json").exists() or importlib.util.find_spec("transformers") is None:
+        return
+    argv = [
+        sys.executable,
+        "-m",
+        "kubetune_operator.local.sample",
+        "--base",
+        model.removeprefix("file://"),
+    ]
+    argv += ["--tuned", str(tuned), "--data", data.removeprefix("file://")]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    if result.returncode == 0:
+        for line in result.stdout.splitlines():
+            say(line)
+    else:
+        say(f"no sample generation: {result.stderr.strip().splitlines()[-1:]}")
 
 
 def run_manifest(

@@ -30,8 +30,8 @@ json.dump({k: os.environ.get(k) for k in keys}, open(f"{out}/env-{rank}.json", "
 if rank == 0:
     with open(cfg["reporting"]["progress_file"], "a") as f:
         for step in range(1, 4):
-            f.write(json.dumps({"event": "step", "step": step, "loss": 3.0 / step}) + "\n")
-        f.write(json.dumps({"event": "eval", "step": 3, "evalLoss": 0.9}) + "\n")
+            f.write(json.dumps({"event": "step", "step": step, "loss": 3.0 / step, "evalLoss": 2.5}) + "\n")
+        f.write(json.dumps({"event": "step", "step": 4, "loss": 0.7, "evalLoss": 0.9}) + "\n")
 fail = os.environ.get("FAIL_UNTIL_ATTEMPT", "0")
 sys.exit(int(os.environ.get("FAIL_CODE", "1")) if rank == 1 and attempt <= int(fail) else 0)
 """
@@ -143,3 +143,16 @@ def test_run_manifest_reports_bad_manifest(
     )
     assert run_manifest(str(bad)) == 1
     assert "spec.model.source" in capsys.readouterr().err
+
+
+def test_curve_from_progress_file(tmp_path: Path) -> None:
+    from kubetune_operator.local.report import read_curve, summary
+
+    assert (
+        run_job(manifest(tmp_path), tmp_path / "run", tmp_path, console=False, command=command())
+        == 0
+    )
+    curve = read_curve(tmp_path / "run/progress.jsonl")
+    assert curve.train == [(1, 3.0), (2, 1.5), (3, 1.0), (4, 0.7)]
+    assert curve.evals == [(0, 2.5), (4, 0.9)]
+    assert summary(curve)[0] == "eval loss: 2.5000 (step 0, before training) -> 0.9000 (step 4)"
