@@ -151,6 +151,11 @@ INVALID_CASES: list[InvalidCase] = [
     case("missing-spec", "spec", _drop("spec")),
     # unknown field
     case("unknown-training-field", "batchSize", _set("spec.training.batchSize", 8)),
+    case(
+        "unknown-env-field",
+        "valueFromFile",
+        _set("spec.resources.env", [{"name": "A", "valueFromFile": "/x"}]),
+    ),
     # cross-field rules
     case(
         "global-batch-not-divisible",

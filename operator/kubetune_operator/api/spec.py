@@ -338,8 +338,6 @@ class DeepSpeedSpec(ApiModel):
 class EnvVarSpec(ApiModel):
     """An environment variable for the trainer containers (a core/v1 EnvVar)."""
 
-    model_config = ConfigDict(extra="allow")
-
     name: str = Field(description="Variable name.", min_length=1, max_length=256)
     value: str | None = Field(None, description="Literal value.", max_length=32768)
     value_from: dict[str, Any] | None = Field(
