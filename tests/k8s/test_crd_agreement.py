@@ -56,10 +56,10 @@ RICH_MANIFEST: dict[str, Any] = {
     },
 }
 
-# Values of every JSON type and around the usual bounds. null is left out on purpose: the
-# apiserver drops nulls before validating (then defaults the field) while the models refuse
-# None for a required field; manifests do not spell null.
+# Values of every JSON type (null too: both drop it, then default the field) and around the
+# usual bounds.
 PROBES: list[Any] = [
+    None,
     -1,
     0,
     1,

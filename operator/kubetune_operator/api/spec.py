@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonDict
 
@@ -50,6 +50,14 @@ class ApiModel(BaseModel):
     model_config = ConfigDict(
         alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, strict=True
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        """The apiserver prunes null fields before defaulting and validation; so do we."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
 
 
 class ModelSpec(ApiModel):
@@ -423,6 +431,14 @@ class ResourcesSpec(ApiModel):
         pattern=QUANTITY_PATTERN,
         max_length=32,
     )
+
+    @field_validator("node_selector", "requests", "limits", mode="before")
+    @classmethod
+    def _drop_null_entries(cls, value: Any) -> Any:
+        """Null map entries are pruned by the apiserver too."""
+        if isinstance(value, dict):
+            return {k: v for k, v in value.items() if v is not None}
+        return value
 
 
 class CheckpointSpec(ApiModel):
