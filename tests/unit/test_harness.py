@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -92,6 +93,9 @@ def test_free_port_is_bindable() -> None:
 def test_stop_kills_the_whole_process_group(tmp_path: Path) -> None:
     proc = procs.spawn(["sh", "-c", "sleep 60 & sleep 60"], tmp_path / "log")
     try:
+        deadline = time.monotonic() + 10
+        while len(procs.group_members(proc.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.02)
         assert len(procs.group_members(proc.pid)) >= 2  # the shell and its background child
     finally:
         procs.stop(proc, grace_seconds=5)
