@@ -239,7 +239,7 @@ def resolve(
             progress_interval_seconds=settings.progress_interval_seconds,
             metrics_port=c.TRAINER_METRICS_PORT,
         ),
-        spec=spec.model_dump(by_alias=True, exclude_none=True, mode="json"),
+        spec=spec.model_dump(by_alias=True, exclude_unset=True, mode="json"),
     )
     return Plan(
         name=meta.name,

@@ -12,6 +12,7 @@ from kubetune_operator.api import constants as c
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.plan import OperatorSettings, resolve
 from kubetune_operator.reconcile.render import render
+from kubetune_trainer.config import TrainerConfig
 from tests.unit.operator.helpers import HERE, job, manifest
 
 pytestmark = pytest.mark.unit
@@ -33,12 +34,35 @@ def env_of(pod: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def golden_view(objs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The objects with the TrainerConfig shown as the values the operator chose.
+
+    Fields left at the trainer's own defaults are dropped from the view, so a new trainer
+    setting with a default does not churn this file; the full JSON is checked below.
+    """
+    out = []
+    for obj in objs:
+        if obj["kind"] == "ConfigMap":
+            obj = {**obj, "data": dict(obj["data"])}
+            cfg = TrainerConfig.model_validate_json(obj["data"]["trainer.json"])
+            obj["data"]["trainer.json"] = cfg.model_dump(mode="json", exclude_defaults=True)
+        out.append(obj)
+    return out
+
+
 def test_golden_two_node_lora() -> None:
     """Byte-for-byte stable output (UPDATE_GOLDEN=1 rewrites the file after a deliberate change)."""
-    text = yaml.safe_dump_all(objects(), sort_keys=False, width=100)
+    text = yaml.safe_dump_all(golden_view(objects()), sort_keys=False, width=100)
     if os.environ.get("UPDATE_GOLDEN"):
         GOLDEN.write_text(text)
     assert text == GOLDEN.read_text()
+
+
+def test_config_map_holds_the_complete_trainer_config() -> None:
+    plan = resolve(job(), 1, SETTINGS)
+    data = by_kind(render(plan), "ConfigMap")[0]["data"]["trainer.json"]
+    assert data == plan.trainer_config.to_json()
+    assert TrainerConfig.model_validate_json(data) == plan.trainer_config
 
 
 def test_every_child_is_owned_and_labelled() -> None:
