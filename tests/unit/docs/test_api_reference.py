@@ -14,7 +14,9 @@ pytestmark = pytest.mark.unit
 
 def load_generator() -> ModuleType:
     """hack/gen_api_reference.py as a module (hack/ is not a package)."""
-    spec = importlib.util.spec_from_file_location("gen_api_reference", REPO_ROOT / "hack" / "gen_api_reference.py")
+    spec = importlib.util.spec_from_file_location(
+        "gen_api_reference", REPO_ROOT / "hack" / "gen_api_reference.py"
+    )
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -23,7 +25,9 @@ def load_generator() -> ModuleType:
 
 def test_api_reference_is_current() -> None:
     gen = load_generator()
-    assert gen.main(["--check"]) == 0, "docs/api-reference.md is stale: run python hack/gen_api_reference.py"
+    assert gen.main(["--check"]) == 0, (
+        "docs/api-reference.md is stale: run python hack/gen_api_reference.py"
+    )
 
 
 def test_reference_lists_every_spec_field_with_its_constraints() -> None:

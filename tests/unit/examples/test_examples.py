@@ -1,0 +1,72 @@
+"""Each example manifest says how to run it and is a valid FineTuneJob offline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubetune_operator.api.spec import FineTuneJob
+from tests.harness.binaries import REPO_ROOT
+
+pytestmark = pytest.mark.unit
+
+EXAMPLES = sorted((REPO_ROOT / "examples").glob("*.yaml"))
+EXPECTED = {
+    "lora-2x8-s3",
+    "full-zero3-offload",
+    "qlora-single-gpu",
+    "kueue-queued",
+    "pvc-model-cache",
+}
+
+
+def header(path: Path) -> str:
+    """The leading comment block of a file."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def test_every_scenario_has_an_example() -> None:
+    assert {p.stem for p in EXAMPLES} >= EXPECTED
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_starts_with_how_to_run_it(example: Path) -> None:
+    text = header(example)
+    assert text, f"{example.name}: no comment on top"
+    assert f"examples/{example.name}" in text and (
+        "kubectl apply" in text or "kubetune run" in text
+    )
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
+def test_example_jobs_validate_offline(example: Path) -> None:
+    jobs = [
+        d for d in yaml.safe_load_all(example.read_text()) if d and d.get("kind") == "FineTuneJob"
+    ]
+    assert len(jobs) == 1
+    job = FineTuneJob.model_validate(jobs[0])
+    assert job.metadata.name
+
+
+def test_scenarios_are_what_their_names_say() -> None:
+    def spec(stem: str) -> FineTuneJob:
+        docs = yaml.safe_load_all((REPO_ROOT / "examples" / f"{stem}.yaml").read_text())
+        return FineTuneJob.model_validate(next(d for d in docs if d.get("kind") == "FineTuneJob"))
+
+    lora = spec("lora-2x8-s3").spec
+    assert (lora.method.type, lora.resources.nodes, lora.resources.gpus_per_node) == ("lora", 2, 8)
+    assert lora.model.source.startswith("s3://")
+    full = spec("full-zero3-offload").spec
+    assert full.method.type == "full" and full.deepspeed.zero_stage == 3
+    assert full.deepspeed.offload is not None and full.deepspeed.offload.optimizer == "cpu"
+    qlora = spec("qlora-single-gpu").spec
+    assert qlora.method.type == "qlora" and qlora.world_size == 1
+    assert spec("kueue-queued").spec.queue is not None
+    assert spec("pvc-model-cache").spec.model.source.startswith("pvc://")
