@@ -198,3 +198,17 @@ def test_schema_forbids_unknown_keys_at_every_level() -> None:
     assert not loose, f"objects that accept unknown keys: {loose}"
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(values) <= set(schema["properties"])
+
+
+def test_every_setting_the_chart_passes_is_read_by_the_operator(tmp_path: Path) -> None:
+    """Each KUBETUNE_* variable of the operator container is read somewhere in the operator."""
+    source = "\n".join(
+        p.read_text() for p in (REPO_ROOT / "operator" / "kubetune_operator").rglob("*.py")
+    )
+    container = by_kind(render(tmp_path, []), "Deployment")[0]["spec"]["template"]["spec"][
+        "containers"
+    ][0]
+    names = [e["name"] for e in container["env"] if e["name"].startswith("KUBETUNE_")]
+    unread = [n for n in names if n != "KUBETUNE_OPERATOR_MODULE" and n not in source]
+    assert names and not unread, f"set by the chart but read by no operator code: {unread}"
+    assert "$KUBETUNE_OPERATOR_MODULE" in container["args"][0]
