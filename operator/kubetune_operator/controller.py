@@ -48,6 +48,8 @@ class Controller:
         self.writer = writer
         self.settings = settings
         self.clock = clock
+        # upstream job -> jobs waiting for its model (ftj://), so its events wake them.
+        self.waiting: dict[tuple[str, str], set[str]] = {}
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Bring one job one step closer to its spec; returns seconds until it wants another look."""
@@ -66,20 +68,29 @@ class Controller:
                 self._write_status(body, status, desired)
                 metrics.record_phase(namespace, name, "Failed")
                 return None
-            upstream = self._upstream(namespace, job.spec.model.source)
+            upstream = self._upstream(namespace, name, job.spec.model.source)
             pods = self.reader.pods(namespace, name, body["metadata"].get("uid"))
             decision = decide(job, status, pods, self.clock(), upstream)
             self._execute(body, job, status, pods, decision, upstream)
             metrics.record_phase(namespace, name, decision.status.get("phase"))
             return decision.requeue_after
 
-    def _upstream(self, namespace: str, source: str) -> Upstream | None:
-        """State of the job an ftj:// source names."""
+    def dependents(self, namespace: str, name: str) -> list[str]:
+        """Jobs in `namespace` waiting for the model of job `name`."""
+        return sorted(self.waiting.get((namespace, name), ()))
+
+    def _upstream(self, namespace: str, source_job: str, source: str) -> Upstream | None:
+        """State of the job an ftj:// source names (and remember who waits for it)."""
         other = upstream_job(source)
         if other is None:
             return None
         body = self.reader.job(namespace, other)
         st = (body or {}).get("status") or {}
+        waiting = self.waiting.setdefault((namespace, other), set())
+        if st.get("phase") in ("Succeeded", "Failed"):
+            waiting.discard(source_job)
+        else:
+            waiting.add(source_job)
         return Upstream(
             name=other, phase=st.get("phase"), output_uri=(st.get("output") or {}).get("uri")
         )

@@ -24,6 +24,8 @@ MAX_BACKOFF = 60.0
 class Reconciler(Protocol):
     def reconcile(self, namespace: str, name: str) -> float | None: ...
 
+    def dependents(self, namespace: str, name: str) -> list[str]: ...
+
 
 class JobQueue:
     """Runs `reconciler.reconcile` for a job when kicked, never twice at once for the same job."""
@@ -51,6 +53,8 @@ class JobQueue:
         finally:
             self.running.discard(key)
         self._schedule(key, delay)
+        for other in self.reconciler.dependents(*key):
+            self._fire((key[0], other))
 
     def forget(self, key: Key) -> None:
         """The job is gone: drop its timer."""

@@ -7,7 +7,6 @@ reasons) through the pods/status subresource, exactly the fields a kubelet would
 from __future__ import annotations
 
 import copy
-import json
 import sys
 import time
 import urllib.request
@@ -57,14 +56,22 @@ class Operator:
         eventually(lambda: self.passes() >= min_passes, 60, "operator up", self.log)
 
     def passes(self) -> int:
-        """Reconcile passes so far, from the liveness probe (-1 while it does not answer)."""
+        """Reconcile passes so far, from /metrics (-1 while the operator does not answer).
+
+        The liveness probe is only checked to answer: Kopf caches probe results for a while.
+        """
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"operator exited with {self.proc.returncode}:\n{tail(self.log)}")
         try:
-            with NO_PROXY.open(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as r:
-                return int(json.loads(r.read()).get("reconcile_passes", -1))
+            with NO_PROXY.open(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2):
+                pass
+            text = self.metrics()
         except OSError:
             return -1
+        for line in text.splitlines():
+            if line.startswith("kubetune_reconcile_duration_seconds_count"):
+                return int(float(line.split()[-1]))
+        return -1
 
     def metrics(self) -> str:
         with NO_PROXY.open(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:

@@ -224,3 +224,60 @@ def test_stalled_attempt_is_ended_and_retried(
     st = cluster.status("stuck")
     assert st["lastFailure"]["reason"] == "Stalled"
     assert st["attempt"] == 2
+
+
+def test_two_replicas_restart_a_failed_gang_exactly_once(
+    cluster: Cluster, operator: Operator, control_plane: ControlPlane, tmp_path: Any
+) -> None:
+    """A second replica (no peering) racing the first: resourceVersion-guarded status writes
+    mean one restart, one new gang, no duplicate pods."""
+    second = Operator(control_plane, cluster.ns, tmp_path / "operator-2.log")
+    second.start()
+    try:
+        start_running(cluster, operator, "ha")
+        cluster.set_pod("ha-a1-0", "Failed", exit_code=1)
+        eventually(
+            lambda: cluster.pod_names("ha") == ["ha-a2-0", "ha-a2-1"], 30, "attempt 2", operator.log
+        )
+        cluster.set_gang("ha", "Running")
+        eventually(phase_is(cluster, "ha", "Running"), 30, "attempt 2 running", operator.log)
+        st = cluster.status("ha")
+        assert (st["attempt"], st["restarts"]) == (2, 1)
+        assert cluster.pod_names("ha", live_only=False) == ["ha-a2-0", "ha-a2-1"]
+        assert operator.passes() > 0 and second.passes() > 0
+    finally:
+        second.stop()
+
+
+def test_ttl_deletes_a_finished_job(cluster: Cluster, operator: Operator) -> None:
+    start_running(cluster, operator, "short", runPolicy={"ttlSecondsAfterFinished": 2})
+    cluster.set_gang("short", "Succeeded")
+    eventually(phase_is(cluster, "short", "Succeeded"), 30, "Succeeded", operator.log)
+
+    def gone() -> bool:
+        try:
+            cluster.job("short")
+        except client.ApiException as err:
+            return err.status == 404
+        return False
+
+    eventually(gone, 30, "job deleted by TTL", operator.log)
+
+
+def test_continuation_waits_for_the_upstream_job(cluster: Cluster, operator: Operator) -> None:
+    cluster.create_job("next", model={"source": "ftj://base"})
+    st = eventually(
+        lambda: cluster.status("next").get("phase") and cluster.status("next"), 30, "status"
+    )
+    assert st["phase"] == "Pending" and "base" in st["message"]
+    start_running(cluster, operator, "base")
+    assert cluster.pod_names("next") == []
+    cluster.set_gang("base", "Succeeded")
+    eventually(
+        lambda: len(cluster.pod_names("next")) == 2, 60, "continuation started", operator.log
+    )
+    config_json = cluster.core.read_namespaced_config_map("next-a1-config", cluster.ns).data[
+        "trainer.json"
+    ]
+    assert '"source": "file:///out/model"' in config_json
+    assert "kubetune_reconcile_duration_seconds_count" in operator.metrics()
