@@ -4,15 +4,8 @@ chart's RBAC (a token of its ServiceAccount), reconciles a job without a single 
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,30 +13,22 @@ from typing import Any
 import pytest
 
 from tests.harness import ControlPlane
-from tests.k8s.chart.test_install import helm
-from tests.unit.chart.helm import CHART
+from tests.k8s.chart.operator_run import (
+    JOB,
+    chart_installed,
+    free_port,
+    http_get,
+    start_operator,
+    stop_operator,
+    wait_for,
+)
 
 pytestmark = pytest.mark.k8s
 
-JOB = """
-apiVersion: kubetune.dev/v1alpha1
-kind: FineTuneJob
-metadata:
-  name: {name}
-spec:
-  model: {{source: "file:///models/tiny"}}
-  dataset: {{train: "file:///data/train.jsonl"}}
-  method: {{type: lora, lora: {{r: 4, alpha: 8}}}}
-  training: {{maxSteps: 5}}
-  resources: {{nodes: 2, gpusPerNode: 0}}
-  output: {{uri: "file:///out/{name}"}}
-  runPolicy: {{ttlSecondsAfterFinished: 0}}
-"""
-
-
 # A refused API call in the operator's log: HTTP 401/403 or Kubernetes' "Forbidden".
-REFUSED = re.compile(r"(?<![\w.:-])40[13](?![\w-])|[Ff]orbidden|Unauthorized|Not enough permissions")
-
+REFUSED = re.compile(
+    r"(?<![\w.:-])40[13](?![\w-])|[Ff]orbidden|Unauthorized|Not enough permissions"
+)
 
 # Kopf's cluster-wide discovery, refused on purpose in namespaced mode: it lists namespaces and
 # CRDs, retries for about a minute, then falls back to the namespaces it was given.
@@ -51,36 +36,6 @@ KOPF_CLUSTER_DISCOVERY = re.compile(
     r"GET \S+/(api/v1/namespaces|apis/apiextensions.k8s.io/v1/customresourcedefinitions) "
     r"|Not enough permissions to (list|watch for) (namespaces|resources)"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def container_command(deployment: dict[str, Any]) -> tuple[list[str], dict[str, str]]:
-    """The operator container's argv and literal env, as the Deployment declares them."""
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
-    return [*container["command"], *container["args"]], env
-
-
-def wait_for(what: str, check: Any, timeout: float = 60) -> Any:
-    """Poll `check` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-def http_get(url: str) -> tuple[int, str]:
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    with opener.open(url, timeout=5) as resp:
-        return resp.status, resp.read().decode()
 
 
 @pytest.fixture(
@@ -95,30 +50,39 @@ def installed(
     request: pytest.FixtureRequest, control_plane: ControlPlane, namespace: str, tmp_path: Path
 ) -> Iterator[dict[str, Any]]:
     """The chart installed (cluster-wide, or watching only the test namespace) with ports free
-    on this machine; uninstalled after."""
-    scope_args = ["--set", f"rbac.scope={request.param}"]
+    on this machine."""
+    sets = [f"rbac.scope={request.param}"]
     if request.param == "namespaced":
-        scope_args += ["--set", f"rbac.namespaces={{{namespace}}}"]
-    release = f"kt-{uuid.uuid4().hex[:6]}"
+        sets.append(f"rbac.namespaces={{{namespace}}}")
     metrics_port, health_port = free_port(), free_port()
-    helm(control_plane, tmp_path, "install", release, str(CHART), "-n", namespace,
-         "--set", f"peering.name={release}", "--set", f"metrics.port={metrics_port}",
-         "--set", f"operator.extraArgs={{--liveness=http://127.0.0.1:{health_port}/healthz}}",
-         *scope_args)  # fmt: skip
-    full = f"{release}-kubetune"
-    deployment = json.loads(
-        control_plane.kubectl("get", "deployment", full, "-n", namespace, "-o", "json").stdout
+    sets += [
+        f"metrics.port={metrics_port}",
+        f"operator.extraArgs={{--liveness=http://127.0.0.1:{health_port}/healthz}}",
+    ]
+    with chart_installed(control_plane, namespace, tmp_path, *sets) as release:
+        yield {**release, "scope": request.param, "metrics": metrics_port, "health": health_port}
+
+
+def finish_workers(cp: ControlPlane, namespace: str, pods: list[dict[str, Any]]) -> None:
+    """No kubelet here: play its part and report every worker exited 0."""
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    for pod in pods:
+        container = pod["spec"]["containers"][0]
+        status = {"status": {"phase": "Succeeded", "containerStatuses": [{
+            "name": container["name"], "image": container["image"], "imageID": "",
+            "ready": False, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}},
+        }]}}  # fmt: skip
+        cp.kubectl("patch", "pod", pod["metadata"]["name"], "-n", namespace, "--subresource=status",
+                   "--type=merge", "-p", json.dumps(status))  # fmt: skip
+
+
+def worker_pods(cp: ControlPlane, namespace: str, job: str) -> list[dict[str, Any]]:
+    """The job's worker pods."""
+    out = cp.kubectl(
+        "get", "pods", "-n", namespace, "-l", f"kubetune.dev/job-name={job}", "-o", "json"
     )
-    try:
-        yield {
-            "scope": request.param,
-            "full": full,
-            "deployment": deployment,
-            "metrics": metrics_port,
-            "health": health_port,
-        }
-    finally:
-        helm(control_plane, tmp_path, "uninstall", release, "-n", namespace, check=False)
+    return list(json.loads(out.stdout)["items"])
 
 
 def test_operator_with_chart_rbac_reconciles_without_403(
@@ -128,28 +92,15 @@ def test_operator_with_chart_rbac_reconciles_without_403(
     kubeconfig = cp.kubeconfig_for_service_account(
         namespace, installed["full"], tmp_path / "sa-kubeconfig"
     )
-    argv, env = container_command(installed["deployment"])
-    env.update(
-        PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-        KUBECONFIG=str(kubeconfig), POD_ID="operator-under-test", KUBETUNE_OPERATOR_NAMESPACE=namespace,
-        NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost", HOME=str(tmp_path),
-    )  # fmt: skip
     log = tmp_path / "operator.log"
-    with log.open("w") as out:
-        proc = subprocess.Popen(
-            argv, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    proc = start_operator(installed["deployment"], kubeconfig, log, pod_id="operator-0")
     try:
         name = "rbac-probe"
         cp.kubectl("apply", "-n", namespace, "-f", "-", input=JOB.format(name=name))
-        selector = f"kubetune.dev/job-name={name}"
-
-        def worker_pods() -> list[dict[str, Any]]:
-            out = cp.kubectl("get", "pods", "-n", namespace, "-l", selector, "-o", "json")
-            return list(json.loads(out.stdout)["items"])
-
         pods = wait_for(
-            "worker pods", lambda: len(worker_pods()) == 2 and worker_pods(), timeout=120
+            "2 worker pods",
+            lambda: len(p := worker_pods(cp, namespace, name)) == 2 and p,
+            timeout=120,
         )
         phase = wait_for(
             "a status phase",
@@ -162,22 +113,12 @@ def test_operator_with_chart_rbac_reconciles_without_403(
         assert phase in ("Pending", "Initializing", "Running")
         for kind in ("serviceaccount", "role", "rolebinding", "configmap", "service"):
             listed = cp.kubectl(
-                "get", kind, "-n", namespace, "-l", selector, "-o", "name"
-            ).stdout.split()
-            assert listed, f"operator created no {kind} for the job"
+                "get", kind, "-n", namespace, "-l", f"kubetune.dev/job-name={name}", "-o", "name"
+            )
+            assert listed.stdout.split(), f"operator created no {kind} for the job"
 
-        # No kubelet here: play its part and report both workers finished, so the operator
-        # marks the job Succeeded and, with ttlSecondsAfterFinished 0, deletes it.
-        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        for pod in pods:
-            container = pod["spec"]["containers"][0]["name"]
-            status = {"status": {"phase": "Succeeded", "containerStatuses": [{
-                "name": container, "image": pod["spec"]["containers"][0]["image"], "imageID": "",
-                "ready": False, "restartCount": 0,
-                "state": {"terminated": {"exitCode": 0, "reason": "Completed", "startedAt": now, "finishedAt": now}},
-            }]}}  # fmt: skip
-            cp.kubectl("patch", "pod", pod["metadata"]["name"], "-n", namespace, "--subresource=status",
-                       "--type=merge", "-p", json.dumps(status))  # fmt: skip
+        # Both workers exit 0: the job Succeeds and, with ttlSecondsAfterFinished 0, is deleted.
+        finish_workers(cp, namespace, pods)
         wait_for(
             "the job deleted after it succeeded (ttlSecondsAfterFinished: 0)",
             lambda: cp.kubectl("get", "ftj", name, "-n", namespace, check=False).returncode != 0,
@@ -196,12 +137,7 @@ def test_operator_with_chart_rbac_reconciles_without_403(
         ]
         assert not denied, f"API calls refused: {denied}"
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_operator(proc)
     text = log.read_text()
     forbidden = [line for line in text.splitlines() if REFUSED.search(line)]
     if installed["scope"] == "namespaced":

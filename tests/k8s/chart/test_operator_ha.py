@@ -1,0 +1,94 @@
+"""Two operator replicas as the chart runs them: one works, one stands by, and the standby
+takes over when the active one shuts down."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import ControlPlane
+from tests.k8s.chart.operator_run import (
+    JOB,
+    chart_installed,
+    free_port,
+    start_operator,
+    stop_operator,
+    wait_for,
+)
+
+pytestmark = pytest.mark.k8s
+
+
+def peers(cp: ControlPlane, peering: str) -> dict[str, Any]:
+    """The live peers recorded in the ClusterKopfPeering: identity -> {priority, lastseen, ...}."""
+    out = cp.kubectl("get", "clusterkopfpeering", peering, "-o", "json")
+    return dict(json.loads(out.stdout).get("status") or {})
+
+
+def has_workers(cp: ControlPlane, namespace: str, job: str) -> bool:
+    out = cp.kubectl(
+        "get", "pods", "-n", namespace, "-l", f"kubetune.dev/job-name={job}", "-o", "name"
+    )
+    return len(out.stdout.split()) == 2
+
+
+def test_two_replicas_elect_one_and_fail_over(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    cp = control_plane
+    with chart_installed(cp, namespace, tmp_path, "replicaCount=2") as release:
+        assert release["deployment"]["spec"]["replicas"] == 2
+        kubeconfig = cp.kubeconfig_for_service_account(
+            namespace, release["full"], tmp_path / "sa-kubeconfig"
+        )
+        procs: dict[str, Any] = {}
+        try:
+            for pod_id in ("operator-a", "operator-b"):
+                # Pods get their own IPs; on one machine each replica needs its own ports.
+                liveness = f"--liveness=http://127.0.0.1:{free_port()}/healthz"
+                deployment = json.loads(json.dumps(release["deployment"]))
+                deployment["spec"]["template"]["spec"]["containers"][0]["args"].append(liveness)
+                procs[pod_id] = start_operator(
+                    deployment, kubeconfig, tmp_path / f"{pod_id}.log", pod_id,
+                    extra_env={"KUBETUNE_METRICS_PORT": str(free_port())},
+                )  # fmt: skip
+            live = wait_for(
+                "both replicas in the peering record",
+                lambda: len(p := peers(cp, release["release"])) == 2 and p,
+            )
+            priorities = {pid: info["priority"] for pid, info in live.items()}
+            assert len(set(priorities.values())) == 2, (
+                f"equal priorities pause every replica: {priorities}"
+            )
+            active = max(priorities, key=lambda pid: priorities[pid])
+            standby = min(priorities, key=lambda pid: priorities[pid])
+
+            first = f"ha-{uuid.uuid4().hex[:4]}"
+            cp.kubectl("apply", "-n", namespace, "-f", "-", input=JOB.format(name=first))
+            wait_for("the first job's workers", lambda: has_workers(cp, namespace, first))
+            # Kopf starts paused and resumes once it sees no peer above it: only the active one.
+            standby_log, active_log = tmp_path / f"{standby}.log", tmp_path / f"{active}.log"
+            assert "Resuming operations" in active_log.read_text()
+            assert "Resuming operations" not in standby_log.read_text()
+            assert "Handler 'job_event' succeeded" not in standby_log.read_text(), (
+                "the standby reconciled"
+            )
+
+            # The active replica leaves (rolling update, node drain): the standby takes over.
+            stop_operator(procs.pop(active))
+            second = f"ha-{uuid.uuid4().hex[:4]}"
+            cp.kubectl("apply", "-n", namespace, "-f", "-", input=JOB.format(name=second))
+            wait_for(
+                "the standby to reconcile a new job", lambda: has_workers(cp, namespace, second)
+            )
+            assert "Resuming operations" in standby_log.read_text()
+            assert "Handler 'job_event' succeeded" in standby_log.read_text()
+        finally:
+            for proc in procs.values():
+                stop_operator(proc)
+    for log in tmp_path.glob("operator-*.log"):
+        assert "Possibly conflicting operators with the same priority" not in log.read_text()
