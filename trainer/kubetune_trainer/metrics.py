@@ -25,6 +25,13 @@ def metrics_port(
     return None if port is None or port <= 0 else port + local_rank
 
 
+def metrics_address(env: dict[str, str] | None = None) -> str:
+    """The address the endpoint binds: KUBETUNE_METRICS_ADDR (e.g. the pod IP from a fieldRef,
+    so pods that share one network namespace do not collide on the port), else all addresses."""
+    e = os.environ if env is None else env
+    return e.get("KUBETUNE_METRICS_ADDR") or "0.0.0.0"
+
+
 def peak_flops(device_name: str) -> float | None:
     """Dense bf16 peak of a known GPU, for MFU; None elsewhere."""
     return next((v for k, v in PEAK_FLOPS.items() if k in device_name), None)
@@ -78,7 +85,7 @@ class Metrics:
         if port is not None:
             from prometheus_client import start_http_server
 
-            start_http_server(port, registry=self.registry)
+            start_http_server(port, addr=metrics_address(), registry=self.registry)
 
 
 def memory_bytes() -> int:
