@@ -237,6 +237,8 @@ def worker_pod(plan: Plan, index: int) -> dict[str, Any]:
         "subdomain": names.service(plan.name),
         "restartPolicy": "Never",
         "serviceAccountName": r.service_account_name or names.trainer_identity(plan.name),
+        "automountServiceAccountToken": True,  # rank 0 reports progress with it
+        "enableServiceLinks": False,  # no env var per Service in the namespace
         "terminationGracePeriodSeconds": plan.grace_seconds,
         "securityContext": pod_security(),
         "containers": [container],

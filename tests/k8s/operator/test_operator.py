@@ -281,3 +281,24 @@ def test_continuation_waits_for_the_upstream_job(cluster: Cluster, operator: Ope
     ]
     assert '"source": "file:///out/model"' in config_json
     assert "kubetune_reconcile_duration_seconds_count" in operator.metrics()
+
+
+def test_worker_deleted_while_running_restarts_the_gang(
+    cluster: Cluster, operator: Operator
+) -> None:
+    start_running(cluster, operator, "lost")
+    cluster.core.delete_namespaced_pod("lost-a1-0", cluster.ns)
+    eventually(
+        lambda: cluster.pod_names("lost") == ["lost-a2-0", "lost-a2-1"],
+        30,
+        "attempt 2",
+        operator.log,
+    )
+    assert cluster.status("lost")["lastFailure"]["reason"] == "NodeLost"
+
+
+def test_active_deadline_fails_the_job(cluster: Cluster, operator: Operator) -> None:
+    start_running(cluster, operator, "late", runPolicy={"activeDeadlineSeconds": 3})
+    st = eventually(phase_is(cluster, "late", "Failed"), 30, "Failed by deadline", operator.log)
+    assert st["lastFailure"]["reason"] == "DeadlineExceeded"
+    eventually(lambda: cluster.pod_names("late", live_only=False) == [], 30, "workers stopped")

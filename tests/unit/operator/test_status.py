@@ -236,3 +236,12 @@ def test_bad_input_fails_without_retry() -> None:
     assert d.status["phase"] == "Failed"
     assert d.status["attempt"] == 1
     assert cond(d.status, "Failed")["reason"] == "InvalidSpec"
+
+
+def test_invalid_spec_status_names_the_problem() -> None:
+    from kubetune_operator.reconcile.status import invalid_spec
+
+    st = invalid_spec({}, 3, "spec.resources.nodes: Input should be greater than or equal to 1", T0)
+    assert st["phase"] == "Failed" and st["observedGeneration"] == 3
+    assert st["lastFailure"]["reason"] == "InvalidSpec"
+    assert "spec.resources.nodes" in cond(st, "Failed")["message"]
