@@ -126,8 +126,9 @@ class _Pass:
         )
 
     def phase(self, phase: str, reason: str, message: str, warning: bool = False) -> None:
-        """Set the phase; a change of phase (or reason) also posts an event."""
-        changed = phase != self.old_phase or self.st.get("message") != message
+        """Set the phase; a new phase, or a new warning, also posts an event."""
+        new_warning = warning and self.st.get("message") != message
+        changed = phase != self.old_phase or new_warning
         self.st["phase"] = phase
         self.st["message"] = message
         if changed:

@@ -245,3 +245,15 @@ def test_invalid_spec_status_names_the_problem() -> None:
     assert st["phase"] == "Failed" and st["observedGeneration"] == 3
     assert st["lastFailure"]["reason"] == "InvalidSpec"
     assert "spec.resources.nodes" in cond(st, "Failed")["message"]
+
+
+def test_progress_within_a_phase_posts_no_event() -> None:
+    st = {
+        "phase": "Pending",
+        "attempt": 1,
+        "restarts": 0,
+        "startTime": format_time(T0),
+        "message": "x",
+    }
+    d = decide(job(), st, [pod(0, phase="Pending", scheduled=False)], at(5))
+    assert d.status["phase"] == "Pending" and d.events == []
