@@ -221,7 +221,18 @@ def decide(
         return p.d
 
     start = parse_time(p.st.get("startTime"))
-    left = deadline.seconds_left(start, rp.active_deadline_seconds, now)
+    if suspend.is_resuming(rp.suspend, p.old_phase):
+        if start is not None:  # an attempt ran before the suspension: the next one resumes it
+            attempt += 1
+            p.st["attempt"] = attempt
+        p.cond("Suspended", False, "Resumed", "resumed from the latest checkpoint")
+        p.d.events.append(Event("Normal", "Resumed", f"starting attempt {attempt}"))
+        obs = observe(job.metadata.name, pods, attempt, spec.resources.nodes)
+
+    resumed = _resumed_at(p.st.get("conditions", []))
+    left = deadline.seconds_left(
+        deadline.counting_from(start, resumed), rp.active_deadline_seconds, now
+    )
     if left is not None and left <= 0:
         msg = f"the job ran longer than activeDeadlineSeconds={rp.active_deadline_seconds}"
         p.st["lastFailure"] = {
@@ -232,13 +243,6 @@ def decide(
         }
         return p.finish("Failed", "DeadlineExceeded", msg, obs)
     p.d.requeue(left)
-
-    if suspend.is_resuming(rp.suspend, p.old_phase):
-        attempt += 1
-        p.st["attempt"] = attempt
-        p.cond("Suspended", False, "Resumed", "resumed from the latest checkpoint")
-        p.d.events.append(Event("Normal", "Resumed", f"starting attempt {attempt}"))
-        obs = observe(job.metadata.name, pods, attempt, spec.resources.nodes)
 
     ran = p.old_phase in ("Initializing", "Running")
     failure = first_failure(obs, running_attempt=ran)
@@ -272,6 +276,14 @@ def decide(
         p.d.requeue(deadline.seconds_left(now, rp.active_deadline_seconds, now))
     _progress_phase(p, obs, attempt)
     return p.d
+
+
+def _resumed_at(conditions: list[dict[str, Any]]) -> datetime | None:
+    """When the job was last resumed (Suspended turned False), if ever."""
+    for cond in conditions:
+        if cond.get("type") == "Suspended" and cond.get("status") == "False":
+            return parse_time(cond.get("lastTransitionTime"))
+    return None
 
 
 def _stalled(p: _Pass, obs: Observation, progress: dict[str, Any] | None) -> WorkerFailure | None:

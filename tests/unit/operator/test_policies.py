@@ -105,3 +105,9 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)
+
+
+def test_deadline_counts_from_the_last_resume() -> None:
+    assert deadline.counting_from(T0, None) == T0
+    assert deadline.counting_from(T0, at(30)) == at(30)
+    assert deadline.counting_from(None, at(30)) is None

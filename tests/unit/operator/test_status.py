@@ -257,3 +257,24 @@ def test_progress_within_a_phase_posts_no_event() -> None:
     }
     d = decide(job(), st, [pod(0, phase="Pending", scheduled=False)], at(5))
     assert d.status["phase"] == "Pending" and d.events == []
+
+
+def test_job_created_suspended_starts_with_attempt_one() -> None:
+    d = decide(with_run_policy(suspend=True), {}, [], T0)
+    assert d.status["phase"] == "Suspended" and "startTime" not in d.status
+    d = decide(with_run_policy(suspend=False), d.status, [], at(100))
+    assert d.status["attempt"] == 1 and d.start_attempt == 1
+
+
+def test_deadline_clock_restarts_on_resume() -> None:
+    suspended = running_status(phase="Suspended")
+    resumed = decide(with_run_policy(activeDeadlineSeconds=60), suspended, [], at(500))
+    assert resumed.status["attempt"] == 2 and resumed.status["phase"] != "Failed"
+    later = decide(with_run_policy(activeDeadlineSeconds=60), resumed.status, [], at(530))
+    assert later.status["phase"] != "Failed"
+    assert (
+        decide(with_run_policy(activeDeadlineSeconds=60), resumed.status, [], at(561)).status[
+            "phase"
+        ]
+        == "Failed"
+    )

@@ -12,3 +12,10 @@ def seconds_left(
     if deadline_seconds is None or start is None:
         return None
     return deadline_seconds - (now - start).total_seconds()
+
+
+def counting_from(start: datetime | None, resumed: datetime | None) -> datetime | None:
+    """The deadline clock starts with the job and restarts on each resume (as for Jobs)."""
+    if start is None or resumed is None:
+        return start
+    return max(start, resumed)
