@@ -215,6 +215,13 @@ def test_stalled_attempt_is_ended_and_retried(
             _content_type="application/merge-patch+json",
         )  # fmt: skip
     assert denied.value.status == 403
+    cluster.create_job("neighbour")
+    with pytest.raises(client.ApiException) as other:
+        trainer.patch_namespaced_custom_object_status(
+            c.GROUP, c.VERSION, cluster.ns, c.PLURAL, "neighbour", progress,
+            _content_type="application/merge-patch+json",
+        )  # fmt: skip
+    assert other.value.status == 403
     eventually(
         lambda: cluster.pod_names("stuck") == ["stuck-a2-0", "stuck-a2-1"],
         30,
