@@ -138,6 +138,9 @@ def run_manifest(
         job = load_manifest(path)
         target = Path(workdir) if workdir else Path("runs") / job.metadata.name
         return run_job(job, target.resolve(), Path.cwd(), console=not quiet, command=command)
+    except KeyboardInterrupt:
+        say("interrupted: the workers were asked to checkpoint and stop")
+        return 130
     except ValidationError as err:
         print(f"{path}: invalid FineTuneJob\n{describe_validation_error(err)}", file=sys.stderr)
     except (InvalidSpec, ValueError, OSError) as err:
