@@ -100,7 +100,17 @@ def start(
 
 
 def kill_group(proc: subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
-    """Signal the whole process group (launcher, torchrun, ranks)."""
+    """Signal the launcher and every descendant: torchrun starts ranks in sessions of their own,
+    so killing only the launcher's group would leave them training (a pod kill takes them all)."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    for p in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            p.send_signal(sig)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
 

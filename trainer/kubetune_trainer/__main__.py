@@ -96,4 +96,10 @@ def run(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if code == EXIT_BAD_INPUT:
+        # Exit now: interpreter shutdown with a live process group can wait on the other ranks.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

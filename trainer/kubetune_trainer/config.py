@@ -86,6 +86,21 @@ class DeepSpeedConfig(_Config):
     overrides: dict[str, Any] = Field(default_factory=dict, description="Raw config merged last.")
 
 
+class PerfConfig(_Config):
+    """Throughput levers; the defaults are what measured fastest, each off where it cannot run."""
+
+    liger_kernels: Literal["auto", "on", "off"] = Field(
+        "auto", description="Liger's fused RMSNorm/RoPE/SwiGLU/linear cross-entropy (CUDA only)."
+    )
+    varlen_attention: Literal["auto", "on", "off"] = Field(
+        "auto", description="Flash attention over packed records, one per position run (CUDA)."
+    )
+    fused_optimizer: bool = Field(True, description="torch's fused AdamW kernel on CUDA.")
+    activation_checkpointing: Literal["auto", "off", "full", "selective"] = Field(
+        "auto", description="auto: training.gradient_checkpointing; selective: every other layer."
+    )
+
+
 class StorageConfig(_Config):
     """Object-store connection; credentials come from the environment, never from here."""
 
@@ -145,6 +160,7 @@ class TrainerConfig(_Config):
     method: MethodConfig = Field(description="Method.")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Optimisation.")
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig, description="DeepSpeed.")
+    perf: PerfConfig = Field(default_factory=PerfConfig, description="Throughput levers.")
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints.")
     output: OutputConfig | None = Field(None, description="Final model; None skips the export.")
     reporting: ReportingConfig = Field(default_factory=ReportingConfig, description="Progress/metrics.")

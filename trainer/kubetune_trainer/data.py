@@ -36,6 +36,7 @@ class Example:
 
     ids: list[int]
     labels: list[int]
+    positions: list[int] | None = None  # packed rows: restart at 0 for every record
 
 
 @dataclass
@@ -207,13 +208,24 @@ def pack(examples: list[Example], length: int, pad_id: int) -> list[Example]:
     """Concatenate examples into sequences of exactly length tokens (the last one padded)."""
     ids: list[int] = []
     labels: list[int] = []
+    pos: list[int] = []
     for ex in examples:
         ids += ex.ids
-        labels += ex.labels
-    out = [Example(ids[i : i + length], labels[i : i + length]) for i in range(0, len(ids), length)]
+        # a record's first token is not predicted from the record before it
+        labels += [IGNORE] * min(1, len(ex.labels)) + ex.labels[1:]
+        pos += range(len(ex.ids))
+    out = [
+        Example(ids[i : i + length], labels[i : i + length], pos[i : i + length])
+        for i in range(0, len(ids), length)
+    ]
     if out and len(out[-1].ids) < length:
         missing = length - len(out[-1].ids)
-        out[-1] = Example(out[-1].ids + [pad_id] * missing, out[-1].labels + [IGNORE] * missing)
+        last = out[-1]
+        out[-1] = Example(
+            last.ids + [pad_id] * missing,
+            last.labels + [IGNORE] * missing,
+            (last.positions or []) + list(range(missing)),
+        )
     return [e for e in out if any(lab != IGNORE for lab in e.labels)]
 
 
@@ -325,10 +337,13 @@ def micro_batches_per_epoch(n: int, micro: int, world: int) -> int:
 
 
 def collate(examples: list[Example]) -> dict[str, Any]:
-    """Tensors for a micro-batch of equal-length examples."""
+    """Tensors for a micro-batch of equal-length examples (position_ids for packed rows)."""
     import torch
 
-    return {
+    batch = {
         "input_ids": torch.tensor([e.ids for e in examples], dtype=torch.long),
         "labels": torch.tensor([e.labels for e in examples], dtype=torch.long),
     }
+    if all(e.positions is not None for e in examples):
+        batch["position_ids"] = torch.tensor([e.positions for e in examples], dtype=torch.long)
+    return batch

@@ -39,8 +39,10 @@ def offload_section(device: str, nvme_path: str | None, field: str) -> dict[str,
     return {"device": device, "pin_memory": device == "cpu"}
 
 
-def ds_config(cfg: TrainerConfig, world_size: int, precision: str) -> dict[str, Any]:
-    """The DeepSpeed JSON config for this run; deepspeed.overrides is merged last."""
+def ds_config(
+    cfg: TrainerConfig, world_size: int, precision: str, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The DeepSpeed JSON config for this run; extra (throughput levers), then overrides, merged in."""
     t, d = cfg.training, cfg.deepspeed
     if not 0 <= d.zero_stage <= 3:
         raise BadInputError(f"deepspeed.zero_stage must be 0-3, got {d.zero_stage}")
@@ -79,7 +81,7 @@ def ds_config(cfg: TrainerConfig, world_size: int, precision: str) -> dict[str, 
         "wall_clock_breakdown": False,
         "seed": t.seed,
     }
-    return deep_merge(conf, d.overrides)
+    return deep_merge(deep_merge(conf, extra or {}), d.overrides)
 
 
 def grad_accumulation(global_batch: int, micro: int, world_size: int) -> int:

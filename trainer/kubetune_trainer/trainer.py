@@ -16,6 +16,7 @@ from . import engine as engine_mod
 from . import export as export_mod
 from . import loop
 from . import model as model_mod
+from . import perf as perf_mod
 from .checkpoint.manager import CheckpointManager, Restored
 from .config import TrainerConfig
 from .dist import DistEnv
@@ -77,7 +78,13 @@ class Trainer:
             len(self.data.train), cfg.training.micro_batch_size, env.world_size
         )
         self.total_steps = total_steps(cfg, self.micro_per_epoch, self.accumulation)
-        self.ds_config = engine_mod.ds_config(cfg, env.world_size, self.precision)
+        self.levers = perf_mod.resolve(cfg.perf, cuda, cfg.training.gradient_checkpointing)
+        self.ds_config = engine_mod.ds_config(
+            cfg,
+            env.world_size,
+            self.precision,
+            perf_mod.ds_settings(self.levers, cfg.deepspeed.zero_stage),
+        )
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
             self.precision
         ]
@@ -89,10 +96,14 @@ class Trainer:
             )  # from_pretrained partitions while loading
         model = model_mod.load_model(self.location, cfg.model, cfg.method, self.hub, dtype)
         model_mod.unset_zero3_init()
+        self.perf_applied = perf_mod.apply(model, self.levers)
+        log.info("perf levers %s, applied %s", self.levers, self.perf_applied)
         model = model_mod.apply_method(
-            model, cfg.method, cfg.training.seed, cfg.training.gradient_checkpointing
+            model, cfg.method, cfg.training.seed, self.levers.checkpoint_every > 0
         )
+        perf_mod.checkpoint_layers(model, self.levers.checkpoint_every)
         self.engine = engine_mod.initialize(model, cfg, self.ds_config, self.total_steps)
+        perf_mod.after_engine(self.engine, self.levers, cfg.deepspeed.zero_stage)
         self.exclude_frozen = cfg.method.type != "full"
         self.ckpt = CheckpointManager(cfg.checkpoint, env.rank, env.world_size, job_key(cfg))
         state = loop.LoopState()
@@ -185,7 +196,11 @@ class Trainer:
                 step * self.accumulation + k,
             )
             batch = data_mod.collate([self.data.train[i] for i in idx])
-            batch = {n: v.to(self.engine.device) for n, v in batch.items()}
+            if self.levers.varlen_attention:
+                batch = perf_mod.varlen_inputs(batch)
+            batch = {
+                n: v.to(self.engine.device) if hasattr(v, "to") else v for n, v in batch.items()
+            }
             loss = self.engine(**batch).loss
             self.engine.backward(loss)
             self.engine.step()
@@ -215,7 +230,10 @@ class Trainer:
                     batch["input_ids"].to(self.engine.device),
                     batch["labels"].to(self.engine.device),
                 )
-                logits = self.engine(input_ids=ids).logits.float()
+                positions = batch.get("position_ids")
+                if positions is not None:
+                    positions = positions.to(self.engine.device)
+                logits = self.engine(input_ids=ids, position_ids=positions).logits.float()
                 ce = torch.nn.functional.cross_entropy(
                     logits[:, :-1].reshape(-1, logits.size(-1)),
                     labels[:, 1:].reshape(-1),

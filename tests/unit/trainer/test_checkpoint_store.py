@@ -1,0 +1,122 @@
+"""Checkpoint commit, validity, torn-checkpoint skipping and retention on file:// and real S3."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubetune_trainer.checkpoint import manager, manifest
+from kubetune_trainer.checkpoint.storage import FileStorage, S3Storage, Storage
+from kubetune_trainer.config import StorageConfig
+
+pytestmark = pytest.mark.unit
+
+
+def rank_folder(tmp: Path, rank: int, step: int) -> Path:
+    """A fake DeepSpeed save of one rank (file contents depend on rank and step)."""
+    f = tmp / f"r{rank}-s{step}"
+    f.mkdir(parents=True)
+    (f / f"zero_pp_rank_{rank}_optim_states.pt").write_bytes(f"optim {rank} {step}".encode() * 100)
+    if rank == 0:
+        (f / "mp_rank_00_model_states.pt").write_bytes(f"model {step}".encode() * 100)
+    return f
+
+
+def publish(
+    store: Storage,
+    tmp: Path,
+    step: int,
+    world: int = 2,
+    ranks: list[int] | None = None,
+    commit: bool = True,
+) -> str:
+    tag = manifest.tag_for(step)
+    for r in ranks if ranks is not None else range(world):
+        manager.upload_rank(store, rank_folder(tmp, r, step), tag, r)
+    if commit:
+        manager.commit(store, tag, step, world, timeout=5, extra={})
+    return tag
+
+
+@pytest.fixture(params=["file", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Storage:
+    if request.param == "file":
+        return FileStorage(str(tmp_path / "store"))
+    s3 = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("s3_bucket")
+    return S3Storage(bucket, "ckpt/job", StorageConfig(endpoint=s3.endpoint))
+
+
+def test_manifest_lists_every_rank_file_with_size_and_sha(store: Storage, tmp_path: Path) -> None:
+    tag = publish(store, tmp_path, 10)
+    m = json.loads(store.get_bytes(f"{tag}/manifest.json") or b"")
+    assert m["step"] == 10 and m["world_size"] == 2
+    assert set(m["files"]) == {
+        "zero_pp_rank_0_optim_states.pt",
+        "zero_pp_rank_1_optim_states.pt",
+        "mp_rank_00_model_states.pt",
+    }
+    assert all(len(f["sha256"]) == 64 and f["size"] > 0 for f in m["files"].values())
+
+
+def test_commit_waits_for_all_ranks(store: Storage, tmp_path: Path) -> None:
+    tag = publish(store, tmp_path, 5, ranks=[0], commit=False)
+    with pytest.raises(TimeoutError, match=r"ranks \[1\]"):
+        manager.commit(store, tag, 5, 2, timeout=0.3, extra={})
+    assert store.get_bytes(f"{tag}/manifest.json") is None
+    late = threading.Timer(
+        0.3, lambda: manager.upload_rank(store, rank_folder(tmp_path, 1, 55), tag, 1)
+    )
+    late.start()
+    manager.commit(store, tag, 5, 2, timeout=10, extra={})
+    late.join()
+    assert manifest.committed(store)[0][0].tag == tag
+
+
+def test_torn_checkpoints_are_skipped_for_the_previous_one(store: Storage, tmp_path: Path) -> None:
+    publish(store, tmp_path, 10)
+    publish(store, tmp_path, 20, ranks=[0], commit=False)  # upload cut: rank 1 never finished
+    tag30 = publish(store, tmp_path, 30)
+    store.put_bytes(b"x", f"{tag30}/mp_rank_00_model_states.pt")  # a file replaced: size differs
+    good, skipped = manifest.committed(store)
+    assert [c.step for c in good] == [10]
+    assert "no manifest" in skipped["step-00000020"][0] and "size" in skipped["step-00000030"][0]
+
+
+def test_checksum_mismatch_is_found_after_download(store: Storage, tmp_path: Path) -> None:
+    tag = publish(store, tmp_path, 10)
+    name = "zero_pp_rank_1_optim_states.pt"
+    body = store.get_bytes(f"{tag}/{name}") or b""
+    store.put_bytes(b"Z" + body[1:], f"{tag}/{name}")  # same size, different bytes
+    good, _ = manifest.committed(store)
+    assert manager.download(store, good[0], tmp_path / "dl") == [f"{name}: sha256 mismatch"]
+
+
+def test_keep_last_prunes_older_folders_only(store: Storage, tmp_path: Path) -> None:
+    for step in (10, 20, 30):
+        publish(store, tmp_path, step)
+    publish(store, tmp_path, 40, ranks=[0], commit=False)  # in progress: must survive
+    assert manager.prune(store, keep_last=2) == ["step-00000010"]
+    assert sorted(manifest.tags_in(store.list(""))) == [
+        "step-00000020",
+        "step-00000030",
+        "step-00000040",
+    ]
+
+
+def test_to_delete_never_removes_newer_uncommitted() -> None:
+    assert manifest.to_delete(
+        ["step-00000001", "step-00000002", "step-00000003"], ["step-00000002"], 1
+    ) == ["step-00000001"]
+    assert manifest.to_delete(["step-00000001"], [], 3) == []
+
+
+def test_s3_listing_paginates(s3_server: Any, s3_bucket: str, tmp_path: Path) -> None:
+    st = S3Storage(s3_bucket, "many", StorageConfig(endpoint=s3_server.endpoint))
+    for i in range(1005):
+        st.client.put_object(Bucket=s3_bucket, Key=f"many/k{i:05d}", Body=b"")
+    assert len(st.list("")) == 1005

@@ -1,0 +1,124 @@
+"""Progress snapshots fit the FineTuneJob status schema; throttling; exit codes; launcher."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from kubetune_trainer import launch, metrics, progress
+from kubetune_trainer.__main__ import load_config, report_bad_input
+from kubetune_trainer.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, BadInputError
+
+pytestmark = pytest.mark.unit
+
+
+def snapshot() -> progress.Progress:
+    return progress.Progress(step=25, total_steps=100, epoch=0.5, loss=1.25, eval_loss=1.5, learning_rate=1e-4,
+                             tokens_per_second=1234.5, elapsed_seconds=50.0, attempt=2)  # fmt: skip
+
+
+def test_status_progress_validates_against_the_operator_model() -> None:
+    from kubetune_operator.api.status import Progress
+
+    body = progress.status_progress(snapshot(), now=datetime(2026, 1, 1, tzinfo=UTC))
+    parsed = Progress.model_validate(body)
+    assert parsed.total_steps == 100 and parsed.percent == 25 and parsed.eval_loss == 1.5
+    assert (
+        body["etaSeconds"] == 150 and body["eta"] == "2m30s" and body["summary"] == "25/100 (25%)"
+    )
+    assert body["updatedAt"] == "2026-01-01T00:00:00Z"
+
+
+def test_exit_code_matches_the_operator_constant() -> None:
+    from kubetune_operator.api import constants
+
+    assert EXIT_PREEMPTED == constants.EXIT_PREEMPTED
+
+
+def test_throttle_lets_one_report_per_interval() -> None:
+    now = [0.0]
+    t = progress.Throttle(10, clock=lambda: now[0])
+    assert t.ready(False)
+    now[0] = 9.9
+    assert not t.ready(False) and t.ready(True)
+    now[0] = 20.0
+    assert t.ready(False)
+
+
+def test_kubernetes_sink_throttles_to_at_least_ten_seconds() -> None:
+    patches: list[dict] = []
+
+    class Api:  # records the call the real client would make
+        def patch_namespaced_custom_object_status(self, group, version, ns, plural, name, body):  # type: ignore[no-untyped-def]
+            patches.append({"path": (group, version, ns, plural, name), "body": body})
+
+    sink = progress.KubernetesSink("job", "ns", interval=1, api=Api())
+    sink.report(snapshot())
+    sink.report(snapshot())
+    sink.report(snapshot(), force=True)
+    assert len(patches) == 2
+    assert patches[0]["path"] == ("kubetune.dev", "v1alpha1", "ns", "finetunejobs", "job")
+    assert patches[0]["body"]["status"]["progress"]["step"] == 25
+
+
+def test_file_sink_writes_json_lines(tmp_path: Path) -> None:
+    sink = progress.FileSink(str(tmp_path / "p.jsonl"))
+    sink.report(snapshot())
+    sink.report(snapshot())
+    lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert len(lines) == 2 and lines[0]["event"] == "step" and lines[0]["loss"] == 1.25
+
+
+def test_bad_config_names_the_field(tmp_path: Path) -> None:
+    p = tmp_path / "trainer.json"
+    p.write_text(
+        json.dumps(
+            {
+                "job": {"name": "j"},
+                "model": {"source": "file:///m"},
+                "data": {"train": "/d"},
+                "method": {"type": "sgd"},
+            }
+        )
+    )
+    with pytest.raises(BadInputError, match=r"method\.type"):
+        load_config(str(p))
+
+
+def test_bad_input_goes_to_the_termination_log(tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    report_bad_input("data x.jsonl:3: broken", str(log))
+    assert log.read_text() == "data x.jsonl:3: broken"
+
+
+def test_launcher_reports_what_the_ranks_reported() -> None:
+    assert launch.combine(1, [43, 43]) == EXIT_PREEMPTED
+    assert launch.combine(1, [44, 0]) == EXIT_BAD_INPUT
+    assert launch.combine(0, [0, 0]) == 0
+    assert launch.combine(1, [1, 43]) == 1
+    args = launch.torchrun_args(
+        {
+            "NNODES": "2",
+            "NODE_RANK": "1",
+            "NPROC_PER_NODE": "4",
+            "MASTER_ADDR": "w-0",
+            "MASTER_PORT": "29500",
+        },
+        "c.json",
+    )
+    assert (
+        args[args.index("--node-rank") + 1] == "1"
+        and "--standalone" not in args
+        and args[-2:] == ["--config", "c.json"]
+    )
+    assert "--standalone" in launch.torchrun_args({}, "c.json")
+
+
+def test_metrics_port_per_local_rank() -> None:
+    assert metrics.metrics_port(9400, 1, env={}) == 9401
+    assert metrics.metrics_port(None, 0, env={"KUBETUNE_METRICS_PORT": "9500"}) == 9500
+    assert metrics.metrics_port(None, 0, env={}) is None
+    assert metrics.mfu(1000.0, 1_000_000, peak=1e12, world_size=1) == pytest.approx(0.006)
