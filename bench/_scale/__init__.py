@@ -1,0 +1,1 @@
+"""Helpers of the control-plane scale benchmark (bench/control_plane.py)."""

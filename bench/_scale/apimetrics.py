@@ -1,0 +1,48 @@
+"""API server request counts from its /metrics (apiserver_request_total), scraped over
+loopback with the admin client certificate, and operator counters from the operator's /metrics.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+Counts = dict[tuple[str, ...], float]
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?P<labels>.*)\})?\s+(?P<value>\S+)")
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def samples(text: str, metric: str) -> Iterable[tuple[dict[str, str], float]]:
+    """(labels, value) of every sample of `metric` in Prometheus text format."""
+    for line in text.splitlines():
+        if not line.startswith(metric):
+            continue
+        m = _SAMPLE.match(line)
+        if m is None or m.group("name") != metric:
+            continue
+        labels = dict(_LABEL.findall(m.group("labels") or ""))
+        yield labels, float(m.group("value"))
+
+
+def requests_by(text: str, *keys: str) -> Counts:
+    """apiserver_request_total summed by the given labels (e.g. verb, code)."""
+    out: Counts = {}
+    for labels, value in samples(text, "apiserver_request_total"):
+        key = tuple(labels.get(k, "") for k in keys)
+        out[key] = out.get(key, 0.0) + value
+    return out
+
+
+def total(text: str, metric: str) -> float:
+    """Sum of every sample of `metric` (0 when absent)."""
+    return sum(value for _, value in samples(text, metric))
+
+
+def delta(after: Counts, before: Counts) -> Counts:
+    """Per-key increase between two scrapes (counters never go down while the server runs)."""
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0}
+
+
+def server_errors(by_code: Counts) -> int:
+    """Requests answered 429 or 5xx (throttled or broken, never the client's fault)."""
+    return int(sum(v for (code,), v in by_code.items() if code == "429" or code.startswith("5")))
