@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +29,7 @@ from kubetune_operator.reconcile.status import (
 )
 
 log = logging.getLogger(__name__)
+APPLY_WORKERS = 16
 
 
 def _now() -> datetime:
@@ -43,11 +45,14 @@ class Controller:
         writer: Writer,
         settings: OperatorSettings,
         clock: Callable[[], datetime] = _now,
+        apply_workers: int = APPLY_WORKERS,
     ) -> None:
         self.reader = reader
         self.writer = writer
         self.settings = settings
         self.clock = clock
+        # Shared by every pass: bounds the writes in flight across all jobs.
+        self.pool = ThreadPoolExecutor(max_workers=apply_workers, thread_name_prefix="apply")
         # upstream job -> jobs waiting for its model (ftj://), so its events wake them.
         self.waiting: dict[tuple[str, str], set[str]] = {}
 
@@ -106,6 +111,15 @@ class Controller:
         self.writer.patch_status(meta["namespace"], meta["name"], meta["resourceVersion"], patch)
         return True
 
+    def _apply_all(self, objs: list[dict[str, Any]]) -> None:
+        """Apply the supporting objects, then every pod, each group concurrently: a 64-worker
+        gang is one round trip deep instead of 64. Pods go second because they name the
+        ServiceAccount. The first error is raised once its group is done (the pass retries)."""
+        support = [o for o in objs if o["kind"] != "Pod"]
+        pods = [o for o in objs if o["kind"] == "Pod"]
+        for group in (support, pods):
+            list(self.pool.map(self.writer.apply, group))
+
     def _execute(
         self,
         body: dict[str, Any],
@@ -135,9 +149,11 @@ class Controller:
             plan = resolve(
                 job, d.start_attempt, self.settings, upstream.output_uri if upstream else None
             )
-            for obj in render(plan):
-                if obj["kind"] == "Pod" and obj["metadata"]["name"] in existing:
-                    continue
-                self.writer.apply(obj)
+            wanted = [
+                obj
+                for obj in render(plan)
+                if not (obj["kind"] == "Pod" and obj["metadata"]["name"] in existing)
+            ]
+            self._apply_all(wanted)
         if d.delete_job:
             self.writer.delete_job(ns, name, meta["uid"])
