@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 from kubernetes.client import ApiException
@@ -19,6 +20,7 @@ from kubetune_operator import metrics
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
 MAX_BACKOFF = 60.0
+RECONCILE_WORKERS = 16
 
 
 class Reconciler(Protocol):
@@ -30,8 +32,11 @@ class Reconciler(Protocol):
 class JobQueue:
     """Runs `reconciler.reconcile` for a job when kicked, never twice at once for the same job."""
 
-    def __init__(self, reconciler: Reconciler) -> None:
+    def __init__(self, reconciler: Reconciler, workers: int = RECONCILE_WORKERS) -> None:
         self.reconciler = reconciler
+        # Passes of different jobs run side by side, at most `workers` at once; the
+        # rest wait their turn here instead of piling onto the API server.
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
         self.running: set[Key] = set()
         self.dirty: set[Key] = set()
         self.timers: dict[Key, asyncio.TimerHandle] = {}
@@ -69,11 +74,13 @@ class JobQueue:
         for timer in self.timers.values():
             timer.cancel()
         self.timers.clear()
+        self.executor.shutdown(wait=False, cancel_futures=True)
 
     async def _pass(self, key: Key) -> float | None:
         self.passes += 1
         try:
-            delay = await asyncio.to_thread(self.reconciler.reconcile, *key)
+            loop = asyncio.get_running_loop()
+            delay = await loop.run_in_executor(self.executor, self.reconciler.reconcile, *key)
         except ApiException as err:
             if err.status == 409:  # someone wrote the job meanwhile: decide again on fresh data
                 self.dirty.add(key)
