@@ -159,7 +159,10 @@ def install_crd(cp: ControlPlane) -> None:
     """Apply crds/ and wait until the FineTuneJob resource is served."""
     crds = REPO_ROOT / "crds"
     cp.kubectl("apply", "--server-side", "-f", str(crds))
-    cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{c.PLURAL}.{c.GROUP}")
+    crd = f"crd/{c.PLURAL}.{c.GROUP}"
+    # kubectl wait fails outright while the CRD has no conditions yet: poll instead.
+    established = ("wait", "--for=condition=Established", "--timeout=5s", crd)
+    eventually(lambda: cp.kubectl(*established, check=False).returncode == 0, 60, "CRD Established")
     eventually(lambda: cp.kubectl("get", c.PLURAL, "-A", check=False).returncode == 0, 30, "CRD")
 
 
