@@ -28,13 +28,29 @@ _phases: dict[tuple[str, str], str] = {}
 
 
 def record_phase(namespace: str, name: str, phase: str | None) -> None:
-    """Remember a job's phase (None: the job is gone) and refresh the by-phase gauge."""
-    if phase is None:
-        _phases.pop((namespace, name), None)
-    else:
-        _phases[(namespace, name)] = phase
+    """Remember a job's phase (None: the job is gone) and move it between the by-phase gauges.
+
+    Constant time per call: every reconcile pass calls this, so a count over all jobs here
+    would make passes slower the more jobs there are.
+    """
+    key = (namespace, name)
+    old = _phases.pop(key, None) if phase is None else _phases.get(key)
+    if old == phase:
+        return
+    if phase is not None:
+        _phases[key] = phase
+        JOBS.labels(phase=phase).inc()
+    if old is not None:
+        JOBS.labels(phase=old).dec()
+
+
+def _init_phase_gauges() -> None:
+    """Every phase is exported from the start, at zero."""
     for p in PHASES:
-        JOBS.labels(phase=p).set(sum(1 for v in _phases.values() if v == p))
+        JOBS.labels(phase=p).set(0)
+
+
+_init_phase_gauges()
 
 
 @contextmanager
