@@ -42,21 +42,23 @@ class Writer:
             "RoleBinding": self.rbac.patch_namespaced_role_binding,
         }
         with metrics.api_call("apply"):
-            patchers[kind](
-                meta["name"],
-                meta["namespace"],
-                obj,
-                field_manager=c.FIELD_MANAGER,
-                force=True,
-                _content_type=APPLY,
-                _preload_content=False,
+            done(
+                patchers[kind](
+                    meta["name"],
+                    meta["namespace"],
+                    obj,
+                    field_manager=c.FIELD_MANAGER,
+                    force=True,
+                    _content_type=APPLY,
+                    _preload_content=False,
+                )
             )
 
     def delete_pod(self, namespace: str, name: str) -> None:
         """Delete a worker; its grace period lets the trainer checkpoint on SIGTERM. Gone is fine."""
         try:
             with metrics.api_call("delete"):
-                self.core.delete_namespaced_pod(name, namespace, _preload_content=False)
+                done(self.core.delete_namespaced_pod(name, namespace, _preload_content=False))
         except client.ApiException as err:
             if err.status != 404:
                 raise
@@ -67,23 +69,23 @@ class Writer:
         """Patch the job's status subresource, refused (409) if the job changed meanwhile."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": patch}
         with metrics.api_call("patch_status"):
-            self.custom.patch_namespaced_custom_object_status(
+            done(self.custom.patch_namespaced_custom_object_status(
                 c.GROUP, c.VERSION, namespace, c.PLURAL, name, body,
                 field_manager=c.FIELD_MANAGER, _content_type=MERGE, _preload_content=False,
-            )  # fmt: skip
+            ))  # fmt: skip
 
     def delete_job(self, namespace: str, name: str, uid: str) -> None:
         """Delete the job itself (TTL); the uid precondition spares a re-created namesake."""
         try:
             with metrics.api_call("delete"):
-                self.custom.delete_namespaced_custom_object(
+                done(self.custom.delete_namespaced_custom_object(
                     c.GROUP, c.VERSION, namespace, c.PLURAL, name,
                     body=client.V1DeleteOptions(
                         preconditions=client.V1Preconditions(uid=uid),
                         propagation_policy="Background",
                     ),
                     _preload_content=False,
-                )  # fmt: skip
+                ))  # fmt: skip
         except client.ApiException as err:
             if err.status not in (404, 409):
                 raise
@@ -115,7 +117,17 @@ class Writer:
             "count": 1,
         }
         with metrics.api_call("event"):
-            self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)  # type: ignore[arg-type]
+            done(self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False))  # type: ignore[arg-type]
+
+
+def done(response: Any) -> None:
+    """Read a raw response to its end and hand its connection back to the pool.
+
+    An unread response cannot give its keep-alive connection back: the next call then opens
+    a new TCP + TLS connection, which costs both sides far more than the request itself.
+    """
+    response.read()
+    response.release_conn()
 
 
 def as_json(response: Any) -> Any:
