@@ -18,6 +18,7 @@ class LoopState:
     evals: list[tuple[int, float]] = field(default_factory=list)
     tokens: int = 0
     train_seconds: float = 0.0
+    step_ends: list[float] = field(default_factory=list)  # perf_counter at the end of each step
     stopped_early: bool = False
     preempted: bool = False
 
@@ -60,6 +61,7 @@ def run(t: Any, s: LoopState) -> LoopState:
             break
         if save_due:
             t.save(s)
+        s.step_ends.append(time.perf_counter())
     if not s.evals or s.evals[-1][0] != s.step:
         evaluate(t, s)
     t.report(s, 0, force=True)

@@ -195,7 +195,12 @@ def after_engine(engine: Any, levers: Levers, zero_stage: int) -> None:
 
 # -- DeepSpeed -----------------------------------------------------------------------------------
 def ds_settings(levers: Levers, zero_stage: int) -> dict[str, Any]:
-    """DeepSpeed config entries for the levers (merged under the user's deepspeed.overrides)."""
+    """DeepSpeed config entries for the levers (merged under the user's deepspeed.overrides).
+
+    ZeRO-3 gets larger prefetch and persistence thresholds than DeepSpeed's defaults, so small
+    parameters stay resident and the next layer's weights arrive while this one computes; ZeRO-1/2
+    keep DeepSpeed's defaults (contiguous gradients, 5e8-element buckets).
+    """
     conf: dict[str, Any] = {}
     if levers.fused_optimizer:
         conf["optimizer"] = {"params": {"fused": True}}
@@ -207,12 +212,6 @@ def ds_settings(levers: Levers, zero_stage: int) -> dict[str, Any]:
             "stage3_prefetch_bucket_size": 200_000_000,
             "stage3_param_persistence_threshold": 1_000_000,
             "stage3_max_live_parameters": 1_000_000_000,
-        }
-    elif zero_stage in (1, 2):
-        conf["zero_optimization"] = {
-            "contiguous_gradients": True,
-            "reduce_bucket_size": 500_000_000,
-            "allgather_bucket_size": 500_000_000,
         }
     return conf
 

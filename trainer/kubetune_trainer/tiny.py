@@ -80,7 +80,7 @@ def write_jsonl(path: str | Path, records: Iterator[dict[str, Any]] | list[dict[
 
 def corpus_texts(records: list[dict[str, Any]]) -> list[str]:
     """Plain texts of records in any form, for training the tokenizer."""
-    texts = []
+    texts: list[str] = []
     for r in records:
         if "messages" in r:
             texts.extend(m["content"] for m in r["messages"])

@@ -41,6 +41,12 @@ def job_key(cfg: TrainerConfig) -> str:
     ]
 
 
+def median_step(ends: list[float], skip: int = 3) -> float | None:
+    """Median wall time between step ends (everything the loop does), after a few warm-up steps."""
+    gaps = sorted(b - a for a, b in zip(ends[skip:], ends[skip + 1 :], strict=False))
+    return gaps[len(gaps) // 2] if gaps else None
+
+
 class Trainer:
     """Holds the engine, data, checkpoints and reporting of one rank."""
 
@@ -361,7 +367,9 @@ class Trainer:
         counts[self.env.rank] = float(value)
         return [int(x) for x in self.all_sum(counts)]
 
-    def run_card(self, s: loop.LoopState, written: list[str], shares: dict[str, list[int]]) -> dict[str, Any]:
+    def run_card(
+        self, s: loop.LoopState, written: list[str], shares: dict[str, list[int]]
+    ) -> dict[str, Any]:
         """Lineage and results of the run."""
         cfg = self.cfg
         trainable = sum(
@@ -402,6 +410,7 @@ class Trainer:
                 "tokens": s.tokens,
                 "train_seconds": s.train_seconds,
                 "seconds_per_step": s.train_seconds / max(1, len(s.losses)),
+                "median_loop_seconds_per_step": median_step(s.step_ends),
                 "tokens_per_second": self.tokens_per_second(s),
             },
             "distributed": {
