@@ -9,6 +9,7 @@ leftovers of older attempts as such.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -30,6 +31,9 @@ from kubetune_operator.reconcile.status import (
 
 log = logging.getLogger(__name__)
 APPLY_WORKERS = 16
+# How long a pod this operator created counts as existing although the pod watch has not
+# shown it yet (its ADDED event is normally a few milliseconds behind the create call).
+EXPECT_SECONDS = 30.0
 
 
 def _now() -> datetime:
@@ -53,6 +57,8 @@ class Controller:
         self.clock = clock
         # Shared by every pass: bounds the writes in flight across all jobs.
         self.pool = ThreadPoolExecutor(max_workers=apply_workers, thread_name_prefix="apply")
+        # (namespace, job) -> pod name -> when it was applied: created, not yet observed.
+        self.expected: dict[tuple[str, str], dict[str, float]] = {}
         # upstream job -> jobs waiting for its model (ftj://), so its events wake them.
         self.waiting: dict[tuple[str, str], set[str]] = {}
 
@@ -62,6 +68,7 @@ class Controller:
             body = self.reader.job(namespace, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 metrics.record_phase(namespace, name, None)
+                self.expected.pop((namespace, name), None)
                 return None
             status = body.get("status") or {}
             try:
@@ -111,6 +118,18 @@ class Controller:
         self.writer.patch_status(meta["namespace"], meta["name"], meta["resourceVersion"], patch)
         return True
 
+    def _expected_pods(self, key: tuple[str, str], seen: set[str]) -> set[str]:
+        """Pods created lately that the watch has not shown yet; forgets observed or old ones."""
+        mine = self.expected.get(key)
+        if not mine:
+            return set()
+        horizon = time.monotonic() - EXPECT_SECONDS
+        for pod in [p for p, t in mine.items() if p in seen or t < horizon]:
+            del mine[pod]
+        if not mine:
+            del self.expected[key]
+        return set(mine)
+
     def _apply_all(self, objs: list[dict[str, Any]]) -> None:
         """Apply the supporting objects, then every pod, each group concurrently: a 64-worker
         gang is one round trip deep instead of 64. Pods go second because they name the
@@ -145,7 +164,8 @@ class Controller:
         for pod in d.delete_pods:
             self.writer.delete_pod(ns, pod)
         if d.start_attempt is not None:
-            existing = {p["metadata"]["name"] for p in pods}
+            seen = {p["metadata"]["name"] for p in pods}
+            existing = seen | self._expected_pods((ns, name), seen)
             plan = resolve(
                 job, d.start_attempt, self.settings, upstream.output_uri if upstream else None
             )
@@ -154,6 +174,10 @@ class Controller:
                 for obj in render(plan)
                 if not (obj["kind"] == "Pod" and obj["metadata"]["name"] in existing)
             ]
-            self._apply_all(wanted)
+            new_pods = [o["metadata"]["name"] for o in wanted if o["kind"] == "Pod"]
+            if new_pods:  # else every pod is created and merely not observed yet
+                self._apply_all(wanted)
+                now = time.monotonic()
+                self.expected.setdefault((ns, name), {}).update(dict.fromkeys(new_pods, now))
         if d.delete_job:
             self.writer.delete_job(ns, name, meta["uid"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from kubernetes import client
@@ -10,13 +11,20 @@ from kubetune_operator import metrics
 from kubetune_operator.api import constants as c
 from kubetune_operator.apply import as_json
 
+PodIndex = Mapping[tuple[str, str], Iterable[dict[str, Any]]]
+
 
 class Reader:
-    """Reads the objects a reconcile pass needs, as the API server spells them."""
+    """Reads the objects a reconcile pass needs, as the API server spells them.
 
-    def __init__(self, api: client.ApiClient) -> None:
+    With `pod_index` (worker pods by (namespace, job), kept up to date from the pod watch),
+    `pods` reads from it instead of sending a LIST to the API server on every pass.
+    """
+
+    def __init__(self, api: client.ApiClient, pod_index: PodIndex | None = None) -> None:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
+        self.pod_index = pod_index
 
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The FineTuneJob, or None when it is gone."""
@@ -33,6 +41,11 @@ class Reader:
 
     def pods(self, namespace: str, job: str, uid: str | None) -> list[dict[str, Any]]:
         """Worker pods of the job (all attempts) that the job owns."""
+        if self.pod_index is not None:
+            # list() of the index's values is one step under the GIL: safe from this thread
+            # while the event loop updates the index.
+            cached = list(self.pod_index.get((namespace, job), ()))
+            return [p for p in cached if uid is None or _owned_by(p, uid)]
         with metrics.api_call("list"):
             resp = self.core.list_namespaced_pod(
                 namespace,

@@ -7,6 +7,7 @@ deleting a job never waits for the operator, owner references clean up the child
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Mapping
@@ -55,7 +56,7 @@ def startup(
     settings: kopf.OperatorSettings,
     memo: Any,
     logger: logging.Logger | logging.LoggerAdapter[Any],
-    **_: Any,
+    **kwargs: Any,
 ) -> None:
     """Kopf bookkeeping under our prefix, clients in memo, metrics server."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
@@ -67,9 +68,25 @@ def startup(
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 8
     api = api_client()
-    memo.queue = JobQueue(Controller(Reader(api), Writer(api), OperatorSettings.from_env()))
+    reader = Reader(api, pod_index=kwargs["worker_pods"])  # the index below, by its name
+    memo.queue = JobQueue(Controller(reader, Writer(api), OperatorSettings.from_env()))
     metrics.serve(int(os.environ.get(METRICS_PORT_ENV, c.OPERATOR_METRICS_PORT)))
     logger.info("kubetune operator started")
+
+
+@kopf.index(
+    "",
+    "v1",
+    "pods",
+    labels={c.LABEL_JOB: kopf.PRESENT, c.LABEL_MANAGED_BY: c.MANAGED_BY, c.LABEL_ROLE: "worker"},
+)
+def worker_pods(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Worker pods by (namespace, job), kept from the pod watch, so a pass reads its pods here
+    instead of listing them. Kopf fills every index before it calls any handler, so the first
+    passes after a start already see all pods."""
+    return {(namespace or "default", labels[c.LABEL_JOB]): copy.deepcopy(dict(body))}
 
 
 @kopf.on.cleanup()

@@ -89,3 +89,28 @@ def test_one_apply_worker_still_applies_everything_in_order() -> None:
     controller(Reader(job_body(3)), writer, workers=1).reconcile("ns", "llama-lora")
     assert writer.max_active == 1
     assert [k for k, _ in writer.applied][-3:] == ["Pod", "Pod", "Pod"]
+
+
+def test_pods_created_but_not_yet_watched_are_not_applied_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    writer = Writer()
+    ctl = controller(Reader(job_body(4)), writer)  # the pod index never catches up here
+    ctl.reconcile("ns", "llama-lora")
+    first = len(writer.applied)
+    ctl.reconcile("ns", "llama-lora")
+    assert len(writer.applied) == first, "the second pass re-applied pods it had just created"
+    monkeypatch.setattr("kubetune_operator.controller.EXPECT_SECONDS", -1.0)
+    ctl.reconcile("ns", "llama-lora")
+    assert [k for k, _ in writer.applied].count("Pod") == 8, "expired expectations: re-apply"
+
+
+def test_observed_pods_stop_being_expected() -> None:
+    writer = Writer()
+    reader = Reader(job_body(2))
+    ctl = controller(reader, writer)
+    ctl.reconcile("ns", "llama-lora")
+    names = [n for k, n in writer.applied if k == "Pod"]
+    reader.pod_list = [{"metadata": {"name": n, "labels": {}}} for n in names]
+    ctl._expected_pods(("ns", "llama-lora"), set(names))
+    assert ctl.expected == {}
