@@ -71,6 +71,36 @@ def signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
+def mount_namespace(pid: int, timeout: float = 5.0) -> str | None:
+    """The mount namespace a container's root process entered through unshare (None if it is
+    gone first); never the agent's own, so signalling its members cannot hit the host."""
+    own = os.readlink("/proc/self/ns/mnt")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            ns = os.readlink(f"/proc/{pid}/ns/mnt")
+        except OSError:
+            return None
+        if ns != own:
+            return ns
+        time.sleep(0.01)
+    return None
+
+
+def signal_namespace(ns: str | None, sig: int) -> None:
+    """Signal every process in mount namespace `ns`: a container's processes include those
+    that left its process group (torchrun starts its ranks in new sessions), as a runtime's
+    cgroup or PID namespace would."""
+    if ns is None:
+        return
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if os.readlink(entry / "ns" / "mnt") == ns:
+                os.kill(int(entry.name), sig)
+
+
 def group_alive(pgid: int) -> bool:
     """Whether any process of the group is left."""
     try:
@@ -145,6 +175,7 @@ class PodRun:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.forced_reason: dict[str, str] = {}
         self.cgroups: dict[str, Path | None] = {}
+        self.namespaces: dict[str, str | None] = {}
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self.deleting = False
@@ -330,6 +361,7 @@ class PodRun:
         state.pid, state.started_at = proc.pid, podstatus.now()
         with self.lock:
             self.procs[state.name] = proc
+        self.namespaces[state.name] = mount_namespace(proc.pid)
         return proc
 
     def _wait(self, state: ContainerState, spec: dict[str, Any]) -> None:
@@ -337,6 +369,7 @@ class PodRun:
         proc = self.procs[state.name]
         rc = proc.wait()
         signal_group(proc.pid, signal.SIGKILL)
+        signal_namespace(self.namespaces.get(state.name), signal.SIGKILL)
         code = 128 - rc if rc < 0 else rc
         start_error = Path(spec["startErrorFile"]).exists()
         forced = self.forced_reason.get(state.name)
@@ -410,6 +443,8 @@ class PodRun:
             if reason:
                 self.forced_reason[name] = reason
             signal_group(proc.pid, sig)
+            if sig == signal.SIGKILL:
+                signal_namespace(self.namespaces.get(name), sig)
 
     def terminate(self, grace_seconds: float) -> None:
         """Graceful stop: SIGTERM now, SIGKILL after the grace period."""
