@@ -7,7 +7,6 @@ deleting a job never waits for the operator, owner references clean up the child
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
 from collections.abc import Mapping
@@ -20,7 +19,7 @@ from kubetune_operator import metrics
 from kubetune_operator.api import constants as c
 from kubetune_operator.apply import Writer
 from kubetune_operator.controller import APPLY_WORKERS, Controller
-from kubetune_operator.fetch import Reader
+from kubetune_operator.fetch import Reader, index_entry
 from kubetune_operator.queue import RECONCILE_WORKERS, JobQueue
 from kubetune_operator.reconcile.plan import OperatorSettings
 
@@ -86,7 +85,7 @@ def worker_pods(
     """Worker pods by (namespace, job), kept from the pod watch, so a pass reads its pods here
     instead of listing them. Kopf fills every index before it calls any handler, so the first
     passes after a start already see all pods."""
-    return {(namespace or "default", labels[c.LABEL_JOB]): copy.deepcopy(dict(body))}
+    return {(namespace or "default", labels[c.LABEL_JOB]): index_entry(body)}
 
 
 @kopf.on.cleanup()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from kubetune_operator.fetch import Reader
+from kubetune_operator.fetch import Reader, index_entry
+from kubetune_operator.reconcile.observe import worker_from_pod
+from tests.unit.operator.helpers import pod as make_pod
 
 pytestmark = pytest.mark.unit
 
@@ -22,3 +24,14 @@ def test_pods_come_from_the_index_and_only_the_jobs_own() -> None:
     assert [p["metadata"]["name"] for p in reader.pods("ns", "a", "uid-a")] == ["a-0"]
     assert len(reader.pods("ns", "a", None)) == 2
     assert reader.pods("ns", "b", "uid-b") == []
+
+
+def test_index_entries_keep_what_observing_reads_and_drop_managed_fields() -> None:
+    full = make_pod(1, phase="Failed", exit_code=137, reason="OOMKilled")
+    full["metadata"]["managedFields"] = [{"manager": "kubelet", "fieldsV1": {"f:status": {}}}]
+    full["spec"]["containers"] = [{"name": "trainer", "image": "x", "env": [{"name": "A"}] * 50}]
+    entry = index_entry(full)
+    assert "managedFields" not in entry["metadata"] and "containers" not in entry["spec"]
+    assert worker_from_pod(entry) == worker_from_pod(full)
+    entry["status"]["phase"] = "changed"
+    assert full["status"]["phase"] == "Failed", "the entry must be a private copy"
