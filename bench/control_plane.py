@@ -65,6 +65,7 @@ class PhaseResult:
     peak_rss: int
     requests: apimetrics.Counts
     seconds: float
+    mean_request_seconds: dict[tuple[str, ...], float] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -365,6 +366,9 @@ def run_phase(
         peak_rss=rss,
         requests=apimetrics.delta(after[0], before[0]),
         seconds=seconds,
+        mean_request_seconds=apimetrics.mean_seconds(
+            apimetrics.delta(after[2], before[2]), apimetrics.delta(after[3], before[3])
+        ),
         errors=errors,
     )
     print(f"    done in {seconds:.1f}s; errors: {errors or 'none'}")
@@ -451,12 +455,17 @@ def status_latencies(timeline: recorder.Timeline, size_of: dict[str, int]) -> di
     return {j: timeline.job_done[j] - t for j, t in terminal.items() if j in timeline.job_done}
 
 
-def scrape_apiserver(cp: ControlPlane) -> tuple[apimetrics.Counts, apimetrics.Counts]:
-    """apiserver_request_total by verb and by code, now."""
+def scrape_apiserver(cp: ControlPlane) -> tuple[apimetrics.Counts, ...]:
+    """apiserver_request_total by verb and by code, request duration sum and count by verb."""
     status, body = http_get(f"{cp.server}/metrics", admin_ssl_context(cp.cert_files), timeout=30)
     if status != 200:
         raise RuntimeError(f"GET /metrics on the apiserver answered {status}")
-    return apimetrics.requests_by(body, "verb"), apimetrics.requests_by(body, "code")
+    return (
+        apimetrics.requests_by(body, "verb"),
+        apimetrics.requests_by(body, "code"),
+        apimetrics.sum_by(body, "apiserver_request_duration_seconds_sum", "verb"),
+        apimetrics.sum_by(body, "apiserver_request_duration_seconds_count", "verb"),
+    )
 
 
 def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -526,6 +535,15 @@ def render_report(
         for r in results
     ]
     lines.append(stats.markdown_table(["controller", "seconds", *VERBS, "all"], verb_rows))
+    lines += [
+        "",
+        "Mean apiserver time per request by verb, ms (apiserver_request_duration_seconds):",
+    ]
+    lat_verbs = [v for v in VERBS if v != "WATCH"]
+    lat_rows = [
+        [r.name] + [_ms(r.mean_request_seconds.get((v,))) for v in lat_verbs] for r in results
+    ]
+    lines += ["", stats.markdown_table(["controller", *lat_verbs], lat_rows)]
     lines += ["", *goal_lines(results[-1])]
     lines += [
         "",
@@ -540,6 +558,11 @@ def render_report(
         f"--rate {args.rate:g}`",
     ]
     return "\n".join(lines)
+
+
+def _ms(seconds: float | None) -> str:
+    """Milliseconds, '-' when there were no such requests."""
+    return "-" if seconds is None else f"{seconds * 1000:.0f}"
 
 
 def goal_lines(ours: PhaseResult) -> list[str]:
@@ -573,6 +596,7 @@ def result_json(r: PhaseResult) -> dict[str, Any]:
         "cpu_seconds": r.cpu_seconds,
         "peak_rss": r.peak_rss,
         "requests": {"/".join(k): v for k, v in r.requests.items()},
+        "mean_request_seconds": {"/".join(k): v for k, v in r.mean_request_seconds.items()},
         "seconds": r.seconds,
         "errors": r.errors,
     }

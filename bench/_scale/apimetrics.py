@@ -26,8 +26,18 @@ def samples(text: str, metric: str) -> Iterable[tuple[dict[str, str], float]]:
 
 def requests_by(text: str, *keys: str) -> Counts:
     """apiserver_request_total summed by the given labels (e.g. verb, code)."""
+    return sum_by(text, "apiserver_request_total", *keys)
+
+
+def mean_seconds(sums: Counts, counts: Counts) -> dict[tuple[str, ...], float]:
+    """Mean of a histogram per key from its _sum and _count (keys without requests left out)."""
+    return {k: sums.get(k, 0.0) / n for k, n in counts.items() if n > 0}
+
+
+def sum_by(text: str, metric: str, *keys: str) -> Counts:
+    """Every sample of `metric` summed by the given labels."""
     out: Counts = {}
-    for labels, value in samples(text, "apiserver_request_total"):
+    for labels, value in samples(text, metric):
         key = tuple(labels.get(k, "") for k in keys)
         out[key] = out.get(key, 0.0) + value
     return out
