@@ -13,9 +13,10 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..config import CheckpointConfig
 from .manifest import (
@@ -31,6 +32,7 @@ from .manifest import (
 from .storage import Storage, join, open_storage, sha256_file
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,6 +52,31 @@ def describe_files(folder: Path) -> dict[str, dict[str, Any]]:
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
+
+
+def with_retries(
+    action: Callable[[], T],
+    what: str,
+    give_up_after: float,
+    first_delay: float = 1.0,
+    max_delay: float = 10.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+) -> T:
+    """action(), retried with backoff until give_up_after seconds have passed: an object store
+    that is briefly unreachable must not end the run (the client's own few retries span
+    seconds, outages last longer)."""
+    deadline = clock() + give_up_after
+    delay = first_delay
+    while True:
+        try:
+            return action()
+        except Exception as e:
+            if clock() + delay > deadline:
+                raise
+            log.warning("%s failed (%s); retrying in %.0fs", what, e, delay)
+            sleep(delay)
+            delay = min(2 * delay, max_delay)
 
 
 def upload_rank(store: Storage, folder: Path, tag: str, rank: int) -> dict[str, Any]:
@@ -156,11 +183,18 @@ class CheckpointManager:
 
     def _publish(self, folder: Path, tag: str, step: int, extra: dict[str, Any]) -> None:
         assert self.store is not None
+        store, limit = self.store, self.commit_timeout
         try:
-            upload_rank(self.store, folder, tag, self.rank)
+            with_retries(
+                lambda: upload_rank(store, folder, tag, self.rank), f"upload of {tag}", limit
+            )
             shutil.rmtree(folder, ignore_errors=True)
             if self.rank == 0:
-                commit(self.store, tag, step, self.world_size, self.commit_timeout, extra)
+                with_retries(
+                    lambda: commit(store, tag, step, self.world_size, limit, extra),
+                    f"commit of {tag}",
+                    limit,
+                )
                 self.committed_steps.append(step)
                 self.last_committed = {
                     "tag": tag,
@@ -168,7 +202,9 @@ class CheckpointManager:
                     "uri": join(self.cfg.uri or "", tag),
                     "time": extra["time"],
                 }
-                prune(self.store, self.cfg.keep_last)
+                with_retries(
+                    lambda: prune(store, self.cfg.keep_last), f"pruning after {tag}", limit
+                )
         except BaseException as e:  # reported by wait(), on the training thread
             self.error = e
 
