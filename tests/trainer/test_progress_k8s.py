@@ -1,0 +1,50 @@
+"""The Kubernetes progress sink patches status.progress of a real FineTuneJob, throttled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from kubetune_operator.api import constants as c
+from kubetune_trainer.progress import KubernetesSink, Progress
+
+pytestmark = pytest.mark.k8s
+
+JOB = {
+    "apiVersion": c.API_VERSION,
+    "kind": c.KIND,
+    "metadata": {"name": "progress"},
+    "spec": {
+        "model": {"source": "s3://models/base"},
+        "dataset": {"train": "s3://data/train.jsonl"},
+        "method": {"type": "lora"},
+        "output": {"uri": "s3://out/progress"},
+    },
+}
+
+
+def test_sink_writes_status_progress_through_the_status_subresource(
+    k8s_api: Any, crd_installed: str, namespace: str
+) -> None:
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(k8s_api)
+    api.create_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, JOB)
+    sink = KubernetesSink("progress", namespace, interval=0.1, api=api)
+    assert sink.throttle.interval == 10.0  # never more often than every 10 s
+    sink.report(Progress(step=10, total_steps=40, epoch=0.5, loss=1.5, eval_loss=1.75, learning_rate=1e-3,
+                         tokens_per_second=900.0, elapsed_seconds=20.0, attempt=1))  # fmt: skip
+    sink.report(
+        Progress(step=11, total_steps=40, epoch=0.55, elapsed_seconds=22.0)
+    )  # throttled away
+    got = api.get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, "progress")
+    p = got["status"]["progress"]
+    assert (p["step"], p["totalSteps"], p["percent"], p["summary"]) == (10, 40, 25, "10/40 (25%)")
+    assert (
+        p["evalLoss"] == 1.75 and p["etaSeconds"] == 60 and p["eta"] == "1m0s" and p["attempt"] == 1
+    )
+    assert got["spec"]["method"]["type"] == "lora"  # spec untouched
+    sink.report(Progress(step=40, total_steps=40, epoch=2.0, elapsed_seconds=80.0), force=True)
+    got = api.get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, "progress")
+    assert got["status"]["progress"]["percent"] == 100
