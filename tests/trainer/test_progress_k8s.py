@@ -18,7 +18,7 @@ JOB = {
     "spec": {
         "model": {"source": "s3://models/base"},
         "dataset": {"train": "s3://data/train.jsonl"},
-        "method": {"type": "lora"},
+        "method": {"type": "full"},
         "output": {"uri": "s3://out/progress"},
     },
 }
@@ -44,7 +44,7 @@ def test_sink_writes_status_progress_through_the_status_subresource(
     assert (
         p["evalLoss"] == 1.75 and p["etaSeconds"] == 60 and p["eta"] == "1m0s" and p["attempt"] == 1
     )
-    assert got["spec"]["method"]["type"] == "lora"  # spec untouched
+    assert got["spec"]["method"]["type"] == "full"  # spec untouched
     sink.report(Progress(step=40, total_steps=40, epoch=2.0, elapsed_seconds=80.0), force=True)
     got = api.get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, "progress")
     assert got["status"]["progress"]["percent"] == 100
