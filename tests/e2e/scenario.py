@@ -8,6 +8,7 @@ trees run by the node agent, the bucket is moto's S3 HTTP server on 127.0.0.1.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -38,7 +39,9 @@ S3_SECRET = "object-store"
 IMAGE_ENV = {
     "DS_ACCELERATOR": "cpu",
     "OMP_NUM_THREADS": "1",
-    "TORCH_EXTENSIONS_DIR": str(Path.home() / ".cache" / "kubetune" / "torch_extensions"),
+    # Its own op cache: torch keys rebuilds on ninja's command hashes, which differ between
+    # ninja versions, so a cache shared with runs that use another ninja is rebuilt every time.
+    "TORCH_EXTENSIONS_DIR": str(Path.home() / ".cache" / "kubetune" / "torch_extensions-e2e"),
     "TOKENIZERS_PARALLELISM": "false",
 }
 
@@ -118,6 +121,18 @@ class S3:
 
     def read_json(self, bucket: str, key: str) -> Any:
         return json.loads(self.client().get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+def build_deepspeed_ops() -> float:
+    """Build (or find up to date) DeepSpeed's CPU comm op in the pods' op cache, with the
+    project environment's ninja first on PATH as in the pods; returns the seconds it took."""
+    started = time.monotonic()
+    env = {**os.environ, **IMAGE_ENV, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    code = "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load()"
+    subprocess.run(
+        [sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=600
+    )
+    return time.monotonic() - started
 
 
 def build_tiny_model(folder: Path) -> tuple[Path, Path]:

@@ -29,6 +29,7 @@ from tests.e2e.scenario import (
     S3,
     S3_SECRET,
     World,
+    build_deepspeed_ops,
     build_tiny_model,
     eventually,
     job_manifest,
@@ -58,6 +59,7 @@ def world(
         *(f"--from-literal={k}={v}" for k, v in CREDENTIALS.items()),
     )  # fmt: skip
     model, data = build_tiny_model(work / "tiny")
+    build_deepspeed_ops()
     s3 = S3().start()
     # Not under /tmp: every worker mounts an emptyDir over /tmp, which would hide the volumes.
     node_dir = Path(tempfile.mkdtemp(prefix="kubetune-e2e-node-", dir="/var/tmp"))
@@ -151,5 +153,171 @@ def test_happy_path(world: World) -> None:
         None,
         0,
         f"30 steps in {took:.0f}s from apply (step {step} scraped while running)",
+    )
+    world.delete(name)
+
+
+def test_worker_killed_gang_restart_resumes(world: World) -> None:
+    """SIGKILL one worker mid-run: the gang restarts from the last committed checkpoint."""
+    name = _unique("kill")
+    bucket = world.new_bucket(name)
+    world.apply(job_manifest(name, bucket, world.s3, max_steps=40, every_steps=10))
+    eventually(lambda: 10 in world.s3.committed_steps(bucket), 240, "checkpoint 10 committed")
+    world.wait_step(name, 1, 13, 120)
+    at_kill = world.trainer_step(name, 1) or 0
+    world.kill_worker(name, 1, 1)
+    killed = time.monotonic()
+    world.wait_step(name, 2, at_kill, 300)
+    recover = time.monotonic() - killed
+
+    st = world.wait_phase(name, ("Succeeded",), 300)
+    assert st["attempt"] == 2 and st["restarts"] == 1, st
+    assert st["lastFailure"]["pod"] == world.worker(name, 1, 1)
+    assert st["lastFailure"]["exitCode"] == 137, st["lastFailure"]
+    card = world.run_card(bucket)
+    resumed = card["checkpoints"]["resumed_from"]["step"]
+    assert card["training"]["steps"] == 40 and card["training"]["start_step"] == resumed
+    lost = at_kill - resumed
+    assert 0 <= lost <= 10, (at_kill, resumed)
+    world.record(
+        "2 worker killed mid-run",
+        "passed",
+        recover,
+        lost,
+        f"killed at step {at_kill}, resumed from {resumed}",
+    )
+    world.delete(name)
+
+
+def test_suspend_checkpoints_and_resume_continues(world: World) -> None:
+    """suspend: SIGTERM makes the gang save a checkpoint, pods go; resume continues from it."""
+    name = _unique("suspend")
+    bucket = world.new_bucket(name)
+    world.apply(job_manifest(name, bucket, world.s3, max_steps=40, every_steps=1000))
+    world.wait_step(name, 1, 8, 240)
+    at_suspend = world.trainer_step(name, 1) or 0
+    assert world.patch_spec(name, {"runPolicy": {"suspend": True}}).returncode == 0
+    world.wait_phase(name, ("Suspended",), 60)
+    eventually(lambda: not world.pods(name), 60, "workers gone after suspend")
+    saved = world.s3.committed_steps(bucket)
+    assert len(saved) == 1 and saved[0] >= at_suspend, (saved, at_suspend)
+
+    assert world.patch_spec(name, {"runPolicy": {"suspend": False}}).returncode == 0
+    resumed_at = time.monotonic()
+    world.wait_step(name, 2, saved[0] + 1, 300)
+    recover = time.monotonic() - resumed_at
+    st = world.wait_phase(name, ("Succeeded",), 300)
+    assert st["attempt"] == 2, st
+    card = world.run_card(bucket)
+    assert card["checkpoints"]["resumed_from"]["step"] == saved[0] == card["training"]["start_step"]
+    assert card["training"]["steps"] == 40
+    world.record(
+        "5 suspend / resume",
+        "passed",
+        recover,
+        0,
+        f"suspended at step {at_suspend}, checkpoint {saved[0]}",
+    )
+    world.delete(name)
+
+
+def test_malformed_data_fails_naming_the_record(world: World) -> None:
+    """The data turns malformed, a worker dies: the retry fails naming file:line, checkpoints stay."""
+    name = _unique("baddata")
+    bucket = world.new_bucket(name)
+    world.apply(job_manifest(name, bucket, world.s3, max_steps=40, every_steps=5, backoff_limit=1))
+    eventually(lambda: 5 in world.s3.committed_steps(bucket), 240, "checkpoint 5 committed")
+    lines = world.data.read_text().splitlines()
+    lines[6] = '{"prompt": "map ka", "completion": '  # line 7: cut off
+    world.s3.client().put_object(
+        Bucket=bucket, Key="data/train.jsonl", Body="\n".join(lines).encode()
+    )
+    world.kill_worker(name, 1, 0)
+    killed = time.monotonic()
+
+    st = eventually(
+        lambda: (s := world.status(name)).get("phase") == "Failed" and s, 300, "job Failed"
+    )
+    took = time.monotonic() - killed
+    assert st["attempt"] == 2 and st["restarts"] == 1, st
+    assert "train.jsonl:7" in st["message"], st["message"]
+    assert "train.jsonl:7" in st["lastFailure"]["message"] and st["lastFailure"]["exitCode"] == 44
+    failed = [cond for cond in st["conditions"] if cond["type"] == "Failed"]
+    assert failed and failed[0]["status"] == "True" and "train.jsonl:7" in failed[0]["message"]
+    assert 5 in world.s3.committed_steps(bucket), "checkpoints were not kept"
+    reason = failed[0]["reason"]
+    world.record(
+        "7 malformed data",
+        f"passed (Failed, {reason})",
+        took,
+        None,
+        st["lastFailure"]["message"][-80:],
+    )
+    world.delete(name)
+
+
+def test_spec_edit_of_a_running_job_is_refused(world: World) -> None:
+    """The apiserver refuses a spec change of a running job and names the field."""
+    name = _unique("edit")
+    bucket = world.new_bucket(name)
+    world.apply(job_manifest(name, bucket, world.s3, max_steps=400, every_steps=1000))
+    world.wait_phase(name, ("Running",), 120)
+    refused = world.patch_spec(name, {"training": {"maxSteps": 5}})
+    assert refused.returncode != 0
+    assert "spec.training is immutable" in refused.stderr, refused.stderr
+    assert world.job(name)["spec"]["training"]["maxSteps"] == 400
+    world.record(
+        "8 spec edit refused", "passed", None, None, refused.stderr.strip().splitlines()[-1][:90]
+    )
+    world.delete(name)
+
+
+def test_operator_killed_and_restarted(world: World) -> None:
+    """SIGKILL the operator mid-run and start it again: same pods, no duplicates, completes."""
+    name = _unique("opkill")
+    bucket = world.new_bucket(name)
+    world.apply(job_manifest(name, bucket, world.s3, max_steps=40, every_steps=10))
+    world.wait_step(name, 1, 5, 240)
+    before = {p["metadata"]["name"]: p["metadata"]["uid"] for p in world.pods(name)}
+    world.operator.kill()
+    time.sleep(3)
+    restarted = time.monotonic()
+    world.operator.start(min_passes=1)
+    recover = time.monotonic() - restarted
+    after = {p["metadata"]["name"]: p["metadata"]["uid"] for p in world.pods(name)}
+    assert after == before and len(before) == 2, (before, after)
+    st = world.wait_phase(name, ("Succeeded",), 300)
+    assert st["attempt"] == 1 and st["restarts"] == 0, st
+    names_seen = {p["metadata"]["name"] for p in world.pods(name)}
+    assert names_seen <= set(before), names_seen
+    assert world.run_card(bucket)["training"]["steps"] == 40
+    world.record(
+        "4 operator killed + restarted", "passed", recover, 0, "same 2 pods before/after, attempt 1"
+    )
+    world.delete(name)
+
+
+def test_object_store_down_30s(world: World) -> None:
+    """The S3 server stops for 30 s mid-run: uploads are retried, the attempt goes on."""
+    name = _unique("s3down")
+    bucket = world.new_bucket(name)
+    world.apply(job_manifest(name, bucket, world.s3, max_steps=40, every_steps=5))
+    eventually(lambda: 5 in world.s3.committed_steps(bucket), 240, "checkpoint 5 committed")
+    at_stop = world.wait_step(name, 1, 6, 60)
+    world.s3.stop()
+    try:
+        time.sleep(30)
+        during = world.trainer_step(name, 1)
+    finally:
+        world.s3.start()
+    back = time.monotonic()
+    eventually(lambda: max(world.s3.committed_steps(bucket)) > 5, 120, "a commit after the outage")
+    recover = time.monotonic() - back
+    st = world.wait_phase(name, ("Succeeded",), 300)
+    assert st["attempt"] == 1 and st["restarts"] == 0, st
+    assert world.s3.committed_steps(bucket) == list(range(5, 41, 5))
+    assert world.run_card(bucket)["training"]["steps"] == 40
+    world.record(
+        "6 S3 down 30 s", "passed", recover, 0, f"steps {at_stop} -> {during} while down; attempt 1"
     )
     world.delete(name)
