@@ -131,7 +131,14 @@ def tasks_for(smoke: bool) -> list[list[Task]]:
             Task("1B full ZeRO-3", "fixed", one, "full", 3, 2048),
         ],
         [Task("8B LoRA ZeRO-2", "fixed", eight, "lora", 2, 2048)],
-        [Task("1B full ZeRO-0, ours only", "fixed", one, "full", 0, 2048, None, "1B full ZeRO-2")],
+        [
+            Task(
+                "1B full ZeRO-0, ours only", "fixed", one, "full", 0, 2048, None, "1B full ZeRO-2"
+            ),
+            Task(
+                "1B LoRA ZeRO-0, ours only", "fixed", one, "lora", 0, 2048, None, "1B LoRA ZeRO-2"
+            ),
+        ],
     ]
 
 
