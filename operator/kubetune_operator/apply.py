@@ -54,6 +54,27 @@ class Writer:
                 )
             )
 
+    def create_pod(self, obj: dict[str, Any]) -> None:
+        """Create a worker pod; one already there under its deterministic name is fine.
+
+        The operator never updates a pod, so a plain create does what apply would, at about
+        half the API server's work (no managed-fields merge of a whole pod spec).
+        """
+        meta = obj["metadata"]
+        with metrics.api_call("create"):
+            try:
+                done(
+                    self.core.create_namespaced_pod(
+                        meta["namespace"],
+                        obj,  # type: ignore[arg-type]
+                        field_manager=c.FIELD_MANAGER,
+                        _preload_content=False,
+                    )
+                )
+            except client.ApiException as err:
+                if err.status != 409:
+                    raise
+
     def delete_pod(self, namespace: str, name: str) -> None:
         """Delete a worker; its grace period lets the trainer checkpoint on SIGTERM. Gone is fine."""
         try:

@@ -136,8 +136,8 @@ class Controller:
         ServiceAccount. The first error is raised once its group is done (the pass retries)."""
         support = [o for o in objs if o["kind"] != "Pod"]
         pods = [o for o in objs if o["kind"] == "Pod"]
-        for group in (support, pods):
-            list(self.pool.map(self.writer.apply, group))
+        list(self.pool.map(self.writer.apply, support))
+        list(self.pool.map(self.writer.create_pod, pods))
 
     def _execute(
         self,

@@ -53,6 +53,9 @@ class Writer:
             self.active -= 1
             self.applied.append((obj["kind"], obj["metadata"]["name"]))
 
+    def create_pod(self, obj: dict[str, Any]) -> None:
+        self.apply(obj)
+
     def patch_status(self, namespace: str, name: str, rv: str, patch: dict[str, Any]) -> None:
         self.status_patches.append(patch)
 
