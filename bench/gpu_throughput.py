@@ -343,7 +343,8 @@ def ours_engine(task: Task, precision: str, cuda: bool, lr: float) -> tuple[Any,
     model = model_mod.apply_method(
         model, cfg.method, cfg.training.seed, levers.checkpoint_every > 0
     )
-    perf.checkpoint_layers(model, levers.checkpoint_every)
+    if levers.checkpoint_every > 1:
+        perf.checkpoint_layers(model, levers.checkpoint_every)
     conf = engine_mod.ds_config(cfg, 1, precision, perf.ds_settings(levers, task.zero))
     engine = engine_mod.initialize(model, cfg, conf, total_steps=10**6)
     perf.after_engine(engine, levers, task.zero)

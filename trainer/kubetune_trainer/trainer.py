@@ -107,7 +107,8 @@ class Trainer:
         model = model_mod.apply_method(
             model, cfg.method, cfg.training.seed, self.levers.checkpoint_every > 0
         )
-        perf_mod.checkpoint_layers(model, self.levers.checkpoint_every)
+        if self.levers.checkpoint_every > 1:  # selective; full checkpointing is apply_method's
+            perf_mod.checkpoint_layers(model, self.levers.checkpoint_every)
         self.engine = engine_mod.initialize(model, cfg, self.ds_config, self.total_steps)
         perf_mod.after_engine(self.engine, self.levers, cfg.deepspeed.zero_stage)
         self.exclude_frozen = cfg.method.type != "full"
