@@ -70,3 +70,18 @@ def test_gives_up_after_the_time_limit() -> None:
         with_retries(down, "upload", give_up_after=30, sleep=clock.sleep, clock=lambda: clock.now)
     assert clock.slept == [1.0, 2.0, 4.0, 8.0, 10.0]
     assert len(calls) == 6
+
+
+@pytest.mark.parametrize(
+    ("env", "tag", "expected"),
+    [
+        ({}, "step-00000010", 0.0),
+        ({"KUBETUNE_FAULT_UPLOAD_PAUSE": "1:10:30"}, "step-00000010", 30.0),
+        ({"KUBETUNE_FAULT_UPLOAD_PAUSE": "1:10:30"}, "step-00000005", 0.0),
+        ({"KUBETUNE_FAULT_UPLOAD_PAUSE": "1:10:30", "KUBETUNE_ATTEMPT": "2"}, "step-00000010", 0.0),
+    ],
+)
+def test_upload_pause_fault_hook(env: dict[str, str], tag: str, expected: float) -> None:
+    from kubetune_trainer.checkpoint.manager import injected_upload_pause
+
+    assert injected_upload_pause(tag, env) == expected

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -79,11 +80,29 @@ def with_retries(
             delay = min(2 * delay, max_delay)
 
 
+FAULT_UPLOAD_PAUSE = "KUBETUNE_FAULT_UPLOAD_PAUSE"
+
+
+def injected_upload_pause(tag: str, env: Mapping[str, str] = os.environ) -> float:
+    """Seconds to pause after the first file of checkpoint `tag`: a fault hook for end-to-end
+    tests, which cannot otherwise kill a worker while a checkpoint is half uploaded.
+    KUBETUNE_FAULT_UPLOAD_PAUSE="ATTEMPT:STEP:SECONDS" (KUBETUNE_ATTEMPT must match); unset: 0."""
+    value = env.get(FAULT_UPLOAD_PAUSE)
+    if not value:
+        return 0.0
+    attempt, step, seconds = value.split(":")
+    if env.get("KUBETUNE_ATTEMPT", "1") == attempt and tag == tag_for(int(step)):
+        return float(seconds)
+    return 0.0
+
+
 def upload_rank(store: Storage, folder: Path, tag: str, rank: int) -> dict[str, Any]:
     """Upload this rank's files of a checkpoint, then record them (the record means 'done')."""
     files = describe_files(folder)
-    for name in files:
+    for i, name in enumerate(files):
         store.put_file(folder / name, join(tag, name))
+        if i == 0:
+            time.sleep(injected_upload_pause(tag))
     record = {"rank": rank, "files": files}
     store.put_bytes(json.dumps(record).encode(), rank_key(tag, rank))
     return record
