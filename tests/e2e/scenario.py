@@ -154,6 +154,7 @@ def job_manifest(
     every_steps: int,
     backoff_limit: int = 2,
     keep_last: int = 10,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A 2-worker LoRA job (ZeRO-2, fp32, CPU): model, data, checkpoints and output in one
     bucket."""
@@ -189,7 +190,8 @@ def job_manifest(
                     {
                         "name": "KUBETUNE_METRICS_ADDR",
                         "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
-                    }
+                    },
+                    *({"name": k, "value": v} for k, v in (env or {}).items()),
                 ],
             },
             "checkpoint": {
@@ -239,11 +241,11 @@ class World:
         return str(manifest["metadata"]["name"])
 
     def job(self, name: str) -> dict[str, Any]:
-        return dict(
-            client.CustomObjectsApi(self.api).get_namespaced_custom_object(
-                c.GROUP, c.VERSION, self.namespace, c.PLURAL, name
-            )
+        api = client.CustomObjectsApi(self.api)
+        body: Any = api.get_namespaced_custom_object(
+            c.GROUP, c.VERSION, self.namespace, c.PLURAL, name
         )
+        return dict(body)
 
     def status(self, name: str) -> dict[str, Any]:
         return dict(self.job(name).get("status") or {})

@@ -321,3 +321,33 @@ def test_object_store_down_30s(world: World) -> None:
         "6 S3 down 30 s", "passed", recover, 0, f"steps {at_stop} -> {during} while down; attempt 1"
     )
     world.delete(name)
+
+
+def test_worker_killed_during_upload_torn_checkpoint_unused(world: World) -> None:
+    """A worker dies while checkpoint 10 is half uploaded: it is never committed or used, the
+    retry resumes from checkpoint 5. The pause mid-upload is the trainer's fault hook."""
+    name = _unique("torn")
+    bucket = world.new_bucket(name)
+    pause = {"KUBETUNE_FAULT_UPLOAD_PAUSE": "1:10:120"}
+    world.apply(job_manifest(name, bucket, world.s3, max_steps=20, every_steps=5, env=pause))
+    torn = "checkpoints/step-00000010/"
+    eventually(lambda: world.s3.keys(bucket, torn), 240, "checkpoint 10 half uploaded")
+    assert world.s3.committed_steps(bucket) == [5]
+    at_kill = world.trainer_step(name, 1) or 10
+    world.kill_worker(name, 1, 1)
+    killed = time.monotonic()
+    assert f"{torn}manifest.json" not in world.s3.keys(bucket, torn)
+    world.wait_step(name, 2, at_kill, 300)
+    recover = time.monotonic() - killed
+
+    st = world.wait_phase(name, ("Succeeded",), 300)
+    assert st["attempt"] == 2 and st["restarts"] == 1, st
+    card = world.run_card(bucket)
+    assert card["checkpoints"]["resumed_from"]["step"] == 5, card["checkpoints"]
+    assert card["training"]["steps"] == 20
+    assert world.s3.committed_steps(bucket) == [5, 10, 15, 20]  # 10 saved again by attempt 2
+    world.record(
+        "3 worker killed mid-upload", "passed", recover, at_kill - 5,
+        f"killed at step {at_kill} during upload of 10; resumed from 5",
+    )  # fmt: skip
+    world.delete(name)
