@@ -84,8 +84,8 @@ def run_trainer(
     )
     progress = workdir / "progress.jsonl"
     events = [json.loads(x) for x in progress.read_text().splitlines()] if progress.exists() else []
-    losses = [e.get("loss", math.nan) for e in events if e.get("event") == "step"]
-    return proc.returncode, proc.stdout + proc.stderr, losses
+    by_step = {e["step"]: e.get("loss", math.nan) for e in events if e.get("event") == "step"}
+    return proc.returncode, proc.stdout + proc.stderr, [by_step[k] for k in sorted(by_step)]
 
 
 @pytest.mark.parametrize("method", ["full", "lora", "qlora"])
