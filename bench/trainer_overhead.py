@@ -40,7 +40,24 @@ def baseline_worker(base: str, train: str, steps: int, stage: int, out: str) -> 
     seqs = data.build_dataset(
         tok, DataConfig(train=train, max_seq_length=SEQ), 42, Path(out).parent
     ).train
+    config = {
+        "train_micro_batch_size_per_gpu": MICRO,
+        "gradient_accumulation_steps": 1,
+        "gradient_clipping": 1.0,
+        "zero_optimization": {"stage": stage},
+        "optimizer": {"type": "AdamW", "params": {"lr": LR, "torch_adam": True}},
+        "steps_per_print": 10**9,
+    }
+    if stage == 3:
+        # As documented for ZeRO-3 with transformers (and as the trainer does): partition while
+        # loading. Without it every tensor of this tiny model is under DeepSpeed's persistence
+        # threshold and stays whole on each rank, which would not be ZeRO-3 in any real sense.
+        from transformers.integrations import HfDeepSpeedConfig
+
+        hook = HfDeepSpeedConfig(config)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    if stage == 3:
+        del hook
     torch.manual_seed(42)
     model = get_peft_model(
         model,
@@ -52,14 +69,6 @@ def baseline_worker(base: str, train: str, steps: int, stage: int, out: str) -> 
             task_type="CAUSAL_LM",
         ),
     )
-    config = {
-        "train_micro_batch_size_per_gpu": MICRO,
-        "gradient_accumulation_steps": 1,
-        "gradient_clipping": 1.0,
-        "zero_optimization": {"stage": stage},
-        "optimizer": {"type": "AdamW", "params": {"lr": LR, "torch_adam": True}},
-        "steps_per_print": 10**9,
-    }
     engine, *_ = deepspeed.initialize(
         model=model,
         model_parameters=[p for p in model.parameters() if p.requires_grad],
@@ -89,7 +98,9 @@ def torchrun(args: list[str], env: dict[str, str]) -> float:
         "2",
         *args,
     ]
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    done = subprocess.run(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if done.returncode:
+        sys.exit(f"{' '.join(args[:2])} failed:\n{done.stdout[-3000:]}")
     return time.monotonic() - started
 
 
