@@ -38,7 +38,14 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
     root = tmp_path_factory.mktemp("gpu-trainer")
     data = tiny.write_jsonl(root / "train.jsonl", tiny.synthetic_records(256, "B", seed=1))
-    model = tiny.make_tiny_model(root / "base", pretrain_steps=40)
+    # Built in its own process: other GPU tests patch the Llama classes with Liger's Triton
+    # kernels process-wide, and those cannot run the CPU pre-training here.
+    model = root / "base"
+    subprocess.run(
+        [sys.executable, "-m", "kubetune_trainer.tiny", "--out", str(model), "--pretrain-steps", "40"],
+        check=True,
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
+    )
     return model, data
 
 
