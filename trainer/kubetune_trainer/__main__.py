@@ -15,8 +15,14 @@ from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, TERMINATION_LOG, Ba
 
 
 def report_bad_input(message: str, termination_log: str = TERMINATION_LOG) -> None:
-    """Print the error and leave it where Kubernetes shows it as the container's message."""
+    """Print the error and leave it where Kubernetes shows it as the container's message.
+
+    The kubelet creates the termination-log file in every container; where it is absent (a
+    local run, a test on the host) nothing is written, so no stray file lands in /dev.
+    """
     sys.stderr.write(f"kubetune-trainer: error: {message}\n")
+    if not os.path.isfile(termination_log):
+        return
     try:
         with open(termination_log, "w") as f:
             f.write(message[:4000])

@@ -37,6 +37,19 @@ def torchrun_args(env: dict[str, str], config: str) -> list[str]:
     return [*cmd, "-m", "kubetune_trainer", "--config", config]
 
 
+def with_own_bin_first(env: dict[str, str]) -> dict[str, str]:
+    """env with this interpreter's bin folder first on PATH.
+
+    DeepSpeed JIT-builds its ops with whichever `ninja` PATH finds first, and two ninja
+    versions write different build hashes, so the shared op cache would be rebuilt (minutes)
+    each time the caller's PATH differs. The environment's own tools make it the same ninja
+    every time.
+    """
+    own = os.path.dirname(sys.executable)
+    rest = [p for p in env.get("PATH", "").split(os.pathsep) if p and p != own]
+    return {**env, "PATH": os.pathsep.join([own, *rest])}
+
+
 def combine(torchrun_code: int, rank_codes: list[int]) -> int:
     """One exit code for the node: bad input first, then preemption, else torchrun's."""
     if EXIT_BAD_INPUT in rank_codes:
@@ -67,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=os.environ.get("KUBETUNE_CONFIG", "trainer.json"))
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kubetune-exit-") as folder:
-        env = {**os.environ, "KUBETUNE_EXIT_DIR": folder}
+        env = with_own_bin_first({**os.environ, "KUBETUNE_EXIT_DIR": folder})
         proc = subprocess.Popen(torchrun_args(env, args.config), env=env)
 
         def forward(signum: int, frame: object) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -90,8 +92,15 @@ def test_bad_config_names_the_field(tmp_path: Path) -> None:
 
 def test_bad_input_goes_to_the_termination_log(tmp_path: Path) -> None:
     log = tmp_path / "termination-log"
+    log.touch()  # the kubelet creates it in every container
     report_bad_input("data x.jsonl:3: broken", str(log))
     assert log.read_text() == "data x.jsonl:3: broken"
+
+
+def test_bad_input_outside_a_pod_creates_no_termination_log(tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
+    report_bad_input("data x.jsonl:3: broken", str(log))
+    assert not log.exists()
 
 
 def test_launcher_reports_what_the_ranks_reported() -> None:
@@ -122,3 +131,8 @@ def test_metrics_port_per_local_rank() -> None:
     assert metrics.metrics_port(None, 0, env={"KUBETUNE_METRICS_PORT": "9500"}) == 9500
     assert metrics.metrics_port(None, 0, env={}) is None
     assert metrics.mfu(1000.0, 1_000_000, peak=1e12, world_size=1) == pytest.approx(0.006)
+
+
+def test_launcher_puts_its_own_tools_first_on_path() -> None:
+    env = launch.with_own_bin_first({"PATH": "/usr/bin:" + os.path.dirname(sys.executable)})
+    assert env["PATH"].split(os.pathsep) == [os.path.dirname(sys.executable), "/usr/bin"]
