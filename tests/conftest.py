@@ -41,7 +41,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if not set(marks) & {"unit", "k8s", "e2e", "gpu", "slow"}:
             unmarked.append(item.nodeid)
     if unmarked:
-        raise pytest.UsageError("tests without a marker (unit, k8s, e2e, gpu, slow): " + ", ".join(unmarked))
+        raise pytest.UsageError(
+            "tests without a marker (unit, k8s, e2e, gpu, slow): " + ", ".join(unmarked)
+        )
     gpu_items = [i for i in items if i.get_closest_marker("gpu")]
     if gpu_items and not _has_cuda():
         skip = pytest.mark.skip(reason="needs a CUDA GPU")

@@ -42,7 +42,15 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     # kernels process-wide, and those cannot run the CPU pre-training here.
     model = root / "base"
     subprocess.run(
-        [sys.executable, "-m", "kubetune_trainer.tiny", "--out", str(model), "--pretrain-steps", "40"],
+        [
+            sys.executable,
+            "-m",
+            "kubetune_trainer.tiny",
+            "--out",
+            str(model),
+            "--pretrain-steps",
+            "40",
+        ],
         check=True,
         env={**os.environ, "CUDA_VISIBLE_DEVICES": ""},
     )

@@ -22,10 +22,13 @@ class _Config(BaseModel):
 class ModelConfig(_Config):
     """The base model."""
 
-    source: str = Field(description="Resolved model URI: hf://, s3://, file:// (pvc:// becomes file://).")
+    source: str = Field(
+        description="Resolved model URI: hf://, s3://, file:// (pvc:// becomes file://)."
+    )
     revision: str | None = Field(None, description="Hub revision for hf:// sources.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "bfloat16", description="dtype the weights are loaded in (fp32 master weights come from DeepSpeed)."
+        "bfloat16",
+        description="dtype the weights are loaded in (fp32 master weights come from DeepSpeed).",
     )
     trust_remote_code: bool = Field(False, description="Allow model repository code to run.")
 
@@ -35,9 +38,15 @@ class DataConfig(_Config):
 
     train: str = Field(description="Training data URI (.jsonl/.parquet file or folder).")
     validation: str | None = Field(None, description="Validation data URI.")
-    validation_split: float | None = Field(None, description="Held-out fraction when validation is unset.")
-    format: Literal["auto", "prompt-completion", "chat", "text"] = Field("auto", description="Record format.")
-    max_seq_length: int = Field(2048, description="Tokens per sequence (truncation / packing length).")
+    validation_split: float | None = Field(
+        None, description="Held-out fraction when validation is unset."
+    )
+    format: Literal["auto", "prompt-completion", "chat", "text"] = Field(
+        "auto", description="Record format."
+    )
+    max_seq_length: int = Field(
+        2048, description="Tokens per sequence (truncation / packing length)."
+    )
     packing: bool = Field(True, description="Pack records into full-length sequences.")
 
 
@@ -48,9 +57,13 @@ class MethodConfig(_Config):
     lora_r: int = Field(16, description="LoRA rank.")
     lora_alpha: int = Field(32, description="LoRA alpha.")
     lora_dropout: float = Field(0.05, description="LoRA dropout.")
-    target_modules: list[str] = Field(default_factory=lambda: ["all-linear"], description="LoRA targets.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["all-linear"], description="LoRA targets."
+    )
     use_dora: bool = Field(False, description="Use DoRA.")
-    trainable_modules: list[str] | None = Field(None, description="partial: name substrings that train.")
+    trainable_modules: list[str] | None = Field(
+        None, description="partial: name substrings that train."
+    )
     top_layers: int | None = Field(None, description="partial: last N layers train.")
 
 
@@ -60,7 +73,9 @@ class TrainingConfig(_Config):
     epochs: float | None = Field(None, description="Epochs (used when max_steps is None).")
     max_steps: int | None = Field(None, description="Optimizer steps; wins over epochs.")
     learning_rate: float = Field(2e-4, description="Peak learning rate.")
-    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field("cosine", description="LR schedule.")
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="LR schedule."
+    )
     warmup_ratio: float = Field(0.03, description="Warmup fraction of total steps.")
     weight_decay: float = Field(0.0, description="AdamW weight decay.")
     max_grad_norm: float = Field(1.0, description="Clipping norm; 0 disables.")
@@ -70,9 +85,13 @@ class TrainingConfig(_Config):
     gradient_checkpointing: bool = Field(False, description="Activation checkpointing.")
     seed: int = Field(42, description="Seed for data order, splits, init.")
     eval_every_steps: int | None = Field(None, description="Evaluate every N steps.")
-    early_stopping_patience: int | None = Field(None, description="Evals without improvement before stopping.")
+    early_stopping_patience: int | None = Field(
+        None, description="Evals without improvement before stopping."
+    )
     early_stopping_min_delta: float = Field(0.0, description="Improvement that counts.")
-    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field("auto", description="Training precision.")
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="Training precision."
+    )
     log_every_steps: int = Field(1, description="Metrics/progress update interval in steps.")
 
 
@@ -80,8 +99,12 @@ class DeepSpeedConfig(_Config):
     """DeepSpeed ZeRO."""
 
     zero_stage: int = Field(2, description="ZeRO stage 0-3.")
-    offload_optimizer: Literal["none", "cpu", "nvme"] = Field("none", description="Optimizer offload.")
-    offload_parameters: Literal["none", "cpu", "nvme"] = Field("none", description="Parameter offload.")
+    offload_optimizer: Literal["none", "cpu", "nvme"] = Field(
+        "none", description="Optimizer offload."
+    )
+    offload_parameters: Literal["none", "cpu", "nvme"] = Field(
+        "none", description="Parameter offload."
+    )
     nvme_path: str | None = Field(None, description="NVMe path for nvme offload.")
     overrides: dict[str, Any] = Field(default_factory=dict, description="Raw config merged last.")
 
@@ -111,7 +134,9 @@ class StorageConfig(_Config):
 class CheckpointConfig(_Config):
     """Checkpointing and resume."""
 
-    uri: str | None = Field(None, description="Checkpoint root URI (s3:// or file://); None disables.")
+    uri: str | None = Field(
+        None, description="Checkpoint root URI (s3:// or file://); None disables."
+    )
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Store connection.")
     every_steps: int | None = Field(None, description="Save every N steps.")
     every_minutes: float | None = Field(None, description="Save at least every N minutes.")
@@ -132,12 +157,16 @@ class ReportingConfig(_Config):
     """Where progress and metrics go."""
 
     progress_sink: Literal["kubernetes", "file", "none"] = Field(
-        "file", description="kubernetes: rank 0 patches the job's status.progress; file: JSON lines."
+        "file",
+        description="kubernetes: rank 0 patches the job's status.progress; file: JSON lines.",
     )
     progress_file: str | None = Field(None, description="JSON-lines progress file (file sink).")
-    progress_interval_seconds: float = Field(10.0, description="Least seconds between status patches.")
+    progress_interval_seconds: float = Field(
+        10.0, description="Least seconds between status patches."
+    )
     metrics_port: int | None = Field(
-        None, description="Prometheus port of rank 0; rank r listens on port + local rank. None disables."
+        None,
+        description="Prometheus port of rank 0; rank r listens on port + local rank. None disables.",
     )
     console: bool = Field(False, description="Draw a progress bar on stderr (local runs).")
 
@@ -161,10 +190,16 @@ class TrainerConfig(_Config):
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Optimisation.")
     deepspeed: DeepSpeedConfig = Field(default_factory=DeepSpeedConfig, description="DeepSpeed.")
     perf: PerfConfig = Field(default_factory=PerfConfig, description="Throughput levers.")
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig, description="Checkpoints.")
+    checkpoint: CheckpointConfig = Field(
+        default_factory=CheckpointConfig, description="Checkpoints."
+    )
     output: OutputConfig | None = Field(None, description="Final model; None skips the export.")
-    reporting: ReportingConfig = Field(default_factory=ReportingConfig, description="Progress/metrics.")
-    spec: dict[str, Any] = Field(default_factory=dict, description="The FineTuneJob spec as applied (for the run card).")
+    reporting: ReportingConfig = Field(
+        default_factory=ReportingConfig, description="Progress/metrics."
+    )
+    spec: dict[str, Any] = Field(
+        default_factory=dict, description="The FineTuneJob spec as applied (for the run card)."
+    )
 
     def to_json(self) -> str:
         """Stable JSON for the ConfigMap / config file."""
