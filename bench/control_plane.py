@@ -426,15 +426,27 @@ def complete_all(
     size_of: dict[str, int],
     rate: float,
     timeout: float,
+    stall_seconds: float = 5.0,
 ) -> None:
     """Complete jobs whose pods all run, at `rate` jobs/s, until every job finished (or timeout).
 
     Pods beyond the cluster's GPUs wait Pending; they run as earlier jobs finish, so this goes
-    in waves when a phase has more workers than GPUs.
+    in waves when a phase has more workers than GPUs. Without a gang scheduler, partly running
+    gangs can hold every free GPU while waiting for the rest of their pods; when no job has
+    become complete-able for `stall_seconds`, the running pods of those gangs are completed
+    one by one (their job finishes when its last pod does) to free GPUs.
     """
     requested: set[str] = set()
+    done_pods: set[str] = set()
+    partial: set[str] = set()
     deadline = time.monotonic() + timeout
+    last_ready = time.monotonic()
     annotate = {"metadata": {"annotations": {COMPLETE_ANNOTATION: "true"}}}
+
+    def finish(pods: list[str]) -> None:
+        done_pods.update(pods)
+        list(pool.map(lambda p: core.patch_namespaced_pod(p, namespace, annotate, _preload_content=False), pods))  # fmt: skip
+
     with ThreadPoolExecutor(4) as pool:
         while len(timeline.job_done) < len(size_of) and time.monotonic() < deadline:
             running = _all_seen(timeline, size_of, timeline.pod_running)
@@ -443,8 +455,16 @@ def complete_all(
             for job in ready:
                 tick = time.monotonic()
                 requested.add(job)
-                list(pool.map(lambda p: core.patch_namespaced_pod(p, namespace, annotate, _preload_content=False), by_job[job]))  # fmt: skip
+                finish([p for p in by_job[job] if p not in done_pods])
                 time.sleep(max(0.0, 1 / rate - (time.monotonic() - tick)))
+            if ready:
+                last_ready = time.monotonic()
+            elif time.monotonic() - last_ready > stall_seconds:
+                partial.update(j for j in by_job if j not in requested)
+                last_ready = time.monotonic()
+            with timeline.lock:
+                runs = [p for j in partial for p in by_job.get(j, []) if p in timeline.pod_running]
+            finish([p for p in runs if p not in done_pods])
             if not ready:
                 time.sleep(0.2)
 

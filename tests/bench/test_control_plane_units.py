@@ -7,6 +7,7 @@ import math
 import pytest
 from bench._scale import apimetrics, recorder, stats, workload
 
+from bench import control_plane as bench
 from kubetune_operator.api import constants as c
 
 
@@ -111,3 +112,37 @@ def test_timeline_keeps_first_arrival_of_each_state() -> None:
     t.on_pod({**pod, "status": {"phase": "Succeeded"}}, 4.0)
     assert (t.pod_created["p"], t.pod_running["p"], t.pod_terminal["p"]) == (1.0, 2.0, 3.0)
     assert t.pods_by_job() == {"j": ["p"]}
+
+
+@pytest.mark.unit
+def test_completion_breaks_a_gang_deadlock_by_finishing_running_pods() -> None:
+    """Job a has one pod Running and one Pending (no GPU left); job b runs fully. b is completed
+    as a job; after the stall, a's running pod is completed on its own to free its GPU."""
+    t = recorder.Timeline()
+
+    def pod(name: str, job: str, phase: str) -> dict[str, object]:
+        return {
+            "metadata": {"name": name, "labels": {c.LABEL_JOB: job}},
+            "status": {"phase": phase},
+        }
+
+    for name, job, phase in [
+        ("a-0", "a", "Running"),
+        ("a-1", "a", "Pending"),
+        ("b-0", "b", "Running"),
+    ]:
+        t.on_pod(pod(name, job, phase), 0.0)
+    patched: list[str] = []
+
+    class Core:
+        def patch_namespaced_pod(self, name: str, ns: str, body: object, **_: object) -> None:
+            patched.append(name)
+            job = "b" if name.startswith("b") else "a"
+            t.on_pod(pod(name, job, "Succeeded"), 1.0)
+            if job == "b":
+                t.on_job("b", True, False, 1.0)
+
+    bench.complete_all(Core(), "ns", t, {"a": 2, "b": 1}, 100.0, 1.5, stall_seconds=0.2)  # type: ignore[arg-type]
+    assert patched[0] == "b-0"
+    assert "a-0" in patched and "a-1" not in patched
+    assert patched.count("a-0") == 1
