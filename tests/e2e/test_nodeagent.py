@@ -394,6 +394,34 @@ def test_deletion_escalates_to_sigkill_after_grace(
 
 
 @pytest.mark.e2e
+def test_volume_over_the_checkout_keeps_the_image_visible(
+    node_agent: NodeAgent, core: Any, namespace: str
+) -> None:
+    """An emptyDir on the folder holding the checkout (e.g. /tmp for a clone in /tmp) hides the
+    host's other files there but not the code that stands in for the image."""
+    from tests.e2e.nodeagent import runtime
+
+    repo = Path(runtime.IMAGE_PATHS[0])
+    covered = repo.parent
+    if covered == Path("/"):
+        pytest.skip("the checkout sits at the root of the file system")
+    script = f"""
+        import os, kubetune_trainer
+        assert kubetune_trainer.__file__.startswith({str(repo)!r} + "/"), kubetune_trainer.__file__
+        assert sorted(os.listdir({str(covered)!r})) == [{repo.name!r}], os.listdir({str(covered)!r})
+    """
+    pod = pod_manifest(
+        "covered",
+        script,
+        container={"volumeMounts": [{"name": "scratch", "mountPath": str(covered)}]},
+        volumes=[{"name": "scratch", "emptyDir": {}}],
+    )
+    core.create_namespaced_pod(namespace, pod)
+    done = wait_pod(core, namespace, "covered", phase_in(*TERMINAL), node_agent)
+    assert done["status"]["phase"] == "Succeeded", node_agent.logs(namespace, "covered")
+
+
+@pytest.mark.e2e
 def test_kill_pod_reports_oomkilled(node_agent: NodeAgent, core: Any, namespace: str) -> None:
     """Fault injection: kill_pod(..., reason="OOMKilled") -> Failed, exit 137, OOMKilled."""
     core.create_namespaced_pod(

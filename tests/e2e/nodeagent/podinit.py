@@ -114,6 +114,28 @@ def _make_points(paths: list[tuple[str, bool]], work: Path, created_file: Path) 
             Path(path).mkdir(parents=True, exist_ok=True)
 
 
+def _covered(path: str, targets: list[str]) -> bool:
+    """True when a mount at one of `targets` would hide `path`."""
+    return any(path == t or path.startswith(t.rstrip("/") + "/") for t in targets)
+
+
+def _hold_image_paths(paths: list[str], targets: list[str]) -> dict[str, int]:
+    """O_PATH handles on the image folders that a volume is about to cover."""
+    return {
+        p: os.open(p, os.O_PATH | os.O_DIRECTORY)
+        for p in paths
+        if os.path.isdir(p) and _covered(p, targets)
+    }
+
+
+def _restore_image_paths(held: dict[str, int]) -> None:
+    """Bind each held image folder back over the volume that covered it."""
+    for path, fd in sorted(held.items(), key=lambda kv: kv[0].count("/")):
+        Path(path).mkdir(parents=True, exist_ok=True)
+        _mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC, None)
+        os.close(fd)
+
+
 def setup(spec: dict) -> None:
     """Mount everything the spec lists, set the hostname, enter the working directory."""
     mounts = sorted(spec["mounts"], key=lambda m: m["target"].count("/"))
@@ -121,10 +143,12 @@ def setup(spec: dict) -> None:
     if spec.get("cwd"):
         points.append((spec["cwd"], False))
     _make_points(points, Path(spec["overlayDir"]), Path(spec["createdPathsFile"]))
+    image = _hold_image_paths(spec.get("imagePaths") or [], [m["target"] for m in mounts])
     for m in mounts:
         _mount(m["source"], m["target"], None, MS_BIND | MS_REC, None)
         if m.get("readOnly"):
             _mount(None, m["target"], None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
+    _restore_image_paths(image)
     socket.sethostname(spec["hostname"])
     if spec.get("cwd"):
         os.chdir(spec["cwd"])

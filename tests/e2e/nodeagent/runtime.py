@@ -27,6 +27,10 @@ from tests.e2e.nodeagent.podspec import Pod, PodAddresses, PodConfigError
 from tests.e2e.nodeagent.podstatus import ContainerState
 
 PODINIT = Path(__file__).with_name("podinit.py")
+# What stands in for the container image: this checkout and the Python environment. A volume
+# mounted over a folder that holds them (an emptyDir on /tmp, with the checkout under /tmp)
+# must not hide them, as it would not hide files of a real image kept elsewhere.
+IMAGE_PATHS = [str(Path(__file__).resolve().parents[3]), sys.prefix]
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_LINES = 80
 RETRY_SECONDS = 1.0
@@ -316,6 +320,7 @@ class PodRun:
             "terminationLog": str(term),
             "terminationPolicy": c.get("terminationMessagePolicy", "File"),
             "cgroupProcs": str(cgroup / "cgroup.procs") if cgroup else None,
+            "imagePaths": IMAGE_PATHS,
         }
 
     def _service_env(self) -> dict[str, str]:
