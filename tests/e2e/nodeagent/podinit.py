@@ -144,10 +144,13 @@ def setup(spec: dict) -> None:
         points.append((spec["cwd"], False))
     _make_points(points, Path(spec["overlayDir"]), Path(spec["createdPathsFile"]))
     image = _hold_image_paths(spec.get("imagePaths") or [], [m["target"] for m in mounts])
-    for m in mounts:
-        _mount(m["source"], m["target"], None, MS_BIND | MS_REC, None)
+    # Handles first: a volume mounted over /tmp must not hide the sources of the next ones.
+    sources = [os.open(m["source"], os.O_PATH) for m in mounts]
+    for m, fd in zip(mounts, sources, strict=True):
+        _mount(f"/proc/self/fd/{fd}", m["target"], None, MS_BIND | MS_REC, None)
         if m.get("readOnly"):
             _mount(None, m["target"], None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
+        os.close(fd)
     _restore_image_paths(image)
     socket.sethostname(spec["hostname"])
     if spec.get("cwd"):
