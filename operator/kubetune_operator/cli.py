@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from kubetune_operator.api.crd import crd_yaml
 from kubetune_operator.api.manifests import load_documents
 from kubetune_operator.api.spec import FineTuneJob
+from kubetune_operator.reconcile.parse import validation_problems
 
 
 def load_manifest(path: str) -> FineTuneJob:
@@ -23,13 +24,8 @@ def load_manifest(path: str) -> FineTuneJob:
 
 
 def format_validation_error(err: ValidationError) -> str:
-    """One line per problem, each naming the field as it is spelled in the manifest."""
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
-        msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"{loc}: {msg}" if loc else msg)
-    return "\n".join(lines)
+    """The problems one per line, for a terminal."""
+    return "\n".join(validation_problems(err))
 
 
 def cmd_crd(_: argparse.Namespace) -> int:

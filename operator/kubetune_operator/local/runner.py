@@ -20,7 +20,7 @@ from kubetune_operator.local.gang import GangResult, run_gang
 from kubetune_operator.local.plan import config_path, local_plan, local_uri
 from kubetune_operator.local.report import plot_curve, read_curve, summary
 from kubetune_operator.reconcile.classify import classify_exit
-from kubetune_operator.reconcile.parse import InvalidSpec, describe_validation_error
+from kubetune_operator.reconcile.parse import InvalidSpec, validation_problems
 from kubetune_operator.reconcile.policies import backoff
 
 
@@ -142,7 +142,7 @@ def run_manifest(
         say("interrupted: the workers were asked to checkpoint and stop")
         return 130
     except ValidationError as err:
-        print(f"{path}: invalid FineTuneJob\n{describe_validation_error(err)}", file=sys.stderr)
+        print(f"{path}: invalid FineTuneJob", *validation_problems(err), sep="\n", file=sys.stderr)
     except (InvalidSpec, ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
     return 1

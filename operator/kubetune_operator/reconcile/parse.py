@@ -18,14 +18,19 @@ class InvalidSpec(ValueError):
     """The job cannot be planned; the message names the offending field."""
 
 
-def describe_validation_error(err: ValidationError) -> str:
+def validation_problems(err: ValidationError) -> list[str]:
     """One line per problem, each naming the field as spelled in the manifest."""
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"] if not str(p).startswith("function-"))
         msg = e["msg"].removeprefix("Value error, ")
         lines.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(lines)
+    return lines
+
+
+def describe_validation_error(err: ValidationError) -> str:
+    """The problems on one line, as they go into a job's status message."""
+    return "; ".join(validation_problems(err))
 
 
 def parse_job(body: Mapping[str, Any]) -> FineTuneJob:
