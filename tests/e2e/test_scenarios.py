@@ -148,6 +148,8 @@ def test_happy_path(world: World) -> None:
     took = time.monotonic() - started
     assert st["attempt"] == 1 and st["output"]["uri"] == f"s3://{bucket}/model"
     assert world.s3.committed_steps(bucket) == [10, 20, 30]
+    latest = st["checkpoints"]["latest"]
+    assert latest["step"] == 30 and latest["uri"].startswith(f"s3://{bucket}/"), latest
     model_keys = world.s3.keys(bucket, "model/")
     assert {
         "model/adapter_config.json",

@@ -45,6 +45,20 @@ def test_sink_writes_status_progress_through_the_status_subresource(
         p["evalLoss"] == 1.75 and p["etaSeconds"] == 60 and p["eta"] == "1m0s" and p["attempt"] == 1
     )
     assert got["spec"]["method"]["type"] == "full"  # spec untouched
-    sink.report(Progress(step=40, total_steps=40, epoch=2.0, elapsed_seconds=80.0), force=True)
+    committed = {
+        "tag": "step-00000040",
+        "step": 40,
+        "uri": "s3://ck/step-00000040",
+        "time": "2026-11-26T07:00:00Z",
+    }
+    sink.report(
+        Progress(step=40, total_steps=40, epoch=2.0, elapsed_seconds=80.0, checkpoint=committed),
+        force=True,
+    )
     got = api.get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, "progress")
     assert got["status"]["progress"]["percent"] == 100
+    assert got["status"]["checkpoints"]["latest"] == {
+        "uri": "s3://ck/step-00000040",
+        "step": 40,
+        "time": "2026-11-26T07:00:00Z",
+    }

@@ -68,6 +68,22 @@ def status_progress(
     return {k: v for k, v in out.items() if v is not None}
 
 
+def status_patch(p: Progress, start_step: int = 0) -> dict[str, Any]:
+    """The status merge patch rank 0 sends: progress, and the newest committed checkpoint.
+
+    The trainer writes status.checkpoints.latest itself because only it knows when a checkpoint
+    is committed; the operator would need the store's credentials to find out, and it never
+    holds them.
+    """
+    status: dict[str, Any] = {"progress": status_progress(p, start_step)}
+    if p.checkpoint:
+        latest = {
+            k: p.checkpoint[k] for k in ("uri", "step", "time") if p.checkpoint.get(k) is not None
+        }
+        status["checkpoints"] = {"latest": latest}
+    return {"status": status}
+
+
 def _num(x: float | None, digits: int = 6) -> float | None:
     return None if x is None or not math.isfinite(x) else round(float(x), digits)
 
@@ -147,7 +163,7 @@ class KubernetesSink:
     def report(self, p: Progress, force: bool = False) -> None:
         if not self.throttle.ready(force):
             return
-        body = {"status": {"progress": status_progress(p, self.start_step)}}
+        body = status_patch(p, self.start_step)
         try:
             self.api.patch_namespaced_custom_object_status(
                 "kubetune.dev", "v1alpha1", self.namespace, "finetunejobs", self.name, body

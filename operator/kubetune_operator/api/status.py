@@ -1,7 +1,9 @@
 """FineTuneJob status models.
 
-The operator owns everything here except `progress`, which rank 0 of the trainer patches
-through the status subresource (throttled) with its per-job ServiceAccount.
+The operator owns everything here except `progress` and `checkpoints.latest`, which rank 0 of
+the trainer patches through the status subresource (throttled) with its per-job
+ServiceAccount: only the trainer knows when a checkpoint is committed, and the operator never
+holds the store's credentials to find out.
 """
 
 from __future__ import annotations
@@ -133,6 +135,9 @@ class FineTuneJobStatus(ApiModel):
     progress: Progress | None = Field(
         None, description="Training progress (written by the trainer)."
     )
-    checkpoints: CheckpointStatus | None = Field(None, description="Committed checkpoints.")
+    checkpoints: CheckpointStatus | None = Field(
+        None,
+        description="Committed checkpoints (latest is written by the trainer when it commits one).",
+    )
     output: OutputStatus | None = Field(None, description="The exported model.")
     workers: WorkerCounts | None = Field(None, description="Worker pods of the current attempt.")

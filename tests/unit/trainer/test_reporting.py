@@ -136,3 +136,18 @@ def test_metrics_port_per_local_rank() -> None:
 def test_launcher_puts_its_own_tools_first_on_path() -> None:
     env = launch.with_own_bin_first({"PATH": "/usr/bin:" + os.path.dirname(sys.executable)})
     assert env["PATH"].split(os.pathsep) == [os.path.dirname(sys.executable), "/usr/bin"]
+
+
+def test_status_patch_carries_the_newest_committed_checkpoint() -> None:
+    plain = progress.status_patch(snapshot())
+    assert set(plain["status"]) == {"progress"}
+    ck = {
+        "tag": "step-00000020",
+        "step": 20,
+        "uri": "s3://b/step-00000020",
+        "time": "2026-11-26T07:00:00Z",
+    }
+    p = snapshot()
+    p.checkpoint = ck
+    latest = progress.status_patch(p)["status"]["checkpoints"]["latest"]
+    assert latest == {"uri": "s3://b/step-00000020", "step": 20, "time": "2026-11-26T07:00:00Z"}
