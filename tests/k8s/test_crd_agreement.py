@@ -5,7 +5,6 @@ every leaf of a full manifest is set to values of each JSON type, and the apiser
 from __future__ import annotations
 
 import copy
-import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -13,8 +12,8 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from kubetune_operator.api import constants as c
 from kubetune_operator.api.spec import FineTuneJob
+from tests.k8s.apiserver import server_dry_run
 
 pytestmark = pytest.mark.k8s
 
@@ -107,38 +106,18 @@ def offline_accepts(manifest: dict[str, Any]) -> bool:
     return True
 
 
-def server_accepts(api: Any, namespace: str, manifest: dict[str, Any]) -> tuple[bool, str]:
-    from kubernetes.client.exceptions import ApiException
-
-    try:
-        api.create_namespaced_custom_object(
-            c.GROUP,
-            c.VERSION,
-            namespace,
-            c.PLURAL,
-            manifest,
-            dry_run="All",
-            field_validation="Strict",
-        )
-    except ApiException as err:
-        assert err.status in (400, 422), err.body
-        return False, str(json.loads(err.body or "{}").get("message", ""))
-    return True, ""
-
-
 SPEC_LEAVES = [p for p in leaves(RICH_MANIFEST) if p[0] == "spec"]
 
 
 def test_rich_manifest_is_valid_for_both(
     k8s_api: Any, crd_installed: str, control_plane: Any
 ) -> None:
-    from kubernetes import client
 
     ns = f"agree-{uuid.uuid4().hex[:6]}"
     control_plane.kubectl("create", "namespace", ns)
     try:
         assert offline_accepts(RICH_MANIFEST)
-        assert server_accepts(client.CustomObjectsApi(k8s_api), ns, RICH_MANIFEST) == (True, "")
+        assert server_dry_run(k8s_api, ns, RICH_MANIFEST) is None
     finally:
         control_plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
@@ -146,9 +125,6 @@ def test_rich_manifest_is_valid_for_both(
 def test_validators_agree_on_every_leaf_and_probe(
     k8s_api: Any, crd_installed: str, control_plane: Any
 ) -> None:
-    from kubernetes import client
-
-    api = client.CustomObjectsApi(k8s_api)
     ns = f"agree-{uuid.uuid4().hex[:6]}"
     control_plane.kubectl("create", "namespace", ns)
     disagreements = []
@@ -158,7 +134,8 @@ def test_validators_agree_on_every_leaf_and_probe(
             for value in PROBES:
                 manifest = with_value(path, value)
                 offline = offline_accepts(manifest)
-                server, message = server_accepts(api, ns, manifest)
+                message = server_dry_run(k8s_api, ns, manifest)
+                server = message is None
                 checked += 1
                 if offline != server:
                     disagreements.append(

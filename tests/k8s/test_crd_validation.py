@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from kubetune_operator.api import constants as c
+from tests.k8s.apiserver import server_dry_run
 from tests.unit.api_cases import EXPONENT_YAML, INVALID_CASES, InvalidCase, valid_manifest
 
 pytestmark = pytest.mark.k8s
@@ -27,29 +28,6 @@ def dry_run_namespace(control_plane: Any) -> Iterator[str]:
     control_plane.kubectl("create", "namespace", name)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-def server_dry_run(k8s_api: Any, namespace: str, manifest: dict[str, Any]) -> str | None:
-    """Create the object with dryRun=All and strict field validation; the refusal message, or
-    None when the apiserver accepted it."""
-    from kubernetes import client
-    from kubernetes.client.exceptions import ApiException
-
-    api = client.CustomObjectsApi(k8s_api)
-    try:
-        api.create_namespaced_custom_object(
-            c.GROUP,
-            c.VERSION,
-            namespace,
-            c.PLURAL,
-            manifest,
-            dry_run="All",
-            field_validation="Strict",
-        )
-    except ApiException as err:
-        assert err.status in (400, 422), f"unexpected HTTP {err.status}: {err.body}"
-        return str(json.loads(err.body or "{}").get("message", err.body))
-    return None
 
 
 def test_valid_manifest_is_accepted(
