@@ -104,7 +104,12 @@ def config_map(plan: Plan) -> dict[str, Any]:
 
 
 def service(plan: Plan) -> dict[str, Any]:
-    """Headless Service: DNS for <pod>.<service> before the pods are ready (rendezvous)."""
+    """Headless Service: DNS for rank 0's <pod>.<service> before it is ready (rendezvous).
+
+    It selects only worker 0, the one address every worker dials (MASTER_ADDR): selecting
+    the whole gang would make the EndpointSlice controller rewrite the slice on every worker's
+    state change, work for the API server that grows with the pod count and serves nobody.
+    """
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -112,7 +117,11 @@ def service(plan: Plan) -> dict[str, Any]:
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
-            "selector": {c.LABEL_JOB: plan.name, c.LABEL_ROLE: "worker"},
+            "selector": {
+                c.LABEL_JOB: plan.name,
+                c.LABEL_ROLE: "worker",
+                c.LABEL_WORKER_INDEX: "0",
+            },
             "ports": [{"name": "rendezvous", "port": plan.master_port, "protocol": "TCP"}],
         },
     }

@@ -193,3 +193,16 @@ def test_names_carry_the_attempt() -> None:
     ]
     assert by_kind(objs, "ConfigMap")[0]["metadata"]["name"] == "llama-lora-a4-config"
     assert env_of(by_kind(objs, "Pod")[1])["KUBETUNE_ATTEMPT"] == "4"
+
+
+def test_service_publishes_only_the_rendezvous_worker() -> None:
+    """MASTER_ADDR names worker 0 under the Service; no other worker needs a DNS record, and
+    selecting them would churn the EndpointSlice on every worker state change."""
+    objs = objects()
+    selector = by_kind(objs, "Service")[0]["spec"]["selector"]
+    pods = by_kind(objs, "Pod")
+    selected = [p["metadata"]["name"] for p in pods
+                if selector.items() <= p["metadata"]["labels"].items()]  # fmt: skip
+    assert selected == [pods[0]["metadata"]["name"]]
+    master = env_of(pods[1])["MASTER_ADDR"]
+    assert master.startswith(f"{pods[0]['spec']['hostname']}.{pods[0]['spec']['subdomain']}")
