@@ -50,6 +50,7 @@ def test_sink_writes_status_progress_through_the_status_subresource(
         "step": 40,
         "uri": "s3://ck/step-00000040",
         "time": "2026-11-26T07:00:00Z",
+        "count": 2,
     }
     sink.report(
         Progress(step=40, total_steps=40, epoch=2.0, elapsed_seconds=80.0, checkpoint=committed),
@@ -62,3 +63,4 @@ def test_sink_writes_status_progress_through_the_status_subresource(
         "step": 40,
         "time": "2026-11-26T07:00:00Z",
     }
+    assert got["status"]["checkpoints"]["count"] == 2

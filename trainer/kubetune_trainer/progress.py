@@ -69,18 +69,22 @@ def status_progress(
 
 
 def status_patch(p: Progress, start_step: int = 0) -> dict[str, Any]:
-    """The status merge patch rank 0 sends: progress, and the newest committed checkpoint.
+    """The status merge patch rank 0 sends: progress, the newest committed checkpoint and how
+    many committed checkpoints the store keeps.
 
-    The trainer writes status.checkpoints.latest itself because only it knows when a checkpoint
-    is committed; the operator would need the store's credentials to find out, and it never
-    holds them.
+    The trainer writes status.checkpoints itself because only it knows when a checkpoint is
+    committed and what pruning left; the operator would need the store's credentials to find
+    out, and it never holds them.
     """
     status: dict[str, Any] = {"progress": status_progress(p, start_step)}
     if p.checkpoint:
         latest = {
             k: p.checkpoint[k] for k in ("uri", "step", "time") if p.checkpoint.get(k) is not None
         }
-        status["checkpoints"] = {"latest": latest}
+        checkpoints: dict[str, Any] = {"latest": latest}
+        if p.checkpoint.get("count") is not None:
+            checkpoints["count"] = p.checkpoint["count"]
+        status["checkpoints"] = checkpoints
     return {"status": status}
 
 

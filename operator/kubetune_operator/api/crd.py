@@ -155,7 +155,7 @@ def build_crd() -> dict[str, Any]:
     )
     status_schema = model_schema(FineTuneJobStatus)
     status_schema["description"] = (
-        "Observed state, written by the operator (progress and checkpoints.latest by the trainer)."
+        "Observed state, written by the operator (progress and checkpoints by the trainer)."
     )
     root = {
         "type": "object",

@@ -1,9 +1,9 @@
 """FineTuneJob status models.
 
-The operator owns everything here except `progress` and `checkpoints.latest`, which rank 0 of
-the trainer patches through the status subresource (throttled) with its per-job
-ServiceAccount: only the trainer knows when a checkpoint is committed, and the operator never
-holds the store's credentials to find out.
+The operator owns everything here except `progress` and `checkpoints`, which rank 0 of the
+trainer patches through the status subresource (throttled) with its per-job ServiceAccount:
+only the trainer knows when a checkpoint is committed and what pruning kept, and the operator
+never holds the store's credentials to find out.
 """
 
 from __future__ import annotations
@@ -95,7 +95,11 @@ class CheckpointStatus(ApiModel):
     """Checkpoints seen so far."""
 
     latest: CheckpointRef | None = Field(None, description="Newest committed checkpoint.")
-    count: int | None = Field(None, description="Checkpoints committed during this job.")
+    count: int | None = Field(
+        None,
+        description="Committed checkpoints kept in the store after pruning to spec.checkpoint.keepLast "
+        "(written by the trainer with latest).",
+    )
 
 
 class OutputStatus(ApiModel):
@@ -137,7 +141,7 @@ class FineTuneJobStatus(ApiModel):
     )
     checkpoints: CheckpointStatus | None = Field(
         None,
-        description="Committed checkpoints (latest is written by the trainer when it commits one).",
+        description="Committed checkpoints (written by the trainer when it commits one).",
     )
     output: OutputStatus | None = Field(None, description="The exported model.")
     workers: WorkerCounts | None = Field(None, description="Worker pods of the current attempt.")

@@ -11,7 +11,7 @@ import pytest
 
 from kubetune_trainer.checkpoint import manager, manifest
 from kubetune_trainer.checkpoint.storage import FileStorage, S3Storage, Storage
-from kubetune_trainer.config import StorageConfig
+from kubetune_trainer.config import CheckpointConfig, StorageConfig
 
 pytestmark = pytest.mark.unit
 
@@ -100,12 +100,66 @@ def test_keep_last_prunes_older_folders_only(store: Storage, tmp_path: Path) -> 
     for step in (10, 20, 30):
         publish(store, tmp_path, step)
     publish(store, tmp_path, 40, ranks=[0], commit=False)  # in progress: must survive
-    assert manager.prune(store, keep_last=2) == ["step-00000010"]
+    assert manager.prune(store, keep_last=2) == manager.Pruned(
+        deleted=["step-00000010"], kept=["step-00000030", "step-00000020"]
+    )
     assert sorted(manifest.tags_in(store.list(""))) == [
         "step-00000020",
         "step-00000030",
         "step-00000040",
     ]
+
+
+def rank0_manager(tmp: Path, keep_last: int) -> manager.CheckpointManager:
+    """Rank 0 of a one-rank run with a file:// store under tmp."""
+    cfg = CheckpointConfig(
+        uri=f"file://{tmp}/store", keep_last=keep_last, local_dir=str(tmp / "local")
+    )
+    return manager.CheckpointManager(cfg, rank=0, world_size=1, job_key="job")
+
+
+def test_rank0_reports_latest_with_the_count_kept_after_pruning(tmp_path: Path) -> None:
+    m = rank0_manager(tmp_path, keep_last=2)
+    counts = []
+    for step in (10, 20, 30):
+        tag = manifest.tag_for(step)
+        m._publish(rank_folder(tmp_path, 0, step), tag, step, {"time": "2026-01-01T00:00:00Z"})
+        m.wait()
+        counts.append((m.last_committed or {}).get("count"))
+    assert counts == [1, 2, 2]  # the third commit pruned step 10 before it was reported
+    assert m.last_committed == {
+        "tag": "step-00000030",
+        "step": 30,
+        "uri": f"file://{tmp_path}/store/step-00000030",
+        "time": "2026-01-01T00:00:00Z",
+        "count": 2,
+    }
+
+
+def test_count_counts_checkpoints_of_earlier_attempts_still_in_the_store(tmp_path: Path) -> None:
+    earlier = FileStorage(str(tmp_path / "store"))
+    publish(earlier, tmp_path, 10, world=1)
+    m = rank0_manager(tmp_path, keep_last=3)
+    m._publish(rank_folder(tmp_path, 0, 20), "step-00000020", 20, {"time": "t"})
+    m.wait()
+    assert m.last_committed is not None and m.last_committed["count"] == 2
+
+
+def test_a_failed_prune_still_reports_the_commit_without_a_count(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    m = rank0_manager(tmp_path, keep_last=1)
+    m.commit_timeout = 0.0  # no retries
+
+    def broken(store: Storage, keep_last: int) -> manager.Pruned:
+        raise OSError("store gone")
+
+    monkeypatch.setattr(manager, "prune", broken)
+    m._publish(rank_folder(tmp_path, 0, 10), "step-00000010", 10, {"time": "t"})
+    assert m.last_committed is not None and m.last_committed["step"] == 10
+    assert "count" not in m.last_committed
+    with pytest.raises(RuntimeError, match="store gone"):
+        m.wait()
 
 
 def test_to_delete_never_removes_newer_uncommitted() -> None:

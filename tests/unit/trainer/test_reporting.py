@@ -149,5 +149,13 @@ def test_status_patch_carries_the_newest_committed_checkpoint() -> None:
     }
     p = snapshot()
     p.checkpoint = ck
-    latest = progress.status_patch(p)["status"]["checkpoints"]["latest"]
-    assert latest == {"uri": "s3://b/step-00000020", "step": 20, "time": "2026-11-26T07:00:00Z"}
+    checkpoints = progress.status_patch(p)["status"]["checkpoints"]
+    assert checkpoints == {
+        "latest": {"uri": "s3://b/step-00000020", "step": 20, "time": "2026-11-26T07:00:00Z"}
+    }  # no count known (pruning failed): the patch leaves status.checkpoints.count alone
+    p.checkpoint = {**ck, "count": 3}
+    checkpoints = progress.status_patch(p)["status"]["checkpoints"]
+    assert checkpoints["count"] == 3 and checkpoints["latest"]["step"] == 20
+    from kubetune_operator.api.status import CheckpointStatus
+
+    assert CheckpointStatus.model_validate(checkpoints).count == 3

@@ -134,13 +134,24 @@ def commit(
     return manifest
 
 
-def prune(store: Storage, keep_last: int) -> list[str]:
-    """Delete folders older than the newest keep_last committed checkpoints; returns them."""
+@dataclass(frozen=True)
+class Pruned:
+    """What a prune deleted and which committed checkpoints it left in the store."""
+
+    deleted: list[str]
+    kept: list[str]
+
+
+def prune(store: Storage, keep_last: int) -> Pruned:
+    """Delete folders older than the newest keep_last committed checkpoints.
+
+    Also returns the committed ones still kept, so rank 0 can report how many the store holds
+    without listing it again."""
     good, _ = committed(store)
     doomed = to_delete(list(tags_in(store.list("")).keys()), [c.tag for c in good], keep_last)
     for tag in doomed:
         store.delete_prefix(tag + "/")
-    return doomed
+    return Pruned(deleted=doomed, kept=[c.tag for c in good if c.tag not in doomed])
 
 
 def download(store: Storage, ckpt: Committed, dest: Path) -> list[str]:
@@ -164,6 +175,7 @@ class CheckpointManager:
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.committed_steps: list[int] = []
+        # rank 0: tag, step, uri, time of the newest commit, and count (committed ones kept)
         self.last_committed: dict[str, Any] | None = None
         self.commit_timeout = 1800.0
 
@@ -215,15 +227,21 @@ class CheckpointManager:
                     limit,
                 )
                 self.committed_steps.append(step)
-                self.last_committed = {
+                latest = {
                     "tag": tag,
                     "step": step,
                     "uri": join(self.cfg.uri or "", tag),
                     "time": extra["time"],
                 }
-                with_retries(
-                    lambda: prune(store, self.cfg.keep_last), f"pruning after {tag}", limit
-                )
+                try:
+                    pruned = with_retries(
+                        lambda: prune(store, self.cfg.keep_last), f"pruning after {tag}", limit
+                    )
+                except BaseException:
+                    self.last_committed = latest  # committed all the same: still report it
+                    raise
+                # latest and count change together, so no status patch pairs them wrongly
+                self.last_committed = {**latest, "count": len(pruned.kept)}
         except BaseException as e:  # reported by wait(), on the training thread
             self.error = e
 
