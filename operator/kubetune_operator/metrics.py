@@ -19,6 +19,11 @@ RECONCILE_SECONDS = Histogram(
 RESTARTS = Counter(
     "kubetune_job_restarts_total", "Attempts restarted after a failure, by reason.", ["reason"]
 )
+API_REQUESTS = Counter(
+    "kubetune_api_requests_total",
+    "API server calls made by the reconciler (watches excluded), by verb.",
+    ["verb"],
+)
 API_ERRORS = Counter(
     "kubetune_api_errors_total", "Failed API server calls, by verb and status.", ["verb", "code"]
 )
@@ -55,7 +60,8 @@ _init_phase_gauges()
 
 @contextmanager
 def api_call(verb: str) -> Iterator[None]:
-    """Count an API call that raises, by verb and HTTP status."""
+    """Count an API call by verb, and by verb and HTTP status when it raises."""
+    API_REQUESTS.labels(verb=verb).inc()
     try:
         yield
     except Exception as err:
