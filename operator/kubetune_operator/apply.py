@@ -86,14 +86,19 @@ class Writer:
 
     def patch_status(
         self, namespace: str, name: str, resource_version: str, patch: dict[str, Any]
-    ) -> None:
-        """Patch the job's status subresource, refused (409) if the job changed meanwhile."""
+    ) -> dict[str, Any]:
+        """Patch the job's status subresource, refused (409) if the job changed meanwhile.
+        Returns the job as written (the next pass may see it before the watch does)."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": patch}
         with metrics.api_call("patch_status"):
-            done(self.custom.patch_namespaced_custom_object_status(
+            resp: Any = self.custom.patch_namespaced_custom_object_status(
                 c.GROUP, c.VERSION, namespace, c.PLURAL, name, body,
                 field_manager=c.FIELD_MANAGER, _content_type=MERGE, _preload_content=False,
-            ))  # fmt: skip
+            )  # fmt: skip
+            try:
+                return dict(as_json(resp))
+            finally:
+                resp.release_conn()
 
     def delete_job(self, namespace: str, name: str, uid: str) -> None:
         """Delete the job itself (TTL); the uid precondition spares a re-created namesake."""

@@ -15,6 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
+from kubernetes.client import ApiException
+
 from kubetune_operator import metrics
 from kubetune_operator.apply import Writer
 from kubetune_operator.fetch import Reader
@@ -110,12 +112,23 @@ class Controller:
     def _write_status(
         self, body: dict[str, Any], status: dict[str, Any], desired: dict[str, Any]
     ) -> bool:
-        """Patch the status when it changed; True when a patch was written."""
+        """Patch the status when it changed; True when a patch was written.
+
+        The written job is handed to the reader (the watch shows it a moment later); a 409
+        means someone else wrote the job since it was read, so the next pass reads it afresh.
+        """
         patch = status_patch(status, desired)
         if patch is None:
             return False
         meta = body["metadata"]
-        self.writer.patch_status(meta["namespace"], meta["name"], meta["resourceVersion"], patch)
+        ns, name, version = meta["namespace"], meta["name"], meta["resourceVersion"]
+        try:
+            written = self.writer.patch_status(ns, name, version, patch)
+        except ApiException as err:
+            if err.status == 409:
+                self.reader.invalidate(ns, name)
+            raise
+        self.reader.remember(written, version)
         return True
 
     def _expected_pods(self, key: tuple[str, str], seen: set[str]) -> set[str]:

@@ -13,22 +13,59 @@ from kubetune_operator.api import constants as c
 from kubetune_operator.apply import as_json
 
 PodIndex = Mapping[tuple[str, str], Iterable[dict[str, Any]]]
+JobIndex = Mapping[tuple[str, str], Iterable[dict[str, Any]]]
 
 
 class Reader:
     """Reads the objects a reconcile pass needs, as the API server spells them.
 
     With `pod_index` (worker pods by (namespace, job), kept up to date from the pod watch),
-    `pods` reads from it instead of sending a LIST to the API server on every pass.
+    `pods` reads from it instead of sending a LIST to the API server on every pass. With
+    `job_index` (jobs by (namespace, name), from the job watch), `job` reads from it instead of
+    a GET per pass. The watch may lag behind this operator's own status writes by a few
+    milliseconds: `remember` keeps the newer body until the index has moved past the version
+    it replaced, and `invalidate` (after a 409) makes the next read a GET.
     """
 
-    def __init__(self, api: client.ApiClient, pod_index: PodIndex | None = None) -> None:
+    def __init__(
+        self,
+        api: client.ApiClient,
+        pod_index: PodIndex | None = None,
+        job_index: JobIndex | None = None,
+    ) -> None:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.pod_index = pod_index
+        self.job_index = job_index
+        # (namespace, name) -> (resourceVersion the index may still show, newer body)
+        self.newer: dict[tuple[str, str], tuple[str | None, dict[str, Any]]] = {}
+        self.stale: set[tuple[str, str]] = set()
 
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The FineTuneJob, or None when it is gone."""
+        key = (namespace, name)
+        if self.job_index is None or key in self.stale:
+            return self._get_job(namespace, name)
+        indexed = _first(self.job_index.get(key, ()))
+        if indexed is None:
+            self.newer.pop(key, None)
+            return None
+        body = choose_newer(indexed, self.newer.get(key))
+        if body is indexed:
+            self.newer.pop(key, None)
+        return copy.deepcopy(body)
+
+    def remember(self, body: dict[str, Any], replaces: str | None) -> None:
+        """`body` is newer than version `replaces`, which the index may still hold a while."""
+        meta = body["metadata"]
+        self.newer[(meta["namespace"], meta["name"])] = (replaces, job_entry(body))
+
+    def invalidate(self, namespace: str, name: str) -> None:
+        """The job changed under us (409): read it from the API server next time."""
+        self.stale.add((namespace, name))
+
+    def _get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        key = (namespace, name)
         try:
             with metrics.api_call("get"):
                 resp = self.custom.get_namespaced_custom_object(
@@ -36,9 +73,16 @@ class Reader:
                 )
         except client.ApiException as err:
             if err.status == 404:
+                self.stale.discard(key)
+                self.newer.pop(key, None)
                 return None
             raise
-        return dict(as_json(resp))
+        body = dict(as_json(resp))
+        self.stale.discard(key)
+        if self.job_index is not None:
+            indexed = _first(self.job_index.get(key, ()))
+            self.remember(body, _version(indexed))
+        return body
 
     def pods(self, namespace: str, job: str, uid: str | None) -> list[dict[str, Any]]:
         """Worker pods of the job (all attempts) that the job owns."""
@@ -55,6 +99,34 @@ class Reader:
             )
         items = as_json(resp).get("items", [])
         return [p for p in items if uid is None or _owned_by(p, uid)]
+
+
+def choose_newer(
+    indexed: dict[str, Any], newer: tuple[str | None, dict[str, Any]] | None
+) -> dict[str, Any]:
+    """The indexed body, unless the index still shows the version a newer known body replaced.
+
+    Versions are compared for equality only (the API server's resourceVersions are opaque):
+    once the index shows anything other than the replaced version, the watch has caught up
+    with (or gone past) what this operator wrote or read, and the index is the truth.
+    """
+    if newer is not None and _version(indexed) == newer[0]:
+        return newer[1]
+    return indexed
+
+
+def job_entry(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the job index keeps of a FineTuneJob: everything but managedFields, a private copy."""
+    meta = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
+    return copy.deepcopy({**{k: v for k, v in body.items() if k != "metadata"}, "metadata": meta})
+
+
+def _first(values: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
+    return next(iter(list(values)), None)
+
+
+def _version(body: Mapping[str, Any] | None) -> str | None:
+    return ((body or {}).get("metadata") or {}).get("resourceVersion")
 
 
 def index_entry(pod: Mapping[str, Any]) -> dict[str, Any]:

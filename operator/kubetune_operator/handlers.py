@@ -18,8 +18,9 @@ from kubernetes import client, config
 from kubetune_operator import metrics
 from kubetune_operator.api import constants as c
 from kubetune_operator.apply import Writer
+from kubetune_operator.changes import WorkerChanges
 from kubetune_operator.controller import APPLY_WORKERS, Controller
-from kubetune_operator.fetch import Reader, index_entry
+from kubetune_operator.fetch import Reader, index_entry, job_entry
 from kubetune_operator.queue import RECONCILE_WORKERS, JobQueue
 from kubetune_operator.reconcile.plan import OperatorSettings
 
@@ -67,7 +68,9 @@ def startup(
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 8
     api = api_client()
-    reader = Reader(api, pod_index=kwargs["worker_pods"])  # the index below, by its name
+    # The indexes below, by their names.
+    reader = Reader(api, pod_index=kwargs["worker_pods"], job_index=kwargs["jobs"])
+    memo.changes = WorkerChanges()
     memo.queue = JobQueue(Controller(reader, Writer(api), OperatorSettings.from_env()))
     metrics.serve(int(os.environ.get(METRICS_PORT_ENV, c.OPERATOR_METRICS_PORT)))
     logger.info("kubetune operator started")
@@ -86,6 +89,15 @@ def worker_pods(
     instead of listing them. Kopf fills every index before it calls any handler, so the first
     passes after a start already see all pods."""
     return {(namespace or "default", labels[c.LABEL_JOB]): index_entry(body)}
+
+
+@kopf.index(c.GROUP, c.VERSION, c.PLURAL)
+def jobs(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """FineTuneJobs by (namespace, name), kept from the job watch, so a pass reads its job
+    here instead of sending a GET."""
+    return {(namespace or "default", name): job_entry(body)}
 
 
 @kopf.on.cleanup()
@@ -107,9 +119,18 @@ async def job_event(type: str, name: str, namespace: str | None, memo: Any, **_:
 @kopf.on.event(
     "", "v1", "pods", labels={c.LABEL_JOB: kopf.PRESENT, c.LABEL_MANAGED_BY: c.MANAGED_BY}
 )
-async def pod_event(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> None:
-    """A worker changed: reconcile the job it belongs to."""
-    await memo.queue.kick((namespace or "default", labels[c.LABEL_JOB]))
+async def pod_event(
+    type: str | None,
+    uid: str,
+    body: kopf.Body,
+    labels: Mapping[str, str],
+    namespace: str | None,
+    memo: Any,
+    **_: Any,
+) -> None:
+    """A worker changed in a way the status reads: reconcile the job it belongs to."""
+    if memo.changes.matters(type, uid, body):
+        await memo.queue.kick((namespace or "default", labels[c.LABEL_JOB]))
 
 
 @kopf.on.probe(id="reconcile_passes")

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from kubernetes.client import ApiException
 
 from kubetune_operator.controller import Controller
 from kubetune_operator.reconcile.plan import OperatorSettings
@@ -34,6 +35,12 @@ class Reader:
     def pods(self, namespace: str, job: str, uid: str | None) -> list[dict[str, Any]]:
         return self.pod_list
 
+    def remember(self, body: dict[str, Any], replaces: str | None) -> None:
+        self.remembered = (body, replaces)
+
+    def invalidate(self, namespace: str, name: str) -> None:
+        self.invalidated = (namespace, name)
+
 
 class Writer:
     """Records applies with how many were in flight; each takes a little time."""
@@ -43,6 +50,7 @@ class Writer:
         self.applied: list[tuple[str, str]] = []
         self.active = self.max_active = 0
         self.status_patches: list[dict[str, Any]] = []
+        self.conflict = False
 
     def apply(self, obj: dict[str, Any]) -> None:
         with self.lock:
@@ -56,8 +64,13 @@ class Writer:
     def create_pod(self, obj: dict[str, Any]) -> None:
         self.apply(obj)
 
-    def patch_status(self, namespace: str, name: str, rv: str, patch: dict[str, Any]) -> None:
+    def patch_status(
+        self, namespace: str, name: str, rv: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        if self.conflict:
+            raise ApiException(status=409, reason="Conflict")
         self.status_patches.append(patch)
+        return {"metadata": {"namespace": namespace, "name": name, "resourceVersion": rv + "+"}}
 
     def post_event(self, body: dict[str, Any], event: Any) -> None:
         pass
@@ -117,3 +130,17 @@ def test_observed_pods_stop_being_expected() -> None:
     reader.pod_list = [{"metadata": {"name": n, "labels": {}}} for n in names]
     ctl._expected_pods(("ns", "llama-lora"), set(names))
     assert ctl.expected == {}
+
+
+def test_a_written_status_is_handed_to_the_reader_and_a_conflict_invalidates_it() -> None:
+    """The next pass must not decide on the version the operator just replaced: the reader gets
+    the job as written; after a 409 it must read the job from the API server."""
+    writer, reader = Writer(), Reader(job_body(1))
+    ctl = controller(reader, writer)
+    ctl.reconcile("ns", "llama-lora")
+    written, replaces = reader.remembered
+    assert (written["metadata"]["resourceVersion"], replaces) == ("7+", "7")
+    writer.conflict = True
+    with pytest.raises(ApiException):
+        ctl.reconcile("ns", "llama-lora")
+    assert reader.invalidated == ("ns", "llama-lora")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kubernetes import client
 
-from kubetune_operator.fetch import Reader, index_entry
+from kubetune_operator.fetch import Reader, choose_newer, index_entry, job_entry
 from kubetune_operator.reconcile.observe import worker_from_pod
 from tests.unit.operator.helpers import pod as make_pod
 
@@ -35,3 +35,52 @@ def test_index_entries_keep_what_observing_reads_and_drop_managed_fields() -> No
     assert worker_from_pod(entry) == worker_from_pod(full)
     entry["status"]["phase"] = "changed"
     assert full["status"]["phase"] == "Failed", "the entry must be a private copy"
+
+
+def offline_reader(jobs: dict[tuple[str, str], list[dict[str, object]]]) -> Reader:
+    """A reader whose API client cannot connect: any GET raises."""
+    api = client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))
+    api.configuration.retries = 0
+    return Reader(api, pod_index={}, job_index=jobs)
+
+
+def job(version: str, phase: str | None = None) -> dict[str, object]:
+    meta = {"namespace": "ns", "name": "a", "resourceVersion": version, "managedFields": [{}]}
+    return {"metadata": meta, "status": {"phase": phase} if phase else {}}
+
+
+def test_jobs_come_from_the_index_without_managed_fields_and_as_copies() -> None:
+    index = {("ns", "a"): [job_entry(job("5", "Running"))]}
+    reader = offline_reader(index)
+    body = reader.job("ns", "a")
+    assert body is not None and body["status"] == {"phase": "Running"}
+    assert "managedFields" not in body["metadata"]
+    body["status"]["phase"] = "mutated"
+    assert index[("ns", "a")][0]["status"] == {"phase": "Running"}, "must hand out a copy"
+    assert reader.job("ns", "gone") is None
+
+
+def test_a_written_job_wins_until_the_watch_moves_past_the_version_it_replaced() -> None:
+    index = {("ns", "a"): [job_entry(job("5", "Pending"))]}
+    reader = offline_reader(index)
+    reader.remember(job("6", "Running"), replaces="5")
+    assert reader.job("ns", "a")["metadata"]["resourceVersion"] == "6"  # type: ignore[index]
+    index[("ns", "a")] = [job_entry(job("8", "Running"))]  # the watch caught up, and more
+    assert reader.job("ns", "a")["metadata"]["resourceVersion"] == "8"  # type: ignore[index]
+    assert reader.newer == {}, "once the index is current the remembered body is dropped"
+
+
+def test_versions_compare_for_equality_only() -> None:
+    written = (None, job("6"))
+    assert choose_newer(job("5"), ("5", job("6"))) == job("6")
+    assert choose_newer(job("9"), ("5", job("6"))) == job("9")
+    assert choose_newer(job("5"), None) == job("5")
+    assert choose_newer(job("5"), written) == job("5")
+
+
+def test_after_a_conflict_the_next_read_goes_to_the_api_server() -> None:
+    reader = offline_reader({("ns", "a"): [job_entry(job("5"))]})
+    reader.invalidate("ns", "a")
+    with pytest.raises(Exception) as err:  # the GET is attempted, and cannot connect
+        reader.job("ns", "a")
+    assert "127.0.0.1" in str(err.value) or "Connection" in type(err.value).__name__
