@@ -67,6 +67,9 @@ class PhaseResult:
     seconds: float
     mean_request_seconds: dict[tuple[str, ...], float] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
+    by_resource: apimetrics.Counts = field(default_factory=dict)
+    # The controller's own calls by verb, where it counts them (the operator does).
+    own_requests: apimetrics.Counts = field(default_factory=dict)
 
     @property
     def requests_total(self) -> float:
@@ -253,6 +256,7 @@ def run_operator_phase(
             if profiler is not None:
                 stop_profiler(profiler)
         text = _operator_metrics(metrics_port, proc)
+        result.own_requests = apimetrics.sum_by(text, "kubetune_api_requests_total", "verb")
         result.errors.update(_nonzero({
             "operator API errors": apimetrics.total(text, "kubetune_api_errors_total"),
             "reconcile errors": apimetrics.total(text, "kubetune_reconcile_errors_total"),
@@ -367,9 +371,10 @@ def run_phase(
         requests=apimetrics.delta(after[0], before[0]),
         seconds=seconds,
         mean_request_seconds=apimetrics.mean_seconds(
-            apimetrics.delta(after[2], before[2]), apimetrics.delta(after[3], before[3])
+            apimetrics.delta(after[3], before[3]), apimetrics.delta(after[4], before[4])
         ),
         errors=errors,
+        by_resource=apimetrics.delta(after[2], before[2]),
     )
     print(f"    done in {seconds:.1f}s; errors: {errors or 'none'}")
     return result
@@ -476,13 +481,15 @@ def status_latencies(timeline: recorder.Timeline, size_of: dict[str, int]) -> di
 
 
 def scrape_apiserver(cp: ControlPlane) -> tuple[apimetrics.Counts, ...]:
-    """apiserver_request_total by verb and by code, request duration sum and count by verb."""
+    """apiserver_request_total by verb, by code and by (resource, verb); request duration sum
+    and count by verb."""
     status, body = http_get(f"{cp.server}/metrics", admin_ssl_context(cp.cert_files), timeout=30)
     if status != 200:
         raise RuntimeError(f"GET /metrics on the apiserver answered {status}")
     return (
         apimetrics.requests_by(body, "verb"),
         apimetrics.requests_by(body, "code"),
+        apimetrics.requests_by(body, "resource", "verb"),
         apimetrics.sum_by(body, "apiserver_request_duration_seconds_sum", "verb"),
         apimetrics.sum_by(body, "apiserver_request_duration_seconds_count", "verb"),
     )
@@ -514,7 +521,8 @@ def render_report(
     base = next((r for r in results if r.name.startswith("Job controller")), None)
     header = [
         "controller", "jobs", "pods", "create p50 s", "create p99 s", "64-pod create s",
-        "status p50 s", "status p99 s", "CPU s", "peak RSS MB", "API req/job", "errors",
+        "status p50 s", "status p99 s", "CPU s", "peak RSS MB", "API req/job",
+        "controller req/job", "errors",
     ]  # fmt: skip
     rows = []
     for r in results:
@@ -525,6 +533,7 @@ def render_report(
             stats.fmt_seconds(r.status.p50), stats.fmt_seconds(r.status.p99),
             f"{r.cpu_seconds:.1f}", f"{r.peak_rss / 2**20:.0f}",
             f"{r.requests_total / r.jobs:.1f}",
+            f"{sum(r.own_requests.values()) / r.jobs:.1f}" if r.own_requests else "-",
             ", ".join(f"{k}: {v}" for k, v in r.errors.items()) or "0",
         ])  # fmt: skip
     lines = [
@@ -564,6 +573,14 @@ def render_report(
         [r.name] + [_ms(r.mean_request_seconds.get((v,))) for v in lat_verbs] for r in results
     ]
     lines += ["", stats.markdown_table(["controller", *lat_verbs], lat_rows)]
+    lines += ["", "API requests per job by resource and verb (whole apiserver, top 10 of "
+              "either phase):", "", resource_table(results)]  # fmt: skip
+    own = [r for r in results if r.own_requests]
+    if own:
+        lines += ["", "The operator's own API calls per job by verb (kubetune_api_requests_total, "
+                  "watches excluded): " + "; ".join(
+                      ", ".join(f"{v} {n / r.jobs:.2f}" for (v,), n in sorted(r.own_requests.items()))
+                      for r in own) + "."]  # fmt: skip
     lines += ["", *goal_lines(results[-1])]
     lines += [
         "",
@@ -578,6 +595,20 @@ def render_report(
         f"--rate {args.rate:g}`",
     ]
     return "\n".join(lines)
+
+
+def resource_table(results: list[PhaseResult], top: int = 10) -> str:
+    """Requests per job by (resource, verb), the keys busiest in any phase first."""
+    keys = sorted(
+        {k for r in results for k in r.by_resource},
+        key=lambda k: -max(r.by_resource.get(k, 0.0) / r.jobs for r in results),
+    )[:top]
+    header = ["resource", "verb", *(r.name for r in results)]
+    rows = [
+        [k[0] or "-", k[1], *(f"{r.by_resource.get(k, 0.0) / r.jobs:.2f}" for r in results)]
+        for k in keys
+    ]
+    return stats.markdown_table(header, rows)
 
 
 def _ms(seconds: float | None) -> str:
@@ -619,6 +650,8 @@ def result_json(r: PhaseResult) -> dict[str, Any]:
         "mean_request_seconds": {"/".join(k): v for k, v in r.mean_request_seconds.items()},
         "seconds": r.seconds,
         "errors": r.errors,
+        "requests_by_resource": {"/".join(k): v for k, v in r.by_resource.items()},
+        "own_requests": {"/".join(k): v for k, v in r.own_requests.items()},
     }
 
 
