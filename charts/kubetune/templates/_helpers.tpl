@@ -68,7 +68,9 @@ Permissions the operator needs in each namespace it watches, and no more. Childr
 with server-side apply (create for the first apply, patch after) and cleaned up through owner
 references, so only pods (ended attempts) and FineTuneJobs (ttlSecondsAfterFinished) are
 deleted. The per-job Role it grants the trainer (get this job, get/patch its status) is a subset
-of these grants, so neither escalate nor bind is needed.
+of these grants, so neither escalate nor bind is needed. update on finetunejobs/finalizers lets
+it set blockOwnerDeletion on children a FineTuneJob owns where the OwnerReferencesPermission-
+Enforcement admission plugin is on (OpenShift); it changes no object by itself.
 */}}
 {{- define "kubetune.namespacedRules" -}}
 - apiGroups: ["kubetune.dev"]
@@ -77,6 +79,9 @@ of these grants, so neither escalate nor bind is needed.
 - apiGroups: ["kubetune.dev"]
   resources: ["finetunejobs/status"]
   verbs: ["get", "patch"]
+- apiGroups: ["kubetune.dev"]
+  resources: ["finetunejobs/finalizers"]
+  verbs: ["update"]
 - apiGroups: [""]
   resources: ["pods"]
   verbs: ["list", "watch", "create", "patch", "delete"]

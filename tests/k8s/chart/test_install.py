@@ -95,6 +95,7 @@ def test_install_creates_crds_rbac_deployment_service(
     for verb, resource in [
         ("watch", "finetunejobs.kubetune.dev"),
         ("patch", "finetunejobs.kubetune.dev/status"),
+        ("update", "finetunejobs.kubetune.dev/finalizers"),
         ("create", "pods"),
         ("patch", "services"),
         ("delete", "finetunejobs.kubetune.dev"),
@@ -105,6 +106,7 @@ def test_install_creates_crds_rbac_deployment_service(
     for verb, resource in [
         ("get", "secrets"),
         ("patch", "finetunejobs.kubetune.dev"),
+        ("update", "finetunejobs.kubetune.dev"),
         ("delete", "services"),
         ("list", "configmaps"),
         ("create", "clusterroles.rbac.authorization.k8s.io"),
@@ -149,6 +151,8 @@ def test_namespaced_install_grants_only_listed_namespaces(
         sa = f"{namespace}:{full}"
         assert can_i(cp, sa, "create", "pods", watched)
         assert can_i(cp, sa, "patch", "finetunejobs.kubetune.dev/status", watched)
+        assert can_i(cp, sa, "update", "finetunejobs.kubetune.dev/finalizers", watched)
+        assert not can_i(cp, sa, "update", "finetunejobs.kubetune.dev/finalizers", "default")
         assert not can_i(cp, sa, "create", "pods", "default")
         assert not can_i(cp, sa, "list", "finetunejobs.kubetune.dev", "default")
     finally:

@@ -107,6 +107,29 @@ def test_namespaced_mode_grants_roles_only_in_listed_namespaces(tmp_path: Path) 
     assert "--all-namespaces" not in args
 
 
+def finalizer_grants(role: dict[str, Any]) -> list[list[str]]:
+    """The verbs of each rule of a (Cluster)Role on finetunejobs/finalizers."""
+    return [
+        r["verbs"]
+        for r in role["rules"]
+        if "kubetune.dev" in r["apiGroups"] and "finetunejobs/finalizers" in r["resources"]
+    ]
+
+
+@pytest.mark.parametrize(
+    "values, kind",
+    [([], "ClusterRole"), ([CHART / "values-examples" / "namespaced.yaml"], "Role")],
+    ids=["cluster", "namespaced"],
+)
+def test_operator_may_update_finalizers_to_block_owner_deletion(
+    values: list[Path], kind: str, tmp_path: Path
+) -> None:
+    """OwnerReferencesPermissionEnforcement (OpenShift) refuses blockOwnerDeletion on a child
+    unless its creator may update the owner's finalizers."""
+    roles = by_kind(render(tmp_path, values), kind)
+    assert roles and all(finalizer_grants(r) == [["update"]] for r in roles)
+
+
 def test_monitoring_objects_render_when_enabled(tmp_path: Path) -> None:
     docs = render(tmp_path, [CHART / "values-examples" / "monitoring.yaml"])
     kinds = {d["kind"] for d in docs}
