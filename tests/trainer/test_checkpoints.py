@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from kubetune_trainer.checkpoint.manifest import committed
+from kubetune_trainer.checkpoint.manifest import committed, files_to_fetch
 from kubetune_trainer.checkpoint.storage import S3Storage
 from kubetune_trainer.config import StorageConfig
 from kubetune_trainer.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED
@@ -142,6 +142,15 @@ def test_kill_resume_from_s3_skips_torn_and_matches_uninterrupted(
     ]
     assert "sha256" in " ".join(src["skipped"]["step-00000026"])
     assert card["training"]["start_step"] == latest.step
+
+    # Each rank fetched the shared files and its own ZeRO-3 shards, not the other rank's.
+    names = latest.manifest["files"]
+    assert src["fetched"] == files_to_fetch(latest.manifest, 0, 2)
+    assert any(n.startswith("zero_pp_rank_0_") for n in src["fetched"])
+    assert not any(n.startswith("zero_pp_rank_1_") for n in src["fetched"])
+    per_rank = card["checkpoints"]["files_fetched_per_rank"]
+    assert per_rank == [len(files_to_fetch(latest.manifest, r, 2)) for r in (0, 1)]
+    assert all(0 < n < len(names) for n in per_rank), (per_rank, sorted(names))
 
     # Same losses for the steps both runs did after the checkpoint, same final weights.
     ref_losses = ref.card()["training"]["losses"][latest.step :]

@@ -18,6 +18,7 @@ from . import loop
 from . import model as model_mod
 from . import perf as perf_mod
 from .checkpoint.manager import CheckpointManager, Restored
+from .checkpoint.manifest import reads_every_shard
 from .config import TrainerConfig
 from .dist import DistEnv
 from .metrics import Metrics, memory_bytes, metrics_port, mfu, peak_flops
@@ -112,7 +113,14 @@ class Trainer:
         self.engine = engine_mod.initialize(model, cfg, self.ds_config, self.total_steps)
         perf_mod.after_engine(self.engine, self.levers, cfg.deepspeed.zero_stage)
         self.exclude_frozen = cfg.method.type != "full"
-        self.ckpt = CheckpointManager(cfg.checkpoint, env.rank, env.world_size, job_key(cfg))
+        # Shards are named by data-parallel rank; if that is not the global rank (model
+        # parallelism through overrides), fetch them all rather than guess.
+        every_shard = reads_every_shard(self.ds_config) or (
+            getattr(self.engine, "dp_world_size", env.world_size) != env.world_size
+        )
+        self.ckpt = CheckpointManager(
+            cfg.checkpoint, env.rank, env.world_size, job_key(cfg), every_shard
+        )
         state = loop.LoopState()
         self.restored = (
             self.ckpt.restore(self.engine, self.all_true, self.exclude_frozen)
@@ -349,7 +357,11 @@ class Trainer:
         out = self.cfg.output
         assert out is not None
         sd = export_mod.full_state_dict(self.engine)
-        shares = {"params": self.gather(self.local_params), "rss": self.gather(memory_bytes())}
+        shares = {
+            "params": self.gather(self.local_params),
+            "rss": self.gather(memory_bytes()),
+            "fetched": self.gather(len(self.restored.fetched) if self.restored else 0),
+        }
         if not self.env.is_main:
             return
         assert sd is not None
@@ -427,6 +439,7 @@ class Trainer:
             "checkpoints": {
                 "uri": cfg.checkpoint.uri,
                 "resumed_from": vars(self.restored) if self.restored else None,
+                "files_fetched_per_rank": shares["fetched"] if self.restored else None,
                 "committed_steps": self.ckpt.committed_steps,
             },
             "deepspeed_config": self.ds_config,

@@ -24,6 +24,7 @@ from .manifest import (
     MANIFEST,
     Committed,
     committed,
+    files_to_fetch,
     merge_ranks,
     rank_key,
     tag_for,
@@ -44,6 +45,7 @@ class Restored:
     step: int
     client_state: dict[str, Any]
     skipped: dict[str, list[str]]
+    fetched: list[str]  # the files of the checkpoint this rank downloaded
 
 
 def describe_files(folder: Path) -> dict[str, dict[str, Any]]:
@@ -154,13 +156,17 @@ def prune(store: Storage, keep_last: int) -> Pruned:
     return Pruned(deleted=doomed, kept=[c.tag for c in good if c.tag not in doomed])
 
 
-def download(store: Storage, ckpt: Committed, dest: Path) -> list[str]:
-    """Fetch a checkpoint's files and check their sha256; returns the mismatches."""
+def download(
+    store: Storage, ckpt: Committed, dest: Path, names: list[str] | None = None
+) -> list[str]:
+    """Fetch some files of a checkpoint (default: all) and check their sha256; returns the
+    mismatches."""
     shutil.rmtree(dest, ignore_errors=True)
+    files = ckpt.manifest["files"]
     bad = []
-    for name, info in ckpt.manifest["files"].items():
+    for name in files if names is None else names:
         store.get_file(join(ckpt.tag, name), dest / name)
-        if sha256_file(dest / name) != info["sha256"]:
+        if sha256_file(dest / name) != files[name]["sha256"]:
             bad.append(f"{name}: sha256 mismatch")
     return bad
 
@@ -168,8 +174,18 @@ def download(store: Storage, ckpt: Committed, dest: Path) -> list[str]:
 class CheckpointManager:
     """Per-rank checkpoint handling for one run."""
 
-    def __init__(self, cfg: CheckpointConfig, rank: int, world_size: int, job_key: str) -> None:
+    def __init__(
+        self,
+        cfg: CheckpointConfig,
+        rank: int,
+        world_size: int,
+        job_key: str,
+        every_shard: bool = False,
+    ) -> None:
+        """rank must be the data-parallel rank DeepSpeed names shards by (the global rank without
+        model parallelism); every_shard: resume reads every rank's shards (see reads_every_shard)."""
         self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        self.every_shard = every_shard
         self.store: Storage | None = open_storage(cfg.uri, cfg.storage) if cfg.uri else None
         self.local = Path(cfg.local_dir) / job_key / f"rank-{rank:05d}"
         self._thread: threading.Thread | None = None
@@ -277,8 +293,9 @@ class CheckpointManager:
         )
         for ckpt in good:
             dest = self.local / "restore" / ckpt.tag
+            names = files_to_fetch(ckpt.manifest, self.rank, self.world_size, self.every_shard)
             try:
-                bad = download(store, ckpt, dest) if store is not None else ["no store"]
+                bad = download(store, ckpt, dest, names) if store is not None else ["no store"]
             except Exception as e:
                 bad = [f"download failed: {e}"]
             if not all_ok(not bad):
@@ -293,5 +310,12 @@ class CheckpointManager:
                 load_lr_scheduler_states=True,
             )
             shutil.rmtree(dest, ignore_errors=True)
-            return Restored(ckpt.tag, ckpt.step, dict(client_state or {}), skipped)
+            log.info(
+                "rank %d resumed from %s; fetched %d of its %d files",
+                self.rank,
+                ckpt.tag,
+                len(names),
+                len(ckpt.manifest["files"]),
+            )
+            return Restored(ckpt.tag, ckpt.step, dict(client_state or {}), skipped, names)
         return None

@@ -1,4 +1,5 @@
-"""Checkpoint layout in the store, and the pure rules for commit, validity, choice and retention.
+"""Checkpoint layout in the store, and the pure rules for commit, validity, choice, retention and
+which files a rank reads on resume.
 
 <root>/step-00000100/<DeepSpeed files of every rank>
 <root>/step-00000100/_ranks/rank-<r>.json   one per rank, written after its upload
@@ -33,6 +34,54 @@ def step_of(tag: str) -> int | None:
 def rank_key(tag: str, rank: int) -> str:
     """Where a rank records the files it uploaded."""
     return join(tag, RANKS, f"rank-{rank:05d}.json")
+
+
+# Files only one data-parallel rank reads when DeepSpeed resumes at the same world size: ZeRO
+# optimizer shards (all stages; "bf16_" prefix with the bf16 optimizer, and the old name without
+# "_" before "optim"), ZeRO-3 parameter shards and NVMe-offloaded optimizer state.
+# Everything else (mp_rank_*_model_states.pt of stages 0-2, zero_to_fp32.py, any file not known
+# here) is read by every rank or by none, so every rank fetches it.
+RANK_FILE_RE = re.compile(
+    r"^(?:bf16_)?zero_pp_rank_(?P<zero>\d+)_mp_rank_\d+_?(?:optim|model)_states\.pt$"
+    r"|^offloaded_tensors/rank(?P<nvme>\d+)/"
+)
+
+
+def reader_rank(name: str) -> int | None:
+    """The one rank that reads a checkpoint file on resume, or None if it is shared."""
+    m = RANK_FILE_RE.match(name)
+    if not m:
+        return None
+    return int(next(g for g in m.groups() if g is not None))
+
+
+def reads_every_shard(ds_config: dict[str, Any]) -> bool:
+    """Whether DeepSpeed's load_checkpoint reads other ranks' shards under this config: elastic
+    ZeRO checkpoints (each rank loads every optimizer shard), universal checkpoints, and
+    node-local storage (shards named by local rank, which repeats across nodes)."""
+    zero = ds_config.get("zero_optimization") or {}
+    ckpt = ds_config.get("checkpoint") or {}
+    return bool(
+        zero.get("elastic_checkpoint")
+        or ckpt.get("load_universal")
+        or ckpt.get("use_node_local_storage")
+    )
+
+
+def files_to_fetch(
+    manifest: dict[str, Any], rank: int, world_size: int, every_shard: bool = False
+) -> list[str]:
+    """The files of a committed checkpoint that `rank` must download to resume.
+
+    At the world size it was saved with, a rank reads only the shared files and its own shards
+    (DeepSpeed loads the optimizer shard of its own data-parallel rank, and under ZeRO-3 its own
+    parameter shard). At another world size, or when the config makes DeepSpeed read every shard,
+    every file is fetched: DeepSpeed then either needs them all or refuses the load itself.
+    """
+    names = sorted(manifest.get("files", {}))
+    if every_shard or manifest.get("world_size") != world_size:
+        return names
+    return [n for n in names if reader_rank(n) in (None, rank)]
 
 
 def merge_ranks(
