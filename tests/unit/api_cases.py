@@ -94,6 +94,17 @@ INVALID_CASES: list[InvalidCase] = [
         "spec.training.learningRate",
         _set("spec.training.learningRate", "fast"),
     ),
+    case(
+        "fused-optimizer-not-boolean",
+        "spec.training.performance.fusedOptimizer",
+        _set("spec.training.performance.fusedOptimizer", "yes"),
+    ),
+    # `varlenAttention: off` unquoted: YAML 1.1 (kubectl, PyYAML) reads a boolean
+    case(
+        "varlen-attention-unquoted-off",
+        "spec.training.performance.varlenAttention",
+        _set("spec.training.performance.varlenAttention", False),
+    ),
     case("model-not-object", "spec.model", _set("spec.model", "hf://org/tiny-model")),
     # out of range
     case("zero-stage-4", "spec.deepspeed.zeroStage", _set("spec.deepspeed.zeroStage", 4)),
@@ -122,6 +133,16 @@ INVALID_CASES: list[InvalidCase] = [
         _set("spec.deepspeed.offload", {"optimizer": "gpu"}),
     ),
     case("precision-int8", "spec.training.precision", _set("spec.training.precision", "int8")),
+    case(
+        "liger-kernels-unknown",
+        "spec.training.performance.ligerKernels",
+        _set("spec.training.performance.ligerKernels", "fast"),
+    ),
+    case(
+        "activation-checkpointing-unknown",
+        "spec.training.performance.activationCheckpointing",
+        _set("spec.training.performance.activationCheckpointing", "partial"),
+    ),
     case(
         "scheduler-unknown",
         "spec.training.scheduler",
@@ -221,6 +242,24 @@ INVALID_CASES: list[InvalidCase] = [
         _set("spec.output.format", "adapter"),
     ),
     case(
+        "gradient-checkpointing-with-activation-checkpointing-off",
+        "spec.training.performance.activationCheckpointing",
+        _set("spec.training.gradientCheckpointing", True),
+        _set("spec.training.performance.activationCheckpointing", "off"),
+    ),
+    case(
+        "liger-kernels-on-without-gpu",
+        "spec.training.performance.ligerKernels",
+        _set("spec.resources.gpusPerNode", 0),
+        _set("spec.training.performance.ligerKernels", "on"),
+    ),
+    case(
+        "varlen-attention-on-without-gpu",
+        "spec.training.performance.varlenAttention",
+        _set("spec.resources.gpusPerNode", 0),
+        _set("spec.training.performance.varlenAttention", "on"),
+    ),
+    case(
         "early-stopping-without-validation",
         "spec.training.earlyStopping",
         _set("spec.training.earlyStopping", {"patience": 2}),
@@ -235,6 +274,7 @@ IMMUTABLE_EDITS: list[tuple[str, str, Any]] = [
     ("spec.model.source", "spec.model", "hf://org/other-model"),
     ("spec.runPolicy.backoffLimit", "spec.runPolicy", 9),
     ("spec.checkpoint", "spec.checkpoint", {"uri": "s3://c/p"}),
+    ("spec.training.performance.ligerKernels", "spec.training", "off"),
 ]
 
 # Spelled the way people write hyper-parameters; kubectl reads 2e-4 as a number, so must we.

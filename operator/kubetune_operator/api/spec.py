@@ -39,6 +39,31 @@ def cel_rules(*rules: dict[str, str]) -> dict[str, Any]:
     return {"x-kubernetes-validations": list(rules)}
 
 
+_CHECKPOINTING_CONFLICT = (
+    "spec.training.performance.activationCheckpointing off conflicts with "
+    "spec.training.gradientCheckpointing true: set only one of them"
+)
+
+
+def _needs_gpu(lever: str) -> str:
+    """Message of the rule that a lever forced on needs GPU workers."""
+    return (
+        f"spec.training.performance.{lever} on needs GPUs: set spec.resources.gpusPerNode >= 1 "
+        "or leave it auto"
+    )
+
+
+def _needs_gpu_rule(lever: str) -> dict[str, str]:
+    """CEL rule: a GPU-only lever set to on needs gpusPerNode >= 1."""
+    return rule(
+        f"!has(self.training) || !has(self.training.performance) || "
+        f"!has(self.training.performance.{lever}) || "
+        f"self.training.performance.{lever} != 'on' || self.resources.gpusPerNode > 0",
+        _needs_gpu(lever),
+        f".training.performance.{lever}",
+    )
+
+
 PRESERVE: JsonDict = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
 INT_OR_STRING: JsonDict = {"x-kubernetes-int-or-string": True}
 
@@ -229,6 +254,43 @@ class EarlyStoppingSpec(ApiModel):
     min_delta: float = Field(0.0, description="Smallest decrease of eval loss that counts.", ge=0)
 
 
+class PerformanceSpec(ApiModel):
+    """Throughput levers of the trainer. auto (the default) is what measured fastest, and each
+    lever switches itself off where it cannot run; set one only to override that choice."""
+
+    liger_kernels: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Liger's fused RMSNorm, RoPE, SwiGLU and linear cross-entropy kernels (GPU "
+        "only; the fused loss never builds the logits tensor). auto: where a GPU and the library "
+        "are present and the model type is supported; on: the attempt fails without a GPU or the "
+        "library; off: never.",
+    )
+    varlen_attention: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="Flash attention over packed sequences, each record attending only to "
+        "itself (GPU only). auto: where the kernel passes a self-check; on: required, the "
+        "attempt fails where it cannot run; off: the packed-sequence mask with sdpa.",
+    )
+    fused_optimizer: bool = Field(
+        True, description="torch's fused AdamW kernel on GPUs (no effect on CPU)."
+    )
+    activation_checkpointing: Literal["auto", "off", "full", "selective"] = Field(
+        "auto",
+        description="Recompute activations in backward to save memory. full: every layer; "
+        "selective: every other layer (half the recompute, half the saving); off: none; auto: "
+        "full when training.gradientCheckpointing is true, else off.",
+    )
+
+    @field_validator("liger_kernels", "varlen_attention", "activation_checkpointing", mode="before")
+    @classmethod
+    def _unquoted_on_off(cls, value: Any) -> Any:
+        """YAML 1.1 reads unquoted on/off as booleans; say so instead of a bare enum error."""
+        if isinstance(value, bool):
+            word = "on" if value else "off"
+            raise ValueError(f'got the boolean {str(value).lower()}: write "{word}" in quotes')
+        return value
+
+
 class TrainingSpec(ApiModel):
     """Optimisation hyper-parameters."""
 
@@ -243,6 +305,13 @@ class TrainingSpec(ApiModel):
                 "!has(self.globalBatchSize) || self.globalBatchSize >= self.microBatchSize",
                 "spec.training.globalBatchSize must be at least microBatchSize",
                 ".globalBatchSize",
+            ),
+            rule(
+                "!(has(self.gradientCheckpointing) && self.gradientCheckpointing && "
+                "has(self.performance) && has(self.performance.activationCheckpointing) && "
+                "self.performance.activationCheckpointing == 'off')",
+                _CHECKPOINTING_CONFLICT,
+                ".performance.activationCheckpointing",
             ),
         )
     )
@@ -274,7 +343,9 @@ class TrainingSpec(ApiModel):
         ge=1,
     )
     gradient_checkpointing: bool = Field(
-        False, description="Recompute activations in backward to save memory."
+        False,
+        description="Recompute activations in backward to save memory (the same as "
+        "performance.activationCheckpointing full).",
     )
     seed: int = Field(42, description="Seed for data order, splits and initialisation.", ge=0)
     eval_every_steps: int | None = Field(
@@ -287,6 +358,12 @@ class TrainingSpec(ApiModel):
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="Training precision; auto picks bf16 on GPUs that have it, else fp32."
+    )
+    performance: PerformanceSpec = Field(
+        default_factory=PerformanceSpec,
+        description="Throughput levers (fused kernels, attention, optimizer, activation "
+        "checkpointing); each defaults to what measured fastest. Quote on and off in YAML "
+        '("on"), which otherwise reads them as booleans.',
     )
 
 
@@ -610,6 +687,8 @@ class FineTuneJobSpec(ApiModel):
                 "spec.method.type qlora needs GPUs: set spec.resources.gpusPerNode >= 1",
                 ".resources.gpusPerNode",
             ),
+            _needs_gpu_rule("ligerKernels"),
+            _needs_gpu_rule("varlenAttention"),
             rule(
                 "has(self.output) || has(self.checkpoint)",
                 "spec.output is required unless spec.checkpoint is set (the model then goes "
@@ -711,8 +790,15 @@ def cross_field_problems(spec: FineTuneJobSpec) -> list[str]:
             )
         if "nvme" in (ds.offload.optimizer, ds.offload.parameters) and not ds.offload.nvme_path:
             problems.append("spec.deepspeed.offload.nvmePath is required for nvme offload")
+    if t.gradient_checkpointing and t.performance.activation_checkpointing == "off":
+        problems.append(_CHECKPOINTING_CONFLICT)
     if m.type == "qlora" and spec.resources.gpus_per_node == 0:
         problems.append("spec.method.type qlora needs GPUs: set spec.resources.gpusPerNode >= 1")
+    if spec.resources.gpus_per_node == 0:
+        if t.performance.liger_kernels == "on":
+            problems.append(_needs_gpu("ligerKernels"))
+        if t.performance.varlen_attention == "on":
+            problems.append(_needs_gpu("varlenAttention"))
     if spec.output is None and spec.checkpoint is None:
         problems.append(
             "spec.output is required unless spec.checkpoint is set (the model then goes to "

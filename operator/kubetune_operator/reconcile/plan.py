@@ -24,6 +24,7 @@ from kubetune_trainer.config import (
     MethodConfig,
     ModelConfig,
     OutputConfig,
+    PerfConfig,
     ReportingConfig,
     StorageConfig,
     TrainerConfig,
@@ -176,6 +177,17 @@ def deepspeed_config(spec: FineTuneJobSpec) -> DeepSpeedConfig:
     )
 
 
+def perf_config(spec: FineTuneJobSpec) -> PerfConfig:
+    """The throughput levers as the user set them; the trainer resolves auto on its hardware."""
+    p = spec.training.performance
+    return PerfConfig(
+        liger_kernels=p.liger_kernels,
+        varlen_attention=p.varlen_attention,
+        fused_optimizer=p.fused_optimizer,
+        activation_checkpointing=p.activation_checkpointing,
+    )
+
+
 def resolve(
     job: FineTuneJob,
     attempt: int,
@@ -222,6 +234,7 @@ def resolve(
         method=method_config(spec),
         training=training_config(spec),
         deepspeed=deepspeed_config(spec),
+        perf=perf_config(spec),
         checkpoint=CheckpointConfig(
             uri=pvc_to_file(ckpt.uri, claims) if ckpt else None,
             storage=ckpt_storage,

@@ -126,6 +126,14 @@ def test_pvc_is_refused_locally(tmp_path: Path) -> None:
         local_plan(FineTuneJob.model_validate(doc), 1, tmp_path, tmp_path, False)
 
 
+def test_local_run_passes_performance_through(tmp_path: Path) -> None:
+    doc = manifest(tmp_path).model_dump(by_alias=True, exclude_none=True)
+    doc["spec"]["training"] = {"performance": {"ligerKernels": "off", "fusedOptimizer": False}}
+    plan = local_plan(FineTuneJob.model_validate(doc), 1, tmp_path, tmp_path, False)
+    perf = json.loads(plan.trainer_config.to_json())["perf"]
+    assert (perf["liger_kernels"], perf["fused_optimizer"]) == ("off", False)
+
+
 def test_worker_command_is_the_trainer_launcher(tmp_path: Path) -> None:
     plan = local_plan(manifest(tmp_path), 1, tmp_path, tmp_path, False)
     env = worker_env(plan, 1, 29999, tmp_path / "c.json", {})

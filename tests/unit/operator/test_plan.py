@@ -12,6 +12,7 @@ from kubetune_operator.reconcile.plan import (
     pvc_to_file,
     resolve,
 )
+from kubetune_trainer.config import PerfConfig
 from tests.unit.operator.helpers import job, manifest
 
 pytestmark = pytest.mark.unit
@@ -53,6 +54,36 @@ def test_plan_fills_defaults() -> None:
     assert cfg.output is not None and cfg.output.storage.endpoint == "http://minio.storage:9000"
     assert cfg.reporting.progress_sink == "kubernetes"
     assert plan.pod_names == ["llama-lora-a3-0", "llama-lora-a3-1"]
+
+
+def test_performance_defaults_to_the_trainers_auto() -> None:
+    assert resolve(job(), 1, SETTINGS).trainer_config.perf == PerfConfig()
+
+
+@pytest.mark.parametrize(
+    ("performance", "expected"),
+    [
+        (
+            {"ligerKernels": "off", "varlenAttention": "on", "fusedOptimizer": False},
+            PerfConfig(liger_kernels="off", varlen_attention="on", fused_optimizer=False),
+        ),
+        (
+            {"ligerKernels": "on", "activationCheckpointing": "selective"},
+            PerfConfig(liger_kernels="on", activation_checkpointing="selective"),
+        ),
+        ({"activationCheckpointing": "off"}, PerfConfig(activation_checkpointing="off")),
+    ],
+)
+def test_performance_overrides_reach_the_trainer(performance: dict, expected: PerfConfig) -> None:
+    training = {"epochs": 1, "performance": performance}
+    assert resolve(job(training=training), 1, SETTINGS).trainer_config.perf == expected
+
+
+def test_gradient_checkpointing_kept_beside_a_finer_activation_choice() -> None:
+    training = {"gradientCheckpointing": True, "performance": {"activationCheckpointing": "full"}}
+    cfg = resolve(job(training=training), 1, SETTINGS).trainer_config
+    assert cfg.training.gradient_checkpointing is True
+    assert cfg.perf.activation_checkpointing == "full"
 
 
 def test_epochs_default_to_one_without_max_steps() -> None:
