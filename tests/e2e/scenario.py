@@ -14,7 +14,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from kubernetes import client
 from kubetune_operator.api import constants as c
 from kubetune_operator.reconcile import names
 from tests.e2e.nodeagent import NodeAgent
-from tests.harness import ControlPlane
+from tests.harness import ControlPlane, eventually
 from tests.harness.procs import free_port
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -44,18 +43,6 @@ IMAGE_ENV = {
     "TORCH_EXTENSIONS_DIR": str(Path.home() / ".cache" / "kubetune" / "torch_extensions-e2e"),
     "TOKENIZERS_PARALLELISM": "false",
 }
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str, poll: float = 0.25) -> Any:
-    """Poll `check` until it returns something truthy (returned); AssertionError on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(poll)
 
 
 class S3:

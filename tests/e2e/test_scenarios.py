@@ -35,11 +35,10 @@ from tests.e2e.scenario import (
     World,
     build_deepspeed_ops,
     build_tiny_model,
-    eventually,
     job_manifest,
     results_table,
 )
-from tests.harness import ControlPlane
+from tests.harness import ControlPlane, eventually
 from tests.k8s.operator.conftest import Operator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -4,25 +4,13 @@ from __future__ import annotations
 
 import json
 import socket
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.harness import ControlPlane, start_control_plane
+from tests.harness import ControlPlane, eventually, start_control_plane
 
 pytestmark = pytest.mark.k8s
-
-
-def eventually(check: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
-    """Poll until `check` holds (controllers act asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"{what} did not happen within {timeout}s")
 
 
 def test_apiserver_reports_its_version(control_plane: ControlPlane) -> None:
@@ -61,6 +49,7 @@ def test_service_account_token_is_subject_to_rbac(
             ).returncode
             == 0
         ),
+        timeout=30,
         what="RoleBinding to take effect",
     )
 
@@ -111,6 +100,7 @@ def test_garbage_collector_deletes_dependents(control_plane: ControlPlane, names
             ).returncode
             != 0
         ),
+        timeout=30,
         what="garbage collection of the child ConfigMap",
     )
 
@@ -147,6 +137,7 @@ def test_scheduler_binds_a_pod_to_a_node(control_plane: ControlPlane, namespace:
                 ).stdout
                 == node_name
             ),
+            timeout=30,
             what="the scheduler binding the pod",
         )
     finally:

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import copy
 import sys
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ import pytest
 from kubernetes import client
 
 from kubetune_operator.api import constants as c
-from tests.harness import ControlPlane
+from tests.harness import ControlPlane, eventually
+from tests.harness.controlplane import log_tail
 from tests.harness.procs import free_port, spawn, stop
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -61,7 +61,9 @@ class Operator:
         The liveness probe is only checked to answer: Kopf caches probe results for a while.
         """
         if self.proc is not None and self.proc.poll() is not None:
-            raise AssertionError(f"operator exited with {self.proc.returncode}:\n{tail(self.log)}")
+            raise AssertionError(
+                f"operator exited with {self.proc.returncode}:\n{log_tail(self.log, lines=40)}"
+            )
         try:
             with NO_PROXY.open(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2):
                 pass
@@ -88,29 +90,6 @@ class Operator:
     def stop(self) -> None:
         if self.proc is not None:
             stop(self.proc, grace_seconds=5)
-
-
-def tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""
-
-
-def eventually(
-    check: Callable[[], Any], timeout: float = 30, what: str = "condition", log: Path | None = None
-) -> Any:
-    """Poll until `check` returns something truthy; return it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(
-                f"{what} did not happen within {timeout}s" + (f"\n{tail(log)}" if log else "")
-            )
-        time.sleep(0.2)
 
 
 @pytest.fixture
@@ -148,14 +127,16 @@ class Cluster:
             "metadata": {"name": name},
             "spec": spec,
         }
-        return dict(
-            self.custom.create_namespaced_custom_object(c.GROUP, c.VERSION, self.ns, c.PLURAL, body)
+        created: Any = self.custom.create_namespaced_custom_object(
+            c.GROUP, c.VERSION, self.ns, c.PLURAL, body
         )
+        return dict(created)
 
     def job(self, name: str) -> dict[str, Any]:
-        return dict(
-            self.custom.get_namespaced_custom_object(c.GROUP, c.VERSION, self.ns, c.PLURAL, name)
+        job: Any = self.custom.get_namespaced_custom_object(
+            c.GROUP, c.VERSION, self.ns, c.PLURAL, name
         )
+        return dict(job)
 
     def status(self, name: str) -> dict[str, Any]:
         return dict(self.job(name).get("status") or {})

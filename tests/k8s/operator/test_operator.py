@@ -10,8 +10,8 @@ import pytest
 from kubernetes import client, config
 
 from kubetune_operator.api import constants as c
-from tests.harness import ControlPlane
-from tests.k8s.operator.conftest import Cluster, Operator, eventually
+from tests.harness import ControlPlane, eventually
+from tests.k8s.operator.conftest import Cluster, Operator
 
 pytestmark = pytest.mark.k8s
 
@@ -283,9 +283,8 @@ def test_continuation_waits_for_the_upstream_job(cluster: Cluster, operator: Ope
     eventually(
         lambda: len(cluster.pod_names("next")) == 2, 60, "continuation started", operator.log
     )
-    config_json = cluster.core.read_namespaced_config_map("next-a1-config", cluster.ns).data[
-        "trainer.json"
-    ]
+    config_map = cluster.core.read_namespaced_config_map("next-a1-config", cluster.ns)
+    config_json = (config_map.data or {})["trainer.json"]
     assert '"source": "file:///out/model"' in config_json
     assert "kubetune_reconcile_duration_seconds_count" in operator.metrics()
 
