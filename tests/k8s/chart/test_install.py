@@ -32,6 +32,14 @@ def helm(
     return out
 
 
+def helm_install(
+    cp: ControlPlane, tmp: Path, release: str, namespace: str, *values: str
+) -> subprocess.CompletedProcess[str]:
+    """Install the chart as `release` into `namespace`; each of `values` is passed as --set."""
+    sets = [arg for value in values for arg in ("--set", value)]
+    return helm(cp, tmp, "install", release, str(CHART), "-n", namespace, *sets)
+
+
 def can_i(cp: ControlPlane, sa: str, verb: str, resource: str, namespace: str) -> bool:
     """Whether ServiceAccount `sa` (ns:name) may do `verb` on `resource` (or resource/subresource)."""
     resource, _, sub = resource.partition("/")
@@ -55,17 +63,7 @@ def test_install_creates_crds_rbac_deployment_service(
     control_plane: ControlPlane, namespace: str, release: str, tmp_path: Path
 ) -> None:
     cp = control_plane
-    helm(
-        cp,
-        tmp_path,
-        "install",
-        release,
-        str(CHART),
-        "-n",
-        namespace,
-        "--set",
-        f"peering.name={release}",
-    )
+    helm_install(cp, tmp_path, release, namespace, f"peering.name={release}")
     full = f"{release}-kubetune"
     for crd in (
         "finetunejobs.kubetune.dev",
@@ -130,19 +128,8 @@ def test_namespaced_install_grants_only_listed_namespaces(
     watched = f"{namespace}-w"
     cp.kubectl("create", "namespace", watched)
     try:
-        helm(
-            cp,
-            tmp_path,
-            "install",
-            release,
-            str(CHART),
-            "-n",
-            namespace,
-            "--set",
-            "rbac.scope=namespaced",
-            "--set",
-            f"rbac.namespaces={{{watched}}}",
-        )
+        scope = ("rbac.scope=namespaced", f"rbac.namespaces={{{watched}}}")
+        helm_install(cp, tmp_path, release, namespace, *scope)
         full = f"{release}-kubetune"
         cp.kubectl(
             "get", "-n", watched, f"role/{full}", f"rolebinding/{full}", "kopfpeering/kubetune"
