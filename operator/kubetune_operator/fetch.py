@@ -37,8 +37,8 @@ class Reader:
         self.custom = client.CustomObjectsApi(api)
         self.pod_index = pod_index
         self.job_index = job_index
-        # (namespace, name) -> (resourceVersion the index may still show, newer body)
-        self.newer: dict[tuple[str, str], tuple[str | None, dict[str, Any]]] = {}
+        # (namespace, name) -> (versions the index may still show, a body newer than those)
+        self.newer: dict[tuple[str, str], tuple[frozenset[str | None], dict[str, Any]]] = {}
         self.stale: set[tuple[str, str]] = set()
 
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
@@ -56,9 +56,14 @@ class Reader:
         return copy.deepcopy(body)
 
     def remember(self, body: dict[str, Any], replaces: str | None) -> None:
-        """`body` is newer than version `replaces`, which the index may still hold a while."""
-        meta = body["metadata"]
-        self.newer[(meta["namespace"], meta["name"])] = (replaces, job_entry(body))
+        """`body` is newer than version `replaces`, which the index may still hold a while.
+
+        Several writes may land before the watch shows the first: each replaced version stays
+        known as older until the index moves past all of them.
+        """
+        key = (body["metadata"]["namespace"], body["metadata"]["name"])
+        older = self.newer[key][0] if key in self.newer else frozenset()
+        self.newer[key] = (older | {replaces}, job_entry(body))
 
     def invalidate(self, namespace: str, name: str) -> None:
         """The job changed under us (409): read it from the API server next time."""
@@ -102,15 +107,15 @@ class Reader:
 
 
 def choose_newer(
-    indexed: dict[str, Any], newer: tuple[str | None, dict[str, Any]] | None
+    indexed: dict[str, Any], newer: tuple[frozenset[str | None], dict[str, Any]] | None
 ) -> dict[str, Any]:
-    """The indexed body, unless the index still shows the version a newer known body replaced.
+    """The indexed body, unless the index still shows a version a newer known body replaced.
 
     Versions are compared for equality only (the API server's resourceVersions are opaque):
-    once the index shows anything other than the replaced version, the watch has caught up
-    with (or gone past) what this operator wrote or read, and the index is the truth.
+    once the index shows none of the replaced versions, the watch has caught up with (or gone
+    past) what this operator wrote or read, and the index is the truth.
     """
-    if newer is not None and _version(indexed) == newer[0]:
+    if newer is not None and _version(indexed) in newer[0]:
         return newer[1]
     return indexed
 

@@ -70,12 +70,27 @@ def test_a_written_job_wins_until_the_watch_moves_past_the_version_it_replaced()
     assert reader.newer == {}, "once the index is current the remembered body is dropped"
 
 
+def test_several_writes_ahead_of_the_watch_keep_the_latest() -> None:
+    """Two status writes before the watch shows the first: the index still holds the version
+    the first write replaced, which must not be taken for current."""
+    index = {("ns", "a"): [job_entry(job("5", "Pending"))]}
+    reader = offline_reader(index)
+    reader.remember(job("6", "Starting"), replaces="5")
+    reader.remember(job("7", "Running"), replaces="6")
+    assert reader.job("ns", "a")["metadata"]["resourceVersion"] == "7"  # type: ignore[index]
+    index[("ns", "a")] = [job_entry(job("6", "Starting"))]
+    assert reader.job("ns", "a")["metadata"]["resourceVersion"] == "7"  # type: ignore[index]
+    index[("ns", "a")] = [job_entry(job("7", "Running"))]
+    assert reader.job("ns", "a")["metadata"]["resourceVersion"] == "7"  # type: ignore[index]
+    assert reader.newer == {}
+
+
 def test_versions_compare_for_equality_only() -> None:
-    written = (None, job("6"))
-    assert choose_newer(job("5"), ("5", job("6"))) == job("6")
-    assert choose_newer(job("9"), ("5", job("6"))) == job("9")
+    older = frozenset({"5"})
+    assert choose_newer(job("5"), (older, job("6"))) == job("6")
+    assert choose_newer(job("9"), (older, job("6"))) == job("9")
     assert choose_newer(job("5"), None) == job("5")
-    assert choose_newer(job("5"), written) == job("5")
+    assert choose_newer(job("5"), (frozenset({None}), job("6"))) == job("5")
 
 
 def test_after_a_conflict_the_next_read_goes_to_the_api_server() -> None:
