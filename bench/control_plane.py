@@ -40,7 +40,7 @@ if str(REPO_ROOT) not in sys.path:
 from bench._scale import apimetrics, kwok, recorder, stats, workload  # noqa: E402
 from bench._scale.usage import Usage  # noqa: E402
 from kubernetes import client, config  # noqa: E402
-from tests.harness import ControlPlane, procs, start_control_plane  # noqa: E402
+from tests.harness import ControlPlane, eventually, procs, start_control_plane  # noqa: E402
 from tests.harness.controlplane import admin_ssl_context, http_get  # noqa: E402
 
 from kubetune_operator.api import constants as c  # noqa: E402
@@ -493,18 +493,6 @@ def scrape_apiserver(cp: ControlPlane) -> tuple[apimetrics.Counts, ...]:
         apimetrics.sum_by(body, "apiserver_request_duration_seconds_sum", "verb"),
         apimetrics.sum_by(body, "apiserver_request_duration_seconds_count", "verb"),
     )
-
-
-def eventually(check: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll `check` until truthy; a TimeoutError names `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what}: not within {timeout:.0f}s")
-        time.sleep(0.25)
 
 
 def _nonzero(counts: dict[str, float]) -> dict[str, int]:
