@@ -1,5 +1,6 @@
-"""Checkpoints in a real S3 server: kill + resume equals an uninterrupted run, torn checkpoints are
-skipped, SIGTERM leaves a committed checkpoint and exits 43, bad input exits 44 naming the line."""
+"""Checkpoints in a real S3 server: kill + resume equals an uninterrupted run (dropout included, under
+ZeRO-2 and ZeRO-3), torn checkpoints are skipped, each rank fetches only its own shards, SIGTERM
+leaves a committed checkpoint and exits 43, bad input exits 44 naming the line."""
 
 from __future__ import annotations
 
@@ -18,10 +19,11 @@ from kubetune_trainer.checkpoint.storage import S3Storage
 from kubetune_trainer.config import StorageConfig
 from kubetune_trainer.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED
 
-from .harness import config, finish, kill_group, launch, start, wait_for
+from .harness import Run, config, finish, kill_group, launch, start, wait_for
 
 # Resumed weights must equal the uninterrupted run's. DeepSpeed restores fp32 master weights,
-# Adam moments and the LR schedule exactly, the data order is a pure function of the step, and
+# Adam moments and the LR schedule exactly, the data order is a pure function of the step, the
+# checkpoint carries each rank's RNG states (dropout masks continue where they were), and
 # both runs do the same fp32 ops in the same order on the same machine, so the result is
 # expected to be bit-identical; 1e-6 only tolerates a reordered gloo reduction (an update of
 # one step at lr 3e-3 moves weights by ~1e-3, a thousand times more).
@@ -33,13 +35,21 @@ def store(s3: Any, bucket: str, prefix: str) -> S3Storage:
 
 
 def lora_cfg(
-    workdir: Path, base: Path, data: Any, uri: str, endpoint: str, **training: Any
+    workdir: Path,
+    base: Path,
+    data: Any,
+    uri: str,
+    endpoint: str,
+    *,
+    dropout: float = 0.1,
+    zero_stage: int = 3,
+    **training: Any,
 ) -> dict[str, Any]:
     return config(
         workdir, base, data,
-        method={"type": "lora", "lora_r": 16, "lora_alpha": 32, "lora_dropout": 0.0},
+        method={"type": "lora", "lora_r": 16, "lora_alpha": 32, "lora_dropout": dropout},
         training={"learning_rate": 3e-3, "max_steps": 30, "eval_every_steps": None, **training},
-        deepspeed={"zero_stage": 3},
+        deepspeed={"zero_stage": zero_stage},
         checkpoint={"uri": uri, "every_steps": 10, "keep_last": 5, "storage": {"endpoint": endpoint}},
         output={"format": "both"},
     )  # fmt: skip
@@ -82,22 +92,8 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
     }
 
 
-@pytest.mark.slow
-def test_kill_resume_from_s3_skips_torn_and_matches_uninterrupted(
-    tmp_path: Path, tiny_base: Path, task_data: Any, s3_server: Any, s3_bucket: str
-) -> None:
-    env = s3_server.env()
-    ref = launch(
-        tmp_path / "ref",
-        lora_cfg(
-            tmp_path / "ref", tiny_base, task_data, f"s3://{s3_bucket}/ref", s3_server.endpoint
-        ),
-        env,
-    )
-    assert ref.code == 0, ref.log[-4000:]
-
-    work = tmp_path / "run"
-    cfg = lora_cfg(work, tiny_base, task_data, f"s3://{s3_bucket}/run", s3_server.endpoint)
+def kill_after_a_checkpoint(work: Path, cfg: dict[str, Any], env: dict[str, str]) -> None:
+    """Start a run and SIGKILL all its ranks once a checkpoint is committed and step 15 passed."""
     began = time.monotonic()
     proc = start(work, cfg, env)
 
@@ -114,6 +110,37 @@ def test_kill_resume_from_s3_skips_torn_and_matches_uninterrupted(
     kill_group(proc, signal.SIGKILL)
     killed = finish(proc, work, began)
     assert killed.code != 0, "the run finished before it could be killed"
+
+
+def assert_same_as_uninterrupted(ref: Run, resumed: Run, step: int) -> float:
+    """Same losses for the steps both runs did after the checkpoint, same final weights."""
+    card = resumed.card()
+    ref_losses = ref.card()["training"]["losses"][step:]
+    assert card["training"]["losses"] == pytest.approx(ref_losses, abs=1e-6)
+    a, b = weights(ref.workdir / "out"), weights(resumed.workdir / "out")
+    assert a.keys() == b.keys()
+    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
+    assert diff <= PARAM_ATOL, diff
+    return diff
+
+
+@pytest.mark.slow
+def test_kill_resume_from_s3_skips_torn_and_matches_uninterrupted(
+    tmp_path: Path, tiny_base: Path, task_data: Any, s3_server: Any, s3_bucket: str
+) -> None:
+    env = s3_server.env()
+    ref = launch(
+        tmp_path / "ref",
+        lora_cfg(
+            tmp_path / "ref", tiny_base, task_data, f"s3://{s3_bucket}/ref", s3_server.endpoint
+        ),
+        env,
+    )
+    assert ref.code == 0, ref.log[-4000:]
+
+    work = tmp_path / "run"
+    cfg = lora_cfg(work, tiny_base, task_data, f"s3://{s3_bucket}/run", s3_server.endpoint)
+    kill_after_a_checkpoint(work, cfg, env)
 
     st = store(s3_server, s3_bucket, "run")
     good, _ = committed(st)
@@ -152,13 +179,7 @@ def test_kill_resume_from_s3_skips_torn_and_matches_uninterrupted(
     assert per_rank == [len(files_to_fetch(latest.manifest, r, 2)) for r in (0, 1)]
     assert all(0 < n < len(names) for n in per_rank), (per_rank, sorted(names))
 
-    # Same losses for the steps both runs did after the checkpoint, same final weights.
-    ref_losses = ref.card()["training"]["losses"][latest.step :]
-    assert card["training"]["losses"] == pytest.approx(ref_losses, abs=1e-6)
-    a, b = weights(ref.workdir / "out"), weights(work / "out")
-    assert a.keys() == b.keys()
-    diff = max(float((a[k] - b[k]).abs().max()) for k in a)
-    assert diff <= PARAM_ATOL, diff
+    diff = assert_same_as_uninterrupted(ref, resumed, latest.step)
     print(f"\nresume from {latest.tag}: max |param diff| {diff:.2e}; ref wall {ref.wall:.1f}s")
 
 
@@ -203,3 +224,34 @@ def test_malformed_record_exits_bad_input_naming_the_line(
     run = launch(tmp_path, cfg, timeout=120)
     assert run.code == EXIT_BAD_INPUT, run.log[-3000:]
     assert f"{bad}:7: field 'completion' must be a string" in run.log
+
+
+@pytest.mark.slow
+def test_kill_resume_with_dropout_under_zero2_matches_uninterrupted(
+    tmp_path: Path, tiny_base: Path, task_data: Any, s3_server: Any, s3_bucket: str
+) -> None:
+    """ZeRO-2 keeps one model-states file that every rank reads and one optimizer shard per rank;
+    dropout 0.2 makes the result depend on each rank's RNG, which must resume where it was."""
+    env = s3_server.env()
+
+    def cfg_for(name: str) -> dict[str, Any]:
+        return lora_cfg(
+            tmp_path / name, tiny_base, task_data, f"s3://{s3_bucket}/{name}",
+            s3_server.endpoint, dropout=0.2, zero_stage=2,
+        )  # fmt: skip
+
+    ref = launch(tmp_path / "ref", cfg_for("ref"), env)
+    assert ref.code == 0, ref.log[-4000:]
+    kill_after_a_checkpoint(tmp_path / "run", cfg_for("run"), env)
+    latest = committed(store(s3_server, s3_bucket, "run"))[0][0]
+
+    resumed = launch(tmp_path / "run", cfg_for("run"), env)
+    assert resumed.code == 0, resumed.log[-4000:]
+    src = resumed.card()["checkpoints"]["resumed_from"]
+    assert src["step"] == latest.step, src
+    assert "mp_rank_00_model_states.pt" in src["fetched"]
+    assert "zero_pp_rank_0_mp_rank_00_optim_states.pt" in src["fetched"]
+    assert not any(n.startswith("zero_pp_rank_1_") for n in src["fetched"]), src["fetched"]
+    assert "rng_state_rank_00000.pt" in src["fetched"] and src["rng_restored"], src
+    diff = assert_same_as_uninterrupted(ref, resumed, latest.step)
+    print(f"\nZeRO-2, dropout 0.2, resume from {latest.tag}: max |param diff| {diff:.2e}")

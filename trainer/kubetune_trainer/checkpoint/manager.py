@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import CheckpointConfig
+from . import rng
 from .manifest import (
     MANIFEST,
     Committed,
@@ -27,6 +28,7 @@ from .manifest import (
     files_to_fetch,
     merge_ranks,
     rank_key,
+    rng_file,
     tag_for,
     tags_in,
     to_delete,
@@ -46,6 +48,7 @@ class Restored:
     client_state: dict[str, Any]
     skipped: dict[str, list[str]]
     fetched: list[str]  # the files of the checkpoint this rank downloaded
+    rng_restored: bool  # False for checkpoints without this rank's RNG states
 
 
 def describe_files(folder: Path) -> dict[str, dict[str, Any]]:
@@ -216,6 +219,9 @@ class CheckpointManager:
             exclude_frozen_parameters=exclude_frozen,
         )
         folder = save_dir / tag
+        folder.mkdir(parents=True, exist_ok=True)  # a rank with no shards of its own (stage 0)
+        # After DeepSpeed's save: the state the next step starts from, in this run or a resumed one.
+        rng.save(folder / rng_file(self.rank))
         helper = save_dir / "zero_to_fp32.py"
         if self.rank == 0 and helper.is_file():
             shutil.copyfile(helper, folder / helper.name)
@@ -309,6 +315,7 @@ class CheckpointManager:
                 load_optimizer_states=True,
                 load_lr_scheduler_states=True,
             )
+            rng_restored = self._restore_rng(dest / rng_file(self.rank), ckpt.tag)
             shutil.rmtree(dest, ignore_errors=True)
             log.info(
                 "rank %d resumed from %s; fetched %d of its %d files",
@@ -317,5 +324,20 @@ class CheckpointManager:
                 len(names),
                 len(ckpt.manifest["files"]),
             )
-            return Restored(ckpt.tag, ckpt.step, dict(client_state or {}), skipped, names)
+            return Restored(
+                ckpt.tag, ckpt.step, dict(client_state or {}), skipped, names, rng_restored
+            )
         return None
+
+    def _restore_rng(self, path: Path, tag: str) -> bool:
+        """Continue this rank's random streams (dropout) where the checkpoint left them."""
+        if not path.is_file():  # saved before RNG states were, or by fewer ranks
+            log.warning(
+                "checkpoint %s has no RNG states for rank %d: dropout will not repeat the "
+                "masks of an uninterrupted run",
+                tag,
+                self.rank,
+            )
+            return False
+        rng.load(path)
+        return True

@@ -1,7 +1,7 @@
 """Checkpoint layout in the store, and the pure rules for commit, validity, choice, retention and
 which files a rank reads on resume.
 
-<root>/step-00000100/<DeepSpeed files of every rank>
+<root>/step-00000100/<DeepSpeed files of every rank, and each rank's RNG states>
 <root>/step-00000100/_ranks/rank-<r>.json   one per rank, written after its upload
 <root>/step-00000100/manifest.json          written by rank 0 last: the commit
 """
@@ -38,13 +38,19 @@ def rank_key(tag: str, rank: int) -> str:
 
 # Files only one data-parallel rank reads when DeepSpeed resumes at the same world size: ZeRO
 # optimizer shards (all stages; "bf16_" prefix with the bf16 optimizer, and the old name without
-# "_" before "optim"), ZeRO-3 parameter shards and NVMe-offloaded optimizer state.
+# "_" before "optim"), ZeRO-3 parameter shards, NVMe-offloaded optimizer state, RNG states.
 # Everything else (mp_rank_*_model_states.pt of stages 0-2, zero_to_fp32.py, any file not known
 # here) is read by every rank or by none, so every rank fetches it.
 RANK_FILE_RE = re.compile(
     r"^(?:bf16_)?zero_pp_rank_(?P<zero>\d+)_mp_rank_\d+_?(?:optim|model)_states\.pt$"
     r"|^offloaded_tensors/rank(?P<nvme>\d+)/"
+    r"|^rng_state_rank_(?P<rng>\d+)\.pt$"
 )
+
+
+def rng_file(rank: int) -> str:
+    """The name of a rank's RNG-state file inside a checkpoint folder."""
+    return f"rng_state_rank_{rank:05d}.pt"
 
 
 def reader_rank(name: str) -> int | None:
