@@ -21,6 +21,7 @@ from kubetune_operator.apply import Writer
 from kubetune_operator.changes import WorkerChanges
 from kubetune_operator.controller import APPLY_WORKERS, Controller
 from kubetune_operator.fetch import Reader, index_entry, job_entry
+from kubetune_operator.kopf_settings import scan_cluster_only_when_cluster_wide
 from kubetune_operator.queue import RECONCILE_WORKERS, JobQueue
 from kubetune_operator.reconcile.plan import OperatorSettings
 
@@ -67,6 +68,7 @@ def startup(
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.execution.max_workers = 8
+    scan_cluster_only_when_cluster_wide(settings)
     api = api_client()
     # The indexes below, by their names.
     reader = Reader(api, pod_index=kwargs["worker_pods"], job_index=kwargs["jobs"])
