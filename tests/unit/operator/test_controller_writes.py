@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes.client import ApiException
 
-from kubetune_operator.controller import Controller
+from kubetune_operator.controller import Controller, waves
 from kubetune_operator.reconcile.plan import OperatorSettings
 from tests.unit.operator.helpers import T0, manifest
 
@@ -94,10 +94,19 @@ def test_a_big_gang_is_applied_concurrently_and_pods_come_after_their_service_ac
     kinds = [kind for kind, _ in writer.applied]
     assert kinds.count("Pod") == 32
     first_pod = kinds.index("Pod")
-    assert "ServiceAccount" in kinds[:first_pod] and set(kinds[first_pod:]) == {"Pod"}
+    assert {"ServiceAccount", "Role"} <= set(kinds[:first_pod])
+    assert set(kinds[first_pod:]) <= {"Pod", "RoleBinding"}
+    assert kinds.index("RoleBinding") > kinds.index("Role")
     assert writer.max_active > 1
     assert writer.max_active <= 8
     assert elapsed < 32 * 0.02, "pods were applied one after another"
+
+
+def test_waves_put_what_is_named_before_what_names_it() -> None:
+    objs = [{"kind": k} for k in ("ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Pod")]
+    first, second = waves(objs)
+    assert [o["kind"] for o in first] == ["ServiceAccount", "Role", "ConfigMap"]
+    assert [o["kind"] for o in second] == ["RoleBinding", "Pod"]
 
 
 def test_one_apply_worker_still_applies_everything_in_order() -> None:
