@@ -104,6 +104,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="py-spy profile of the operator (collapsed stacks)",
     )
+    p.add_argument(
+        "--profile-cpu",
+        action="store_true",
+        help="profile on-CPU samples only (default: every thread, waiting included)",
+    )
     args = p.parse_args(argv)
     if args.big is None:
         args.big = 1 if args.jobs >= 10 else 0
@@ -249,7 +254,11 @@ def run_operator_phase(
     proc = procs.spawn(argv, log, env)
     try:
         eventually(lambda: _operator_metrics(metrics_port, proc) != "", 60, "operator up")
-        profiler = start_profiler(proc.pid, args.profile, cp.log_dir) if args.profile else None
+        profiler = (
+            start_profiler(proc.pid, args.profile, cp.log_dir, idle=not args.profile_cpu)
+            if args.profile
+            else None
+        )
         try:
             result = run_phase(cp, api, sub, sizes, args, proc.pid)
         finally:
@@ -266,14 +275,15 @@ def run_operator_phase(
         procs.stop(proc)
 
 
-def start_profiler(pid: int, out: Path, log_dir: Path) -> subprocess.Popen[bytes]:
-    """py-spy sampling every thread of `pid` (idle ones too: waiting on the API server is where
-    a controller's wall time goes), written as collapsed stacks when stopped."""
+def start_profiler(pid: int, out: Path, log_dir: Path, idle: bool) -> subprocess.Popen[bytes]:
+    """py-spy sampling every thread of `pid`, written as collapsed stacks when stopped. With
+    `idle`, waiting threads too (waiting on the API server is where a controller's wall time
+    goes); without, only samples on the CPU (where the operator's own cost goes)."""
     spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if spy is None:
         raise FileNotFoundError("--profile needs py-spy (pip install py-spy)")
-    argv = [spy, "record", "--pid", str(pid), "--idle", "--threads", "--rate", "50",
-            "--format", "raw", "--output", str(out)]  # fmt: skip
+    argv = [spy, "record", "--pid", str(pid), *(["--idle"] if idle else []), "--threads",
+            "--rate", "50", "--format", "raw", "--output", str(out)]  # fmt: skip
     return procs.spawn(argv, log_dir / "py-spy.log")
 
 
