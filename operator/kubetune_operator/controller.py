@@ -26,6 +26,7 @@ from kubetune_operator.reconcile.render import render
 from kubetune_operator.reconcile.status import (
     Decision,
     Upstream,
+    can_coalesce,
     decide,
     invalid_spec,
     status_patch,
@@ -33,6 +34,8 @@ from kubetune_operator.reconcile.status import (
 
 log = logging.getLogger(__name__)
 APPLY_WORKERS = 16
+# Least time between two status writes of one job that only refresh counts and messages.
+COUNTS_INTERVAL = 1.0
 # How long a pod this operator created counts as existing although the pod watch has not
 # shown it yet (its ADDED event is normally a few milliseconds behind the create call).
 EXPECT_SECONDS = 30.0
@@ -69,6 +72,8 @@ class Controller:
         self.expected: dict[tuple[str, str], dict[str, float]] = {}
         # upstream job -> jobs waiting for its model (ftj://), so its events wake them.
         self.waiting: dict[tuple[str, str], set[str]] = {}
+        # (namespace, job) -> when its status was last written (time.monotonic).
+        self.written_at: dict[tuple[str, str], float] = {}
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Bring one job one step closer to its spec; returns seconds until it wants another look."""
@@ -77,6 +82,7 @@ class Controller:
             if body is None or body["metadata"].get("deletionTimestamp"):
                 metrics.record_phase(namespace, name, None)
                 self.expected.pop((namespace, name), None)
+                self.written_at.pop((namespace, name), None)
                 return None
             status = body.get("status") or {}
             try:
@@ -116,24 +122,37 @@ class Controller:
         )
 
     def _write_status(
-        self, body: dict[str, Any], status: dict[str, Any], desired: dict[str, Any]
+        self,
+        body: dict[str, Any],
+        status: dict[str, Any],
+        desired: dict[str, Any],
+        decision: Decision | None = None,
     ) -> bool:
         """Patch the status when it changed; True when a patch was written.
 
-        The written job is handed to the reader (the watch shows it a moment later); a 409
-        means someone else wrote the job since it was read, so the next pass reads it afresh.
+        A patch that only refreshes counts (`can_coalesce`) waits until COUNTS_INTERVAL after
+        the job's last write; the decision is asked to look again then, and that pass writes
+        whatever is current. The written job is handed to the reader (the watch shows it a
+        moment later); a 409 means someone else wrote the job since it was read, so the next
+        pass reads it afresh.
         """
         patch = status_patch(status, desired)
         if patch is None:
             return False
         meta = body["metadata"]
         ns, name, version = meta["namespace"], meta["name"], meta["resourceVersion"]
+        if decision is not None and can_coalesce(patch, decision):
+            wait = self.written_at.get((ns, name), float("-inf")) + COUNTS_INTERVAL
+            if wait > time.monotonic():
+                decision.requeue(wait - time.monotonic())
+                return False
         try:
             written = self.writer.patch_status(ns, name, version, patch)
         except ApiException as err:
             if err.status == 409:
                 self.reader.invalidate(ns, name)
             raise
+        self.written_at[(ns, name)] = time.monotonic()
         self.reader.remember(written, version)
         return True
 
@@ -178,7 +197,7 @@ class Controller:
         """Status first (guarded by resourceVersion), then events, deletions, creations."""
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
-        self._write_status(body, status, d.status)
+        self._write_status(body, status, d.status, d)
         if d.restart_reason:
             metrics.RESTARTS.labels(reason=d.restart_reason).inc()
         for event in d.events:

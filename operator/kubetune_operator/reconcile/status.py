@@ -91,6 +91,20 @@ def status_patch(current: dict[str, Any], desired: dict[str, Any]) -> dict[str, 
     return patch or None
 
 
+# Status keys that only describe progress within a phase (worker counts, the phase message,
+# condition messages); a patch of nothing else may wait a moment and ride with the next one.
+COUNTS_ONLY = frozenset({"workers", "message", "conditions"})
+
+
+def can_coalesce(patch: dict[str, Any], decision: Decision) -> bool:
+    """True when `patch` only refreshes counts and messages within the phase: no phase,
+    attempt, time or failure record, and no event. A gang's pods change one by one; writing
+    each step costs the API server a status write per pod, while the changes that users,
+    tools and crash safety depend on (a new phase or attempt is written before any pod is
+    created or deleted for it) are never held back."""
+    return set(patch) <= COUNTS_ONLY and not decision.events
+
+
 def failure_record(f: WorkerFailure, attempt: int, now: str) -> dict[str, Any]:
     """status.lastFailure for a worker failure."""
     out: dict[str, Any] = {

@@ -11,7 +11,7 @@ from kubernetes.client import ApiException
 
 from kubetune_operator.controller import Controller, waves
 from kubetune_operator.reconcile.plan import OperatorSettings
-from tests.unit.operator.helpers import T0, manifest
+from tests.unit.operator.helpers import T0, manifest, pod
 
 pytestmark = pytest.mark.unit
 
@@ -153,3 +153,32 @@ def test_a_written_status_is_handed_to_the_reader_and_a_conflict_invalidates_it(
     with pytest.raises(ApiException):
         ctl.reconcile("ns", "llama-lora")
     assert reader.invalidated == ("ns", "llama-lora")
+
+
+def test_count_only_status_changes_wait_for_the_interval_and_phase_changes_do_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Pods of a gang change one by one: counts are written at most once per interval, while
+    a phase change (what users and tools wait for) is written at once."""
+    writer, reader = Writer(), Reader(job_body(2))
+    ctl = controller(reader, writer)
+    ctl.reconcile("ns", "llama-lora")  # first look: phase Pending, written at once
+    assert writer.status_patches[-1]["phase"] == "Pending"
+    reader.body["status"] = dict(writer.status_patches[-1])
+    reader.pod_list = [pod(0, phase="Pending", scheduled=False)]
+    delay = ctl.reconcile("ns", "llama-lora")
+    assert len(writer.status_patches) == 1, "a count-only change was written at once"
+    assert delay is not None and delay <= 1.0, "the pass must come back to write the counts"
+
+    reader.pod_list = [pod(0, phase="Pending"), pod(1, phase="Pending")]  # all scheduled
+    ctl.reconcile("ns", "llama-lora")
+    assert writer.status_patches[-1]["phase"] == "Initializing", "a phase change must not wait"
+
+    reader.body["status"] = {**reader.body["status"], **writer.status_patches[-1]}
+    reader.pod_list = [pod(0, phase="Running"), pod(1, phase="Pending")]
+    written = len(writer.status_patches)
+    ctl.reconcile("ns", "llama-lora")
+    assert len(writer.status_patches) == written
+    monkeypatch.setattr("kubetune_operator.controller.COUNTS_INTERVAL", 0.0)
+    ctl.reconcile("ns", "llama-lora")
+    assert writer.status_patches[-1]["workers"]["running"] == 1, "the deferred counts land"

@@ -6,7 +6,14 @@ from typing import Any
 
 import pytest
 
-from kubetune_operator.reconcile.status import Upstream, decide, status_patch
+from kubetune_operator.reconcile.status import (
+    Decision,
+    Event,
+    Upstream,
+    can_coalesce,
+    decide,
+    status_patch,
+)
 from kubetune_operator.reconcile.timeutil import format_time
 from tests.unit.operator.helpers import T0, at, gang, job, pod, running_status, with_run_policy
 
@@ -278,3 +285,22 @@ def test_deadline_clock_restarts_on_resume() -> None:
         ]
         == "Failed"
     )
+
+
+@pytest.mark.parametrize(
+    ("patch", "events", "expected"),
+    [
+        ({"workers": {"running": 2}}, [], True),
+        ({"workers": {"running": 2}, "message": "2/4", "conditions": []}, [], True),
+        ({"workers": {"running": 2}, "message": "image pull failed"}, ["WorkerProblem"], False),
+        ({"phase": "Running", "workers": {"running": 4}}, [], False),
+        ({"attempt": 2, "workers": {"running": 0}}, [], False),
+        ({"lastFailure": {"reason": "OOMKilled"}}, [], False),
+        ({"startTime": "2026-01-01T00:00:00Z"}, [], False),
+    ],
+)
+def test_only_count_refreshes_may_wait(
+    patch: dict[str, Any], events: list[str], expected: bool
+) -> None:
+    decision = Decision(status={}, events=[Event("Warning", r, r) for r in events])
+    assert can_coalesce(patch, decision) is expected
