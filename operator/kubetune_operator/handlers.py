@@ -21,7 +21,7 @@ from kubetune_operator.apply import Writer
 from kubetune_operator.changes import WorkerChanges
 from kubetune_operator.controller import APPLY_WORKERS, Controller
 from kubetune_operator.fetch import Reader, index_entry, job_entry
-from kubetune_operator.kopf_settings import scan_cluster_only_when_cluster_wide
+from kubetune_operator.kopf_settings import NoDiffBase, scan_cluster_only_when_cluster_wide
 from kubetune_operator.queue import RECONCILE_WORKERS, JobQueue
 from kubetune_operator.reconcile.plan import OperatorSettings
 
@@ -61,9 +61,7 @@ def startup(
 ) -> None:
     """Kopf bookkeeping under our prefix, clients in memo, metrics server."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=c.GROUP, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()  # no change handlers: see there
     settings.persistence.finalizer = f"{c.GROUP}/finalizer"
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
