@@ -1,7 +1,9 @@
 """The only module that writes to the API server.
 
-Children are written with server-side apply under one field manager, so re-applying is
-idempotent and another actor's fields are never clobbered silently. Status is written with a
+Children have deterministic names and are created; a supporting child that exists already (a
+later attempt, an upgraded operator) is then server-side applied under one field manager, so
+re-applying is idempotent and another actor's fields are never clobbered silently. Pods are
+never updated (a new attempt has new pod names). Status is written with a
 merge patch carrying the resourceVersion the decision was made on: a concurrent writer (a
 second replica, a stale event) gets 409 Conflict and the decision is made again on fresh data.
 """
@@ -31,13 +33,13 @@ class Writer:
         self.custom = client.CustomObjectsApi(api)
 
     def apply(self, obj: dict[str, Any]) -> None:
-        """Server-side apply one rendered child (ServiceAccount, Role, RoleBinding, ConfigMap, Service, Pod)."""
+        """Server-side apply one supporting child (ServiceAccount, Role, RoleBinding, ConfigMap,
+        Service) that exists already; pods are only ever created."""
         kind, meta = obj["kind"], obj["metadata"]
         patchers = {
             "ServiceAccount": self.core.patch_namespaced_service_account,
             "ConfigMap": self.core.patch_namespaced_config_map,
             "Service": self.core.patch_namespaced_service,
-            "Pod": self.core.patch_namespaced_pod,
             "Role": self.rbac.patch_namespaced_role,
             "RoleBinding": self.rbac.patch_namespaced_role_binding,
         }
@@ -54,19 +56,27 @@ class Writer:
                 )
             )
 
-    def create_pod(self, obj: dict[str, Any]) -> None:
-        """Create a worker pod; one already there under its deterministic name is fine.
+    def create(self, obj: dict[str, Any]) -> bool:
+        """Create a rendered child; False when one of that name exists already.
 
-        The operator never updates a pod, so a plain create does what apply would, at about
-        half the API server's work (no managed-fields merge of a whole pod spec).
+        A create costs the API server about half an apply (no managed-fields merge), and
+        children have deterministic names, so "exists" means an earlier pass made it.
         """
-        meta = obj["metadata"]
+        kind, meta = obj["kind"], obj["metadata"]
+        creators = {
+            "ServiceAccount": self.core.create_namespaced_service_account,
+            "ConfigMap": self.core.create_namespaced_config_map,
+            "Service": self.core.create_namespaced_service,
+            "Pod": self.core.create_namespaced_pod,
+            "Role": self.rbac.create_namespaced_role,
+            "RoleBinding": self.rbac.create_namespaced_role_binding,
+        }
         with metrics.api_call("create"):
             try:
                 done(
-                    self.core.create_namespaced_pod(
+                    creators[kind](  # type: ignore[operator]
                         meta["namespace"],
-                        obj,  # type: ignore[arg-type]
+                        obj,
                         field_manager=c.FIELD_MANAGER,
                         _preload_content=False,
                     )
@@ -74,6 +84,19 @@ class Writer:
             except client.ApiException as err:
                 if err.status != 409:
                     raise
+                return False
+        return True
+
+    def create_pod(self, obj: dict[str, Any]) -> None:
+        """Create a worker pod; one already there under its deterministic name is fine (the
+        operator never updates a pod: a new attempt has new pod names)."""
+        self.create(obj)
+
+    def ensure(self, obj: dict[str, Any]) -> None:
+        """Create a supporting child, or apply it when it exists (a later attempt, an upgraded
+        operator), so it matches what this operator renders now."""
+        if not self.create(obj):
+            self.apply(obj)
 
     def delete_pod(self, namespace: str, name: str) -> None:
         """Delete a worker; its grace period lets the trainer checkpoint on SIGTERM. Gone is fine."""

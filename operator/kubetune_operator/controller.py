@@ -179,11 +179,11 @@ class Controller:
         list(self.pool.map(self._write_child, second))
 
     def _write_child(self, obj: dict[str, Any]) -> None:
-        """Pods are created (never updated), everything else applied."""
+        """Pods are created (never updated); everything else created, or applied if it exists."""
         if obj["kind"] == "Pod":
             self.writer.create_pod(obj)
         else:
-            self.writer.apply(obj)
+            self.writer.ensure(obj)
 
     def _execute(
         self,

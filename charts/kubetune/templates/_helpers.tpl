@@ -64,9 +64,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
 {{/*
-Permissions the operator needs in each namespace it watches, and no more. Children are written
-with server-side apply (create for the first apply, patch after) and cleaned up through owner
-references, so only pods (ended attempts) and FineTuneJobs (ttlSecondsAfterFinished) are
+Permissions the operator needs in each namespace it watches, and no more. Children are created
+(supporting objects that exist already are then server-side applied: patch; pods never change)
+and cleaned up through owner references, so only pods (ended attempts) and FineTuneJobs (ttlSecondsAfterFinished) are
 deleted. The per-job Role it grants the trainer (get this job, get/patch its status) is a subset
 of these grants, so neither escalate nor bind is needed. update on finetunejobs/finalizers lets
 it set blockOwnerDeletion on children a FineTuneJob owns where the OwnerReferencesPermission-
@@ -84,7 +84,7 @@ Enforcement admission plugin is on (OpenShift); it changes no object by itself.
   verbs: ["update"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "create", "patch", "delete"]
+  verbs: ["list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["services", "configmaps", "serviceaccounts"]
   verbs: ["create", "patch"]

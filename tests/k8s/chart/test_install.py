@@ -103,6 +103,7 @@ def test_install_creates_crds_rbac_deployment_service(
         assert can_i(cp, sa, verb, resource, other), f"{sa} cannot {verb} {resource}"
     for verb, resource in [
         ("get", "secrets"),
+        ("patch", "pods"),
         ("patch", "finetunejobs.kubetune.dev"),
         ("update", "finetunejobs.kubetune.dev"),
         ("delete", "services"),

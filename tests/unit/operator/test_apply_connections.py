@@ -59,9 +59,13 @@ def server() -> Iterator[str]:
 
 def test_sequential_writes_reuse_one_connection(server: str) -> None:
     writer = Writer(client.ApiClient(client.Configuration(host=server)))
-    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}}
+    sa = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "s", "namespace": "ns"},
+    }
     for _ in range(5):
-        writer.apply(pod)
+        writer.apply(sa)
         writer.patch_status("ns", "job", "1", {"phase": "Running"})
     assert len(Handler.peers) == 1, f"{len(Handler.peers)} connections for 10 calls"
 
@@ -76,3 +80,19 @@ def test_creating_a_pod_that_exists_is_not_an_error(server: str) -> None:
     Handler.create_status = 500
     with pytest.raises(client.ApiException):
         writer.create_pod(pod)
+
+
+def test_a_supporting_child_is_created_and_applied_only_when_it_exists(server: str) -> None:
+    """First attempt: one cheap create. Later attempts (the object exists): create, then
+    apply, so the object matches what this operator renders now."""
+    writer = Writer(client.ApiClient(client.Configuration(host=server)))
+    sa = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "s", "namespace": "ns"},
+    }
+    writer.ensure(sa)
+    assert (Handler.posts, len(Handler.peers)) == (1, 0), "created, not applied"
+    Handler.create_status = 409
+    writer.ensure(sa)
+    assert (Handler.posts, len(Handler.peers)) == (2, 1), "exists: applied after the create"

@@ -64,6 +64,9 @@ class Writer:
     def create_pod(self, obj: dict[str, Any]) -> None:
         self.apply(obj)
 
+    def ensure(self, obj: dict[str, Any]) -> None:
+        self.apply(obj)
+
     def patch_status(
         self, namespace: str, name: str, rv: str, patch: dict[str, Any]
     ) -> dict[str, Any]:
