@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune_trainer import tiny
+from tests.harness import eventually
 
 EXTENSIONS_DIR = Path.home() / ".cache" / "kubetune" / "torch_extensions"
 CLI = [sys.executable, "-m", "kubetune_trainer.launch"]
@@ -139,9 +140,6 @@ def launch(
 
 
 def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.05) -> None:
-    """Poll until predicate() is true."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(poll)
+    """Poll until predicate() is true (the shared poll-until helper, polling faster: trainer
+    steps take a fraction of a second)."""
+    eventually(predicate, timeout, what, poll=poll)

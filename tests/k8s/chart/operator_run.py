@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -16,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.harness import ControlPlane
+from tests.harness import ControlPlane, eventually
 from tests.k8s.chart.test_install import helm
 from tests.unit.chart.helm import CHART
 
@@ -52,14 +51,9 @@ def container_command(deployment: dict[str, Any]) -> tuple[list[str], dict[str, 
 
 
 def wait_for(what: str, check: Any, timeout: float = 60) -> Any:
-    """Poll `check` until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+    """Poll `check` until it returns something truthy (the shared poll-until helper, with the
+    argument order and default these tests use)."""
+    return eventually(check, timeout, what, poll=0.5)
 
 
 def http_get(url: str) -> tuple[int, str]:

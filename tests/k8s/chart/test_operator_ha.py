@@ -89,7 +89,9 @@ def test_two_replicas_elect_one_and_fail_over(
             first = f"ha-{uuid.uuid4().hex[:4]}"
             cp.kubectl("apply", "-n", namespace, "-f", "-", input=JOB.format(name=first))
             wait_for("the first job's workers", lambda: has_workers(cp, namespace, first))
-            assert f'"name": "{first}"' in active_log.read_text()
+            # Kopf logs a handler's success after the pass that created the workers returns.
+            wait_for("the active replica's log to name the job",
+                     lambda: f'"name": "{first}"' in active_log.read_text())  # fmt: skip
             # Kopf's pause closes the standby's watch streams with a lag (an event or two may
             # still be handled); server-side apply and resourceVersion-guarded status writes make
             # that harmless: still one gang, one set of names.
@@ -104,7 +106,8 @@ def test_two_replicas_elect_one_and_fail_over(
                 "the standby to reconcile a new job", lambda: has_workers(cp, namespace, second)
             )
             assert not paused(standby_log.read_text())
-            assert f'"name": "{second}"' in standby_log.read_text()
+            wait_for("the standby's log to name the job",
+                     lambda: f'"name": "{second}"' in standby_log.read_text())  # fmt: skip
         finally:
             for proc in procs.values():
                 stop_operator(proc)
