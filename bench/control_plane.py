@@ -91,6 +91,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--jobs", type=int, default=100, help="jobs per phase (default 100)")
     p.add_argument("--big", type=int, default=None, help="64-worker jobs among them (default 1)")
+    p.add_argument("--largest", type=int, default=8, help="gang sizes cycle 1..LARGEST (default 8)")
     p.add_argument("--rate", type=float, default=20.0, help="jobs submitted/completed per second")
     p.add_argument("--nodes", type=int, default=125, help="fake nodes (default 125)")
     p.add_argument("--gpus-per-node", type=int, default=8, help="nvidia.com/gpu per fake node")
@@ -117,7 +118,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.nodes < 1 or args.gpus_per_node < 1:
         p.error("--nodes and --gpus-per-node must be at least 1")
     try:
-        workload.gang_sizes(args.jobs, args.big)
+        workload.gang_sizes(args.jobs, args.big, largest=args.largest)
     except ValueError as err:
         p.error(str(err))
     if args.timeout is None:
@@ -127,7 +128,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    sizes = workload.gang_sizes(args.jobs, args.big)
+    sizes = workload.gang_sizes(args.jobs, args.big, largest=args.largest)
     cp = start_control_plane()
     print(f"control plane {cp.git_version} up in {cp.startup_seconds:.1f}s ({cp.base_dir})")
     kwok_proc = None
@@ -538,7 +539,7 @@ def render_report(
         f"# Control-plane scale: N={args.jobs} jobs",
         "",
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; kube-apiserver {version}; {args.nodes} kwok "
-        f"nodes x {args.gpus_per_node} nvidia.com/gpu; gang sizes 1-8"
+        f"nodes x {args.gpus_per_node} nvidia.com/gpu; gang sizes 1-{args.largest}"
         + (f" plus {args.big} x {workload.BIG_GANG}" if args.big else "")
         + f"; {args.rate:g} jobs/s submitted and completed; one GPU per worker.",
         "",
@@ -590,7 +591,9 @@ def render_report(
         "benchmark itself), so compare the phases with each other.",
         "",
         f"Command: `python bench/control_plane.py --jobs {args.jobs} --big {args.big} "
-        f"--rate {args.rate:g}`",
+        f"--largest {args.largest} --rate {args.rate:g}"
+        + (" --skip-baseline" if args.skip_baseline else "")
+        + "`",
     ]
     return "\n".join(lines)
 
