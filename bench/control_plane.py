@@ -519,7 +519,7 @@ def render_report(
     """The results as markdown: the table, requests by verb, goals, how it was run."""
     base = next((r for r in results if r.name.startswith("Job controller")), None)
     header = [
-        "controller", "jobs", "pods", "create p50 s", "create p99 s", "64-pod create s",
+        "controller", "jobs", "pods", "create p50 s", "create p99 s", "64-pod create p99 s",
         "status p50 s", "status p99 s", "CPU s", "peak RSS MB", "API req/job",
         "controller req/job", "errors",
     ]  # fmt: skip

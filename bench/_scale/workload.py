@@ -17,7 +17,9 @@ BIG_GANG = 64
 
 
 def gang_sizes(jobs: int, big: int, smallest: int = 1, largest: int = 8) -> list[int]:
-    """`jobs` gang sizes cycling smallest..largest, the first `big` of them BIG_GANG workers."""
+    """`jobs` gang sizes cycling smallest..largest; `big` of them are BIG_GANG workers, spread
+    evenly over the submission order starting with the first (so later ones meet a busy
+    operator, not an idle one)."""
     if jobs < 1:
         raise ValueError(f"--jobs must be at least 1, got {jobs}")
     if not 0 <= big <= jobs:
@@ -26,7 +28,9 @@ def gang_sizes(jobs: int, big: int, smallest: int = 1, largest: int = 8) -> list
         raise ValueError(f"gang sizes need 1 <= smallest <= largest, got {smallest}..{largest}")
     span = largest - smallest + 1
     sizes = [smallest + i % span for i in range(jobs)]
-    return [BIG_GANG] * big + sizes[big:]
+    for k in range(big):
+        sizes[k * jobs // big] = BIG_GANG
+    return sizes
 
 
 def fake_node(index: int, gpus: int) -> dict[str, Any]:

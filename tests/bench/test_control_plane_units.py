@@ -31,9 +31,11 @@ def test_ratio_is_unknown_without_a_baseline() -> None:
 
 
 @pytest.mark.unit
-def test_gang_sizes_cycle_one_to_eight_with_big_jobs_first() -> None:
+def test_gang_sizes_cycle_one_to_eight_with_big_jobs_spread_from_the_first() -> None:
     sizes = workload.gang_sizes(10, 1)
     assert sizes == [64, 2, 3, 4, 5, 6, 7, 8, 1, 2]
+    assert workload.gang_sizes(10, 2) == [64, 2, 3, 4, 5, 64, 7, 8, 1, 2]
+    assert workload.gang_sizes(3, 3) == [64, 64, 64]
     assert sum(workload.gang_sizes(1000, 0)) == 4500
     with pytest.raises(ValueError, match="--big"):
         workload.gang_sizes(3, 4)
