@@ -48,6 +48,7 @@ from kubetune_operator.api import constants as c  # noqa: E402
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 COMPLETE_ANNOTATION = "bench.kubetune.dev/complete"
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+STATUS_HISTOGRAM = "apiserver_request_duration_seconds_bucket"
 GOALS = {"create_p99_big": 2.0, "status_p99": 1.0, "rss_mb": 300.0}
 
 
@@ -70,6 +71,10 @@ class PhaseResult:
     by_resource: apimetrics.Counts = field(default_factory=dict)
     # The controller's own calls by verb, where it counts them (the operator does).
     own_requests: apimetrics.Counts = field(default_factory=dict)
+    # Where status time goes: the API server's p99 for the job status writes, and the
+    # operator's reconcile pass p99 (from histogram buckets, so bucket-bound precision).
+    status_write_p99: float | None = None
+    pass_p99: float | None = None
 
     @property
     def requests_total(self) -> float:
@@ -85,6 +90,8 @@ class Submitter:
     create: Callable[[str, int], Any]
     list_jobs: Callable[..., Any]
     finished: Callable[[dict[str, Any]], tuple[bool, bool]]
+    # apiserver_request_duration_seconds labels of the controller's job status writes
+    status_write: dict[str, str] = field(default_factory=dict)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -218,6 +225,7 @@ def baseline_submitter(api: client.ApiClient, cp: ControlPlane) -> Submitter:
         ),
         list_jobs=lambda **kw: batch.list_namespaced_job(ns, **kw),
         finished=recorder.job_finished,
+        status_write={"verb": "PUT", "resource": "jobs", "subresource": "status"},
     )
 
 
@@ -235,6 +243,7 @@ def operator_submitter(api: client.ApiClient) -> Submitter:
             c.GROUP, c.VERSION, ns, c.PLURAL, **kw
         ),
         finished=recorder.ftj_finished,
+        status_write={"verb": "PATCH", "resource": c.PLURAL, "subresource": "status"},
     )
 
 
@@ -267,6 +276,9 @@ def run_operator_phase(
                 stop_profiler(profiler)
         text = _operator_metrics(metrics_port, proc)
         result.own_requests = apimetrics.sum_by(text, "kubetune_api_requests_total", "verb")
+        result.pass_p99 = apimetrics.quantile(
+            0.99, apimetrics.buckets(text, "kubetune_reconcile_duration_seconds_bucket")
+        )
         result.errors.update(_nonzero({
             "operator API errors": apimetrics.total(text, "kubetune_api_errors_total"),
             "reconcile errors": apimetrics.total(text, "kubetune_reconcile_errors_total"),
@@ -386,6 +398,13 @@ def run_phase(
         ),
         errors=errors,
         by_resource=apimetrics.delta(after[2], before[2]),
+        status_write_p99=apimetrics.quantile(
+            0.99,
+            apimetrics.delta(
+                apimetrics.buckets(after[5], STATUS_HISTOGRAM, **sub.status_write),
+                apimetrics.buckets(before[5], STATUS_HISTOGRAM, **sub.status_write),
+            ),
+        ),
     )
     print(f"    done in {seconds:.1f}s; errors: {errors or 'none'}")
     return result
@@ -491,9 +510,9 @@ def status_latencies(timeline: recorder.Timeline, size_of: dict[str, int]) -> di
     return {j: timeline.job_done[j] - t for j, t in terminal.items() if j in timeline.job_done}
 
 
-def scrape_apiserver(cp: ControlPlane) -> tuple[apimetrics.Counts, ...]:
+def scrape_apiserver(cp: ControlPlane) -> tuple[Any, ...]:
     """apiserver_request_total by verb, by code and by (resource, verb); request duration sum
-    and count by verb."""
+    and count by verb; the whole text (for histograms)."""
     status, body = http_get(f"{cp.server}/metrics", admin_ssl_context(cp.cert_files), timeout=30)
     if status != 200:
         raise RuntimeError(f"GET /metrics on the apiserver answered {status}")
@@ -503,6 +522,7 @@ def scrape_apiserver(cp: ControlPlane) -> tuple[apimetrics.Counts, ...]:
         apimetrics.requests_by(body, "resource", "verb"),
         apimetrics.sum_by(body, "apiserver_request_duration_seconds_sum", "verb"),
         apimetrics.sum_by(body, "apiserver_request_duration_seconds_count", "verb"),
+        body,
     )
 
 
@@ -580,6 +600,8 @@ def render_report(
                   "watches excluded): " + "; ".join(
                       ", ".join(f"{v} {n / r.jobs:.2f}" for (v,), n in sorted(r.own_requests.items()))
                       for r in own) + "."]  # fmt: skip
+    lines += ["", "Where the status time goes (p99 from histogram buckets): "
+              + "; ".join(status_breakdown(r) for r in results) + "."]  # fmt: skip
     lines += ["", *goal_lines(results[-1])]
     lines += [
         "",
@@ -596,6 +618,14 @@ def render_report(
         + "`",
     ]
     return "\n".join(lines)
+
+
+def status_breakdown(r: PhaseResult) -> str:
+    """The API server's p99 for the controller's status writes, and the operator's pass p99."""
+    parts = [f"{r.name}: API server status write p99 {_ms(r.status_write_p99)} ms"]
+    if r.pass_p99 is not None:
+        parts.append(f"reconcile pass p99 {_ms(r.pass_p99)} ms")
+    return ", ".join(parts)
 
 
 def resource_table(results: list[PhaseResult], top: int = 10) -> str:
@@ -653,6 +683,8 @@ def result_json(r: PhaseResult) -> dict[str, Any]:
         "errors": r.errors,
         "requests_by_resource": {"/".join(k): v for k, v in r.by_resource.items()},
         "own_requests": {"/".join(k): v for k, v in r.own_requests.items()},
+        "status_write_p99": r.status_write_p99,
+        "pass_p99": r.pass_p99,
     }
 
 

@@ -56,3 +56,33 @@ def delta(after: Counts, before: Counts) -> Counts:
 def server_errors(by_code: Counts) -> int:
     """Requests answered 429 or 5xx (throttled or broken, never the client's fault)."""
     return int(sum(v for (code,), v in by_code.items() if code == "429" or code.startswith("5")))
+
+
+def buckets(text: str, metric: str, **match: str) -> Counts:
+    """Cumulative histogram buckets of `metric` by `le`, summed over the samples whose labels
+    match every `match` item (e.g. verb="PATCH", resource="finetunejobs")."""
+    out: Counts = {}
+    for labels, value in samples(text, metric):
+        if all(labels.get(k) == v for k, v in match.items()) and "le" in labels:
+            out[(labels["le"],)] = out.get((labels["le"],), 0.0) + value
+    return out
+
+
+def quantile(q: float, cumulative: Counts) -> float | None:
+    """Prometheus' histogram_quantile: the bucket holding the q-th observation, interpolated
+    linearly inside it; None without observations. Bucket bounds limit the precision."""
+    bounds = sorted((float(le), n) for (le,), n in cumulative.items())
+    if not bounds or bounds[-1][1] <= 0:
+        return None
+    rank = q * bounds[-1][1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in bounds:
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            width = count - lower_count
+            return lower_bound + (bound - lower_bound) * (
+                (rank - lower_count) / width if width else 1.0
+            )
+        lower_bound, lower_count = bound, count
+    return lower_bound

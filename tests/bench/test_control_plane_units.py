@@ -148,3 +148,21 @@ def test_completion_breaks_a_gang_deadlock_by_finishing_running_pods() -> None:
     assert patched[0] == "b-0"
     assert "a-0" in patched and "a-1" not in patched
     assert patched.count("a-0") == 1
+
+
+@pytest.mark.unit
+def test_histogram_quantiles_interpolate_inside_the_bucket() -> None:
+    text = "\n".join([
+        'lat_bucket{verb="PATCH",le="0.1"} 50',
+        'lat_bucket{verb="PATCH",le="0.5"} 90',
+        'lat_bucket{verb="PATCH",le="1"} 100',
+        'lat_bucket{verb="PATCH",le="+Inf"} 100',
+        'lat_bucket{verb="GET",le="0.1"} 1000',
+        'lat_bucket{verb="GET",le="+Inf"} 1000',
+    ])  # fmt: skip
+    patch = apimetrics.buckets(text, "lat_bucket", verb="PATCH")
+    assert patch[("0.1",)] == 50 and ("+Inf",) in patch
+    assert apimetrics.quantile(0.5, patch) == pytest.approx(0.1)
+    assert apimetrics.quantile(0.7, patch) == pytest.approx(0.3)
+    assert apimetrics.quantile(0.99, patch) == pytest.approx(0.95)
+    assert apimetrics.quantile(0.99, {}) is None
