@@ -75,6 +75,7 @@ class PhaseResult:
     # operator's reconcile pass p99 (from histogram buckets, so bucket-bound precision).
     status_write_p99: float | None = None
     pass_p99: float | None = None
+    queue_p99: float | None = None
 
     @property
     def requests_total(self) -> float:
@@ -278,6 +279,9 @@ def run_operator_phase(
         result.own_requests = apimetrics.sum_by(text, "kubetune_api_requests_total", "verb")
         result.pass_p99 = apimetrics.quantile(
             0.99, apimetrics.buckets(text, "kubetune_reconcile_duration_seconds_bucket")
+        )
+        result.queue_p99 = apimetrics.quantile(
+            0.99, apimetrics.buckets(text, "kubetune_reconcile_queue_seconds_bucket")
         )
         result.errors.update(_nonzero({
             "operator API errors": apimetrics.total(text, "kubetune_api_errors_total"),
@@ -625,6 +629,8 @@ def status_breakdown(r: PhaseResult) -> str:
     parts = [f"{r.name}: API server status write p99 {_ms(r.status_write_p99)} ms"]
     if r.pass_p99 is not None:
         parts.append(f"reconcile pass p99 {_ms(r.pass_p99)} ms")
+    if r.queue_p99 is not None:
+        parts.append(f"wait before a pass p99 {_ms(r.queue_p99)} ms")
     return ", ".join(parts)
 
 
@@ -685,6 +691,7 @@ def result_json(r: PhaseResult) -> dict[str, Any]:
         "own_requests": {"/".join(k): v for k, v in r.own_requests.items()},
         "status_write_p99": r.status_write_p99,
         "pass_p99": r.pass_p99,
+        "queue_p99": r.queue_p99,
     }
 
 

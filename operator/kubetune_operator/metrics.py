@@ -16,6 +16,11 @@ RECONCILE_SECONDS = Histogram(
     "Time of one reconcile pass of one job.",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+QUEUE_SECONDS = Histogram(
+    "kubetune_reconcile_queue_seconds",
+    "Time a job waited between being kicked (event, timer) and its pass starting.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 RESTARTS = Counter(
     "kubetune_job_restarts_total", "Attempts restarted after a failure, by reason.", ["reason"]
 )

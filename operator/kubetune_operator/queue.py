@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
@@ -21,6 +22,9 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str]
 MAX_BACKOFF = 60.0
 RECONCILE_WORKERS = 16
+# Threads kept for passes of jobs whose worker just ended (the pass that writes Succeeded,
+# Failed or a restart): they never wait behind passes busy creating other jobs' pods.
+URGENT_WORKERS = 4
 
 
 class Reconciler(Protocol):
@@ -32,21 +36,33 @@ class Reconciler(Protocol):
 class JobQueue:
     """Runs `reconciler.reconcile` for a job when kicked, never twice at once for the same job."""
 
-    def __init__(self, reconciler: Reconciler, workers: int = RECONCILE_WORKERS) -> None:
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        workers: int = RECONCILE_WORKERS,
+        urgent_workers: int = URGENT_WORKERS,
+    ) -> None:
         self.reconciler = reconciler
         # Passes of different jobs run side by side, at most `workers` at once; the
         # rest wait their turn here instead of piling onto the API server.
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
+        self.urgent_executor = ThreadPoolExecutor(
+            max_workers=urgent_workers, thread_name_prefix="reconcile-urgent"
+        )
         self.running: set[Key] = set()
         self.dirty: set[Key] = set()
+        self.urgent: set[Key] = set()
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         self.errors: dict[Key, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.passes = 0
 
-    async def kick(self, key: Key) -> None:
-        """Reconcile `key` now, or right after the pass already running for it."""
+    async def kick(self, key: Key, urgent: bool = False) -> None:
+        """Reconcile `key` now, or right after the pass already running for it. An urgent
+        kick (a worker of the job ended) runs on the threads kept for that."""
         self.dirty.add(key)
+        if urgent:
+            self.urgent.add(key)
         if key in self.running:
             return
         self.running.add(key)
@@ -67,6 +83,7 @@ class JobQueue:
         if timer:
             timer.cancel()
         self.errors.pop(key, None)
+        self.urgent.discard(key)
         metrics.record_phase(key[0], key[1], None)
 
     def close(self) -> None:
@@ -75,12 +92,21 @@ class JobQueue:
             timer.cancel()
         self.timers.clear()
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.urgent_executor.shutdown(wait=False, cancel_futures=True)
 
     async def _pass(self, key: Key) -> float | None:
         self.passes += 1
+        executor = self.urgent_executor if key in self.urgent else self.executor
+        self.urgent.discard(key)
+        kicked = time.perf_counter()
+
+        def run() -> float | None:
+            metrics.QUEUE_SECONDS.observe(time.perf_counter() - kicked)
+            return self.reconciler.reconcile(*key)
+
         try:
             loop = asyncio.get_running_loop()
-            delay = await loop.run_in_executor(self.executor, self.reconciler.reconcile, *key)
+            delay = await loop.run_in_executor(executor, run)
         except ApiException as err:
             if err.status == 409:  # someone wrote the job meanwhile: decide again on fresh data
                 self.dirty.add(key)
