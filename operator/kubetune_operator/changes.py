@@ -14,14 +14,6 @@ from typing import Any
 
 from kubetune_operator.reconcile.observe import Worker, worker_from_pod
 
-CHANGED = "changed"
-ENDED = "ended"
-
-
-def _ended(w: Worker) -> bool:
-    """A worker that will not run on: finished, failed, or being deleted."""
-    return w.phase in ("Succeeded", "Failed") or w.terminating or w.failure is not None
-
 
 class WorkerChanges:
     """Remembers each worker pod (by uid) as the status decision last saw it.
@@ -34,21 +26,14 @@ class WorkerChanges:
 
     def matters(self, event_type: str | None, uid: str, pod: Mapping[str, Any]) -> bool:
         """True when this event changes what a reconcile pass would observe of the pod."""
-        return self.change(event_type, uid, pod) is not None
-
-    def change(self, event_type: str | None, uid: str, pod: Mapping[str, Any]) -> str | None:
-        """None when the pass would observe nothing new; "ended" when the worker just finished,
-        failed, began terminating or vanished (the job's next phase is decided on it);
-        else "changed"."""
         if event_type == "DELETED":
             self.seen.pop(uid, None)
-            return ENDED
+            return True
         worker = worker_from_pod(dict(pod))
-        old = self.seen.get(uid)
-        if old == worker:
-            return None
+        if self.seen.get(uid) == worker:
+            return False
         self.seen[uid] = worker
-        return ENDED if _ended(worker) and (old is None or not _ended(old)) else CHANGED
+        return True
 
     def __len__(self) -> int:
         return len(self.seen)

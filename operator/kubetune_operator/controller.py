@@ -33,7 +33,8 @@ from kubetune_operator.reconcile.status import (
 )
 
 log = logging.getLogger(__name__)
-APPLY_WORKERS = 16
+# Writes in flight at once across all passes (pod creates of a gang go out concurrently).
+APPLY_WORKERS = 32
 # Least time between two status writes of one job that only refresh counts and messages.
 COUNTS_INTERVAL = 1.0
 # How long a pod this operator created counts as existing although the pod watch has not

@@ -18,7 +18,7 @@ from kubernetes import client, config
 from kubetune_operator import metrics
 from kubetune_operator.api import constants as c
 from kubetune_operator.apply import Writer
-from kubetune_operator.changes import ENDED, WorkerChanges
+from kubetune_operator.changes import WorkerChanges
 from kubetune_operator.controller import APPLY_WORKERS, Controller
 from kubetune_operator.fetch import Reader, index_entry, job_entry
 from kubetune_operator.kopf_settings import NoDiffBase, scan_cluster_only_when_cluster_wide
@@ -128,11 +128,9 @@ async def pod_event(
     memo: Any,
     **_: Any,
 ) -> None:
-    """A worker changed in a way the status reads: reconcile the job it belongs to (urgently
-    when the worker ended: that pass writes Succeeded, Failed or a restart)."""
-    change = memo.changes.change(type, uid, body)
-    if change is not None:
-        await memo.queue.kick((namespace or "default", labels[c.LABEL_JOB]), change == ENDED)
+    """A worker changed in a way the status reads: reconcile the job it belongs to."""
+    if memo.changes.matters(type, uid, body):
+        await memo.queue.kick((namespace or "default", labels[c.LABEL_JOB]))
 
 
 @kopf.on.probe(id="reconcile_passes")

@@ -21,10 +21,10 @@ from kubetune_operator import metrics
 log = logging.getLogger(__name__)
 Key = tuple[str, str]
 MAX_BACKOFF = 60.0
-RECONCILE_WORKERS = 16
-# Threads kept for passes of jobs whose worker just ended (the pass that writes Succeeded,
-# Failed or a restart): they never wait behind passes busy creating other jobs' pods.
-URGENT_WORKERS = 4
+# Passes in flight at once. A pass that starts an attempt holds its thread while the gang's
+# pods are created; with 16, jobs submitted at 20/s waited 20 s (p50) for a thread at N=1000,
+# with 32 about 8 s (bench/results/control_plane.md).
+RECONCILE_WORKERS = 32
 
 
 class Reconciler(Protocol):
@@ -36,33 +36,21 @@ class Reconciler(Protocol):
 class JobQueue:
     """Runs `reconciler.reconcile` for a job when kicked, never twice at once for the same job."""
 
-    def __init__(
-        self,
-        reconciler: Reconciler,
-        workers: int = RECONCILE_WORKERS,
-        urgent_workers: int = URGENT_WORKERS,
-    ) -> None:
+    def __init__(self, reconciler: Reconciler, workers: int = RECONCILE_WORKERS) -> None:
         self.reconciler = reconciler
         # Passes of different jobs run side by side, at most `workers` at once; the
         # rest wait their turn here instead of piling onto the API server.
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reconcile")
-        self.urgent_executor = ThreadPoolExecutor(
-            max_workers=urgent_workers, thread_name_prefix="reconcile-urgent"
-        )
         self.running: set[Key] = set()
         self.dirty: set[Key] = set()
-        self.urgent: set[Key] = set()
         self.timers: dict[Key, asyncio.TimerHandle] = {}
         self.errors: dict[Key, int] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.passes = 0
 
-    async def kick(self, key: Key, urgent: bool = False) -> None:
-        """Reconcile `key` now, or right after the pass already running for it. An urgent
-        kick (a worker of the job ended) runs on the threads kept for that."""
+    async def kick(self, key: Key) -> None:
+        """Reconcile `key` now, or right after the pass already running for it."""
         self.dirty.add(key)
-        if urgent:
-            self.urgent.add(key)
         if key in self.running:
             return
         self.running.add(key)
@@ -83,7 +71,6 @@ class JobQueue:
         if timer:
             timer.cancel()
         self.errors.pop(key, None)
-        self.urgent.discard(key)
         metrics.record_phase(key[0], key[1], None)
 
     def close(self) -> None:
@@ -92,12 +79,9 @@ class JobQueue:
             timer.cancel()
         self.timers.clear()
         self.executor.shutdown(wait=False, cancel_futures=True)
-        self.urgent_executor.shutdown(wait=False, cancel_futures=True)
 
     async def _pass(self, key: Key) -> float | None:
         self.passes += 1
-        executor = self.urgent_executor if key in self.urgent else self.executor
-        self.urgent.discard(key)
         kicked = time.perf_counter()
 
         def run() -> float | None:
@@ -106,7 +90,7 @@ class JobQueue:
 
         try:
             loop = asyncio.get_running_loop()
-            delay = await loop.run_in_executor(executor, run)
+            delay = await loop.run_in_executor(self.executor, run)
         except ApiException as err:
             if err.status == 409:  # someone wrote the job meanwhile: decide again on fresh data
                 self.dirty.add(key)

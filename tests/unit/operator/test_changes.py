@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from kubetune_operator.changes import CHANGED, ENDED, WorkerChanges
+from kubetune_operator.changes import WorkerChanges
 from tests.unit.operator.helpers import pod
 
 pytestmark = pytest.mark.unit
@@ -40,15 +40,3 @@ def test_a_pod_being_deleted_matters() -> None:
     changes = WorkerChanges()
     changes.matters("ADDED", "u1", pod(0))
     assert changes.matters("MODIFIED", "u1", pod(0, deleting=True))
-
-
-def test_a_worker_that_ends_is_told_apart_once() -> None:
-    """The pass after a worker ends decides Succeeded, Failed or a restart: it goes ahead of
-    count refreshes. Later events of the ended pod are ordinary changes."""
-    changes = WorkerChanges()
-    assert changes.change("ADDED", "u1", pod(0, phase="Running")) == CHANGED
-    assert changes.change("MODIFIED", "u1", pod(0, phase="Succeeded", exit_code=0)) == ENDED
-    assert changes.change("MODIFIED", "u1", pod(0, phase="Succeeded", deleting=True)) == CHANGED
-    assert changes.change("ADDED", "u2", pod(1, phase="Running")) == CHANGED
-    assert changes.change("MODIFIED", "u2", pod(1, phase="Running", deleting=True)) == ENDED
-    assert changes.change("DELETED", "u3", pod(2)) == ENDED
