@@ -87,11 +87,6 @@ class Writer:
                 return False
         return True
 
-    def create_pod(self, obj: dict[str, Any]) -> None:
-        """Create a worker pod; one already there under its deterministic name is fine (the
-        operator never updates a pod: a new attempt has new pod names)."""
-        self.create(obj)
-
     def ensure(self, obj: dict[str, Any]) -> None:
         """Create a supporting child, or apply it when it exists (a later attempt, an upgraded
         operator), so it matches what this operator renders now."""

@@ -144,8 +144,9 @@ class Controller:
         ns, name, version = meta["namespace"], meta["name"], meta["resourceVersion"]
         if decision is not None and can_coalesce(patch, decision):
             wait = self.written_at.get((ns, name), float("-inf")) + COUNTS_INTERVAL
-            if wait > time.monotonic():
-                decision.requeue(wait - time.monotonic())
+            now = time.monotonic()
+            if wait > now:
+                decision.requeue(wait - now)
                 return False
         try:
             written = self.writer.patch_status(ns, name, version, patch)
@@ -180,9 +181,10 @@ class Controller:
         list(self.pool.map(self._write_child, second))
 
     def _write_child(self, obj: dict[str, Any]) -> None:
-        """Pods are created (never updated); everything else created, or applied if it exists."""
+        """Pods are created (one already there is fine: a new attempt has new pod names, so a
+        pod is never updated); everything else created, or applied if it exists."""
         if obj["kind"] == "Pod":
-            self.writer.create_pod(obj)
+            self.writer.create(obj)
         else:
             self.writer.ensure(obj)
 

@@ -74,12 +74,12 @@ def test_creating_a_pod_that_exists_is_not_an_error(server: str) -> None:
     Handler.create_status = 409
     writer = Writer(client.ApiClient(client.Configuration(host=server)))
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "ns"}}
-    writer.create_pod(pod)
-    writer.create_pod(pod)
+    assert writer.create(pod) is False
+    assert writer.create(pod) is False
     assert Handler.posts == 2
     Handler.create_status = 500
     with pytest.raises(client.ApiException):
-        writer.create_pod(pod)
+        writer.create(pod)
 
 
 def test_a_supporting_child_is_created_and_applied_only_when_it_exists(server: str) -> None:

@@ -61,8 +61,9 @@ class Writer:
             self.active -= 1
             self.applied.append((obj["kind"], obj["metadata"]["name"]))
 
-    def create_pod(self, obj: dict[str, Any]) -> None:
+    def create(self, obj: dict[str, Any]) -> bool:
         self.apply(obj)
+        return True
 
     def ensure(self, obj: dict[str, Any]) -> None:
         self.apply(obj)
