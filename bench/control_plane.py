@@ -48,7 +48,7 @@ from kubetune_operator.api import constants as c  # noqa: E402
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 COMPLETE_ANNOTATION = "bench.kubetune.dev/complete"
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-STATUS_HISTOGRAM = "apiserver_request_duration_seconds_bucket"
+DURATION = "apiserver_request_duration_seconds"
 GOALS = {"create_p99_big": 2.0, "status_p99": 1.0, "rss_mb": 300.0}
 
 
@@ -382,7 +382,9 @@ def run_phase(
         "jobs without all pods": len(names) - len(created),
         "jobs not finished": len(names) - len(timeline.job_done),
         "jobs failed": len(timeline.job_failed),
-        "apiserver 429/5xx": apimetrics.server_errors(apimetrics.delta(after[1], before[1])),
+        "apiserver 429/5xx": apimetrics.server_errors(
+            grew(after, before, lambda t: apimetrics.requests_by(t, "code"))
+        ),
         "watch restarts": sum(len(w.errors) for w in watchers),
     })  # fmt: skip
     big = [v for j, v in create_lat.items() if size_of[j] == workload.BIG_GANG]
@@ -395,18 +397,20 @@ def run_phase(
         status=stats.Latency.of(list(status_lat.values())),
         cpu_seconds=cpu,
         peak_rss=rss,
-        requests=apimetrics.delta(after[0], before[0]),
+        requests=grew(after, before, lambda t: apimetrics.requests_by(t, "verb")),
         seconds=seconds,
         mean_request_seconds=apimetrics.mean_seconds(
-            apimetrics.delta(after[3], before[3]), apimetrics.delta(after[4], before[4])
+            grew(after, before, lambda t: apimetrics.sum_by(t, DURATION + "_sum", "verb")),
+            grew(after, before, lambda t: apimetrics.sum_by(t, DURATION + "_count", "verb")),
         ),
         errors=errors,
-        by_resource=apimetrics.delta(after[2], before[2]),
+        by_resource=grew(after, before, lambda t: apimetrics.requests_by(t, "resource", "verb")),
         status_write_p99=apimetrics.quantile(
             0.99,
-            apimetrics.delta(
-                apimetrics.buckets(after[5], STATUS_HISTOGRAM, **sub.status_write),
-                apimetrics.buckets(before[5], STATUS_HISTOGRAM, **sub.status_write),
+            grew(
+                after,
+                before,
+                lambda t: apimetrics.buckets(t, DURATION + "_bucket", **sub.status_write),
             ),
         ),
     )
@@ -514,20 +518,17 @@ def status_latencies(timeline: recorder.Timeline, size_of: dict[str, int]) -> di
     return {j: timeline.job_done[j] - t for j, t in terminal.items() if j in timeline.job_done}
 
 
-def scrape_apiserver(cp: ControlPlane) -> tuple[Any, ...]:
-    """apiserver_request_total by verb, by code and by (resource, verb); request duration sum
-    and count by verb; the whole text (for histograms)."""
+def scrape_apiserver(cp: ControlPlane) -> str:
+    """The API server's /metrics text (request counts and duration histograms)."""
     status, body = http_get(f"{cp.server}/metrics", admin_ssl_context(cp.cert_files), timeout=30)
     if status != 200:
         raise RuntimeError(f"GET /metrics on the apiserver answered {status}")
-    return (
-        apimetrics.requests_by(body, "verb"),
-        apimetrics.requests_by(body, "code"),
-        apimetrics.requests_by(body, "resource", "verb"),
-        apimetrics.sum_by(body, "apiserver_request_duration_seconds_sum", "verb"),
-        apimetrics.sum_by(body, "apiserver_request_duration_seconds_count", "verb"),
-        body,
-    )
+    return body
+
+
+def grew(after: str, before: str, counts: Callable[[str], apimetrics.Counts]) -> apimetrics.Counts:
+    """How much the counters `counts` picks out of a scrape increased between two scrapes."""
+    return apimetrics.delta(counts(after), counts(before))
 
 
 def _nonzero(counts: dict[str, float]) -> dict[str, int]:
