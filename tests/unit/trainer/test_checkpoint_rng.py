@@ -87,3 +87,19 @@ def test_a_resumed_manager_continues_the_streams_of_the_saved_run(tmp_path: Path
     assert restored is not None and restored.rng_restored
     assert rng_file(0) in restored.fetched
     assert draws() == expected
+
+
+def test_a_rejected_checkpoint_leaves_no_download_behind(tmp_path: Path) -> None:
+    cfg = CheckpointConfig(uri=f"file://{tmp_path}/store", local_dir=str(tmp_path / "local"))
+    saver = CheckpointManager(cfg, rank=0, world_size=1, job_key="job")
+    for step in (10, 20):
+        saver.save(FakeEngine(), step, {"step": step}, exclude_frozen=False)
+        saver.wait()
+    newest = sorted((tmp_path / "store").iterdir())[-1]
+    (newest / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"torn!")  # sha differs
+
+    manager = CheckpointManager(cfg, rank=0, world_size=1, job_key="job")
+    restored = manager.restore(FakeEngine(), lambda ok: ok, exclude_frozen=False)
+    assert restored is not None and restored.step == 10
+    assert newest.name in restored.skipped
+    assert not (manager.local / "restore" / newest.name).exists()

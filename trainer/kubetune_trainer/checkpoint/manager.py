@@ -307,6 +307,7 @@ class CheckpointManager:
             if not all_ok(not bad):
                 skipped[ckpt.tag] = bad or ["another rank could not read it"]
                 log.warning("skipping checkpoint %s: %s", ckpt.tag, skipped[ckpt.tag])
+                shutil.rmtree(dest, ignore_errors=True)  # a torn download only takes disk
                 continue
             _, client_state = engine.load_checkpoint(
                 str(dest.parent),
