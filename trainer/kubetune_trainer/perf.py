@@ -33,10 +33,26 @@ class Levers:
     checkpoint_every: int  # 0: no activation checkpointing; 1: every layer; k: every k-th layer
 
 
+SPEC_FIELDS = {
+    "liger_kernels": "spec.training.performance.ligerKernels",
+    "varlen_attention": "spec.training.performance.varlenAttention",
+}
+NEEDS = {
+    "liger_kernels": "a CUDA GPU and the liger-kernel package",
+    "varlen_attention": "a CUDA GPU and torch's flash-attention varlen kernel (torch >= 2.10)",
+}
+
+
 def resolve_switch(setting: str, available: bool, field: str) -> bool:
-    """auto -> available; on -> required (an error if unavailable); off -> never."""
+    """auto -> available; on -> required (an error if unavailable); off -> never.
+
+    The error names the FineTuneJob field users set, and the trainer-config field it became.
+    """
     if setting == "on" and not available:
-        raise BadInputError(f"perf.{field}=on, but it cannot run here (needs CUDA and its library)")
+        raise BadInputError(
+            f"{SPEC_FIELDS[field]} (trainer config perf.{field}) is on, but it cannot run here: "
+            f"it needs {NEEDS[field]}; set it to auto to use it only where it can run"
+        )
     return setting == "on" or (setting == "auto" and available)
 
 

@@ -21,8 +21,13 @@ def test_levers_are_off_without_cuda() -> None:
 
 
 def test_on_without_the_means_is_bad_input_naming_the_field() -> None:
-    with pytest.raises(BadInputError, match=r"perf\.liger_kernels"):
+    with pytest.raises(
+        BadInputError,
+        match=r"spec\.training\.performance\.ligerKernels.*perf\.liger_kernels.*liger-kernel package",
+    ):
         perf.resolve(PerfConfig(liger_kernels="on"), cuda=False, gradient_checkpointing=False)
+    with pytest.raises(BadInputError, match=r"spec\.training\.performance\.varlenAttention"):
+        perf.resolve(PerfConfig(varlen_attention="on"), cuda=False, gradient_checkpointing=False)
 
 
 @pytest.mark.parametrize(
