@@ -7,9 +7,11 @@ or model source), with the message also written to /dev/termination-log for Kube
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import sys
+import traceback
 
 from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, TERMINATION_LOG, BadInputError
 
@@ -101,11 +103,26 @@ def run(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
 
 
+def exit_now(code: int) -> None:
+    """End the rank without interpreter shutdown, once its work is flushed.
+
+    Shutdown is where a finished rank can still fail the job: a communication thread that
+    releases the last collective's tensors then must take the GIL, which shutdown forbids
+    (the thread is ended inside C++ code and the process aborts with "terminate called without
+    an active exception"), and a live process group can wait on the other ranks. Everything the
+    rank leaves behind (checkpoints, export, exit code, logs) is written before this point.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    code = main()
-    if code == EXIT_BAD_INPUT:
-        # Exit now: interpreter shutdown with a live process group can wait on the other ranks.
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    faulthandler.enable()  # a crash in native code prints every thread's Python stack to the log
+    try:
+        code = main()
+    except Exception:
+        traceback.print_exc()
+        code = 1
+    exit_now(code)
