@@ -10,6 +10,10 @@ in the baseline's peak memory. Models are random-init from Llama-3.2-1B / Llama-
     python bench/gpu_throughput.py --out DIR          # the GPU benchmark (~6 minutes on an H100)
     python bench/gpu_throughput.py --smoke --out DIR  # tiny shapes on CPU, to check the script
 
+The configs short of their goal (PROFILED) also run a few steps under torch.profiler, and the
+report says where their step time goes: kernel time by kind (matmul, attention, fused Triton,
+elementwise, optimizer, copies) and how busy the GPU was, which tells the next lever to try.
+
 Each (variant, group of configs) runs in its own process, baseline first, so that patched kernels
 never leak into the baseline and ours can be held to the baseline's memory. Results are appended
 to DIR/results.jsonl as they come and DIR/gpu_throughput.md is rewritten after every config.
@@ -81,6 +85,7 @@ class Plan:
     max_micro: int
     memory_fraction: float = 0.92
     lr: float = 1e-4
+    profile_steps: int = 2  # profiled steps after the timed ones, for PROFILED configs (0: none)
 
 
 @dataclass
@@ -102,6 +107,7 @@ class Result:
     params: int = 0
     trainable: int = 0
     levers: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
     note: str = ""
 
 
@@ -142,10 +148,17 @@ def tasks_for(smoke: bool) -> list[list[Task]]:
     ]
 
 
+# Configs short of their goal: a few profiled steps say where their step time goes.
+PROFILED = {"1B full ZeRO-2", "1B LoRA ZeRO-2", "8B LoRA ZeRO-2"}
+
+
 def plan_for(smoke: bool) -> Plan:
     """Few steps: the GPU lease is short, and eight timed steps at these sizes vary by ~1%."""
     if smoke:
-        return Plan(smoke=True, warmup=1, steps=2, parity_steps=3, parity_docs=4, max_micro=4)
+        return Plan(
+            smoke=True, warmup=1, steps=2, parity_steps=3, parity_docs=4, max_micro=4,
+            profile_steps=1,
+        )  # fmt: skip
     return Plan(smoke=False, warmup=3, steps=8, parity_steps=50, parity_docs=8, max_micro=64)
 
 
@@ -163,6 +176,50 @@ def flops_per_token(
 def mfu(tokens_per_s: float, flops_token: float, peak: float = PEAK_BF16_FLOPS) -> float:
     """Model FLOPs utilisation: achieved model FLOP/s over the device's peak."""
     return tokens_per_s * flops_token / peak
+
+
+KERNEL_CATEGORIES = (  # first match wins (^: at the start); CUDA kernels or, on CPU, aten ops
+    ("optimizer", ("adam", "multi_tensor", "foreach")),
+    ("communication", ("nccl", "all_reduce", "allreduce", "reduce_scatter", "all_gather")),
+    ("attention", ("flash", "fmha", "attention", "sdpa", "varlen")),
+    ("matmul", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "aten::mm", "aten::addmm", "aten::bmm", "matmul")),
+    ("fused (triton)", ("triton", "liger", "element_mul_kernel", "^_")),  # Liger's kernels: _name
+    ("memory copies", ("memcpy", "memset", "copy_", "aten::to", "cat")),
+    ("elementwise", ("elementwise", "vectorized", "reduce", "unrolled", "aten::")),
+)  # fmt: skip
+
+
+def kernel_category(name: str) -> str:
+    """Which kind of work a kernel (or, on CPU, an aten op) is, from its name."""
+    low = name.lower()
+    for category, marks in KERNEL_CATEGORIES:
+        if any(low.startswith(m[1:]) if m[0] == "^" else m in low for m in marks):
+            return category
+    return "other"
+
+
+def time_breakdown(
+    kernels: list[tuple[str, float, int]], wall_s: float, steps: int, top: int = 8
+) -> dict[str, Any]:
+    """Per-step device time by category and the top kernels, from (name, seconds, calls) rows.
+
+    busy is the summed kernel time over the wall time: well under 1 means the device waits on
+    the host (launch overhead, synchronisation), which CUDA graphs or torch.compile address;
+    near 1 means the kernels themselves must get faster or fewer.
+    """
+    busy = sum(sec for _, sec, _ in kernels)
+    by_category: dict[str, float] = {}
+    for name, sec, _ in kernels:
+        by_category[kernel_category(name)] = by_category.get(kernel_category(name), 0.0) + sec
+    heaviest = sorted(kernels, key=lambda k: -k[1])[:top]
+    return {
+        "step_s": wall_s / steps,
+        "busy": busy / wall_s if wall_s else 0.0,
+        "categories": {
+            c: sec / steps for c, sec in sorted(by_category.items(), key=lambda kv: -kv[1])
+        },
+        "top": [[name[:90], sec / steps, calls // steps] for name, sec, calls in heaviest],
+    }
 
 
 def largest_power_of_two(limit_bytes: float, fixed: float, per_sample: float, cap: int) -> int:
@@ -501,6 +558,38 @@ class Runner:
         seconds = time.perf_counter() - start
         return seconds, [float(x) for x in losses], self.dev.peak(), batches
 
+    def profile(self, engine: Any, make: Callable[[int], dict[str, Any]]) -> dict[str, Any]:
+        """A few steps under torch.profiler: where the step time goes (never fails the result)."""
+        steps = self.plan.profile_steps
+        try:
+            from torch.autograd import DeviceType
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
+
+            batches = [make(2000 + i) for i in range(steps)]
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.dev.cuda else [])
+            self.dev.sync()
+            with torch_profile(activities=activities) as prof:
+                start = time.perf_counter()
+                for b in batches:
+                    train_step(engine, b)
+                self.dev.sync()
+                wall = time.perf_counter() - start
+            rows = prof.key_averages()
+            if self.dev.cuda:
+                kernels = [
+                    (e.key, e.self_device_time_total / 1e6, e.count)
+                    for e in rows
+                    if e.device_type != DeviceType.CPU
+                ]
+            else:
+                kernels = [(e.key, e.self_cpu_time_total / 1e6, e.count) for e in rows]
+            if not kernels:
+                return {"note": "the profiler recorded no kernels"}
+            return time_breakdown(kernels, wall, steps)
+        except Exception as e:  # the throughput numbers stand without it
+            return {"note": f"profile failed: {type(e).__name__}: {str(e)[:200]}"}
+
     def finish(self, r: Result, engine: Any) -> Result:
         r.params, r.trainable = count_params(engine.module)
         r.levers = self.levers
@@ -544,6 +633,8 @@ class Runner:
                 task.method,
             ),
         )
+        if task.name in PROFILED and self.plan.profile_steps:
+            r.profile = self.profile(engine, make)
         release(engine)
         return r
 
@@ -754,6 +845,34 @@ def parity_lines(results: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def profile_lines(results: list[dict[str, Any]]) -> list[str]:
+    """Where the step time goes, for the profiled configs (empty when none was profiled)."""
+    profiled = [r for r in results if r.get("profile")]
+    if not profiled:
+        return []
+    lines = [
+        "## Where the step time goes (torch.profiler, after the timed steps)",
+        "",
+        "busy: summed kernel time over wall time (well under 100%: the GPU waits on the host).",
+        "",
+    ]
+    for r in profiled:
+        p = r["profile"]
+        head = f"- **{r['task']}, {r['variant']}** (micro-batch {r['micro_batch']})"
+        if "note" in p:
+            lines.append(f"{head}: {p['note']}")
+            continue
+        shares = ", ".join(
+            f"{c} {100 * sec / p['step_s']:.0f}%" for c, sec in p["categories"].items()
+        )
+        top = "; ".join(f"`{n}` {1000 * sec:.1f} ms x{calls}" for n, sec, calls in p["top"][:5])
+        lines.append(
+            f"{head}: step {1000 * p['step_s']:.0f} ms, busy {100 * p['busy']:.0f}%: {shares}. "
+            f"Heaviest: {top}."
+        )
+    return [*lines, ""]
+
+
 def render(results: list[dict[str, Any]], device: str, smoke: bool) -> str:
     """The results file: header, both tables, loss parity, and how the numbers were taken."""
     groups = tasks_for(smoke)
@@ -790,6 +909,7 @@ def render(results: list[dict[str, Any]], device: str, smoke: bool) -> str:
         "",
         *parity_lines(results),
         "",
+        *profile_lines(results),
         "Per-step numbers: results.jsonl beside this file.",
         "",
     ]

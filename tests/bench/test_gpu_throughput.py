@@ -64,6 +64,37 @@ def test_packed_batch_keeps_every_record_token() -> None:
     assert bench.real_tokens(padded) == sum(len(d) for d in group)
 
 
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("name", "category"),
+    [
+        ("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", "matmul"),
+        ("nvjet_tst_128x256_64x4_2x1_v_bz_coopB_TNN", "matmul"),
+        ("void pytorch_flash::flash_bwd_dq_dk_dv_loop_seqk_parallel_kernel<...>", "attention"),
+        ("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor>", "optimizer"),
+        ("_rms_norm_backward_kernel", "fused (triton)"),
+        ("triton_poi_fused_add_mul_0", "fused (triton)"),
+        ("Memcpy DtoD (Device -> Device)", "memory copies"),
+        ("void at::native::vectorized_elementwise_kernel<4, ...>", "elementwise"),
+        ("aten::addmm", "matmul"),
+        ("ncclDevKernel_AllReduce_Sum_bf16_RING_LL", "communication"),
+        ("cudaLaunchKernel", "other"),
+    ],
+)  # fmt: skip
+def test_kernel_category(name: str, category: str) -> None:
+    assert bench.kernel_category(name) == category
+
+
+@pytest.mark.unit
+def test_time_breakdown_is_per_step_and_says_how_busy_the_device_was() -> None:
+    kernels = [("gemm_a", 1.2, 40), ("flash_fwd", 0.4, 20), ("vectorized_elementwise", 0.2, 100)]
+    p = bench.time_breakdown(kernels, wall_s=2.0, steps=2, top=2)
+    assert p["step_s"] == 1.0 and p["busy"] == pytest.approx(0.9)
+    assert p["categories"] == pytest.approx({"matmul": 0.6, "attention": 0.2, "elementwise": 0.1})
+    assert list(p["categories"]) == ["matmul", "attention", "elementwise"]  # heaviest first
+    assert p["top"] == [["gemm_a", 0.6, 20], ["flash_fwd", 0.2, 10]]
+
+
 @pytest.mark.slow
 def test_smoke_run_writes_both_tables_and_parity(tmp_path: Path) -> None:
     """The whole benchmark on CPU at tiny shapes: every config measured for both variants."""
@@ -97,3 +128,10 @@ def test_smoke_run_writes_both_tables_and_parity(tmp_path: Path) -> None:
     gap = bench.relative_gap(parity[1]["losses"], parity[0]["losses"])
     assert gap < 1e-4, parity  # fp32 on CPU: packing with per-record positions = padding
     assert "max relative difference" in report
+    profiled = {
+        (r["task"], r["variant"]): r["profile"] for r in results if r["task"] in bench.PROFILED
+    }
+    for (task, variant), p in profiled.items():
+        assert "note" not in p, (task, variant, p)
+        assert p["step_s"] > 0 and p["categories"] and p["top"], (task, variant, p)
+        assert f"**{task}, {variant}** (micro-batch 4): step " in report
