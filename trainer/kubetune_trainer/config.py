@@ -122,6 +122,11 @@ class PerfConfig(_Config):
     activation_checkpointing: Literal["auto", "off", "full", "selective"] = Field(
         "auto", description="auto: training.gradient_checkpointing; selective: every other layer."
     )
+    compile_layers: bool = Field(
+        False,
+        description="torch.compile each decoder layer (ZeRO-0/1/2). Off until measured faster; "
+        "the GPU benchmark measures it.",
+    )
 
 
 class StorageConfig(_Config):

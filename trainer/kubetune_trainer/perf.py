@@ -31,6 +31,7 @@ class Levers:
     varlen_attention: bool
     fused_optimizer: bool
     checkpoint_every: int  # 0: no activation checkpointing; 1: every layer; k: every k-th layer
+    compile_layers: bool = False
 
 
 SPEC_FIELDS = {
@@ -131,6 +132,7 @@ def resolve(perf: PerfConfig, cuda: bool, gradient_checkpointing: bool) -> Lever
         ),
         fused_optimizer=perf.fused_optimizer and cuda,
         checkpoint_every=checkpoint_interval(mode),
+        compile_layers=perf.compile_layers,
     )
 
 
@@ -183,6 +185,31 @@ def checkpoint_layers(model: Any, every: int) -> int:
     for i, layer in enumerate(blocks):
         layer.gradient_checkpointing = i % every == 0
     return sum(1 for layer in blocks if layer.gradient_checkpointing)
+
+
+def decoder_layers(model: Any) -> list[Any]:
+    """The model's transformer blocks (LlamaDecoderLayer and the like), in order."""
+    return [m for m in model.modules() if type(m).__name__.endswith("DecoderLayer")]
+
+
+def compile_layers(model: Any, levers: Levers, zero_stage: int) -> int:
+    """torch.compile each decoder layer in place (regional compilation); returns how many.
+
+    The layers share one code object, so one compilation serves them all (seconds, not the
+    minutes of compiling the whole model), and the loss, the optimizer and DeepSpeed's hooks
+    around the layers stay eager. ZeRO-3 gathers parameters in hooks inside the layers, which
+    compiled code does not run the same way, so it is left eager there. Call after LoRA and
+    activation checkpointing are applied, before the engine is built.
+    """
+    if not levers.compile_layers:
+        return 0
+    if zero_stage == 3:
+        log.warning("perf.compile_layers is not applied under ZeRO-3; the layers stay eager")
+        return 0
+    layers = decoder_layers(model)
+    for layer in layers:
+        layer.compile()
+    return len(layers)
 
 
 def apply(model: Any, levers: Levers) -> dict[str, bool]:

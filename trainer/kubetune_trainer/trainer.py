@@ -110,6 +110,7 @@ class Trainer:
         )
         if self.levers.checkpoint_every > 1:  # selective; full checkpointing is apply_method's
             perf_mod.checkpoint_layers(model, self.levers.checkpoint_every)
+        perf_mod.compile_layers(model, self.levers, cfg.deepspeed.zero_stage)
         self.engine = engine_mod.initialize(model, cfg, self.ds_config, self.total_steps)
         perf_mod.after_engine(self.engine, self.levers, cfg.deepspeed.zero_stage)
         self.exclude_frozen = cfg.method.type != "full"
