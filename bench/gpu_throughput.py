@@ -71,6 +71,7 @@ class Task:
     compare_to: str | None = (
         None  # ours-only rows: the baseline row they are held to and compared with
     )
+    perf: tuple[tuple[str, Any], ...] = ()  # ours-only rows: PerfConfig settings to try
 
 
 @dataclass
@@ -111,6 +112,9 @@ class Result:
     note: str = ""
 
 
+COMPILED = (("compile_layers", True),)
+
+
 def tasks_for(smoke: bool) -> list[list[Task]]:
     """Groups of tasks, most important first; each group runs as one baseline and one ours process."""
     if smoke:
@@ -124,6 +128,19 @@ def tasks_for(smoke: bool) -> list[list[Task]]:
                 Task("1B LoRA ZeRO-2", "fixed", s, "lora", 2, 128),
             ],
             [Task("1B full ZeRO-0, ours only", "fixed", s, "full", 0, 128, None, "1B full ZeRO-2")],
+            [
+                Task(
+                    "1B full ZeRO-2, compiled layers, ours only",
+                    "fixed",
+                    s,
+                    "full",
+                    2,
+                    128,
+                    None,
+                    "1B full ZeRO-2",
+                    COMPILED,
+                )
+            ],
         ]
     one, eight = "llama-3.2-1b", "llama-3.1-8b"
     return [
@@ -144,6 +161,46 @@ def tasks_for(smoke: bool) -> list[list[Task]]:
             Task(
                 "1B LoRA ZeRO-0, ours only", "fixed", one, "lora", 0, 2048, None, "1B LoRA ZeRO-2"
             ),
+        ],
+        # Untried levers, each in its own process: a failed compilation can break the CUDA context.
+        [
+            Task(
+                "1B full ZeRO-2, compiled layers, ours only",
+                "fixed",
+                one,
+                "full",
+                2,
+                2048,
+                None,
+                "1B full ZeRO-2",
+                COMPILED,
+            )
+        ],
+        [
+            Task(
+                "1B LoRA ZeRO-2, compiled layers, ours only",
+                "fixed",
+                one,
+                "lora",
+                2,
+                2048,
+                None,
+                "1B LoRA ZeRO-2",
+                COMPILED,
+            )
+        ],
+        [
+            Task(
+                "1B full ZeRO-2, compiled layers without Liger, ours only",
+                "fixed",
+                one,
+                "full",
+                2,
+                2048,
+                None,
+                "1B full ZeRO-2",
+                (*COMPILED, ("liger_kernels", "off")),
+            )
         ],
     ]
 
@@ -380,6 +437,7 @@ def trainer_config(task: Task, precision: str, lr: float) -> Any:
             "training": {"learning_rate": lr, "scheduler": "constant", "warmup_ratio": 0.0,
                          "micro_batch_size": 1, "global_batch_size": 1, "precision": precision, "seed": 0},
             "deepspeed": {"zero_stage": task.zero},
+            "perf": dict(task.perf),
         }
     )  # fmt: skip
 
@@ -396,12 +454,13 @@ def ours_engine(task: Task, precision: str, cuda: bool, lr: float) -> tuple[Any,
     levers = perf.resolve(cfg.perf, cuda, cfg.training.gradient_checkpointing)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     model = new_model(task.shape, dtype, "cuda" if cuda else "cpu")
-    applied = perf.apply(model, levers)
+    applied: dict[str, bool] = perf.apply(model, levers)
     model = model_mod.apply_method(
         model, cfg.method, cfg.training.seed, levers.checkpoint_every > 0
     )
     if levers.checkpoint_every > 1:
         perf.checkpoint_layers(model, levers.checkpoint_every)
+    applied["compile_layers"] = perf.compile_layers(model, levers, task.zero) > 0
     conf = engine_mod.ds_config(cfg, 1, precision, perf.ds_settings(levers, task.zero))
     engine = engine_mod.initialize(model, cfg, conf, total_steps=10**6)
     perf.after_engine(engine, levers, task.zero)
@@ -945,7 +1004,7 @@ def worker(spec_path: Path) -> int:
     out = Path(spec["out"])
     runner = Runner(spec["variant"], plan, out, spec["limits"], spec["deadline"])
     for t in spec["tasks"]:
-        task = Task(**t)
+        task = Task(**{**t, "perf": tuple(tuple(kv) for kv in t["perf"])})  # JSON gave lists
         if time.time() > spec["deadline"] - spec["min_left_s"]:
             result = Result(task.name, runner.variant, False, note="skipped: out of time")
         else:

@@ -124,6 +124,10 @@ def test_smoke_run_writes_both_tables_and_parity(tmp_path: Path) -> None:
     assert "| 1B full ZeRO-2 | 4 |" in report
     assert "| varlen 1B full ZeRO-2 | 4 |" in report
     assert "| 1B full ZeRO-0, ours only (baseline: 1B full ZeRO-2) | 4 |" in report
+    compiled = bench.pick(results, "1B full ZeRO-2, compiled layers, ours only", "ours")
+    assert compiled and compiled["levers"]["applied_compile_layers"], compiled
+    eager = bench.pick(results, "1B full ZeRO-2", "ours")
+    assert eager and not eager["levers"]["applied_compile_layers"], eager
     parity = [r for r in results if r["task"] == "parity"]
     gap = bench.relative_gap(parity[1]["losses"], parity[0]["losses"])
     assert gap < 1e-4, parity  # fp32 on CPU: packing with per-record positions = padding
