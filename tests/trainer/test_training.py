@@ -84,3 +84,23 @@ def test_zero_training(
     check_export(run, tiny_base, method)
     print(f"\nzero{stage}-{method}: wall {run.wall:.1f}s, {steps} steps, eval {evals[0]:.3f}->{evals[steps]:.3f}, "
           f"{card['training']['seconds_per_step']:.3f}s/step, rss {dist['peak_rss_bytes_per_rank']}")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_compiled_layers_train_like_eager(
+    tmp_path: Path, tiny_base: Path, task_data: tuple[Path, Path]
+) -> None:
+    """perf.compile_layers through the whole trainer (2 ranks, ZeRO-2, eval, export): same losses."""
+    runs = {}
+    for name, perf in (("eager", {}), ("compiled", {"compile_layers": True})):
+        cfg = config(
+            tmp_path / name, tiny_base, task_data,
+            training={"max_steps": 12, "eval_every_steps": 6}, perf=perf,
+        )  # fmt: skip
+        runs[name] = launch(tmp_path / name, cfg)
+        assert runs[name].code == 0, runs[name].log[-4000:]
+    eager, compiled = (dict(runs[n].card()["training"]["evals"]) for n in ("eager", "compiled"))
+    assert sorted(compiled) == sorted(eager) == [0, 6, 12]
+    assert list(compiled.values()) == pytest.approx(list(eager.values()), rel=1e-4)
+    assert eager[12] < eager[0]
+    check_export(runs["compiled"], tiny_base, "full")
