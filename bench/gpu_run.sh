@@ -24,6 +24,8 @@ export KUBETUNE_LOG_LEVEL=WARNING
 
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv || true
+  # DeepSpeed's own FusedAdam is JIT-built: it needs nvcc and ninja on the machine.
+  echo "nvcc: $(command -v nvcc || echo missing) | ninja: $(command -v ninja || echo missing) | CUDA_HOME=${CUDA_HOME:-unset}"
   python3 - <<'EOF'
 import importlib.metadata as md, inspect, sys
 import torch
