@@ -95,6 +95,20 @@ def test_time_breakdown_is_per_step_and_says_how_busy_the_device_was() -> None:
     assert p["top"] == [["gemm_a", 0.6, 20], ["flash_fwd", 0.2, 10]]
 
 
+@pytest.mark.unit
+def test_a_resumed_run_redoes_only_what_has_no_good_result() -> None:
+    group = bench.tasks_for(False)[1]
+    results = [
+        {"task": group[0].name, "variant": "baseline", "ok": True},
+        {"task": group[1].name, "variant": "baseline", "ok": True},
+        {"task": group[1].name, "variant": "baseline", "ok": False},  # the latest one counts
+        {"task": group[0].name, "variant": "ours", "ok": True},
+    ]
+    assert bench.pending(group, "baseline", results) == [group[1]]
+    assert bench.pending(group, "ours", results) == [group[1]]
+    assert bench.pending(group, "ours", []) == group
+
+
 @pytest.mark.slow
 def test_smoke_run_writes_both_tables_and_parity(tmp_path: Path) -> None:
     """The whole benchmark on CPU at tiny shapes: every config measured for both variants."""
