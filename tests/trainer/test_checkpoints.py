@@ -1,6 +1,7 @@
 """Checkpoints in a real S3 server: kill + resume equals an uninterrupted run (dropout included, under
 ZeRO-2 and ZeRO-3), torn checkpoints are skipped, each rank fetches only its own shards, SIGTERM
-leaves a committed checkpoint and exits 43, bad input exits 44 naming the line."""
+leaves a committed checkpoint and exits 43, bad input exits 44 naming the line, GPU out of memory
+exits 45 with the fields to change."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from kubetune_trainer import gpu_oom
 from kubetune_trainer.checkpoint.manifest import committed, files_to_fetch
 from kubetune_trainer.checkpoint.storage import S3Storage
 from kubetune_trainer.config import StorageConfig
-from kubetune_trainer.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED
+from kubetune_trainer.errors import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_PREEMPTED
 
 from .harness import Run, config, finish, kill_group, launch, start, wait_for
 
@@ -224,6 +226,27 @@ def test_malformed_record_exits_bad_input_naming_the_line(
     run = launch(tmp_path, cfg, timeout=120)
     assert run.code == EXIT_BAD_INPUT, run.log[-3000:]
     assert f"{bad}:7: field 'completion' must be a string" in run.log
+
+
+@pytest.mark.slow
+def test_gpu_out_of_memory_on_one_rank_exits_45_with_advice_and_keeps_checkpoints(
+    tmp_path: Path, tiny_base: Path, task_data: Any, s3_server: Any, s3_bucket: str
+) -> None:
+    """Rank 1 runs out of GPU memory at step 7 (injected: this machine has no GPU); the node
+    reports 45 though torchrun itself exits 1, and the checkpoints of steps 3 and 6 stay."""
+    cfg = config(
+        tmp_path, tiny_base, task_data,
+        method={"type": "lora", "lora_dropout": 0.0},
+        training={"max_steps": 20, "eval_every_steps": None},
+        checkpoint={"uri": f"s3://{s3_bucket}/oom", "every_steps": 3,
+                    "storage": {"endpoint": s3_server.endpoint}},
+    )  # fmt: skip
+    run = launch(tmp_path, cfg, {**s3_server.env(), gpu_oom.FAULT_GPU_OOM: "1:7"})
+    assert run.code == EXIT_GPU_OOM, run.log[-4000:]
+    assert "GPU out of memory at micro-batch 8 x 64 tokens" in run.log
+    assert "spec.training.microBatchSize" in run.log
+    good, _ = committed(store(s3_server, s3_bucket, "oom"))
+    assert [c.step for c in good] == [6, 3], good
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """Entry point: python -m kubetune_trainer --config trainer.json (one process per rank, via torchrun).
 
 Exit codes: 0 done; 43 stopped by SIGTERM after saving a checkpoint; 44 bad input (config, data
-or model source), with the message also written to /dev/termination-log for Kubernetes.
+or model source); 45 GPU out of memory. The message of 44 and 45 is also written to
+/dev/termination-log, where Kubernetes shows it.
 """
 
 from __future__ import annotations
@@ -12,11 +13,19 @@ import logging
 import os
 import sys
 import traceback
+from typing import Any
 
-from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED, TERMINATION_LOG, BadInputError
+from .errors import (
+    EXIT_BAD_INPUT,
+    EXIT_GPU_OOM,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    TERMINATION_LOG,
+    BadInputError,
+)
 
 
-def report_bad_input(message: str, termination_log: str = TERMINATION_LOG) -> None:
+def report_error(message: str, termination_log: str = TERMINATION_LOG) -> None:
     """Print the error and leave it where Kubernetes shows it as the container's message.
 
     The kubelet creates the termination-log file in every container; where it is absent (a
@@ -84,6 +93,11 @@ def run(argv: list[str] | None = None) -> int:
     )
     try:
         cfg = load_config(args.config)
+    except BadInputError as e:
+        report_error(str(e))
+        return EXIT_BAD_INPUT
+    trainer: Any = None
+    try:
         from . import dist, loop
         from .trainer import Trainer
 
@@ -99,8 +113,17 @@ def run(argv: list[str] | None = None) -> int:
         dist.cleanup()
         return EXIT_OK
     except BadInputError as e:
-        report_bad_input(str(e))
+        report_error(str(e))
         return EXIT_BAD_INPUT
+    except Exception as e:
+        from . import gpu_oom
+
+        if not gpu_oom.is_gpu_oom(e):
+            raise
+        report_error(gpu_oom.describe(e, cfg))
+        if trainer is not None:
+            trainer.ckpt.wait()  # a checkpoint upload under way finishes: nothing is lost
+        return EXIT_GPU_OOM
 
 
 def exit_now(code: int) -> None:

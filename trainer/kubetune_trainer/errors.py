@@ -8,6 +8,8 @@ EXIT_OK = 0
 EXIT_PREEMPTED = 43
 # The config, data or model source is wrong: retrying the same attempt cannot help.
 EXIT_BAD_INPUT = 44
+# The GPU ran out of memory: the same settings run out again, so the job is not retried.
+EXIT_GPU_OOM = 45
 
 TERMINATION_LOG = "/dev/termination-log"
 

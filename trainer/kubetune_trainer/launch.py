@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_PREEMPTED
+from .errors import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_OK, EXIT_PREEMPTED
 
 
 def torchrun_args(env: dict[str, str], config: str) -> list[str]:
@@ -51,9 +51,12 @@ def with_own_bin_first(env: dict[str, str]) -> dict[str, str]:
 
 
 def combine(torchrun_code: int, rank_codes: list[int]) -> int:
-    """One exit code for the node: bad input first, then preemption, else torchrun's."""
+    """One exit code for the node: bad input first, then GPU out of memory, then preemption,
+    else torchrun's (which is 1 for any failed rank)."""
     if EXIT_BAD_INPUT in rank_codes:
         return EXIT_BAD_INPUT
+    if EXIT_GPU_OOM in rank_codes:
+        return EXIT_GPU_OOM
     if (
         rank_codes
         and all(c in (EXIT_PREEMPTED, EXIT_OK) for c in rank_codes)

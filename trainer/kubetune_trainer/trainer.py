@@ -14,7 +14,7 @@ from typing import Any
 from . import data as data_mod
 from . import engine as engine_mod
 from . import export as export_mod
-from . import loop
+from . import gpu_oom, loop
 from . import model as model_mod
 from . import perf as perf_mod
 from .checkpoint.manager import CheckpointManager, Restored
@@ -200,6 +200,7 @@ class Trainer:
     # -- steps ---------------------------------------------------------------------------------
     def train_step(self, step: int) -> tuple[float, int]:
         """One optimizer step (accumulation micro-batches); returns (mean loss over ranks, tokens)."""
+        gpu_oom.injected_oom(step, self.env.rank)
         t = self.cfg.training
         losses, tokens = 0.0, 0
         for k in range(self.accumulation):

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from kubetune_trainer import launch, metrics, progress
-from kubetune_trainer.__main__ import load_config, report_bad_input
-from kubetune_trainer.errors import EXIT_BAD_INPUT, EXIT_PREEMPTED, BadInputError
+from kubetune_trainer.__main__ import load_config, report_error
+from kubetune_trainer.errors import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_PREEMPTED, BadInputError
 
 pytestmark = pytest.mark.unit
 
@@ -93,19 +93,21 @@ def test_bad_config_names_the_field(tmp_path: Path) -> None:
 def test_bad_input_goes_to_the_termination_log(tmp_path: Path) -> None:
     log = tmp_path / "termination-log"
     log.touch()  # the kubelet creates it in every container
-    report_bad_input("data x.jsonl:3: broken", str(log))
+    report_error("data x.jsonl:3: broken", str(log))
     assert log.read_text() == "data x.jsonl:3: broken"
 
 
 def test_bad_input_outside_a_pod_creates_no_termination_log(tmp_path: Path) -> None:
     log = tmp_path / "termination-log"
-    report_bad_input("data x.jsonl:3: broken", str(log))
+    report_error("data x.jsonl:3: broken", str(log))
     assert not log.exists()
 
 
 def test_launcher_reports_what_the_ranks_reported() -> None:
     assert launch.combine(1, [43, 43]) == EXIT_PREEMPTED
     assert launch.combine(1, [44, 0]) == EXIT_BAD_INPUT
+    assert launch.combine(1, [45]) == EXIT_GPU_OOM  # the other rank was killed: no code left
+    assert launch.combine(1, [44, 45]) == EXIT_BAD_INPUT
     assert launch.combine(0, [0, 0]) == 0
     assert launch.combine(1, [1, 43]) == 1
     args = launch.torchrun_args(
