@@ -22,6 +22,7 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 
 FailureReason = Literal[
     "OOMKilled",
+    "GPUOutOfMemory",
     "Error",
     "Evicted",
     "Preempted",

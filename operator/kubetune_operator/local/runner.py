@@ -19,7 +19,7 @@ from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.local.gang import GangResult, run_gang
 from kubetune_operator.local.plan import config_path, local_plan, local_uri
 from kubetune_operator.local.report import plot_curve, read_curve, summary
-from kubetune_operator.reconcile.classify import classify_exit
+from kubetune_operator.reconcile.classify import NOT_RETRIED, classify_exit
 from kubetune_operator.reconcile.parse import InvalidSpec, validation_problems
 from kubetune_operator.reconcile.policies import backoff
 
@@ -55,11 +55,11 @@ def run_job(
         say(
             f"attempt {attempt} failed: worker {result.failed_rank} exited {result.exit_codes[result.failed_rank or 0]} ({reason})"
         )
-        if reason == "InvalidSpec" or not backoff.may_restart(restarts, limit):
+        if reason in NOT_RETRIED or not backoff.may_restart(restarts, limit):
             say(
                 f"giving up (backoffLimit={limit})"
-                if reason != "InvalidSpec"
-                else "not retrying bad input"
+                if reason not in NOT_RETRIED
+                else f"not retrying: {reason} fails the same way again"
             )
             finish(
                 job,

@@ -1,7 +1,7 @@
 """Failure classification: why did a worker pod end badly?
 
-The class decides nothing by itself; it is what users read in status.lastFailure and what the
-restart metric is labelled with.
+The class is what users read in status.lastFailure and what the restart metric is labelled
+with; the classes in NOT_RETRIED also end the job instead of starting another attempt.
 """
 
 from __future__ import annotations
@@ -13,6 +13,10 @@ from kubetune_operator.api.constants import EXIT_PREEMPTED
 
 # The trainer's exit code for a config, data or model it cannot use: retrying cannot help.
 EXIT_BAD_INPUT = 44
+# The trainer's exit code for a GPU out of memory: the same settings run out again.
+EXIT_GPU_OOM = 45
+# Classes that end the job at once: a new attempt with the same spec fails the same way.
+NOT_RETRIED = ("InvalidSpec", "GPUOutOfMemory")
 
 # DisruptionTarget condition reasons (kubernetes pod disruption conditions) -> class.
 DISRUPTION_REASONS = {
@@ -66,6 +70,8 @@ def classify_exit(exit_code: int | None, reason: str | None) -> str:
         return "Preempted"
     if exit_code == EXIT_BAD_INPUT:
         return "InvalidSpec"
+    if exit_code == EXIT_GPU_OOM:
+        return "GPUOutOfMemory"
     return "Error"
 
 

@@ -139,8 +139,8 @@ def first_failure(obs: Observation, running_attempt: bool) -> WorkerFailure | No
     vanished by someone else ends it too, since torchrun cannot continue without it.
     """
     failed = [w.failure for w in obs.current if w.failure]
-    if failed:
-        return failed[0]
+    if failed:  # the most specific: a rank out of memory ends its peers with plain errors
+        return min(failed, key=lambda f: f.reason in ("Error", "Unknown"))
     if running_attempt:
         for w in obs.current:
             if w.terminating and w.phase not in ("Succeeded", "Failed"):

@@ -13,7 +13,7 @@ from typing import Any
 
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.api.status import TERMINAL_PHASES
-from kubetune_operator.reconcile.classify import WorkerFailure
+from kubetune_operator.reconcile.classify import NOT_RETRIED, WorkerFailure
 from kubetune_operator.reconcile.conditions import set_condition
 from kubetune_operator.reconcile.observe import Observation, first_failure, observe
 from kubetune_operator.reconcile.plan import output_location, upstream_job
@@ -326,8 +326,8 @@ def _end_attempt(p: _Pass, obs: Observation, failure: WorkerFailure) -> Decision
     p.st["lastFailure"] = failure_record(failure, attempt, p.now_s)
     p.st["workers"] = obs.counts
     restarts = int(p.st.get("restarts") or 0)
-    if failure.reason == "InvalidSpec":
-        return p.finish("Failed", "InvalidSpec", f"not retried: {failure.message}", obs)
+    if failure.reason in NOT_RETRIED:
+        return p.finish("Failed", failure.reason, f"not retried: {failure.message}", obs)
     if not backoff.may_restart(restarts, rp.backoff_limit):
         msg = (
             f"attempt {attempt} failed ({failure.reason}) and backoffLimit={rp.backoff_limit} "

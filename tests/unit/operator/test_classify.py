@@ -18,6 +18,7 @@ pytestmark = pytest.mark.unit
         ({"exit_code": 43, "reason": "Error"}, "Preempted", 43),
         ({"exit_code": 143, "reason": "Error"}, "Error", 143),
         ({"exit_code": 44, "reason": "Error"}, "InvalidSpec", 44),
+        ({"exit_code": 45, "reason": "Error"}, "GPUOutOfMemory", 45),
         ({"pod_reason": "Evicted"}, "Evicted", None),
         ({"pod_reason": "NodeLost"}, "NodeLost", None),
         ({"disruption": "PreemptionByScheduler", "exit_code": 143}, "Preempted", 143),

@@ -245,6 +245,17 @@ def test_bad_input_fails_without_retry() -> None:
     assert cond(d.status, "Failed")["reason"] == "InvalidSpec"
 
 
+def test_gpu_out_of_memory_fails_without_retry_even_when_a_peer_failed_first() -> None:
+    """Worker 1's rank ran out of GPU memory (45); worker 0 lost its peer and exited 1."""
+    pods = [pod(0, phase="Failed", exit_code=1), pod(1, phase="Failed", exit_code=45)]
+    d = decide(job(), running_status(), pods, at(60))
+    assert d.status["phase"] == "Failed" and d.status["attempt"] == 1
+    assert cond(d.status, "Failed")["reason"] == "GPUOutOfMemory"
+    assert cond(d.status, "Failed")["message"].startswith("not retried: worker llama-lora-a1-1")
+    assert d.status["lastFailure"]["reason"] == "GPUOutOfMemory"
+    assert d.status["lastFailure"]["exitCode"] == 45
+
+
 def test_invalid_spec_status_names_the_problem() -> None:
     from kubetune_operator.reconcile.status import invalid_spec
 
