@@ -233,7 +233,8 @@ def test_gpu_out_of_memory_on_one_rank_exits_45_with_advice_and_keeps_checkpoint
     tmp_path: Path, tiny_base: Path, task_data: Any, s3_server: Any, s3_bucket: str
 ) -> None:
     """Rank 1 runs out of GPU memory at step 7 (injected: this machine has no GPU); the node
-    reports 45 though torchrun itself exits 1, and the checkpoints of steps 3 and 6 stay."""
+    reports 45 though torchrun itself exits 1, the checkpoints of steps 3 and 6 stay, and a job
+    with a smaller micro-batch continues from step 6."""
     cfg = config(
         tmp_path, tiny_base, task_data,
         method={"type": "lora", "lora_dropout": 0.0},
@@ -247,6 +248,20 @@ def test_gpu_out_of_memory_on_one_rank_exits_45_with_advice_and_keeps_checkpoint
     assert "spec.training.microBatchSize" in run.log
     good, _ = committed(store(s3_server, s3_bucket, "oom"))
     assert [c.step for c in good] == [6, 3], good
+
+    # What the failure message advises: a new job, half the micro-batch, the same global batch,
+    # starting from the failed job's newest checkpoint.
+    smaller = config(
+        tmp_path / "smaller", tiny_base, task_data,
+        method={"type": "lora", "lora_dropout": 0.0},
+        training={"max_steps": 10, "eval_every_steps": None, "micro_batch_size": 4,
+                  "global_batch_size": 16},
+        checkpoint={"uri": f"s3://{s3_bucket}/oom-smaller", "resume": f"s3://{s3_bucket}/oom/{good[0].tag}",
+                    "storage": {"endpoint": s3_server.endpoint}},
+    )  # fmt: skip
+    again = launch(tmp_path / "smaller", smaller, s3_server.env())
+    assert again.code == 0, again.log[-4000:]
+    assert again.card()["training"]["start_step"] == 6
 
 
 @pytest.mark.slow

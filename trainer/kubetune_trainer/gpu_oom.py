@@ -38,8 +38,8 @@ def explain(error: BaseException, micro_batch: int, seq_length: int, where: str 
         "Lower spec.training.microBatchSize (spec.training.globalBatchSize keeps the batch the "
         "optimizer sees) or spec.dataset.maxSeqLength, set "
         "spec.training.performance.activationCheckpointing to selective or full, or raise "
-        "spec.deepspeed.zeroStage / offload to CPU. Not retried: the same settings run out again. "
-        f"({first})"
+        "spec.deepspeed.zeroStage / offload to CPU; checkpoint.resume continues from this job's "
+        f"checkpoints. Not retried: the same settings run out again. ({first})"
     )
 
 
