@@ -17,6 +17,8 @@ EXIT_BAD_INPUT = 44
 EXIT_GPU_OOM = 45
 # Classes that end the job at once: a new attempt with the same spec fails the same way.
 NOT_RETRIED = ("InvalidSpec", "GPUOutOfMemory")
+# Classes that say nothing of the cause: a peer of the failed rank often ends this way.
+GENERIC = ("Error", "Unknown")
 
 # DisruptionTarget condition reasons (kubernetes pod disruption conditions) -> class.
 DISRUPTION_REASONS = {

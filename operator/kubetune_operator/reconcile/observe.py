@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from kubetune_operator.api import constants as c
 from kubetune_operator.reconcile.classify import (
+    GENERIC,
     WorkerFailure,
     classify_pod,
     classify_vanished,
     disruption_reason,
+    terminated_state,
 )
 from kubetune_operator.reconcile.names import worker_pod
 from kubetune_operator.reconcile.timeutil import parse_time
@@ -23,6 +25,9 @@ WAITING_PROBLEMS = (
     "CreateContainerConfigError",
     "CreateContainerError",
 )
+
+
+FAR = datetime.max.replace(tzinfo=UTC)  # sorts after any time a pod finished
 
 
 @dataclass(frozen=True)
@@ -42,6 +47,7 @@ class Worker:
     waiting_problem: str | None
     failure: WorkerFailure | None
     disruption: str | None = None
+    finished: datetime | None = None  # when the trainer container terminated
 
 
 @dataclass(frozen=True)
@@ -117,6 +123,7 @@ def worker_from_pod(pod: dict[str, Any]) -> Worker:
         waiting_problem=waiting_problem(pod),
         failure=classify_pod(pod),
         disruption=disruption_reason(pod),
+        finished=parse_time((terminated_state(pod) or {}).get("finishedAt")),
     )
 
 
@@ -138,9 +145,9 @@ def first_failure(obs: Observation, running_attempt: bool) -> WorkerFailure | No
     A Failed pod always ends it; once the attempt ran (`running_attempt`), a pod deleted or
     vanished by someone else ends it too, since torchrun cannot continue without it.
     """
-    failed = [w.failure for w in obs.current if w.failure]
-    if failed:  # the most specific: a rank out of memory ends its peers with plain errors
-        return min(failed, key=lambda f: f.reason in ("Error", "Unknown"))
+    failed = [(w.failure, w.finished or FAR) for w in obs.current if w.failure]
+    if failed:  # a rank out of memory ends its peers with plain errors: specific, then first
+        return min(failed, key=lambda f: (f[0].reason in GENERIC, f[1]))[0]
     if running_attempt:
         for w in obs.current:
             if w.terminating and w.phase not in ("Succeeded", "Failed"):

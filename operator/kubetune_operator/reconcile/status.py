@@ -17,7 +17,15 @@ from kubetune_operator.reconcile.classify import NOT_RETRIED, WorkerFailure
 from kubetune_operator.reconcile.conditions import set_condition
 from kubetune_operator.reconcile.observe import Observation, first_failure, observe
 from kubetune_operator.reconcile.plan import output_location, upstream_job
-from kubetune_operator.reconcile.policies import backoff, cleanup, deadline, stall, suspend, ttl
+from kubetune_operator.reconcile.policies import (
+    backoff,
+    cleanup,
+    deadline,
+    peers,
+    stall,
+    suspend,
+    ttl,
+)
 from kubetune_operator.reconcile.timeutil import format_time, parse_duration, parse_time
 
 OPERATOR_OWNED = (
@@ -260,6 +268,9 @@ def decide(
 
     ran = p.old_phase in ("Initializing", "Running")
     failure = first_failure(obs, running_attempt=ran)
+    if failure is not None and (wait := _hold_back(obs, failure, now)) > 0:
+        p.d.requeue(wait)
+        return p.d  # meanwhile nothing changes: no phase flip, no new pods
     if failure is None and p.old_phase == "Running":
         failure = _stalled(p, obs, status.get("progress"))
     if failure is not None:
@@ -317,6 +328,13 @@ def _stalled(p: _Pass, obs: Observation, progress: dict[str, Any] | None) -> Wor
         exit_code=None,
         pod=obs.current[0].name if obs.current else "",
     )
+
+
+def _hold_back(obs: Observation, failure: WorkerFailure, now: datetime) -> float:
+    """Seconds to wait for a more specific failure from a worker that still runs."""
+    worker = peers.failed_worker(obs.current, failure)
+    running = any(w.phase not in ("Succeeded", "Failed") for w in obs.current)
+    return peers.seconds_to_wait(failure.reason, worker.finished if worker else None, running, now)
 
 
 def _end_attempt(p: _Pass, obs: Observation, failure: WorkerFailure) -> Decision:

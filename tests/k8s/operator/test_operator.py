@@ -101,10 +101,10 @@ def test_worker_failure_restarts_then_backoff_limit_fails(
 ) -> None:
     start_running(cluster, operator, "flaky")
     old_uids = {p["metadata"]["uid"] for p in cluster.pods("flaky")}
-    cluster.set_pod("flaky-a1-1", "Failed", exit_code=3)
+    cluster.set_pod("flaky-a1-1", "Failed", exit_code=3)  # its peer still runs: 10 s grace
     eventually(
         lambda: cluster.pod_names("flaky") == ["flaky-a2-0", "flaky-a2-1"],
-        30,
+        60,
         "attempt 2 pods",
         operator.log,
     )
@@ -242,9 +242,9 @@ def test_two_replicas_restart_a_failed_gang_exactly_once(
     second.start()
     try:
         start_running(cluster, operator, "ha")
-        cluster.set_pod("ha-a1-0", "Failed", exit_code=1)
+        cluster.set_pod("ha-a1-0", "Failed", exit_code=1)  # its peer still runs: 10 s grace
         eventually(
-            lambda: cluster.pod_names("ha") == ["ha-a2-0", "ha-a2-1"], 30, "attempt 2", operator.log
+            lambda: cluster.pod_names("ha") == ["ha-a2-0", "ha-a2-1"], 60, "attempt 2", operator.log
         )
         cluster.set_gang("ha", "Running")
         eventually(phase_is(cluster, "ha", "Running"), 30, "attempt 2 running", operator.log)

@@ -54,8 +54,9 @@ def pod(
     created: float = 0,
     disruption: str | None = None,
     waiting: str | None = None,
+    finished: float | None = None,
 ) -> dict[str, Any]:
-    """A worker pod as the API server returns it."""
+    """A worker pod as the API server returns it (`finished`: when its container terminated)."""
     conditions = [{"type": "PodScheduled", "status": "True" if scheduled else "False"}]
     if ready if ready is not None else phase == "Running":
         conditions.append({"type": "Ready", "status": "True"})
@@ -69,6 +70,8 @@ def pod(
                 "reason": reason or "Error",
             }
         }
+        if finished is not None:
+            state["terminated"]["finishedAt"] = format_time(at(finished))
     elif waiting:
         state = {"waiting": {"reason": waiting, "message": "image not found"}}
     meta: dict[str, Any] = {

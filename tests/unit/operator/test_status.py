@@ -256,6 +256,41 @@ def test_gpu_out_of_memory_fails_without_retry_even_when_a_peer_failed_first() -
     assert d.status["lastFailure"]["exitCode"] == 45
 
 
+def test_a_plain_error_waits_for_a_peer_that_still_runs() -> None:
+    """Worker 0 exits 1 at t=50 while worker 1 runs: the attempt ends only if nothing more
+    specific arrives within the grace, and at once when it does."""
+    failed = pod(0, phase="Failed", exit_code=1, finished=50)
+    d = decide(job(), running_status(), [failed, pod(1)], at(53))
+    assert d.status["phase"] == "Running" and not d.delete_pods and not d.events
+    assert d.requeue_after == pytest.approx(7.0)
+
+    d = decide(job(), running_status(), [failed, pod(1)], at(61))
+    assert d.status["phase"] == "Restarting" and d.status["lastFailure"]["reason"] == "Error"
+
+    oom = pod(1, phase="Failed", exit_code=45, finished=51)
+    d = decide(job(), running_status(), [failed, oom], at(53))
+    assert d.status["phase"] == "Failed" and d.status["lastFailure"]["reason"] == "GPUOutOfMemory"
+
+
+def test_of_two_plain_errors_the_first_is_named() -> None:
+    pods = [
+        pod(0, phase="Failed", exit_code=1, finished=52),
+        pod(1, phase="Failed", exit_code=3, finished=50),
+    ]
+    d = decide(job(), running_status(), pods, at(53))
+    assert d.status["phase"] == "Restarting"
+    assert (d.status["lastFailure"]["exitCode"], d.status["lastFailure"]["pod"]) == (
+        3,
+        "llama-lora-a1-1",
+    )
+
+
+def test_a_specific_failure_ends_the_attempt_at_once() -> None:
+    oom = pod(1, phase="Failed", exit_code=45, finished=50)
+    d = decide(job(), running_status(), [pod(0), oom], at(50))
+    assert d.status["phase"] == "Failed" and d.status["lastFailure"]["reason"] == "GPUOutOfMemory"
+
+
 def test_invalid_spec_status_names_the_problem() -> None:
     from kubetune_operator.reconcile.status import invalid_spec
 
