@@ -263,6 +263,31 @@ def test_malformed_data_fails_naming_the_record(world: World) -> None:
     world.delete(name)
 
 
+def test_gpu_out_of_memory_fails_at_once_naming_the_fix(world: World) -> None:
+    """Rank 1 runs out of GPU memory at step 7 (the trainer's fault hook: these workers have no
+    GPU): the job fails in attempt 1 without spending retries, names the fields to change, and
+    keeps checkpoints 3 and 6, though worker 0 also failed as its peer went."""
+    name = _unique("gpuoom")
+    bucket = world.new_bucket(name)
+    oom = {"KUBETUNE_FAULT_GPU_OOM": "1:7"}
+    world.apply(job_manifest(name, bucket, world.s3, max_steps=20, every_steps=3, env=oom))
+    st = eventually(
+        lambda: (s := world.status(name)).get("phase") == "Failed" and s, 300, "job Failed"
+    )
+    failure = st["lastFailure"]
+    assert st["attempt"] == 1 and st["restarts"] == 0, st
+    assert (failure["reason"], failure["exitCode"]) == ("GPUOutOfMemory", 45), failure
+    assert failure["pod"] == f"{name}-a1-1", failure
+    assert "GPU out of memory at micro-batch" in st["message"], st["message"]
+    assert "spec.training.microBatchSize" in st["message"], st["message"]
+    assert world.s3.committed_steps(bucket) == [3, 6], "checkpoints were not kept"
+    world.record(
+        "9 GPU out of memory", "passed (Failed, GPUOutOfMemory)", None, None,
+        f"attempt 1, not retried, checkpoints 3 and 6 kept: ...{st['message'][60:140]}...",
+    )  # fmt: skip
+    world.delete(name)
+
+
 def test_spec_edit_of_a_running_job_is_refused(world: World) -> None:
     """The apiserver refuses a spec change of a running job and names the field."""
     name = _unique("edit")

@@ -139,6 +139,17 @@ def observe(job: str, pods: list[dict[str, Any]], attempt: int, nodes: int) -> O
     )
 
 
+def cause_first(failure: WorkerFailure, finished: datetime) -> tuple[bool, datetime, bool]:
+    """Sort key putting the likely cause of a gang failure first.
+
+    A failing rank ends its peers on other workers with plain errors (exit 1), so a specific
+    class comes first, then the earliest to finish, then (timestamps have whole seconds) a
+    process killed by a signal, which a peer's failure does not do.
+    """
+    killed = (failure.exit_code or 0) > 128
+    return failure.reason in GENERIC, finished, not killed
+
+
 def first_failure(obs: Observation, running_attempt: bool) -> WorkerFailure | None:
     """The failure that ends the current attempt, if any.
 
@@ -146,8 +157,8 @@ def first_failure(obs: Observation, running_attempt: bool) -> WorkerFailure | No
     vanished by someone else ends it too, since torchrun cannot continue without it.
     """
     failed = [(w.failure, w.finished or FAR) for w in obs.current if w.failure]
-    if failed:  # a rank out of memory ends its peers with plain errors: specific, then first
-        return min(failed, key=lambda f: (f[0].reason in GENERIC, f[1]))[0]
+    if failed:
+        return min(failed, key=lambda f: cause_first(*f))[0]
     if running_attempt:
         for w in obs.current:
             if w.terminating and w.phase not in ("Succeeded", "Failed"):

@@ -285,6 +285,18 @@ def test_of_two_plain_errors_the_first_is_named() -> None:
     )
 
 
+def test_in_the_same_second_a_killed_worker_is_named_before_its_peer() -> None:
+    pods = [
+        pod(0, phase="Failed", exit_code=1, finished=50),
+        pod(1, phase="Failed", exit_code=137, finished=50),
+    ]
+    d = decide(job(), running_status(), pods, at(51))
+    assert (d.status["lastFailure"]["exitCode"], d.status["lastFailure"]["pod"]) == (
+        137,
+        "llama-lora-a1-1",
+    )
+
+
 def test_a_specific_failure_ends_the_attempt_at_once() -> None:
     oom = pod(1, phase="Failed", exit_code=45, finished=50)
     d = decide(job(), running_status(), [pod(0), oom], at(50))
