@@ -7,9 +7,11 @@ with; the classes in NOT_RETRIED also end the job instead of starting another at
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from kubetune_operator.api.constants import EXIT_PREEMPTED
+from kubetune_operator.reconcile.timeutil import parse_time
 
 # The trainer's exit code for a config, data or model it cannot use: retrying cannot help.
 EXIT_BAD_INPUT = 44
@@ -39,12 +41,13 @@ POD_REASONS = {
 
 @dataclass(frozen=True)
 class WorkerFailure:
-    """One failed worker: class, detail, exit code."""
+    """One failed worker: class, detail, exit code, and when its trainer container ended."""
 
     reason: str
     message: str
     exit_code: int | None
     pod: str
+    finished: datetime | None = None  # None for a pod that vanished or never ran
 
 
 def terminated_state(pod: dict[str, Any]) -> dict[str, Any] | None:
@@ -96,7 +99,13 @@ def classify_pod(pod: dict[str, Any]) -> WorkerFailure | None:
         message += f" with exit code {exit_code}"
     if detail:
         message += f": {str(detail).strip()[:512]}"
-    return WorkerFailure(reason=cls, message=message, exit_code=exit_code, pod=name)
+    return WorkerFailure(
+        reason=cls,
+        message=message,
+        exit_code=exit_code,
+        pod=name,
+        finished=parse_time(term.get("finishedAt")),
+    )
 
 
 def classify_vanished(pod_name: str, disruption: str | None) -> WorkerFailure:

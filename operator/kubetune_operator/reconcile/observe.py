@@ -13,7 +13,6 @@ from kubetune_operator.reconcile.classify import (
     classify_pod,
     classify_vanished,
     disruption_reason,
-    terminated_state,
 )
 from kubetune_operator.reconcile.names import worker_pod
 from kubetune_operator.reconcile.timeutil import parse_time
@@ -47,7 +46,6 @@ class Worker:
     waiting_problem: str | None
     failure: WorkerFailure | None
     disruption: str | None = None
-    finished: datetime | None = None  # when the trainer container terminated
 
 
 @dataclass(frozen=True)
@@ -123,7 +121,6 @@ def worker_from_pod(pod: dict[str, Any]) -> Worker:
         waiting_problem=waiting_problem(pod),
         failure=classify_pod(pod),
         disruption=disruption_reason(pod),
-        finished=parse_time((terminated_state(pod) or {}).get("finishedAt")),
     )
 
 
@@ -139,7 +136,7 @@ def observe(job: str, pods: list[dict[str, Any]], attempt: int, nodes: int) -> O
     )
 
 
-def cause_first(failure: WorkerFailure, finished: datetime) -> tuple[bool, datetime, bool]:
+def cause_first(failure: WorkerFailure) -> tuple[bool, datetime, bool]:
     """Sort key putting the likely cause of a gang failure first.
 
     A failing rank ends its peers on other workers with plain errors (exit 1), so a specific
@@ -147,7 +144,7 @@ def cause_first(failure: WorkerFailure, finished: datetime) -> tuple[bool, datet
     process killed by a signal, which a peer's failure does not do.
     """
     killed = (failure.exit_code or 0) > 128
-    return failure.reason in GENERIC, finished, not killed
+    return failure.reason in GENERIC, failure.finished or FAR, not killed
 
 
 def first_failure(obs: Observation, running_attempt: bool) -> WorkerFailure | None:
@@ -156,9 +153,9 @@ def first_failure(obs: Observation, running_attempt: bool) -> WorkerFailure | No
     A Failed pod always ends it; once the attempt ran (`running_attempt`), a pod deleted or
     vanished by someone else ends it too, since torchrun cannot continue without it.
     """
-    failed = [(w.failure, w.finished or FAR) for w in obs.current if w.failure]
+    failed = [w.failure for w in obs.current if w.failure]
     if failed:
-        return min(failed, key=lambda f: cause_first(*f))[0]
+        return min(failed, key=cause_first)
     if running_attempt:
         for w in obs.current:
             if w.terminating and w.phase not in ("Succeeded", "Failed"):

@@ -332,9 +332,8 @@ def _stalled(p: _Pass, obs: Observation, progress: dict[str, Any] | None) -> Wor
 
 def _hold_back(obs: Observation, failure: WorkerFailure, now: datetime) -> float:
     """Seconds to wait for a more specific failure from a worker that still runs."""
-    worker = peers.failed_worker(obs.current, failure)
     running = any(w.phase not in ("Succeeded", "Failed") for w in obs.current)
-    return peers.seconds_to_wait(failure.reason, worker.finished if worker else None, running, now)
+    return peers.seconds_to_wait(failure.reason, failure.finished, running, now)
 
 
 def _end_attempt(p: _Pass, obs: Observation, failure: WorkerFailure) -> Decision:

@@ -10,7 +10,6 @@ status names, and decides whether the job is retried.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from kubetune_operator.reconcile.classify import GENERIC
 
@@ -24,8 +23,3 @@ def seconds_to_wait(
     if reason not in GENERIC or finished is None or not peers_running:
         return 0.0
     return max(0.0, PEER_GRACE_SECONDS - (now - finished).total_seconds())
-
-
-def failed_worker(workers: tuple[Any, ...], failure: Any) -> Any | None:
-    """The worker whose failure this is (None for a vanished pod)."""
-    return next((w for w in workers if w.failure is failure), None)
