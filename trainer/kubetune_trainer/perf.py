@@ -181,7 +181,7 @@ def checkpoint_layers(model: Any, every: int) -> int:
     model.config.use_cache = False
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     layers = [m for m in model.modules() if hasattr(m, "gradient_checkpointing")]
-    blocks = [m for m in layers if type(m).__name__.endswith("DecoderLayer")] or layers
+    blocks = [m for m in decoder_layers(model) if hasattr(m, "gradient_checkpointing")] or layers
     for i, layer in enumerate(blocks):
         layer.gradient_checkpointing = i % every == 0
     return sum(1 for layer in blocks if layer.gradient_checkpointing)
