@@ -229,7 +229,8 @@ def time_breakdown(
     busy = sum(sec for _, sec, _ in kernels)
     by_category: dict[str, float] = {}
     for name, sec, _ in kernels:
-        by_category[kernel_category(name)] = by_category.get(kernel_category(name), 0.0) + sec
+        category = kernel_category(name)
+        by_category[category] = by_category.get(category, 0.0) + sec
     heaviest = sorted(kernels, key=lambda k: -k[1])[:top]
     return {
         "step_s": wall_s / steps,

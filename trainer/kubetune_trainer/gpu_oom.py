@@ -20,7 +20,7 @@ def is_gpu_oom(error: BaseException) -> bool:
 
 
 def memory_in_use() -> str:
-    """'X of Y GiB on <device>' at the failure, or '' without CUDA."""
+    """'; peak X of Y GiB on <device>' at the failure, or '' without CUDA."""
     import torch
 
     if not torch.cuda.is_available():
