@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from . import hub
 from .checkpoint.storage import S3Storage, local_path, sha256_file
 from .config import DataConfig, StorageConfig
 from .errors import BadInputError
@@ -46,6 +47,7 @@ class SourceInfo:
     uri: str
     sha256: str
     records: int
+    commit: str | None = None  # hub commit, for hf:// data
 
 
 @dataclass
@@ -72,6 +74,18 @@ def resolve_files(uri: str, cache_dir: Path, storage: StorageConfig | None = Non
         path = root
     else:
         path = Path(local_path(uri))
+    return data_files(path, uri)
+
+
+def hub_files(uri: str) -> tuple[list[Path], str]:
+    """Data files of an hf:// dataset repo (or a file/folder in it) and the commit they are at."""
+    ref = hub.parse(uri, "dataset", dataset=True)
+    snap = hub.download(ref, ref.revision, "dataset", f"dataset {uri!r}")
+    return data_files(snap.local / ref.path if ref.path else snap.local, uri), snap.commit
+
+
+def data_files(path: Path, uri: str) -> list[Path]:
+    """path itself if a file, else the .jsonl/.json/.parquet files under it, sorted."""
     if path.is_file():
         return [path]
     files = (
@@ -258,7 +272,12 @@ def load_split(
     """All records under a URI and the lineage of each file."""
     records: list[Record] = []
     sources = []
-    for path in resolve_files(uri, cache_dir, storage):
+    commit: str | None = None
+    if uri.startswith("hf://"):
+        files, commit = hub_files(uri)
+    else:
+        files = resolve_files(uri, cache_dir, storage)
+    for path in files:
         recs = read_records(path)
         records += recs
         sources.append(
@@ -266,6 +285,7 @@ def load_split(
                 uri=f"{uri}" if path.name in uri else f"{uri.rstrip('/')}/{path.name}",
                 sha256=sha256_file(path),
                 records=len(recs),
+                commit=commit,
             )
         )
     if not records:

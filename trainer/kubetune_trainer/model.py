@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from . import hub
 from .checkpoint.storage import S3Storage, local_path
 from .config import MethodConfig, ModelConfig, StorageConfig
 from .errors import BadInputError
@@ -16,7 +16,17 @@ from .errors import BadInputError
 def fetch(
     source: str, cache_dir: Path, revision: str | None = None, storage: StorageConfig | None = None
 ) -> str:
-    """A local directory (or hub id) holding the model: s3:// is downloaded, hf:// stays a hub id."""
+    """A local directory holding the model (see fetch_resolved)."""
+    return fetch_resolved(source, cache_dir, revision, storage)[0]
+
+
+def fetch_resolved(
+    source: str, cache_dir: Path, revision: str | None = None, storage: StorageConfig | None = None
+) -> tuple[str, str | None]:
+    """A local directory holding the model, and the hub commit it came from (hf:// only).
+
+    s3:// and hf:// are downloaded; hf:// resolves its revision to a commit first.
+    """
     parsed = urlparse(source)
     if parsed.scheme == "s3":
         store = S3Storage(parsed.netloc, parsed.path, storage or StorageConfig())
@@ -26,20 +36,24 @@ def fetch(
         dest = cache_dir / "model"
         for key in keys:
             store.get_file(key, dest / key)
-        return str(dest)
+        return str(dest), None
     if parsed.scheme == "hf":
-        return (parsed.netloc + parsed.path).strip("/")
+        ref = hub.parse(source, "model.source", dataset=False)
+        rev = hub.pick_revision(ref, revision, "model.revision")
+        snap = hub.download(ref, rev, "model", "model.source")
+        folder = snap.local / ref.path if ref.path else snap.local
+        if not (folder / "config.json").is_file():
+            raise BadInputError(f"model.source {source!r}: no config.json at commit {snap.commit}")
+        return str(folder), snap.commit
     path = local_path(source)
     if not Path(path, "config.json").is_file():
         raise BadInputError(f"model.source {source!r}: no config.json in {path}")
-    return path
+    return path, None
 
 
 def hub_kwargs(source: str, revision: str | None) -> dict[str, Any]:
-    """Revision and token for hub sources (the token comes from HF_TOKEN, set from a secret)."""
-    if not source.startswith("hf://"):
-        return {}
-    return {"revision": revision, "token": os.environ.get("HF_TOKEN") or None}
+    """Extra from_pretrained arguments: none, every source is a local folder once fetched."""
+    return {}
 
 
 def torch_dtype(name: str) -> Any:

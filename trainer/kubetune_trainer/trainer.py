@@ -70,7 +70,7 @@ class Trainer:
         self.precision = engine_mod.resolve_precision(
             cfg.training.precision, cuda, cuda and torch.cuda.is_bf16_supported()
         )
-        self.location = model_mod.fetch(
+        self.location, self.model_commit = model_mod.fetch_resolved(
             cfg.model.source, cache, cfg.model.revision, cfg.checkpoint.storage
         )
         self.hub = model_mod.hub_kwargs(cfg.model.source, cfg.model.revision)
@@ -398,6 +398,7 @@ class Trainer:
             "model": {
                 "source": cfg.model.source,
                 "revision": cfg.model.revision,
+                "commit": self.model_commit,
                 "dtype": cfg.model.dtype,
             },
             "method": cfg.method.model_dump(),

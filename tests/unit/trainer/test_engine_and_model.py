@@ -129,4 +129,3 @@ def test_qlora_without_cuda_is_a_clear_error() -> None:
 def test_fetch_reports_missing_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(BadInputError, match=r"no config\.json"):
         model.fetch(f"file://{tmp_path}", tmp_path / "cache")
-    assert model.fetch("hf://org/name", tmp_path) == "org/name"
