@@ -77,11 +77,25 @@ def resolve_files(uri: str, cache_dir: Path, storage: StorageConfig | None = Non
     return data_files(path, uri)
 
 
-def hub_files(uri: str) -> tuple[list[Path], str]:
-    """Data files of an hf:// dataset repo (or a file/folder in it) and the commit they are at."""
+SPLIT_NAMES = {"train": ("train",), "validation": ("validation", "valid", "val", "dev", "test")}
+
+
+def split_files(files: list[Path], split: str) -> list[Path]:
+    """Files a Hub dataset repo names for a split (train-*.parquet, test.jsonl, ...), else all."""
+    chosen = [f for f in files if f.name.lower().startswith(SPLIT_NAMES[split])]
+    return chosen or files
+
+
+def hub_files(uri: str, split: str) -> tuple[list[Path], str]:
+    """Data files of an hf:// dataset repo (or a file/folder in it) and the commit they are at.
+
+    A whole repo gives the files named for the split when it has any (the Hub's convention).
+    """
     ref = hub.parse(uri, "dataset", dataset=True)
     snap = hub.download(ref, ref.revision, "dataset", f"dataset {uri!r}")
-    return data_files(snap.local / ref.path if ref.path else snap.local, uri), snap.commit
+    if ref.path:
+        return data_files(snap.local / ref.path, uri), snap.commit
+    return split_files(data_files(snap.local, uri), split), snap.commit
 
 
 def data_files(path: Path, uri: str) -> list[Path]:
@@ -267,14 +281,14 @@ def split(records: list[Record], fraction: float, seed: int) -> tuple[list[Recor
 
 
 def load_split(
-    uri: str, cache_dir: Path, storage: StorageConfig | None
+    uri: str, cache_dir: Path, storage: StorageConfig | None, split: str = "train"
 ) -> tuple[list[Record], list[SourceInfo]]:
     """All records under a URI and the lineage of each file."""
     records: list[Record] = []
     sources = []
     commit: str | None = None
     if uri.startswith("hf://"):
-        files, commit = hub_files(uri)
+        files, commit = hub_files(uri, split)
     else:
         files = resolve_files(uri, cache_dir, storage)
     for path in files:
@@ -316,7 +330,7 @@ def build_dataset(
     fmt = detect_format(train_recs[0]) if cfg.format == "auto" else cfg.format
     val_recs: list[Record] = []
     if cfg.validation:
-        val_recs, val_sources = load_split(cfg.validation, cache_dir, storage)
+        val_recs, val_sources = load_split(cfg.validation, cache_dir, storage, "validation")
         sources += val_sources
     elif cfg.validation_split:
         train_recs, val_recs = split(train_recs, cfg.validation_split, seed)
