@@ -48,3 +48,15 @@ def test_hostile_manifest_refused_fast(
     assert rc != 0
     assert expected in err
     assert "Traceback" not in err
+
+
+def test_validate_checks_every_document(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    second = GOOD.replace("zeroStage: 2", "zeroStage: 7")
+    assert second != GOOD
+    path = tmp_path / "jobs.yaml"
+    path.write_text(GOOD + "\n---\n" + second)
+    assert main(["validate", str(path)]) == 1
+    out = capsys.readouterr()
+    assert "document 1" in out.out
+    assert f"error: {path}: document 2" in out.err
+    assert "spec.deepspeed.zeroStage" in out.err
