@@ -835,9 +835,10 @@ class ObjectMeta(BaseModel):
 
 
 class FineTuneJob(BaseModel):
-    """A whole FineTuneJob manifest (status is ignored when parsing)."""
+    """A whole FineTuneJob manifest (status is ignored when parsing; other root fields are
+    refused, as the apiserver prunes them)."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     api_version: Literal["kubetune.dev/v1alpha1"] = Field(
         "kubetune.dev/v1alpha1", alias="apiVersion"

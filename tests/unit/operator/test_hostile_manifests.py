@@ -60,3 +60,12 @@ def test_validate_checks_every_document(tmp_path: Path, capsys: pytest.CaptureFi
     assert "document 1" in out.out
     assert f"error: {path}: document 2" in out.err
     assert "spec.deepspeed.zeroStage" in out.err
+
+
+def test_validate_refuses_unknown_root_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(GOOD + "\nspecs: {}\n")
+    assert main(["validate", str(path)]) == 1
+    assert "specs" in capsys.readouterr().err
