@@ -37,6 +37,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubetune_trainer import flops
+from kubetune_trainer.flops import flops_per_token
+
 PEAK_BF16_FLOPS = 989e12  # H100/H200 SXM dense bf16, the issue's reference
 LORA = {"r": 16, "alpha": 32}
 SHAPES: dict[str, dict[str, Any]] = {
@@ -182,19 +185,9 @@ def plan_for(smoke: bool) -> Plan:
 
 
 # -- arithmetic -------------------------------------------------------------------------------------
-def flops_per_token(
-    params: int, trainable: int, layers: int, hidden: int, seq: int, method: str
-) -> float:
-    """6N + 12·L·d·s for full fine-tuning; 4N + 2N_trainable (+ the same attention term) for LoRA."""
-    attention = 12 * layers * hidden * seq
-    if method == "full":
-        return 6 * params + attention
-    return 4 * params + 2 * trainable + attention
-
-
 def mfu(tokens_per_s: float, flops_token: float, peak: float = PEAK_BF16_FLOPS) -> float:
-    """Model FLOPs utilisation: achieved model FLOP/s over the device's peak."""
-    return tokens_per_s * flops_token / peak
+    """Model FLOPs utilisation on one H100/H200 (kubetune_trainer.flops holds the formula)."""
+    return flops.mfu(tokens_per_s, flops_token, peak)
 
 
 KERNEL_CATEGORIES = (  # first match wins (^: at the start); CUDA kernels or, on CPU, aten ops

@@ -10,14 +10,18 @@ import yaml
 from pydantic import ValidationError
 
 from kubetune_operator.api.crd import crd_yaml
-from kubetune_operator.api.manifests import load_documents
+from kubetune_operator.api.manifests import ManifestError, load_documents
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.parse import validation_problems
 
 
 def load_manifest(path: str) -> FineTuneJob:
     """Parse and validate a FineTuneJob manifest file (the first FineTuneJob document in it)."""
-    for doc in load_documents(Path(path).read_text()):
+    try:
+        docs = load_documents(Path(path).read_text())
+    except ManifestError as err:
+        raise ManifestError(f"{path}: {err}") from None
+    for doc in docs:
         if isinstance(doc, dict) and doc.get("kind") == "FineTuneJob":
             return FineTuneJob.model_validate(doc)
     raise ValueError(f"{path}: no FineTuneJob document found")
@@ -33,19 +37,44 @@ def cmd_crd(_: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def validate_documents(path: str) -> tuple[list[str], list[str]]:
+    """Every FineTuneJob document of the file checked: (lines for valid ones, errors)."""
+    ok: list[str] = []
+    errors: list[str] = []
     try:
-        job = load_manifest(args.manifest)
-    except ValidationError as err:
-        print(
-            f"{args.manifest}: invalid FineTuneJob\n{format_validation_error(err)}", file=sys.stderr
-        )
-        return 1
+        docs = load_documents(Path(path).read_text())
     except (ValueError, OSError, yaml.YAMLError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    print(f"{args.manifest}: FineTuneJob {job.metadata.name} is valid")
-    return 0
+        return ok, [f"error: {path}: {err}"]
+    jobs = [
+        (i, d)
+        for i, d in enumerate(docs, 1)
+        if isinstance(d, dict) and d.get("kind") == "FineTuneJob"
+    ]
+    if not jobs:
+        return ok, [f"error: {path}: no FineTuneJob document found"]
+    for index, doc in jobs:
+        name = (
+            (doc.get("metadata") or {}).get("name")
+            if isinstance(doc.get("metadata"), dict)
+            else None
+        )
+        where = f"{path}: document {index}" + (f" ({name})" if isinstance(name, str) else "")
+        try:
+            job = FineTuneJob.model_validate(doc)
+        except ValidationError as err:
+            errors += [f"error: {where}: {line}" for line in validation_problems(err)]
+            continue
+        ok.append(f"{where}: FineTuneJob {job.metadata.name} is valid")
+    return ok, errors
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    ok, errors = validate_documents(args.manifest)
+    for line in ok:
+        print(line)
+    for line in errors:
+        print(line, file=sys.stderr)
+    return 1 if errors else 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:

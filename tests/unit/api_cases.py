@@ -264,6 +264,12 @@ INVALID_CASES: list[InvalidCase] = [
         "spec.training.earlyStopping",
         _set("spec.training.earlyStopping", {"patience": 2}),
     ),
+    case(
+        "early-stopping-without-eval-every-steps",
+        "spec.training.earlyStopping",
+        _set("spec.dataset.validationSplit", 0.1),
+        _set("spec.training.earlyStopping", {"patience": 2}),
+    ),
 ]
 
 # Spec edits on an existing job that the apiserver must refuse (transition rules: no offline twin).

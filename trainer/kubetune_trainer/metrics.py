@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from . import flops
+
 PEAK_FLOPS = {
     "H100": 989e12,
     "H200": 989e12,
@@ -37,11 +39,13 @@ def peak_flops(device_name: str) -> float | None:
     return next((v for k, v in PEAK_FLOPS.items() if k in device_name), None)
 
 
-def mfu(tokens_per_second: float, params: int, peak: float | None, world_size: int) -> float | None:
-    """Model FLOPs utilisation with the 6·N·tokens estimate."""
+def mfu(
+    tokens_per_second: float, flops_token: float, peak: float | None, world_size: int
+) -> float | None:
+    """MFU over the whole gang (kubetune_trainer.flops holds the formula); None without a peak."""
     if not peak:
         return None
-    return 6.0 * params * tokens_per_second / (peak * world_size)
+    return flops.mfu(tokens_per_second, flops_token, peak * world_size)
 
 
 class Metrics:

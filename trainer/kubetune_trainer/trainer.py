@@ -21,6 +21,7 @@ from .checkpoint.manager import CheckpointManager, Restored
 from .checkpoint.manifest import reads_every_shard
 from .config import TrainerConfig
 from .dist import DistEnv
+from .flops import flops_per_token
 from .metrics import Metrics, memory_bytes, metrics_port, mfu, peak_flops
 from .progress import ConsoleSink, FileSink, KubernetesSink, Progress, Sink
 
@@ -137,12 +138,33 @@ class Trainer:
         self.start_step, self.start_tokens = state.step, state.tokens
         self.last_save = time.monotonic()
         self.local_params, self.total_params = engine_mod.local_param_share(self.engine)
+        self.flops_token = self.model_flops_per_token()
         self.metrics = Metrics(cfg.job.name, env.rank)
         self.metrics.serve(metrics_port(cfg.reporting.metrics_port, env.local_rank))
         self.sink = self.make_sink()
         signal.signal(signal.SIGTERM, self._on_sigterm)
         self.engine.train()
         return state
+
+    def trainable_params(self) -> int:
+        """Elements that train (whole tensors, also when ZeRO-3 partitions them)."""
+        return sum(
+            p.ds_numel if hasattr(p, "ds_numel") else p.numel()
+            for p in self.engine.module.parameters()
+            if p.requires_grad
+        )
+
+    def model_flops_per_token(self) -> float:
+        """FLOPs per training token of this model and method, as the GPU benchmark counts them."""
+        c = self.engine.module.config
+        return flops_per_token(
+            self.total_params,
+            self.trainable_params(),
+            int(getattr(c, "num_hidden_layers", 0) or 0),
+            int(getattr(c, "hidden_size", 0) or 0),
+            self.cfg.data.max_seq_length,
+            self.cfg.method.type,
+        )
 
     def make_sink(self) -> Sink | None:
         """Rank 0 reports progress: the job's status in a cluster, a file and/or a bar locally."""
@@ -281,7 +303,7 @@ class Trainer:
         if gn is not None:
             m.grad_norm.set(float(gn))
         m.device_memory.set(memory_bytes())
-        u = mfu(tps, self.total_params, peak_flops(self._device_name()), self.env.world_size)
+        u = mfu(tps, self.flops_token, peak_flops(self._device_name()), self.env.world_size)
         if u is not None:
             m.mfu.set(u)
         if self.sink and (force or step % self.cfg.training.log_every_steps == 0):
@@ -387,11 +409,7 @@ class Trainer:
     ) -> dict[str, Any]:
         """Lineage and results of the run."""
         cfg = self.cfg
-        trainable = sum(
-            p.ds_numel if hasattr(p, "ds_numel") else p.numel()
-            for p in self.engine.module.parameters()
-            if p.requires_grad
-        )
+        trainable = self.trainable_params()
         return {
             "job": cfg.job.model_dump(),
             "spec": cfg.spec,

@@ -12,9 +12,44 @@ from typing import Any
 
 import yaml
 
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# Far deeper than any FineTuneJob; bounds the loader's own recursion.
+MAX_DEPTH = 64
+
+
+class ManifestError(yaml.YAMLError, ValueError):
+    """A manifest refused before it is built: aliases, duplicate keys, too deep or too big."""
+
 
 class ManifestLoader(yaml.SafeLoader):
-    """SafeLoader that also reads YAML 1.2 floats such as 1e-5 and 2E+3 as numbers."""
+    """SafeLoader that also reads YAML 1.2 floats such as 1e-5 and 2E+3 as numbers, and refuses
+    aliases (a few hundred bytes of them expand to millions of nodes), duplicate keys (kubectl
+    refuses them too) and nesting deeper than MAX_DEPTH, before building anything."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise ManifestError(f"line {mark.line + 1}: aliases (*name) are not allowed")
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise ManifestError(f"line {mark.line + 1}: nested deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> Any:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise ManifestError(f"line {key_node.start_mark.line + 1}: duplicate key {key!r}")
+            if isinstance(key, (str, int, float, bool)):
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 ManifestLoader.add_implicit_resolver(
@@ -25,5 +60,8 @@ ManifestLoader.add_implicit_resolver(
 
 
 def load_documents(text: str) -> list[Any]:
-    """Every YAML document in `text`, numbers read as kubectl reads them."""
+    """Every YAML document in `text`, numbers read as kubectl reads them; hostile input
+    (alias bombs, deep nesting, duplicate keys, huge files) is refused with ManifestError."""
+    if len(text) > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"larger than {MAX_MANIFEST_BYTES} bytes")
     return list(yaml.load_all(text, Loader=ManifestLoader))

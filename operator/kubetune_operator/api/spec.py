@@ -44,6 +44,11 @@ _CHECKPOINTING_CONFLICT = (
     "spec.training.gradientCheckpointing true: set only one of them"
 )
 
+# Patience counts evaluations; without periodic ones there is only the final eval to compare.
+_EARLY_STOPPING_NEEDS_EVALS = (
+    "spec.training.earlyStopping needs periodic evaluations: set spec.training.evalEverySteps"
+)
+
 
 def _needs_gpu(lever: str) -> str:
     """Message of the rule that a lever forced on needs GPU workers."""
@@ -313,6 +318,11 @@ class TrainingSpec(ApiModel):
                 _CHECKPOINTING_CONFLICT,
                 ".performance.activationCheckpointing",
             ),
+            rule(
+                "!has(self.earlyStopping) || has(self.evalEverySteps)",
+                _EARLY_STOPPING_NEEDS_EVALS,
+                ".earlyStopping",
+            ),
         )
     )
 
@@ -354,7 +364,9 @@ class TrainingSpec(ApiModel):
         ge=1,
     )
     early_stopping: EarlyStoppingSpec | None = Field(
-        None, description="Stop early when the eval loss stops improving."
+        None,
+        description="Stop early when the eval loss stops improving over evaluations made "
+        "every evalEverySteps (required with it).",
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="Training precision; auto picks bf16 on GPUs that have it, else fp32."
@@ -790,6 +802,8 @@ def cross_field_problems(spec: FineTuneJobSpec) -> list[str]:
             )
         if "nvme" in (ds.offload.optimizer, ds.offload.parameters) and not ds.offload.nvme_path:
             problems.append("spec.deepspeed.offload.nvmePath is required for nvme offload")
+    if t.early_stopping is not None and t.eval_every_steps is None:
+        problems.append(_EARLY_STOPPING_NEEDS_EVALS)
     if t.gradient_checkpointing and t.performance.activation_checkpointing == "off":
         problems.append(_CHECKPOINTING_CONFLICT)
     if m.type == "qlora" and spec.resources.gpus_per_node == 0:
@@ -835,9 +849,10 @@ class ObjectMeta(BaseModel):
 
 
 class FineTuneJob(BaseModel):
-    """A whole FineTuneJob manifest (status is ignored when parsing)."""
+    """A whole FineTuneJob manifest (status is ignored when parsing; other root fields are
+    refused, as the apiserver prunes them)."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
     api_version: Literal["kubetune.dev/v1alpha1"] = Field(
         "kubetune.dev/v1alpha1", alias="apiVersion"

@@ -132,7 +132,20 @@ def test_metrics_port_per_local_rank() -> None:
     assert metrics.metrics_port(9400, 1, env={}) == 9401
     assert metrics.metrics_port(None, 0, env={"KUBETUNE_METRICS_PORT": "9500"}) == 9500
     assert metrics.metrics_port(None, 0, env={}) is None
-    assert metrics.mfu(1000.0, 1_000_000, peak=1e12, world_size=1) == pytest.approx(0.006)
+    assert metrics.mfu(1000.0, 6_000_000, peak=1e12, world_size=1) == pytest.approx(0.006)
+    assert metrics.mfu(1000.0, 6_000_000, peak=1e12, world_size=2) == pytest.approx(0.003)
+    assert metrics.mfu(1000.0, 6_000_000, peak=None, world_size=1) is None
+
+
+def test_trainer_gauge_and_benchmark_count_lora_flops_alike() -> None:
+    """Frozen weights cost 4 FLOPs a token, trained ones 6: LoRA is not 6N."""
+    from bench import gpu_throughput as bench
+    from kubetune_trainer import flops
+
+    assert bench.flops_per_token is flops.flops_per_token
+    lora = flops.flops_per_token(1000, 10, 1, 1, 1, "lora")
+    assert lora == 4000 + 20 + 12
+    assert metrics.mfu(1.0, lora, peak=1.0, world_size=1) == bench.mfu(1.0, lora, peak=1.0)
 
 
 def test_launcher_puts_its_own_tools_first_on_path() -> None:
