@@ -595,10 +595,25 @@ class RunPolicySpec(ApiModel):
     """Restarts, deadlines, suspension and clean-up."""
 
     backoff_limit: int = Field(
-        3, description="Failed attempts retried before the job is Failed.", ge=0, le=1000
+        3,
+        description="Failed attempts retried before the job is Failed. Attempts ended by a "
+        "preemption or an eviction count toward preemptionLimit instead.",
+        ge=0,
+        le=1000,
+    )
+    preemption_limit: int | None = Field(
+        None,
+        description="Attempts ended by a preemption or an eviction (the workers were stopped "
+        "from outside, e.g. by Kueue or the scheduler) that are resumed before the job is "
+        "Failed. Unset: no limit.",
+        ge=0,
     )
     active_deadline_seconds: int | None = Field(
-        None, description="Seconds the job may run in total before it is Failed.", ge=1
+        None,
+        description="Seconds the job may be active before it is Failed, counted from its first "
+        "start or, like a Kubernetes Job, from its latest resume (time suspended and earlier "
+        "active spans do not count).",
+        ge=1,
     )
     ttl_seconds_after_finished: int | None = Field(
         None, description="Delete the job this long after it Succeeded or Failed.", ge=0
@@ -606,7 +621,9 @@ class RunPolicySpec(ApiModel):
     suspend: bool = Field(
         False,
         description="true: checkpoint and delete the workers (phase Suspended); false again: "
-        "resume from that checkpoint. The only spec field that may change after creation.",
+        "resume from that checkpoint. Without spec.checkpoint nothing is saved and a resumed "
+        "job starts again from step 0 (status and a Warning event say so). The only spec field "
+        "that may change after creation.",
     )
     clean_pod_policy: Literal["All", "Running", "None"] = Field(
         "All",
@@ -619,6 +636,19 @@ class RunPolicySpec(ApiModel):
         "step) is ended with reason Stalled and retried. Go-style duration, e.g. 30m, 1h.",
         pattern=DURATION_PATTERN,
         max_length=32,
+    )
+    startup_error_timeout: str = Field(
+        "5m",
+        description="A worker that cannot start its container this long after it was scheduled "
+        "(image pull error, a missing Secret or key, a bad container config) is reported: "
+        "condition StartupError, a Warning event and status.lastFailure. Go-style duration.",
+        pattern=DURATION_PATTERN,
+        max_length=32,
+    )
+    fail_on_startup_error: bool = Field(
+        False,
+        description="true: after startupErrorTimeout also end the attempt as failed (retried "
+        "within backoffLimit); false: keep waiting for the problem to be fixed.",
     )
 
 
@@ -646,6 +676,9 @@ _IMMUTABLE_RUN_POLICY = [
     "ttlSecondsAfterFinished",
     "cleanPodPolicy",
     "stallTimeout",
+    "preemptionLimit",
+    "startupErrorTimeout",
+    "failOnStartupError",
 ]
 
 

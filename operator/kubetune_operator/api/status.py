@@ -32,12 +32,14 @@ FailureReason = Literal[
     "Stalled",
     "InvalidSpec",
     "ImagePullError",
+    "ContainerConfigError",
     "Unknown",
 ]
 
 
 class Condition(ApiModel):
-    """A Kubernetes-style condition (Created, Running, Suspended, Succeeded, Failed, Restarting)."""
+    """A Kubernetes-style condition (Created, Running, Suspended, Succeeded, Failed, Restarting,
+    StartupError)."""
 
     type: str = Field(description="Condition type.", max_length=64)
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
@@ -135,7 +137,14 @@ class FineTuneJobStatus(ApiModel):
     start_time: str | None = Field(None, description="When the first attempt started (RFC 3339).")
     completion_time: str | None = Field(None, description="When the job finished (RFC 3339).")
     attempt: int | None = Field(None, description="Current attempt, starting at 1.")
-    restarts: int | None = Field(None, description="Attempts restarted after a failure.")
+    restarts: int | None = Field(
+        None, description="Attempts restarted after a failure or a preemption."
+    )
+    preemptions: int | None = Field(
+        None,
+        description="Of the restarts, attempts ended by a preemption or an eviction (counted "
+        "toward runPolicy.preemptionLimit, not backoffLimit).",
+    )
     last_failure: Failure | None = Field(None, description="Why the last attempt failed.")
     progress: Progress | None = Field(
         None, description="Training progress (written by the trainer)."

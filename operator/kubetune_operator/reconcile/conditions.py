@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-CONDITION_TYPES = ("Created", "Running", "Restarting", "Suspended", "Succeeded", "Failed")
+CONDITION_TYPES = (
+    "Created",
+    "Running",
+    "Restarting",
+    "Suspended",
+    "Succeeded",
+    "Failed",
+    "StartupError",
+)
 
 
 def set_condition(

@@ -46,6 +46,8 @@ class Worker:
     waiting_problem: str | None
     failure: WorkerFailure | None
     disruption: str | None = None
+    waiting_reason: str | None = None  # the kubelet's reason, when waiting_problem is set
+    scheduled_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,14 @@ class Observation:
         return min(times) if times else None
 
 
+def _condition_since(pod: dict[str, Any], kind: str) -> datetime | None:
+    """When condition `kind` of the pod last turned True, if it is True."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return parse_time(cond.get("lastTransitionTime"))
+    return None
+
+
 def _condition(pod: dict[str, Any], kind: str) -> bool:
     for cond in (pod.get("status") or {}).get("conditions") or []:
         if cond.get("type") == kind:
@@ -91,14 +101,22 @@ def _condition(pod: dict[str, Any], kind: str) -> bool:
     return False
 
 
-def waiting_problem(pod: dict[str, Any]) -> str | None:
-    """A container stuck waiting for a reason users must fix (image, config), if any."""
+def _waiting(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The waiting state of a container stuck for a reason users must fix, if any."""
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         waiting = (cs.get("state") or {}).get("waiting") or {}
         if waiting.get("reason") in WAITING_PROBLEMS:
-            msg = waiting.get("message") or ""
-            return f"{waiting['reason']}: {msg}".strip(": ")
+            return dict(waiting)
     return None
+
+
+def waiting_problem(pod: dict[str, Any]) -> str | None:
+    """A container stuck waiting for a reason users must fix (image, config), if any."""
+    waiting = _waiting(pod)
+    if waiting is None:
+        return None
+    msg = waiting.get("message") or ""
+    return f"{waiting['reason']}: {msg}".strip(": ")
 
 
 def worker_from_pod(pod: dict[str, Any]) -> Worker:
@@ -121,6 +139,8 @@ def worker_from_pod(pod: dict[str, Any]) -> Worker:
         waiting_problem=waiting_problem(pod),
         failure=classify_pod(pod),
         disruption=disruption_reason(pod),
+        waiting_reason=(_waiting(pod) or {}).get("reason"),
+        scheduled_at=_condition_since(pod, "PodScheduled"),
     )
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.api.status import TERMINAL_PHASES
 from kubetune_operator.reconcile.classify import NOT_RETRIED, WorkerFailure
-from kubetune_operator.reconcile.conditions import set_condition
+from kubetune_operator.reconcile.conditions import condition_status, set_condition
 from kubetune_operator.reconcile.observe import Observation, first_failure, observe
 from kubetune_operator.reconcile.plan import output_location, upstream_job
 from kubetune_operator.reconcile.policies import (
@@ -23,6 +23,7 @@ from kubetune_operator.reconcile.policies import (
     deadline,
     peers,
     stall,
+    startup,
     suspend,
     ttl,
 )
@@ -37,6 +38,7 @@ OPERATOR_OWNED = (
     "completionTime",
     "attempt",
     "restarts",
+    "preemptions",
     "lastFailure",
     "output",
     "workers",
@@ -234,10 +236,11 @@ def decide(
 
     if rp.suspend:
         p.d.delete_pods = [w.name for w in (*obs.current, *obs.others) if not w.terminating]
-        p.phase(
-            "Suspended", "Suspended", "the workers were stopped; set suspend to false to resume"
+        reason, msg, loses = suspend.suspended_message(
+            spec.checkpoint is not None, p.st.get("startTime") is not None
         )
-        p.cond("Suspended", True, "Suspended", "spec.runPolicy.suspend is true")
+        p.phase("Suspended", reason, msg, warning=loses)
+        p.cond("Suspended", True, reason, msg)
         p.cond("Running", False, "Suspended", "suspended")
         p.st["workers"] = obs.counts
         return p.d
@@ -247,7 +250,14 @@ def decide(
         if start is not None:  # an attempt ran before the suspension: the next one resumes it
             attempt += 1
             p.st["attempt"] = attempt
-        p.cond("Suspended", False, "Resumed", "resumed from the latest checkpoint")
+        p.cond(
+            "Suspended",
+            False,
+            "Resumed",
+            "resumed from the latest checkpoint"
+            if spec.checkpoint is not None
+            else "resumed from step 0 (no spec.checkpoint)",
+        )
         p.d.events.append(Event("Normal", "Resumed", f"starting attempt {attempt}"))
         obs = observe(job.metadata.name, pods, attempt, spec.resources.nodes)
 
@@ -294,6 +304,9 @@ def decide(
         p.d.requeue(5)
         return p.d
 
+    blocked = _startup_error(p, obs)
+    if blocked is not None and rp.fail_on_startup_error:
+        return _end_attempt(p, obs, blocked)
     if obs.missing:
         p.d.start_attempt = attempt
     if start is None:
@@ -330,6 +343,42 @@ def _stalled(p: _Pass, obs: Observation, progress: dict[str, Any] | None) -> Wor
     )
 
 
+def _startup_error(p: _Pass, obs: Observation) -> WorkerFailure | None:
+    """The first worker of the attempt that could not start within startupErrorTimeout.
+
+    Once one has: condition StartupError, status.lastFailure and a Warning event (once); the
+    condition turns False when no worker is stuck any more (the user fixed the image or the
+    Secret). Before the timeout, schedule a look for when it runs out.
+    """
+    timeout = parse_duration(p.job.spec.run_policy.startup_error_timeout)
+    stuck: WorkerFailure | None = None
+    for w in obs.current:
+        cls = startup.failure_class(w.waiting_reason)
+        if cls is None or w.terminating:
+            continue
+        left = startup.seconds_until_error(w.scheduled_at or w.created, timeout, p.now)
+        if left > 0:
+            p.d.requeue(left)
+        elif stuck is None:
+            stuck = WorkerFailure(
+                reason=cls,
+                message=f"worker {w.name} could not start for "
+                f"{p.job.spec.run_policy.startup_error_timeout}: {w.waiting_problem}"[:1024],
+                exit_code=None,
+                pod=w.name,
+            )
+    was = condition_status(p.st.get("conditions", []), "StartupError")
+    if stuck is None:
+        if was == "True":
+            p.cond("StartupError", False, "Started", "no worker of the attempt is failing to start")
+        return None
+    if was != "True":
+        p.d.events.append(Event("Warning", stuck.reason, stuck.message))
+        p.st["lastFailure"] = failure_record(stuck, obs.attempt, p.now_s)
+    p.cond("StartupError", True, stuck.reason, stuck.message)
+    return stuck
+
+
 def _hold_back(obs: Observation, failure: WorkerFailure, now: datetime) -> float:
     """Seconds to wait for a more specific failure from a worker that still runs."""
     running = any(w.phase not in ("Succeeded", "Failed") for w in obs.current)
@@ -337,15 +386,27 @@ def _hold_back(obs: Observation, failure: WorkerFailure, now: datetime) -> float
 
 
 def _end_attempt(p: _Pass, obs: Observation, failure: WorkerFailure) -> Decision:
-    """Gang semantics: the whole attempt goes; retry it or fail the job."""
+    """Gang semantics: the whole attempt goes; retry it or fail the job.
+
+    A failure spends backoffLimit; a preemption or eviction spends preemptionLimit instead,
+    so a job that Kueue preempts again and again keeps resuming from its checkpoint.
+    """
     rp = p.job.spec.run_policy
     attempt = obs.attempt
     p.st["lastFailure"] = failure_record(failure, attempt, p.now_s)
     p.st["workers"] = obs.counts
     restarts = int(p.st.get("restarts") or 0)
+    preemptions = int(p.st.get("preemptions") or 0)
+    disrupted = backoff.is_disruption(failure.reason)
     if failure.reason in NOT_RETRIED:
         return p.finish("Failed", failure.reason, f"not retried: {failure.message}", obs)
-    if not backoff.may_restart(restarts, rp.backoff_limit):
+    if disrupted and not backoff.may_resume(preemptions, rp.preemption_limit):
+        msg = (
+            f"attempt {attempt} ended ({failure.reason}) and preemptionLimit="
+            f"{rp.preemption_limit} is used up: {failure.message}"
+        )
+        return p.finish("Failed", "PreemptionLimitExceeded", msg, obs)
+    if not disrupted and not backoff.may_restart(restarts - preemptions, rp.backoff_limit):
         msg = (
             f"attempt {attempt} failed ({failure.reason}) and backoffLimit={rp.backoff_limit} "
             f"is used up: {failure.message}"
@@ -353,6 +414,8 @@ def _end_attempt(p: _Pass, obs: Observation, failure: WorkerFailure) -> Decision
         return p.finish("Failed", "BackoffLimitExceeded", msg, obs)
     p.st["attempt"] = attempt + 1
     p.st["restarts"] = restarts + 1
+    if disrupted:
+        p.st["preemptions"] = preemptions + 1
     p.d.delete_pods = [w.name for w in obs.current if not w.terminating]
     p.d.restart_reason = failure.reason
     msg = f"attempt {attempt} ended ({failure.reason}): {failure.message}; starting attempt {attempt + 1}"
