@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import hub
-from .checkpoint.storage import S3Storage, local_path, sha256_file
+from .checkpoint.storage import download, local_path, sha256_file
 from .config import DataConfig, StorageConfig
 from .errors import BadInputError
 
@@ -60,18 +60,17 @@ class Dataset:
     sources: list[SourceInfo] = field(default_factory=list)
 
 
-def resolve_files(uri: str, cache_dir: Path, storage: StorageConfig | None = None) -> list[Path]:
-    """Local .jsonl/.parquet files for a URI (a file or folder; s3:// prefixes are downloaded)."""
+def resolve_files(
+    uri: str,
+    cache_dir: Path,
+    storage: StorageConfig | None = None,
+    field: str = "spec.dataset.train",
+) -> list[Path]:
+    """Local .jsonl/.parquet files for a URI (a file or folder; s3:// ones are downloaded)."""
     parsed = urlparse(uri)
     if parsed.scheme == "s3":
-        store = S3Storage(parsed.netloc, parsed.path, storage or StorageConfig())
-        keys = store.list("")
-        if not keys:
-            raise BadInputError(f"data {uri!r}: no objects under that prefix")
         root = cache_dir / "data" / parsed.netloc / parsed.path.strip("/")
-        for key in keys:
-            store.get_file(key, root / key)
-        path = root
+        path = download(uri, field, storage or StorageConfig(), root)
     else:
         path = Path(local_path(uri))
     return data_files(path, uri)
@@ -290,7 +289,7 @@ def load_split(
     if uri.startswith("hf://"):
         files, commit = hub_files(uri, split)
     else:
-        files = resolve_files(uri, cache_dir, storage)
+        files = resolve_files(uri, cache_dir, storage, f"spec.dataset.{split}")
     for path in files:
         recs = read_records(path)
         records += recs
@@ -325,7 +324,10 @@ def to_sequences(tok: Any, records: list[Record], fmt: str, cfg: DataConfig) -> 
 def build_dataset(
     tok: Any, cfg: DataConfig, seed: int, cache_dir: Path, storage: StorageConfig | None = None
 ) -> Dataset:
-    """Train and validation sequences from the config, deterministic for a seed."""
+    """Train and validation sequences from the config, deterministic for a seed.
+
+    `storage` overrides the dataset's own store connection (cfg.storage)."""
+    storage = storage or cfg.storage
     train_recs, sources = load_split(cfg.train, cache_dir, storage)
     fmt = detect_format(train_recs[0]) if cfg.format == "auto" else cfg.format
     val_recs: list[Record] = []

@@ -8,7 +8,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import hub
-from .checkpoint.storage import S3Storage, local_path
+from .checkpoint.storage import download, local_path
 from .config import MethodConfig, ModelConfig, StorageConfig
 from .errors import BadInputError
 
@@ -29,13 +29,13 @@ def fetch_resolved(
     """
     parsed = urlparse(source)
     if parsed.scheme == "s3":
-        store = S3Storage(parsed.netloc, parsed.path, storage or StorageConfig())
-        keys = store.list("")
-        if not keys:
-            raise BadInputError(f"model.source {source!r}: no objects under that prefix")
-        dest = cache_dir / "model"
-        for key in keys:
-            store.get_file(key, dest / key)
+        dest = download(
+            source, "spec.model.source", storage or StorageConfig(), cache_dir / "model"
+        )
+        if not dest.is_dir():
+            raise BadInputError(
+                f"spec.model.source {source!r}: names one object; give the model's folder"
+            )
         return str(dest), None
     if parsed.scheme == "hf":
         ref = hub.parse(source, "model.source", dataset=False)

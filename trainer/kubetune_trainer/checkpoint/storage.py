@@ -1,7 +1,10 @@
 """Object storage behind a small protocol with string URIs: file:// (and plain paths) and s3://.
 
-S3 settings come from the config (endpoint, region) and the standard AWS_* environment
-(credentials); path-style addressing so service DNS names and local servers work.
+S3 settings come from the store's config (endpoint, region) and its own credential variables
+(config.s3_credential_env), falling back to the standard AWS chain; path-style addressing so
+service DNS names and local servers work. A key names one object or one folder, never a string
+prefix: s3://b/models/llama is the object `models/llama` or the keys under `models/llama/`,
+never `models/llama-lora/...`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from ..config import StorageConfig
+from ..config import StorageConfig, s3_credential_env
 from ..errors import BadInputError
 
 
@@ -106,6 +109,7 @@ class S3Storage:
 
             self._client = boto3.client(
                 "s3",
+                **s3_credentials(self._settings),
                 endpoint_url=self._settings.endpoint
                 or os.environ.get("AWS_ENDPOINT_URL_S3")
                 or os.environ.get("AWS_ENDPOINT_URL"),
@@ -140,14 +144,26 @@ class S3Storage:
             return None
 
     def list(self, prefix: str) -> dict[str, int]:
+        """The object `prefix` names, or every object in the folder `prefix/`, like FileStorage."""
         full = self._key(prefix)
-        out: dict[str, int] = {}
         cut = len(self.prefix) + 1 if self.prefix else 0
+        out = {
+            key[cut:]: size for key, size in self._list_under(full + "/" if full else "").items()
+        }
+        if out or not full:
+            return out
+        first = self.client.list_objects_v2(Bucket=self.bucket, Prefix=full, MaxKeys=1)
+        obj = (first.get("Contents") or [{}])[0]
+        return {full[cut:]: int(obj["Size"])} if obj.get("Key") == full else {}
+
+    def _list_under(self, key_prefix: str) -> dict[str, int]:
+        """Every key starting with key_prefix (callers pass a folder: it ends with '/')."""
+        out: dict[str, int] = {}
         for page in self.client.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=full
+            Bucket=self.bucket, Prefix=key_prefix
         ):
             for obj in page.get("Contents", []):
-                out[obj["Key"][cut:]] = int(obj["Size"])
+                out[obj["Key"]] = int(obj["Size"])
         return out
 
     def delete_prefix(self, prefix: str) -> None:
@@ -156,6 +172,53 @@ class S3Storage:
             self.client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in keys[i : i + 1000]]}
             )
+
+
+def s3_credentials(settings: StorageConfig) -> dict[str, str]:
+    """boto3 client keys from the store's own variables; {} (the default AWS chain) when its
+    access key variable is unset, e.g. in a local run without secrets."""
+    if settings.store is None:
+        return {}
+    names = s3_credential_env(settings.store)
+    access = os.environ.get(names["AWS_ACCESS_KEY_ID"])
+    if not access:
+        return {}
+    out = {
+        "aws_access_key_id": access,
+        "aws_secret_access_key": os.environ.get(names["AWS_SECRET_ACCESS_KEY"], ""),
+    }
+    token = os.environ.get(names["AWS_SESSION_TOKEN"])
+    if token:
+        out["aws_session_token"] = token
+    return out
+
+
+def download(uri: str, field: str, storage: StorageConfig, dest: Path) -> Path:
+    """Fetch the object or folder an s3:// URI names into dest; the local file or folder.
+
+    Nothing there is bad input (exit 44, not retried), named by the spec field and the key: a
+    retry finds the same empty store.
+    """
+    parsed = urlparse(uri)
+    if not parsed.netloc:
+        raise BadInputError(f"{field}: {uri!r}: an s3:// URI needs a bucket")
+    store = S3Storage(parsed.netloc, parsed.path, storage)
+    try:
+        keys = store.list("")
+    except store.client.exceptions.NoSuchBucket:
+        raise BadInputError(f"{field}: {uri!r}: no bucket {parsed.netloc!r}") from None
+    if not keys:
+        key = parsed.path.strip("/")
+        raise BadInputError(
+            f"{field}: {uri!r}: bucket {parsed.netloc!r} has no object {key!r} and no folder "
+            f"{key + '/'!r}"
+        )
+    if list(keys) == [""]:
+        store.get_file("", dest)
+        return dest
+    for key in keys:
+        store.get_file(key, dest / key)
+    return dest
 
 
 def open_storage(uri: str, storage: StorageConfig | None = None) -> Storage:
