@@ -150,9 +150,16 @@ def job_manifest(
         "kind": c.KIND,
         "metadata": {"name": name},
         "spec": {
-            "model": {"source": f"s3://{bucket}/base", "dtype": "float32"},
+            "model": {
+                "source": f"s3://{bucket}/base",
+                "dtype": "float32",
+                "endpoint": s3.endpoint,
+                "credentialsSecret": S3_SECRET,
+            },
             "dataset": {
                 "train": f"s3://{bucket}/data/train.jsonl",
+                "endpoint": s3.endpoint,
+                "credentialsSecret": S3_SECRET,
                 "validationSplit": 0.1,
                 "format": "prompt-completion",
                 "maxSeqLength": 64,

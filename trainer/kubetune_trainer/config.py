@@ -19,6 +19,39 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+StoreName = Literal["model", "dataset", "checkpoint", "output"]
+"""The four object stores a job talks to; each has its own endpoint, region and credentials."""
+
+S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+"""Keys an object-store credentialsSecret may hold; the first two are required."""
+S3_REQUIRED_KEYS = S3_SECRET_KEYS[:2]
+HUB_TOKEN_KEY = "HF_TOKEN"
+"""The key of a hub-token secret (an hf:// source's credentialsSecret), and the worker's variable."""
+
+
+def s3_credential_env(store: StoreName) -> dict[str, str]:
+    """Secret key -> worker env variable for one store: KUBETUNE_S3_<STORE>_<KEY without AWS_>.
+
+    The single naming rule: the operator renders these from the store's credentialsSecret, the
+    trainer's S3 client of that store reads them. Per-store names are what let model, data,
+    checkpoints and output live behind different keys in one process.
+    """
+    prefix = f"KUBETUNE_S3_{store.upper()}_"
+    return {key: prefix + key.removeprefix("AWS_") for key in S3_SECRET_KEYS}
+
+
+class StorageConfig(_Config):
+    """Object-store connection; credentials come from the environment, never from here."""
+
+    store: StoreName | None = Field(
+        None,
+        description="Which store this is: its keys are read from s3_credential_env(store) when "
+        "set there, else from the default AWS chain (AWS_* env, profiles, instance roles).",
+    )
+    endpoint: str | None = Field(None, description="S3 endpoint URL (S3-compatible stores).")
+    region: str | None = Field(None, description="S3 region.")
+
+
 class ModelConfig(_Config):
     """The base model."""
 
@@ -31,6 +64,9 @@ class ModelConfig(_Config):
         description="dtype the weights are loaded in (fp32 master weights come from DeepSpeed).",
     )
     trust_remote_code: bool = Field(False, description="Allow model repository code to run.")
+    storage: StorageConfig = Field(
+        default_factory=StorageConfig, description="Store connection for s3:// sources."
+    )
 
 
 class DataConfig(_Config):
@@ -48,6 +84,9 @@ class DataConfig(_Config):
         2048, description="Tokens per sequence (truncation / packing length)."
     )
     packing: bool = Field(True, description="Pack records into full-length sequences.")
+    storage: StorageConfig = Field(
+        default_factory=StorageConfig, description="Store connection for s3:// data."
+    )
 
 
 class MethodConfig(_Config):
@@ -127,13 +166,6 @@ class PerfConfig(_Config):
         description="torch.compile each decoder layer (ZeRO-0/1/2). Off until measured faster; "
         "the GPU benchmark measures it.",
     )
-
-
-class StorageConfig(_Config):
-    """Object-store connection; credentials come from the environment, never from here."""
-
-    endpoint: str | None = Field(None, description="S3 endpoint URL (S3-compatible stores).")
-    region: str | None = Field(None, description="S3 region.")
 
 
 class CheckpointConfig(_Config):

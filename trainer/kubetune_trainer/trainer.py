@@ -72,13 +72,11 @@ class Trainer:
             cfg.training.precision, cuda, cuda and torch.cuda.is_bf16_supported()
         )
         self.location, self.model_commit = model_mod.fetch_resolved(
-            cfg.model.source, cache, cfg.model.revision, cfg.checkpoint.storage
+            cfg.model.source, cache, cfg.model.revision, cfg.model.storage
         )
         self.hub = model_mod.hub_kwargs(cfg.model.source, cfg.model.revision)
         self.tokenizer = model_mod.load_tokenizer(self.location, self.hub)
-        self.data = data_mod.build_dataset(
-            self.tokenizer, cfg.data, cfg.training.seed, cache, cfg.checkpoint.storage
-        )
+        self.data = data_mod.build_dataset(self.tokenizer, cfg.data, cfg.training.seed, cache)
         self.accumulation = engine_mod.grad_accumulation(
             cfg.training.global_batch_size, cfg.training.micro_batch_size, env.world_size
         )

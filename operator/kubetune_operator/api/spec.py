@@ -109,10 +109,18 @@ class ModelSpec(ApiModel):
     )
     credentials_secret: str | None = Field(
         None,
-        description="Secret with credentials for the source: HF_TOKEN for hf://, "
-        "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY for s3://. Passed to pods as env, never copied.",
+        description="Secret with credentials for this source only: key HF_TOKEN for hf://, "
+        "keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and optional AWS_SESSION_TOKEN) for "
+        "s3:// and ftj://. Passed to pods as env, never copied.",
         max_length=253,
     )
+    endpoint: str | None = Field(
+        None,
+        description="S3 endpoint URL of the source's store (MinIO, Ceph, ...); never taken "
+        "from checkpoint.endpoint.",
+        max_length=1024,
+    )
+    region: str | None = Field(None, description="S3 region of the source's store.", max_length=64)
     trust_remote_code: bool = Field(
         False, description="Allow model code shipped with the model repository to run."
     )
@@ -167,8 +175,17 @@ class DatasetSpec(ApiModel):
         description="Pack several short records into each sequence to waste no compute on padding.",
     )
     credentials_secret: str | None = Field(
-        None, description="Secret with credentials for s3:// or hf:// data.", max_length=253
+        None,
+        description="Secret with credentials for the data only: AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY (and optional AWS_SESSION_TOKEN) for s3://, HF_TOKEN for hf://.",
+        max_length=253,
     )
+    endpoint: str | None = Field(
+        None,
+        description="S3 endpoint URL of the data's store; never taken from checkpoint.endpoint.",
+        max_length=1024,
+    )
+    region: str | None = Field(None, description="S3 region of the data's store.", max_length=64)
 
 
 class LoraSpec(ApiModel):
@@ -546,7 +563,8 @@ class CheckpointSpec(ApiModel):
     region: str | None = Field(None, description="S3 region.", max_length=64)
     credentials_secret: str | None = Field(
         None,
-        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY for the store.",
+        description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and optional "
+        "AWS_SESSION_TOKEN) for the checkpoint store only.",
         max_length=253,
     )
     every_steps: int | None = Field(None, description="Save every N optimizer steps.", ge=1)

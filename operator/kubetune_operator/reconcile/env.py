@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune_operator.reconcile.plan import Plan
+from kubetune_trainer.config import HUB_TOKEN_KEY, S3_REQUIRED_KEYS, s3_credential_env
 
 
 def torchrun_env(plan: Plan, node_rank: int, master_addr: str, master_port: int) -> dict[str, str]:
@@ -46,26 +47,17 @@ def _secret_ref(var: str, secret: str, key: str, optional: bool) -> dict[str, An
 def secret_env(plan: Plan) -> list[dict[str, Any]]:
     """Credentials as env from secretKeyRef: never copied into ConfigMaps or status.
 
-    Object-store keys come from the first secret among checkpoint, output, dataset and model;
-    the hub token from the model's or the dataset's secret.
+    Each s3:// store's keys come from that store's own secret, under that store's variables
+    (kubetune_trainer.config.s3_credential_env); the access key pair is required, the session
+    token optional. The hub token is HF_TOKEN of the hf:// source's secret, which is read for
+    nothing else.
     """
-    spec = plan.spec
-    storage = [
-        spec.checkpoint.credentials_secret if spec.checkpoint else None,
-        spec.output.credentials_secret if spec.output else None,
-        spec.dataset.credentials_secret,
-        spec.model.credentials_secret,
-    ]
-    hub = [spec.model.credentials_secret, spec.dataset.credentials_secret]
     env: list[dict[str, Any]] = []
-    s3 = next((s for s in storage if s), None)
-    if s3:
-        env.append(_secret_ref("AWS_ACCESS_KEY_ID", s3, "AWS_ACCESS_KEY_ID", False))
-        env.append(_secret_ref("AWS_SECRET_ACCESS_KEY", s3, "AWS_SECRET_ACCESS_KEY", False))
-        env.append(_secret_ref("AWS_SESSION_TOKEN", s3, "AWS_SESSION_TOKEN", True))
-    token = next((s for s in hub if s), None)
-    if token:
-        env.append(_secret_ref("HF_TOKEN", token, "HF_TOKEN", True))
+    for store, secret in plan.s3_secrets:
+        for key, var in s3_credential_env(store).items():
+            env.append(_secret_ref(var, secret, key, optional=key not in S3_REQUIRED_KEYS))
+    if plan.hub_token_secret:
+        env.append(_secret_ref(HUB_TOKEN_KEY, plan.hub_token_secret, HUB_TOKEN_KEY, False))
     return env
 
 

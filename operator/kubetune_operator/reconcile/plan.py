@@ -27,6 +27,7 @@ from kubetune_trainer.config import (
     PerfConfig,
     ReportingConfig,
     StorageConfig,
+    StoreName,
     TrainerConfig,
     TrainingConfig,
 )
@@ -75,6 +76,10 @@ class Plan:
     trainer_config: TrainerConfig
     image_pull_policy: str | None = None
     pvc_claims: tuple[str, ...] = field(default_factory=tuple)
+    s3_secrets: tuple[tuple[StoreName, str], ...] = ()
+    """(store, secret) for each s3:// store with a credentialsSecret: its keys go to that store."""
+    hub_token_secret: str | None = None
+    """The secret whose HF_TOKEN the hf:// model or data read; never read for S3 keys."""
 
     @property
     def config_path(self) -> str:
@@ -108,6 +113,79 @@ def output_location(spec: FineTuneJobSpec) -> str:
         return spec.output.uri
     assert spec.checkpoint is not None  # guaranteed by the CEL rule / validator
     return spec.checkpoint.uri.rstrip("/") + "/output"
+
+
+@dataclass(frozen=True)
+class Store:
+    """One object store as the spec describes it: what lives there and how to reach it."""
+
+    name: StoreName
+    uris: tuple[str, ...]
+    secret: str | None
+    endpoint: str | None
+    region: str | None
+
+    @property
+    def is_s3(self) -> bool:
+        """Whether any of its URIs is s3:// (only then are its AWS keys read)."""
+        return any(u.startswith("s3://") for u in self.uris)
+
+    @property
+    def is_hub(self) -> bool:
+        """Whether any of its URIs is hf:// (only then is its secret a hub token)."""
+        return any(u.startswith("hf://") for u in self.uris)
+
+    def connection(self) -> StorageConfig:
+        """The trainer's view: which store, its endpoint and region (keys come by env)."""
+        return StorageConfig(store=self.name, endpoint=self.endpoint, region=self.region)
+
+
+def stores(spec: FineTuneJobSpec, model_source: str) -> dict[StoreName, Store]:
+    """The job's four stores, each with its own secret, endpoint and region.
+
+    Model and data use only their own fields. The output, when it does not say, uses the
+    checkpoint's (it goes to <checkpoint.uri>/output by default).
+    """
+    m, d, ck, out = spec.model, spec.dataset, spec.checkpoint, spec.output
+    data_uris = tuple(u for u in (d.train, d.validation) if u)
+    ck_secret, ck_endpoint, ck_region = (
+        (ck.credentials_secret, ck.endpoint, ck.region) if ck else (None, None, None)
+    )
+    return {
+        "model": Store("model", (model_source,), m.credentials_secret, m.endpoint, m.region),
+        "dataset": Store("dataset", data_uris, d.credentials_secret, d.endpoint, d.region),
+        "checkpoint": Store(
+            "checkpoint", (ck.uri,) if ck else (), ck_secret, ck_endpoint, ck_region
+        ),
+        "output": Store(
+            "output",
+            (output_location(spec),),
+            (out.credentials_secret if out else None) or ck_secret,
+            (out.endpoint if out else None) or ck_endpoint,
+            (out.region if out else None) or ck_region,
+        ),
+    }
+
+
+def s3_secrets(all_stores: dict[StoreName, Store]) -> tuple[tuple[StoreName, str], ...]:
+    """(store, secret) of every s3:// store that names a secret."""
+    return tuple((s.name, s.secret) for s in all_stores.values() if s.is_s3 and s.secret)
+
+
+def hub_token_secret(all_stores: dict[StoreName, Store]) -> str | None:
+    """The secret HF_TOKEN comes from: the hf:// model's, else the hf:// data's.
+
+    A worker has one HF_TOKEN, so an hf:// model and hf:// data naming different secrets is
+    refused rather than one of them being ignored.
+    """
+    model, data = all_stores["model"], all_stores["dataset"]
+    secrets = [s.secret for s in (model, data) if s.is_hub and s.secret]
+    if len(set(secrets)) > 1:
+        raise InvalidSpec(
+            "spec.dataset.credentialsSecret: hf:// model and data share one hub token; "
+            f"name the same secret as spec.model.credentialsSecret ({model.secret})"
+        )
+    return secrets[0] if secrets else None
 
 
 def output_format(spec: FineTuneJobSpec) -> Literal["merged", "adapter", "both"]:
@@ -205,14 +283,7 @@ def resolve(
         source = upstream_output
     ckpt = spec.checkpoint
     out_uri = output_location(spec)
-    out = spec.output
-    ckpt_storage = StorageConfig(
-        endpoint=ckpt.endpoint if ckpt else None, region=ckpt.region if ckpt else None
-    )
-    out_storage = StorageConfig(
-        endpoint=(out.endpoint if out and out.endpoint else ckpt_storage.endpoint),
-        region=(out.region if out and out.region else ckpt_storage.region),
-    )
+    all_stores = stores(spec, source)
     config = TrainerConfig(
         job=JobRef(name=meta.name, namespace=namespace, uid=meta.uid, attempt=attempt),
         model=ModelConfig(
@@ -220,6 +291,7 @@ def resolve(
             revision=spec.model.revision,
             dtype=spec.model.dtype,
             trust_remote_code=spec.model.trust_remote_code,
+            storage=all_stores["model"].connection(),
         ),
         data=DataConfig(
             train=pvc_to_file(spec.dataset.train, claims),
@@ -230,6 +302,7 @@ def resolve(
             format=spec.dataset.format,
             max_seq_length=spec.dataset.max_seq_length,
             packing=spec.dataset.packing,
+            storage=all_stores["dataset"].connection(),
         ),
         method=method_config(spec),
         training=training_config(spec),
@@ -237,7 +310,7 @@ def resolve(
         perf=perf_config(spec),
         checkpoint=CheckpointConfig(
             uri=pvc_to_file(ckpt.uri, claims) if ckpt else None,
-            storage=ckpt_storage,
+            storage=all_stores["checkpoint"].connection(),
             every_steps=ckpt.every_steps if ckpt else None,
             every_minutes=ckpt.every_minutes if ckpt else None,
             keep_last=ckpt.keep_last if ckpt else 3,
@@ -245,7 +318,9 @@ def resolve(
             local_dir=f"{SCRATCH_DIR}/kubetune/checkpoints",
         ),
         output=OutputConfig(
-            uri=pvc_to_file(out_uri, claims), format=output_format(spec), storage=out_storage
+            uri=pvc_to_file(out_uri, claims),
+            format=output_format(spec),
+            storage=all_stores["output"].connection(),
         ),
         reporting=ReportingConfig(
             progress_sink="kubernetes",
@@ -269,4 +344,6 @@ def resolve(
         image_pull_policy=spec.resources.image_pull_policy or settings.image_pull_policy,
         trainer_config=config,
         pvc_claims=tuple(claims),
+        s3_secrets=s3_secrets(all_stores),
+        hub_token_secret=hub_token_secret(all_stores),
     )

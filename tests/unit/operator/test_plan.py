@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.parse import InvalidSpec, parse_job
 from kubetune_operator.reconcile.plan import (
     OperatorSettings,
@@ -137,3 +138,25 @@ def test_invalid_manifest_names_the_field() -> None:
     doc["spec"]["resources"]["nodes"] = 0
     with pytest.raises(InvalidSpec, match=r"spec\.resources\.nodes"):
         parse_job(doc)
+
+
+def test_model_and_data_never_use_the_checkpoint_store() -> None:
+    """Only the output defaults to the checkpoint's store; model and data have their own."""
+    model = {"source": "s3://models/base", "endpoint": "http://models.store:9000"}
+    cfg = resolve(job(model=model), 1, SETTINGS).trainer_config
+    assert cfg.model.storage.endpoint == "http://models.store:9000"
+    assert cfg.model.storage.store == "model"
+    assert cfg.data.storage.endpoint == "http://minio.storage:9000"  # the dataset's own field
+    doc = manifest(model={"source": "s3://models/base"})
+    del doc["spec"]["dataset"]["endpoint"]
+    cfg = resolve(FineTuneJob.model_validate(doc), 1, SETTINGS).trainer_config
+    assert cfg.model.storage.endpoint is None and cfg.data.storage.endpoint is None
+    assert cfg.checkpoint.storage.endpoint == "http://minio.storage:9000"
+
+
+def test_hf_model_and_data_with_different_tokens_are_refused() -> None:
+    doc = manifest()
+    doc["spec"]["dataset"]["train"] = "hf://datasets/org/data"
+    doc["spec"]["dataset"]["credentialsSecret"] = "other-token"
+    with pytest.raises(InvalidSpec, match=r"spec\.dataset\.credentialsSecret"):
+        resolve(FineTuneJob.model_validate(doc), 1, SETTINGS)

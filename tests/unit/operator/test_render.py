@@ -94,12 +94,45 @@ def test_worker_env_is_torchrun_rendezvous() -> None:
 def test_secrets_are_references_never_values() -> None:
     objs = objects()
     env = env_of(by_kind(objs, "Pod")[0])
-    assert env["AWS_ACCESS_KEY_ID"] == {
+    assert env["KUBETUNE_S3_CHECKPOINT_ACCESS_KEY_ID"] == {
         "secretKeyRef": {"name": "s3-creds", "key": "AWS_ACCESS_KEY_ID", "optional": False}
     }
     assert env["HF_TOKEN"]["secretKeyRef"]["name"] == "hf-token"
     config = by_kind(objs, "ConfigMap")[0]["data"]["trainer.json"]
     assert "AWS_SECRET_ACCESS_KEY" not in config and "HF_TOKEN" not in config
+
+
+def secret_refs(pod: dict[str, Any]) -> dict[str, tuple[str, str, bool]]:
+    """env name -> (secret, key, optional) of every secretKeyRef variable."""
+    out = {}
+    for e in pod["spec"]["containers"][0]["env"]:
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            out[e["name"]] = (ref["name"], ref["key"], ref["optional"])
+    return out
+
+
+def test_each_store_reads_its_own_secret() -> None:
+    refs = secret_refs(by_kind(objects(), "Pod")[0])
+    assert refs["KUBETUNE_S3_DATASET_ACCESS_KEY_ID"] == ("data-creds", "AWS_ACCESS_KEY_ID", False)
+    assert refs["KUBETUNE_S3_CHECKPOINT_SECRET_ACCESS_KEY"] == (
+        "s3-creds",
+        "AWS_SECRET_ACCESS_KEY",
+        False,
+    )
+    assert refs["KUBETUNE_S3_OUTPUT_SESSION_TOKEN"] == ("s3-creds", "AWS_SESSION_TOKEN", True)
+    assert refs["HF_TOKEN"] == ("hf-token", "HF_TOKEN", False)
+    assert not any(n.startswith("KUBETUNE_S3_MODEL_") for n in refs)  # hf:// model: no S3 keys
+
+
+def test_a_hub_token_is_never_read_for_s3_keys() -> None:
+    """A job whose only secret is a hub token: no AWS key comes from it, so pods can start."""
+    doc = manifest()
+    del doc["spec"]["dataset"]["credentialsSecret"]
+    doc["spec"]["checkpoint"] = {"uri": "pvc://ckpt/llama-lora"}
+    doc["spec"]["output"] = {"uri": "pvc://models/llama-lora"}
+    refs = secret_refs(render(resolve(FineTuneJob.model_validate(doc), 1, SETTINGS))[-1])
+    assert refs == {"HF_TOKEN": ("hf-token", "HF_TOKEN", False)}
 
 
 def test_role_is_limited_to_its_own_job_status() -> None:
