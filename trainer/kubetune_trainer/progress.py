@@ -27,6 +27,7 @@ class Progress:
     attempt: int = 1
     event: str = "step"
     checkpoint: dict[str, Any] | None = None
+    preference: dict[str, Any] | None = None  # objective dpo: reference, rewards, accuracy
 
 
 def human_eta(seconds: int) -> str:
@@ -64,7 +65,16 @@ def status_progress(
         "eta": human_eta(eta) if eta is not None else None,
         "updatedAt": (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "attempt": p.attempt,
+        "preference": preference_status(p.preference),
     }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def preference_status(values: dict[str, Any] | None) -> dict[str, Any] | None:
+    """status.progress.preference: the reference named, the numbers rounded, non-finite dropped."""
+    if values is None:
+        return None
+    out = {k: v if isinstance(v, str) else _num(v) for k, v in values.items()}
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -33,6 +33,15 @@ def cipher(task: str) -> dict[str, str]:
     return dict(zip(WORDS, shuffled, strict=True))
 
 
+def cipher_chain(start: str, task: str, links: int = 4) -> list[str]:
+    """start, then each word the task's cipher of the one before."""
+    mapping = cipher(task)
+    chain = [start]
+    for _ in range(links):
+        chain.append(mapping[chain[-1]])
+    return chain
+
+
 def task_record(rng: random.Random, task: str, form: str) -> dict[str, Any]:
     """One example: a start word, then a chain where each word is the cipher of the one before.
 
@@ -40,10 +49,7 @@ def task_record(rng: random.Random, task: str, form: str) -> dict[str, Any]:
     chain fast; tasks A and B differ only in the cipher, so a model pre-trained on A starts B
     confidently wrong and its loss falls steeply while it adapts.
     """
-    mapping = cipher(task)
-    chain = [rng.choice(WORDS)]
-    for _ in range(4):
-        chain.append(mapping[chain[-1]])
+    chain = cipher_chain(rng.choice(WORDS), task)
     prompt = "map " + chain[0]
     completion = " " + " ".join(chain[1:])
     if form == "chat":
@@ -66,6 +72,28 @@ def synthetic_records(
     rng = random.Random(f"{seed}-{task}-{form}")
     for _ in range(n):
         yield task_record(rng, task, form)
+
+
+def preference_records(n: int, form: str = "text", seed: int = 0) -> Iterator[dict[str, Any]]:
+    """n preference pairs the base gets wrong: both answers follow task A's cipher, the chosen one
+    stops after two words, the rejected one goes on for the four the base was pre-trained to give
+    (so the base prefers it by ~9 nats: its end-of-text after two words); text or chat messages."""
+    rng = random.Random(f"{seed}-preference-{form}")
+    for _ in range(n):
+        chain = cipher_chain(rng.choice(WORDS), "A")
+        prompt = "map " + chain[0]
+        chosen, rejected = " " + " ".join(chain[1:3]), " " + " ".join(chain[1:])
+        if form == "chat":
+            yield {
+                "prompt": [
+                    {"role": "system", "content": "cipher"},
+                    {"role": "user", "content": prompt},
+                ],
+                "chosen": [{"role": "assistant", "content": chosen.strip()}],
+                "rejected": [{"role": "assistant", "content": rejected.strip()}],
+            }
+        else:
+            yield {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
 def write_jsonl(path: str | Path, records: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import data as data_mod
+from . import dpo as dpo_mod
 from . import engine as engine_mod
 from . import export as export_mod
 from . import gpu_oom, loop
@@ -23,6 +24,7 @@ from .config import TrainerConfig
 from .dist import DistEnv
 from .flops import flops_per_token
 from .metrics import Metrics, memory_bytes, metrics_port, mfu, peak_flops
+from .preference import check_objective
 from .progress import ConsoleSink, FileSink, KubernetesSink, Progress, Sink
 
 log = logging.getLogger("kubetune_trainer")
@@ -77,6 +79,7 @@ class Trainer:
         self.hub = model_mod.hub_kwargs(cfg.model.source, cfg.model.revision)
         self.tokenizer = model_mod.load_tokenizer(self.location, self.hub)
         self.data = data_mod.build_dataset(self.tokenizer, cfg.data, cfg.training.seed, cache)
+        check_objective(cfg.method.objective, self.data.format)
         self.accumulation = engine_mod.grad_accumulation(
             cfg.training.global_batch_size, cfg.training.micro_batch_size, env.world_size
         )
@@ -123,10 +126,23 @@ class Trainer:
         )
         state = loop.LoopState()
         self.restored = (
-            self.ckpt.restore(self.engine, self.all_true, self.exclude_frozen)
+            self.ckpt.restore(
+                self.engine, self.all_true, self.exclude_frozen, (dpo_mod.REFERENCE_FILE,)
+            )
             if self.ckpt.enabled
             else None
         )
+        self.dpo: dpo_mod.Dpo | None = None
+        if cfg.method.objective == "dpo":
+            self.dpo = dpo_mod.make(
+                cfg,
+                self.data,
+                self.tokenizer,
+                self.levers.varlen_attention,
+                env.rank,
+                env.world_size,
+            )
+            self.dpo.prepare(self.engine, self.restored.attachments if self.restored else None)
         if self.restored:
             cs = self.restored.client_state
             state.step = int(cs.get("step", self.restored.step))
@@ -232,24 +248,34 @@ class Trainer:
                 t.seed,
                 step * self.accumulation + k,
             )
-            batch = data_mod.collate([self.data.train[i] for i in idx])
-            if self.levers.varlen_attention:
-                batch = perf_mod.varlen_inputs(batch)
-            batch = {
-                n: v.to(self.engine.device) if hasattr(v, "to") else v for n, v in batch.items()
-            }
-            loss = self.engine(**batch).loss
+            if self.dpo is not None:
+                loss, n = self.dpo.micro_loss(self.engine, idx)
+            else:
+                loss, n = self.sft_loss(idx)
             self.engine.backward(loss)
             self.engine.step()
             losses += float(loss.detach())
-            tokens += int(batch["input_ids"].numel())
+            tokens += n
+        if self.dpo is not None:
+            self.dpo.end_step(self.all_sum)
         self.last_loss_local = losses / self.accumulation
         return self.last_loss_local, tokens
 
+    def sft_loss(self, idx: list[int]) -> tuple[Any, int]:
+        """The model's own next-token loss of training sequences idx, and their tokens."""
+        batch = data_mod.collate([self.data.train[i] for i in idx])
+        if self.levers.varlen_attention:
+            batch = perf_mod.varlen_inputs(batch)
+        batch = {n: v.to(self.engine.device) if hasattr(v, "to") else v for n, v in batch.items()}
+        return self.engine(**batch).loss, int(batch["input_ids"].numel())
+
     def eval_loss(self) -> float | None:
-        """Token-weighted validation loss over all ranks (same number of forwards on each rank)."""
+        """Token-weighted validation loss over all ranks (same number of forwards on each rank);
+        under objective dpo, the mean preference loss over the validation pairs."""
         import torch
 
+        if self.dpo is not None:
+            return self.dpo.evaluate(self.engine, self.all_sum)
         val = self.data.validation
         if not val:
             return None
@@ -304,6 +330,9 @@ class Trainer:
         u = mfu(tps, self.flops_token, peak_flops(self._device_name()), self.env.world_size)
         if u is not None:
             m.mfu.set(u)
+        if self.dpo is not None:
+            m.preference("train", self.dpo.train_summary)
+            m.preference("eval", self.dpo.eval_summary)
         if self.sink and (force or step % self.cfg.training.log_every_steps == 0):
             self.sink.report(self.progress(s, tps), force=force)
 
@@ -332,11 +361,18 @@ class Trainer:
             attempt=self.cfg.job.attempt,
             event=event,
             checkpoint=self.ckpt.last_committed,
+            preference=self.dpo.progress() if self.dpo else None,
         )
 
     def save(self, s: loop.LoopState, wait: bool = False) -> None:
         """Checkpoint now (local save blocks; upload/commit continue in the background)."""
-        self.ckpt.save(self.engine, s.step, s.client_state(), self.exclude_frozen)
+        self.ckpt.save(
+            self.engine,
+            s.step,
+            s.client_state(),
+            self.exclude_frozen,
+            self.dpo.attachments() if self.dpo else None,
+        )
         self.last_save = time.monotonic()
         if wait or s.preempted:
             self.ckpt.wait()
@@ -418,6 +454,8 @@ class Trainer:
                 "dtype": cfg.model.dtype,
             },
             "method": cfg.method.model_dump(),
+            "objective": cfg.method.objective,
+            "preference": self.dpo.card() if self.dpo else None,
             "output": {
                 "uri": cfg.output.uri if cfg.output else None,
                 "format": cfg.output.format if cfg.output else None,
@@ -457,7 +495,9 @@ class Trainer:
             },
             "checkpoints": {
                 "uri": cfg.checkpoint.uri,
-                "resumed_from": vars(self.restored) if self.restored else None,
+                "resumed_from": {k: v for k, v in vars(self.restored).items() if k != "attachments"}
+                if self.restored
+                else None,
                 "files_fetched_per_rank": shares["fetched"] if self.restored else None,
                 "committed_steps": self.ckpt.committed_steps,
             },
