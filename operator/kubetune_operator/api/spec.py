@@ -158,11 +158,12 @@ class DatasetSpec(ApiModel):
         gt=0,
         lt=1,
     )
-    format: Literal["auto", "prompt-completion", "chat", "text"] = Field(
+    format: Literal["auto", "prompt-completion", "chat", "text", "preference"] = Field(
         "auto",
         description="Record format: prompt-completion ({prompt, completion}; loss on the "
         "completion only), chat ({messages}; the tokenizer's chat template, loss on assistant "
-        "turns only), text ({text}), or auto to detect it from the first record.",
+        "turns only), text ({text}), preference ({prompt, chosen, rejected}, as text or as chat "
+        "messages; for spec.method.objective dpo), or auto to detect it from the first record.",
     )
     max_seq_length: int = Field(
         2048,
@@ -172,7 +173,9 @@ class DatasetSpec(ApiModel):
     )
     packing: bool = Field(
         True,
-        description="Pack several short records into each sequence to waste no compute on padding.",
+        description="Pack several short records into each sequence to waste no compute on padding "
+        "(preference pairs: every sequence of a micro-batch in one row, kept apart by position; "
+        "off: padded to the longest of the micro-batch).",
     )
     credentials_secret: str | None = Field(
         None,
@@ -231,6 +234,66 @@ class PartialSpec(ApiModel):
     )
 
 
+_DPO_ONLY = "spec.method.dpo is only allowed when spec.method.objective is dpo"
+_SMOOTHING_LOSSES = ("sigmoid", "robust", "simpo")
+_SMOOTHING = "spec.method.dpo.labelSmoothing applies to loss sigmoid, robust or simpo only"
+_SIMPO_GAMMA = "spec.method.dpo.simpoGamma applies to loss simpo only"
+_PREFERENCE_FORMAT = (
+    "spec.dataset.format preference goes with spec.method.objective dpo, and dpo with "
+    "preference (or auto)"
+)
+
+
+class DpoSpec(ApiModel):
+    """Preference tuning: how chosen and rejected responses pull the model."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            rule(
+                "!has(self.labelSmoothing) || self.labelSmoothing == 0.0 || !has(self.loss) || "
+                f"self.loss in {list(_SMOOTHING_LOSSES)}",
+                _SMOOTHING,
+                ".labelSmoothing",
+            ),
+            rule(
+                "!has(self.simpoGamma) || (has(self.loss) && self.loss == 'simpo')",
+                _SIMPO_GAMMA,
+                ".simpoGamma",
+            ),
+        )
+    )
+
+    beta: float = Field(
+        0.1,
+        description="How far the model may move from the reference: higher keeps it closer "
+        "(ipo: the regularisation tau; simpo: the reward scale, typically 2 to 10).",
+        gt=0,
+        le=100,
+    )
+    loss: Literal["sigmoid", "ipo", "hinge", "robust", "simpo"] = Field(
+        "sigmoid",
+        description="sigmoid: DPO; ipo: IPO (squared, on per-token log-ratios); hinge: SLiC; "
+        "robust: rDPO (labels flipped with probability labelSmoothing); simpo: SimPO, "
+        "reference-free, on the mean log-probability of each response.",
+    )
+    # No default of 0: the apiserver compares an integral default with a fractional exclusive
+    # maximum as integers (0 < 0 fails), so unset means 0.
+    label_smoothing: float | None = Field(
+        None,
+        description="Share of preference labels assumed wrong: conservative DPO for sigmoid and "
+        "simpo, the flip rate of robust; 0 when unset.",
+        ge=0,
+        lt=0.5,
+    )
+    simpo_gamma: float | None = Field(
+        None,
+        description="simpo only: the target reward margin gamma (loss -log sigmoid(beta x mean "
+        "log-prob margin - gamma)); 0.5 when unset.",
+        ge=0,
+        le=100,
+    )
+
+
 class MethodSpec(ApiModel):
     """How the model is adapted."""
 
@@ -256,6 +319,11 @@ class MethodSpec(ApiModel):
                 "spec.method.partial is only allowed when spec.method.type is partial",
                 ".partial",
             ),
+            rule(
+                "!has(self.dpo) || (has(self.objective) && self.objective == 'dpo')",
+                _DPO_ONLY,
+                ".dpo",
+            ),
         )
     )
 
@@ -265,6 +333,17 @@ class MethodSpec(ApiModel):
     )
     lora: LoraSpec | None = Field(None, description="Adapter settings (lora and qlora).")
     partial: PartialSpec | None = Field(None, description="Trainable parts (partial).")
+    objective: Literal["sft", "dpo"] = Field(
+        "sft",
+        description="sft: supervised fine-tuning, the next-token loss on the responses; dpo: "
+        "preference tuning on {prompt, chosen, rejected} pairs (dataset format preference), "
+        "with any type. The reference is the base with the adapter off (lora, qlora) or "
+        "log-probabilities computed before the first step and kept with the checkpoints (full, "
+        "partial); status.progress.preference names it.",
+    )
+    dpo: DpoSpec | None = Field(
+        None, description="Preference tuning settings (objective dpo; defaults when unset)."
+    )
 
 
 class EarlyStoppingSpec(ApiModel):
@@ -753,6 +832,13 @@ class FineTuneJobSpec(ApiModel):
             _needs_gpu_rule("ligerKernels"),
             _needs_gpu_rule("varlenAttention"),
             rule(
+                "!has(self.dataset.format) || self.dataset.format == 'auto' || "
+                "((self.dataset.format == 'preference') == "
+                "(has(self.method.objective) && self.method.objective == 'dpo'))",
+                _PREFERENCE_FORMAT,
+                ".dataset.format",
+            ),
+            rule(
                 "has(self.output) || has(self.checkpoint)",
                 "spec.output is required unless spec.checkpoint is set (the model then goes "
                 "to <checkpoint.uri>/output)",
@@ -833,6 +919,7 @@ def cross_field_problems(spec: FineTuneJobSpec) -> list[str]:
         m.partial.top_layers is None
     ):
         problems.append("spec.method.partial: set exactly one of trainableModules and topLayers")
+    problems += preference_problems(spec)
     if t.epochs is not None and t.max_steps is not None:
         problems.append("spec.training: set either epochs or maxSteps, not both")
     if t.global_batch_size is not None and t.global_batch_size < t.micro_batch_size:
@@ -880,6 +967,21 @@ def cross_field_problems(spec: FineTuneJobSpec) -> list[str]:
             "spec.training.earlyStopping needs validation data: set spec.dataset.validation "
             "or spec.dataset.validationSplit"
         )
+    return problems
+
+
+def preference_problems(spec: FineTuneJobSpec) -> list[str]:
+    """The CEL rules of objective dpo, offline (same messages)."""
+    problems: list[str] = []
+    m, fmt = spec.method, spec.dataset.format
+    if m.dpo is not None and m.objective != "dpo":
+        problems.append(_DPO_ONLY)
+    if m.dpo is not None and m.dpo.label_smoothing and m.dpo.loss not in _SMOOTHING_LOSSES:
+        problems.append(_SMOOTHING)
+    if m.dpo is not None and m.dpo.simpo_gamma is not None and m.dpo.loss != "simpo":
+        problems.append(_SIMPO_GAMMA)
+    if fmt != "auto" and (fmt == "preference") != (m.objective == "dpo"):
+        problems.append(_PREFERENCE_FORMAT)
     return problems
 
 
