@@ -9,10 +9,13 @@ from pathlib import Path
 
 @dataclass
 class Curve:
-    """Training and evaluation loss by step, as the trainer reported them."""
+    """Training and evaluation loss by step, as the trainer reported them; for preference tuning
+    also the reference used and the validation rewards and accuracy of each evaluation."""
 
     train: list[tuple[int, float]] = field(default_factory=list)
     evals: list[tuple[int, float]] = field(default_factory=list)
+    preference: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    reference: str | None = None
 
 
 def read_curve(progress_file: Path) -> Curve:
@@ -23,6 +26,8 @@ def read_curve(progress_file: Path) -> Curve:
     """
     train: dict[int, float] = {}
     evals: dict[int, float] = {}
+    prefs: dict[int, dict[str, float]] = {}
+    reference: str | None = None
     last_eval: float | None = None
     if not progress_file.exists():
         return Curve()
@@ -36,11 +41,16 @@ def read_curve(progress_file: Path) -> Curve:
             continue
         if rec.get("loss") is not None and rec.get("event", "step") == "step":
             train[int(step)] = float(rec["loss"])
+        pref = rec.get("preference") or {}
+        reference = pref.get("reference", reference)
         value = rec.get("evalLoss")
         if value is not None and (value != last_eval or rec.get("event") == "eval"):
-            evals[0 if int(step) == 1 and not evals else int(step)] = float(value)
+            at = 0 if int(step) == 1 and not evals else int(step)
+            evals[at] = float(value)
+            if "evalAccuracy" in pref:
+                prefs[at] = pref
             last_eval = value
-    return Curve(sorted(train.items()), sorted(evals.items()))
+    return Curve(sorted(train.items()), sorted(evals.items()), sorted(prefs.items()), reference)
 
 
 def plot_curve(curve: Curve, path: Path, title: str) -> Path | None:
@@ -80,4 +90,30 @@ def summary(curve: Curve) -> list[str]:
     if curve.train:
         (s0, l0), (s1, l1) = curve.train[0], curve.train[-1]
         lines.append(f"train loss: {l0:.4f} (step {s0}) -> {l1:.4f} (step {s1})")
+    return lines + preference_summary(curve)
+
+
+REFERENCES = {
+    "precomputed": "log-probabilities of the start weights, computed before the first step",
+    "adapter-disabled": "the base model, the adapter switched off",
+    "none": "none (reference-free)",
+}
+
+
+def preference_summary(curve: Curve) -> list[str]:
+    """Preference tuning: validation accuracy and reward margin before and after, the reference."""
+    lines = []
+    if curve.preference:
+        (s0, p0), (s1, p1) = curve.preference[0], curve.preference[-1]
+        lines.append(
+            f"preference accuracy (validation): {p0['evalAccuracy']:.0%} (step {s0}) -> "
+            f"{p1['evalAccuracy']:.0%} (step {s1})"
+        )
+        lines.append(
+            f"reward margin (validation): {p0['evalRewardMargin']:.4f} -> "
+            f"{p1['evalRewardMargin']:.4f} (chosen {p1['evalRewardChosen']:.4f}, "
+            f"rejected {p1['evalRewardRejected']:.4f})"
+        )
+    if curve.reference:
+        lines.append(f"reference: {curve.reference}: {REFERENCES.get(curve.reference, '')}")
     return lines

@@ -14,17 +14,19 @@ from typing import Any
 
 
 def first_prompt(data: Path) -> tuple[str, str | None]:
-    """(prompt, expected completion) of the first prompt-completion or text record."""
+    """(prompt, expected answer) of the first prompt-completion, text or text preference record
+    (the chosen answer is the expected one)."""
     for line in data.read_text().splitlines():
         if not line.strip():
             continue
         rec = json.loads(line)
-        if "prompt" in rec:
-            return str(rec["prompt"]), rec.get("completion")
+        if isinstance(rec.get("prompt"), str):
+            expected = rec.get("completion", rec.get("chosen"))
+            return rec["prompt"], expected if isinstance(expected, str) else None
         if "text" in rec:
             words = str(rec["text"]).split()
             return " ".join(words[:2]), " " + " ".join(words[2:])
-    raise ValueError(f"{data}: no prompt-completion or text record")
+    raise ValueError(f"{data}: no prompt-completion, text or text preference record")
 
 
 def greedy(model_dir: Path, prompt: str, max_new_tokens: int) -> str:
