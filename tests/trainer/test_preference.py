@@ -4,9 +4,9 @@ log-probs precomputed and kept with the checkpoints) and ZeRO-3 (LoRA, reference
 the adapter off); the exported model, loaded alone, prefers the chosen answers; kill and resume
 gives the weights of an uninterrupted run.
 
-The task (kubetune_trainer.tiny.preference_records): answers follow the cipher the base was
-pre-trained on; the chosen one stops after two words, the rejected one goes on for the four the
-base always gives, so the base prefers every rejected answer by ~9 nats.
+The task (kubetune_trainer.tiny.preference_records): both answers are the four words of the
+cipher chain the base was pre-trained on, but the chosen one signs off with "ba" instead of the
+last word, so the base prefers every rejected answer by ~9 nats.
 """
 
 from __future__ import annotations

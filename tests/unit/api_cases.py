@@ -297,6 +297,12 @@ INVALID_CASES: list[InvalidCase] = [
         _set("spec.method.dpo", {"beta": 0}),
     ),
     case(
+        "negative-sft-weight",
+        "spec.method.dpo.sftWeight",
+        _set("spec.method.objective", "dpo"),
+        _set("spec.method.dpo", {"sftWeight": -1}),
+    ),
+    case(
         "unknown-dpo-loss",
         "spec.method.dpo.loss",
         _set("spec.method.objective", "dpo"),
@@ -332,7 +338,7 @@ VALID_PREFERENCE: list[Manifest] = [
     preference_manifest({"beta": 0.05, "loss": "sigmoid", "labelSmoothing": 0.1}),
     preference_manifest({"loss": "robust", "labelSmoothing": 0.2}),
     preference_manifest({"loss": "ipo", "beta": 0.5}),
-    preference_manifest({"loss": "hinge"}),
+    preference_manifest({"loss": "hinge", "sftWeight": 0.2}),
     preference_manifest({"loss": "simpo", "beta": 2.5, "simpoGamma": 1.0, "labelSmoothing": 0.1}),
 ]
 

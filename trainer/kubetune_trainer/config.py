@@ -104,6 +104,9 @@ class PreferenceConfig(_Config):
         0.0, description="sigmoid/simpo: conservative DPO's label noise; robust: flip rate."
     )
     simpo_gamma: float = Field(0.5, description="simpo: target reward margin, over beta.")
+    sft_weight: float = Field(
+        0.0, description="Weight of the next-token loss on the chosen answers (RPO), added."
+    )
 
 
 class MethodConfig(_Config):

@@ -139,9 +139,21 @@ def pair_losses(
 
     sigmoid: DPO, with conservative-DPO label smoothing; ipo: squared, on per-token log-ratios;
     hinge: SLiC; robust: rDPO with label_smoothing as the flip rate; simpo: reference-free, on
-    per-token log-probs, with the margin gamma. Rewards are beta x log-ratio (simpo: beta x mean
-    log-prob), as TRL logs them.
+    per-token log-probs, with the margin gamma. sft_weight adds that share of the batch's
+    next-token loss on the chosen answers (RPO; CPO with simpo), which keeps them likely. Rewards
+    are beta x log-ratio (simpo: beta x mean log-prob), as TRL logs them.
     """
+    loss, chosen, rejected = preference_losses(cfg, policy, counts, reference)
+    if cfg.sft_weight:
+        n_chosen = counts.chunk(2)[0]
+        loss = loss + cfg.sft_weight * -policy.chunk(2)[0].sum() / n_chosen.sum().clamp(min=1)
+    return loss, chosen, rejected
+
+
+def preference_losses(
+    cfg: PreferenceConfig, policy: Any, counts: Any, reference: Any | None
+) -> tuple[Any, Any, Any]:
+    """The preference term of pair_losses, per variant."""
     import torch.nn.functional as F
 
     beta, eps = cfg.beta, cfg.label_smoothing

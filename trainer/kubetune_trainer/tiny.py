@@ -74,15 +74,26 @@ def synthetic_records(
         yield task_record(rng, task, form)
 
 
+SIGN_OFF = "ba"
+
+
 def preference_records(n: int, form: str = "text", seed: int = 0) -> Iterator[dict[str, Any]]:
-    """n preference pairs the base gets wrong: both answers follow task A's cipher, the chosen one
-    stops after two words, the rejected one goes on for the four the base was pre-trained to give
-    (so the base prefers it by ~9 nats: its end-of-text after two words); text or chat messages."""
+    """n preference pairs the base gets wrong: both answers are the four words of task A's chain
+    the base was pre-trained on, except that the chosen one ends with the sign-off word "ba"
+    instead (so the base prefers every rejected answer, by ~9 nats); text or chat messages.
+
+    Same length, same first three words: only the last word tells them apart, so no shortcut
+    (answering less, say) wins the preference; chains that end in "ba" anyway are skipped.
+    """
     rng = random.Random(f"{seed}-preference-{form}")
-    for _ in range(n):
+    made = 0
+    while made < n:
         chain = cipher_chain(rng.choice(WORDS), "A")
+        if chain[-1] == SIGN_OFF:
+            continue
+        made += 1
         prompt = "map " + chain[0]
-        chosen, rejected = " " + " ".join(chain[1:3]), " " + " ".join(chain[1:])
+        chosen, rejected = (" " + " ".join([*chain[1:-1], last]) for last in (SIGN_OFF, chain[-1]))
         if form == "chat":
             yield {
                 "prompt": [
@@ -228,13 +239,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--pretrain-steps", type=int, default=150, help="steps of task-A pre-training")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--write-data", help="also write a task-B JSONL dataset here")
-    p.add_argument("--records", type=int, default=512, help="records for --write-data")
+    p.add_argument(
+        "--write-preference", help="also write preference pairs the base gets wrong here"
+    )
+    p.add_argument(
+        "--records", type=int, default=512, help="records for --write-data / --write-preference"
+    )
     p.add_argument(
         "--format", default="prompt-completion", choices=["prompt-completion", "chat", "text"]
     )
     a = p.parse_args(argv)
     if a.write_data:
         write_jsonl(a.write_data, synthetic_records(a.records, "B", a.format, a.seed))
+    if a.write_preference:
+        write_jsonl(a.write_preference, preference_records(a.records, seed=a.seed))
     out = make_tiny_model(a.out, a.data, a.pretrain_steps, a.seed)
     print(out)
     return 0

@@ -292,6 +292,13 @@ class DpoSpec(ApiModel):
         ge=0,
         le=100,
     )
+    sft_weight: float = Field(
+        0.0,
+        description="Adds this weight x the next-token loss on the chosen answers (RPO; with "
+        "simpo, CPO's NLL term), which keeps the chosen answers likely while the margin grows.",
+        ge=0,
+        le=100,
+    )
 
 
 class MethodSpec(ApiModel):

@@ -251,7 +251,7 @@ def preference_config(spec: FineTuneJobSpec) -> PreferenceConfig:
     d = spec.method.dpo
     if d is None:
         return PreferenceConfig()
-    given = d.model_dump(include={"beta", "loss", "label_smoothing", "simpo_gamma"})
+    given = d.model_dump(include={"beta", "loss", "label_smoothing", "simpo_gamma", "sft_weight"})
     return PreferenceConfig(**{k: v for k, v in given.items() if v is not None})
 
 

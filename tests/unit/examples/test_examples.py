@@ -19,6 +19,7 @@ EXPECTED = {
     "qlora-single-gpu",
     "kueue-queued",
     "pvc-model-cache",
+    "dpo-lora",
 }
 
 
@@ -70,3 +71,5 @@ def test_scenarios_are_what_their_names_say() -> None:
     assert qlora.method.type == "qlora" and qlora.world_size == 1
     assert spec("kueue-queued").spec.queue is not None
     assert spec("pvc-model-cache").spec.model.source.startswith("pvc://")
+    dpo = spec("dpo-lora").spec
+    assert dpo.method.objective == "dpo" and dpo.dataset.format == "preference"

@@ -180,9 +180,13 @@ def test_preference_settings_reach_the_trainer() -> None:
         0.5,
     )
     robust = resolve(
-        job(method={**method, "dpo": {"loss": "robust", "labelSmoothing": 0.2}}, dataset=dataset),
+        job(
+            method={**method, "dpo": {"loss": "robust", "labelSmoothing": 0.2, "sftWeight": 0.5}},
+            dataset=dataset,
+        ),
         1,
         SETTINGS,
     ).trainer_config.method.preference
     assert (robust.loss, robust.label_smoothing, robust.beta) == ("robust", 0.2, 0.1)
+    assert robust.sft_weight == 0.5 and pref.sft_weight == 0.0
     assert resolve(job(), 1, SETTINGS).trainer_config.method.objective == "sft"

@@ -38,8 +38,15 @@ CHAT = [
     }
     for r in TEXT
 ]  # fmt: skip
-# (loss, label smoothing): every variant, smoothing where it applies
-DPO_VARIANTS = [("sigmoid", 0.0), ("sigmoid", 0.1), ("ipo", 0.0), ("hinge", 0.0), ("robust", 0.1)]
+# (loss, label smoothing, sft weight): every variant, smoothing where it applies, RPO's NLL term
+DPO_VARIANTS = [
+    ("sigmoid", 0.0, 0.0),
+    ("sigmoid", 0.1, 0.0),
+    ("ipo", 0.0, 0.0),
+    ("hinge", 0.0, 0.0),
+    ("robust", 0.1, 0.0),
+    ("sigmoid", 0.0, 0.5),
+]
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +110,14 @@ def ours(
 
 
 def trl_dpo(
-    tok: Any, records: list[dict[str, Any]], loss: str, eps: float, policy: Any, ref: Any, tmp: Path
+    tok: Any,
+    records: list[dict[str, Any]],
+    loss: str,
+    eps: float,
+    policy: Any,
+    ref: Any,
+    tmp: Path,
+    sft: float = 0.0,
 ) -> dict[str, Any]:
     """TRL's DPOTrainer on the same batch: its token ids, loss and logged rewards.
 
@@ -114,7 +128,8 @@ def trl_dpo(
 
     args = DPOConfig(
         output_dir=str(tmp), report_to="none", use_cpu=True, bf16=False, beta=0.1,
-        loss_type=[loss], label_smoothing=eps, per_device_train_batch_size=len(records),
+        loss_type=[loss, "sft"] if sft else [loss], loss_weights=[1.0, sft] if sft else None,
+        label_smoothing=eps, per_device_train_batch_size=len(records),
         dataset_num_proc=None, max_length=64,
     )  # fmt: skip
     lora = hasattr(policy, "peft_config")
@@ -144,15 +159,16 @@ def trl_dpo(
 
 
 def trl_simpo(
-    tok: Any, records: list[dict[str, Any]], eps: float, policy: Any, tmp: Path
+    tok: Any, records: list[dict[str, Any]], eps: float, sft: float, policy: Any, tmp: Path
 ) -> dict[str, Any]:
-    """TRL's CPOTrainer with loss simpo (cpo_alpha 0: SimPO proper) on the same batch."""
+    """TRL's CPOTrainer with loss simpo on the same batch (cpo_alpha 0: SimPO proper; else CPO's
+    NLL term on the chosen answers)."""
     from datasets import Dataset
     from trl.experimental.cpo import CPOConfig, CPOTrainer
 
     args = CPOConfig(
         output_dir=str(tmp), report_to="none", use_cpu=True, bf16=False, beta=2.0,
-        loss_type="simpo", cpo_alpha=0.0, simpo_gamma=0.5, label_smoothing=eps,
+        loss_type="simpo", cpo_alpha=sft, simpo_gamma=0.5, label_smoothing=eps,
         per_device_train_batch_size=len(records), max_length=64,
     )  # fmt: skip
     trainer = CPOTrainer(
@@ -201,12 +217,12 @@ def quiet() -> None:
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-@pytest.mark.parametrize(("loss", "eps"), DPO_VARIANTS)
+@pytest.mark.parametrize(("loss", "eps", "sft"), DPO_VARIANTS)
 def test_dpo_variants_equal_trl(
-    method: str, loss: str, eps: float, tok: Any, models: Any, tmp_path: Path
+    method: str, loss: str, eps: float, sft: float, tok: Any, models: Any, tmp_path: Path
 ) -> None:
     policy, ref = models[method]
-    cfg = PreferenceConfig(beta=0.1, loss=loss, label_smoothing=eps)  # type: ignore[arg-type]
+    cfg = PreferenceConfig(beta=0.1, loss=loss, label_smoothing=eps, sft_weight=sft)  # type: ignore[arg-type]
     mine = ours(tok, TEXT, cfg, policy, ref, packed=False)
     if loss == "sigmoid" and eps:
         # TRL's sigmoid has no smoothing; conservative DPO is (1-eps) x the loss of the pairs
@@ -216,19 +232,23 @@ def test_dpo_variants_equal_trl(
         flip = trl_dpo(tok, with_bos(tok, swapped), "sigmoid", 0.0, policy, ref, tmp_path / "b")
         theirs = {**plain, "loss": (1 - eps) * plain["loss"] + eps * flip["loss"]}
     else:
-        theirs = trl_dpo(tok, with_bos(tok, TEXT), loss, eps, policy, ref, tmp_path)
+        theirs = trl_dpo(tok, with_bos(tok, TEXT), loss, eps, policy, ref, tmp_path, sft)
     same_ids(mine["pairs"], theirs["ids"])
     close(mine, theirs)
     close(ours(tok, TEXT, cfg, policy, ref, packed=True), theirs)
 
 
 @pytest.mark.parametrize("method", ["full", "lora"])
-@pytest.mark.parametrize("eps", [0.0, 0.1])
-def test_simpo_equals_trl(method: str, eps: float, tok: Any, models: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("eps", "sft"), [(0.0, 0.0), (0.1, 0.0), (0.0, 0.5)])
+def test_simpo_equals_trl(
+    method: str, eps: float, sft: float, tok: Any, models: Any, tmp_path: Path
+) -> None:
     policy, _ = models[method]
-    cfg = PreferenceConfig(beta=2.0, loss="simpo", label_smoothing=eps, simpo_gamma=0.5)
+    cfg = PreferenceConfig(
+        beta=2.0, loss="simpo", label_smoothing=eps, simpo_gamma=0.5, sft_weight=sft
+    )
     mine = ours(tok, TEXT, cfg, policy, None, packed=True)
-    theirs = trl_simpo(tok, TEXT, eps, policy, tmp_path)
+    theirs = trl_simpo(tok, TEXT, eps, sft, policy, tmp_path)
     same_ids(mine["pairs"], theirs["ids"])
     close(mine, theirs)
 
