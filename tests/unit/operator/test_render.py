@@ -168,7 +168,14 @@ def test_pod_runs_as_the_image_user_with_every_cache_on_a_writable_volume() -> N
     }
     assert {"/tmp", "/home/kubetune", "/dev/shm"} <= writable
     env = env_of(pod)
-    for var in ("HOME", "XDG_CACHE_HOME", "TORCH_EXTENSIONS_DIR", "TRITON_CACHE_DIR", "HF_HOME", "MPLCONFIGDIR"):
+    for var in (
+        "HOME",
+        "XDG_CACHE_HOME",
+        "TORCH_EXTENSIONS_DIR",
+        "TRITON_CACHE_DIR",
+        "HF_HOME",
+        "MPLCONFIGDIR",
+    ):
         assert any(str(env[var]).startswith(d) for d in writable), (var, env[var])
 
 
