@@ -8,7 +8,7 @@ export NO_PROXY := 127.0.0.1,localhost
 export no_proxy := 127.0.0.1,localhost
 PYTEST_ARGS ?=
 
-.PHONY: help setup control-plane node test test-unit test-k8s test-e2e lint typecheck crds check-crds chart docs demo bench-trainer bench-scale bench-gpu images clean
+.PHONY: help setup control-plane node test-images test test-unit test-k8s test-e2e lint typecheck crds check-crds chart docs demo bench-trainer bench-scale bench-gpu images clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -23,7 +23,10 @@ node: ## Build kubelet, containerd, crictl, CoreDNS, MinIO (cached); install run
 	@bash hack/install-node-packages.sh
 	@bash hack/build-node.sh all >/dev/null
 
-test: setup control-plane node ## Run every test CI can run (unit, k8s, e2e on a real node; gpu tests skip without CUDA)
+test-images: setup node ## Build (or find cached) the operator and CPU trainer images the e2e tests run
+	@bash hack/build-images.sh --test all >/dev/null
+
+test: setup control-plane node test-images ## Run every test CI can run (unit, k8s, e2e on a real node; gpu tests skip without CUDA)
 	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup ## Unit tests only (no cluster)
@@ -32,7 +35,7 @@ test-unit: setup ## Unit tests only (no cluster)
 test-k8s: setup control-plane ## Tests against the real kube-apiserver only
 	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m k8s $(PYTEST_ARGS)
 
-test-e2e: setup control-plane node ## Whole-system tests only (a real node: needs root)
+test-e2e: setup control-plane node test-images ## Whole-system tests only (a real node: needs root)
 	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 lint: setup ## ruff
