@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import adapter as adapter_mod
 from . import data as data_mod
 from . import engine as engine_mod
 from . import export as export_mod
@@ -71,11 +72,15 @@ class Trainer:
         self.precision = engine_mod.resolve_precision(
             cfg.training.precision, cuda, cuda and torch.cuda.is_bf16_supported()
         )
-        self.location, self.model_commit = model_mod.fetch_resolved(
-            cfg.model.source, cache, cfg.model.revision, cfg.model.storage
-        )
+        self.read_as = model_mod.load_dtype(cfg.model.dtype, self.precision)
+        self.source = model_mod.fetch_source(cfg.model, cache)
+        self.location, self.model_commit = self.source.location, self.source.commit
+        if self.source.adapter and cfg.method.type in ("lora", "qlora"):
+            adapter_mod.check_shape(Path(self.source.adapter), cfg.spec)
         self.hub = model_mod.hub_kwargs(cfg.model.source, cfg.model.revision)
-        self.tokenizer = model_mod.load_tokenizer(self.location, self.hub)
+        self.tokenizer = model_mod.load_tokenizer(
+            adapter_mod.tokenizer_folder(self.source.adapter, self.location), self.hub
+        )
         self.data = data_mod.build_dataset(self.tokenizer, cfg.data, cfg.training.seed, cache)
         self.accumulation = engine_mod.grad_accumulation(
             cfg.training.global_batch_size, cfg.training.micro_batch_size, env.world_size
@@ -94,18 +99,25 @@ class Trainer:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
             self.precision
         ]
-        if cfg.deepspeed.zero_stage == 3 and cfg.method.type != "qlora":
+        merges = self.source.adapter is not None and cfg.method.type in ("full", "partial")
+        if cfg.deepspeed.zero_stage == 3 and cfg.method.type != "qlora" and not merges:
             from transformers.integrations import HfDeepSpeedConfig
 
             self._zero3_hook = HfDeepSpeedConfig(
                 self.ds_config
             )  # from_pretrained partitions while loading
-        model = model_mod.load_model(self.location, cfg.model, cfg.method, self.hub, dtype)
+        model = model_mod.load_model(
+            self.location, cfg.model, cfg.method, self.hub, dtype, self.read_as
+        )
         model_mod.unset_zero3_init()
         self.perf_applied = perf_mod.apply(model, self.levers)
         log.info("perf levers %s, applied %s", self.levers, self.perf_applied)
         model = model_mod.apply_method(
-            model, cfg.method, cfg.training.seed, self.levers.checkpoint_every > 0
+            model,
+            cfg.method,
+            cfg.training.seed,
+            self.levers.checkpoint_every > 0,
+            self.source.adapter,
         )
         if self.levers.checkpoint_every > 1:  # selective; full checkpointing is apply_method's
             perf_mod.checkpoint_layers(model, self.levers.checkpoint_every)
@@ -391,10 +403,24 @@ class Trainer:
             Path(self.cfg.checkpoint.local_dir) / job_key(self.cfg) / "export"
         )
         written = export_mod.save_model(
-            self.engine.module, sd, out.format, staging, self.tokenizer, self.location, self.hub
+            self.engine.module,
+            sd,
+            out.format,
+            staging,
+            self.tokenizer,
+            self.location,
+            self.hub,
+            self.source.base,
         )
         export_mod.write_run_card(staging, self.run_card(s, written, shares))
         export_mod.upload_dir(staging, out.uri, out)
+
+    def adapter_card(self) -> dict[str, str] | None:
+        """What became of an adapter source: continued (lora, qlora) or merged (full, partial)."""
+        if self.source.adapter is None:
+            return None
+        how = "continued" if self.cfg.method.type in ("lora", "qlora") else "merged"
+        return {"source": self.cfg.model.source, "how": how}
 
     def gather(self, value: float) -> list[int]:
         """One number from every rank, in rank order."""
@@ -416,6 +442,8 @@ class Trainer:
                 "revision": cfg.model.revision,
                 "commit": self.model_commit,
                 "dtype": cfg.model.dtype,
+                "base": vars(self.source.base),
+                "adapter": self.adapter_card(),
             },
             "method": cfg.method.model_dump(),
             "output": {
