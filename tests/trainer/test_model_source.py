@@ -128,6 +128,7 @@ def test_ftj_source_of_an_adapter_job_continues_that_adapter(
     probe = load_file(tmp_path / "probe.safetensors")
     logits = reload_logits(tiny_base, probe["input_ids"], adapter=out)
     assert torch.allclose(logits, probe["logits"], atol=LOGIT_ATOL)
+    print(f"\nfirst job evals {before}; continued: {after}")
 
 
 def test_full_fine_tune_of_an_adapter_source_trains_the_merged_model(
