@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import adapter as adapter_mod
+from . import best as best_mod
 from . import data as data_mod
 from . import engine as engine_mod
 from . import export as export_mod
@@ -139,10 +140,17 @@ class Trainer:
             if self.ckpt.enabled
             else None
         )
+        self.best = best_mod.BestWeights(
+            self.ckpt.local,
+            bool(cfg.training.early_stopping_patience)
+            and (env.is_main or best_mod.is_partitioned(self.engine.module)),
+        )
+        self.export_step: int | None = None
         if self.restored:
             cs = self.restored.client_state
             state.step = int(cs.get("step", self.restored.step))
             state.best_eval = cs.get("best_eval")
+            state.best_step = cs.get("best_step")
             state.evals_without_improvement = int(cs.get("evals_without_improvement", 0))
             state.tokens = int(cs.get("tokens", 0))
         self.start_step, self.start_tokens = state.step, state.tokens
@@ -295,8 +303,32 @@ class Trainer:
         total, count = self.all_sum([total, count])
         return total / count if count else None
 
-    def report(self, s: loop.LoopState, tokens: int, force: bool = False) -> None:
-        """Metrics every step, progress at the configured interval."""
+    def keep_best(self, step: int) -> None:
+        """Keep the weights of a new best evaluation (with early stopping, they are exported)."""
+        self.best.save(self.engine.module, step)
+
+    def choose_export_step(self, s: loop.LoopState) -> int:
+        """The step whose weights the export holds: with early stopping the best evaluation's,
+        if every rank still has them (a restart in a fresh pod loses them), else the last."""
+        if not self.cfg.training.early_stopping_patience or s.best_step in (None, s.step):
+            return s.step
+        if self.all_true(not self.best.enabled or self.best.step() == s.best_step):
+            return int(s.best_step or 0)
+        log.warning(
+            "the weights of the best evaluation (step %s) were lost in a restart: exporting "
+            "the last ones (step %d)",
+            s.best_step,
+            s.step,
+        )
+        return s.step
+
+    def report(
+        self, s: loop.LoopState, tokens: int, force: bool = False, final: bool = False
+    ) -> None:
+        """Metrics every step, progress at the configured interval; the final report also says
+        which step's weights are exported (a collective: every rank makes it)."""
+        if final:
+            self.export_step = self.choose_export_step(s)
         m, step = self.metrics, s.step
         tps = self.tokens_per_second(s)
         lr = self.engine.get_lr()[0] if self.engine.get_lr() else None
@@ -317,7 +349,7 @@ class Trainer:
         if u is not None:
             m.mfu.set(u)
         if self.sink and (force or step % self.cfg.training.log_every_steps == 0):
-            self.sink.report(self.progress(s, tps), force=force)
+            self.sink.report(self.progress(s, tps, "end" if final else "step"), force=force)
 
     def tokens_per_second(self, s: loop.LoopState) -> float:
         """Training tokens per second over all ranks during this attempt."""
@@ -344,6 +376,9 @@ class Trainer:
             attempt=self.cfg.job.attempt,
             event=event,
             checkpoint=self.ckpt.last_committed,
+            stopped_early=s.stopped_early,
+            best_step=s.best_step if self.cfg.training.early_stopping_patience else None,
+            exported_step=self.export_step,
         )
 
     def save(self, s: loop.LoopState, wait: bool = False) -> None:
@@ -365,6 +400,8 @@ class Trainer:
         ):
             self.save(s, wait=True)
         self.ckpt.wait()
+        if self.export_step not in (None, s.step) and self.best.enabled:
+            self.best.restore(self.engine.module)  # checkpoints keep the last, export the best
         self.write_probe()
         if self.cfg.output is not None:
             self.export(s)
@@ -462,6 +499,9 @@ class Trainer:
                 "total_steps": self.total_steps,
                 "start_step": self.start_step,
                 "stopped_early": s.stopped_early,
+                "best_step": s.best_step,
+                "best_eval_loss": s.best_eval,
+                "exported_step": self.export_step,
                 "preempted": s.preempted,
                 "first_loss": s.losses[0] if s.losses else None,
                 "final_loss": s.losses[-1] if s.losses else None,

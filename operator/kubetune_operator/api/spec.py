@@ -388,7 +388,8 @@ class TrainingSpec(ApiModel):
     early_stopping: EarlyStoppingSpec | None = Field(
         None,
         description="Stop early when the eval loss stops improving over evaluations made "
-        "every evalEverySteps (required with it).",
+        "every evalEverySteps (required with it); the output then holds the weights of the "
+        "best evaluation (status.output.step).",
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="Training precision; auto picks bf16 on GPUs that have it, else fp32."

@@ -227,3 +227,20 @@ def test_local_workers_get_the_pods_grace_period(tmp_path: Path) -> None:
     envs = worker_envs(tmp_path, manifest(tmp_path))
     assert [e["KUBETUNE_GRACE_SECONDS"] for e in envs] == ["300", "300"]
 
+
+def test_summary_announces_an_early_stop(tmp_path: Path) -> None:
+    from kubetune_operator.local.report import read_curve, summary
+
+    lines = [
+        {"event": "step", "step": 1, "loss": 2.0, "evalLoss": 1.5},
+        {"event": "step", "step": 3, "loss": 1.8, "evalLoss": 1.25},
+        {"event": "step", "step": 6, "loss": 1.6, "evalLoss": 1.4},
+        {"event": "step", "step": 9, "loss": 1.5, "evalLoss": 1.6},
+        {"event": "end", "step": 9, "totalSteps": 60, "loss": 1.5, "evalLoss": 1.6,
+         "stoppedEarly": True, "bestStep": 3, "exportedStep": 3, "percent": 100},
+    ]  # fmt: skip
+    path = tmp_path / "progress.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = summary(read_curve(path))
+    assert "stopped early at step 9 of 60: the eval loss stopped improving" in out[-2]
+    assert out[-1] == "exported the best weights: step 3, eval loss 1.2500"
