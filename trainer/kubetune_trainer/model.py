@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
 from . import adapter, hub
@@ -133,12 +133,12 @@ def load_dtype(dtype: str, precision: str) -> str:
     dtype fits only its own 16-bit precision: read in one format and trained in another (or
     in fp32), the weights would be rounded for nothing.
     """
-    if dtype in ("auto", "float32") or HALF_PRECISION[dtype] == precision:
-        return dtype
-    return _refuse_dtype(dtype, precision)
+    if dtype not in ("auto", "float32") and HALF_PRECISION[dtype] != precision:
+        _refuse_dtype(dtype, precision)
+    return dtype
 
 
-def _refuse_dtype(dtype: str, precision: str) -> str:
+def _refuse_dtype(dtype: str, precision: str) -> NoReturn:
     fitting = " or ".join(dict.fromkeys(["auto", "float32", PRECISION_DTYPE[precision]]))
     raise BadInputError(
         f"spec.model.dtype {dtype} contradicts spec.training.precision, which is {precision} "
