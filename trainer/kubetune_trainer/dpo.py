@@ -38,9 +38,10 @@ class Dpo:
         micro: int,
         rank: int,
         world: int,
+        continues_adapter: bool = False,
     ) -> None:
         self.cfg = cfg
-        self.mode: pref.Reference = pref.reference_mode(method_type, cfg.loss)
+        self.mode: pref.Reference = pref.reference_mode(method_type, cfg.loss, continues_adapter)
         self.splits = {"train": data.train, "validation": data.validation}
         self.pad_id, self.packed, self.varlen = pad_id, packed, varlen
         self.micro, self.rank, self.world = micro, rank, world
@@ -210,8 +211,17 @@ class Dpo:
         }
 
 
-def make(cfg: Any, data: Dataset, tokenizer: Any, varlen: bool, rank: int, world: int) -> Dpo:
-    """The objective of a TrainerConfig with objective dpo."""
+def make(
+    cfg: Any,
+    data: Dataset,
+    tokenizer: Any,
+    varlen: bool,
+    rank: int,
+    world: int,
+    continues_adapter: bool = False,
+) -> Dpo:
+    """The objective of a TrainerConfig with objective dpo (continues_adapter: the model source
+    was a LoRA adapter that this run trains on)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return Dpo(
         cfg.method.preference,
@@ -223,4 +233,5 @@ def make(cfg: Any, data: Dataset, tokenizer: Any, varlen: bool, rank: int, world
         cfg.training.micro_batch_size,
         rank,
         world,
+        continues_adapter,
     )

@@ -22,18 +22,20 @@ REFERENCE_FREE = ("simpo",)
 SMOOTHED = ("sigmoid", "robust", "simpo")  # the variants label smoothing applies to
 
 
-def reference_mode(method_type: str, loss: str) -> Reference:
+def reference_mode(method_type: str, loss: str, continues_adapter: bool = False) -> Reference:
     """Where reference log-probs come from, chosen by memory.
 
-    none: SimPO needs no reference. adapter-disabled (lora, qlora): the frozen base under the
+    none: SimPO needs no reference. adapter-disabled (lora, qlora): the frozen base under a new
     adapter is the reference, so a forward with the adapter switched off costs no memory at all.
-    precomputed (full, partial): one no-grad pass over the data before the first step, 16 bytes a
-    pair kept with every checkpoint; a frozen copy would hold the weights a second time (sharded
-    by ZeRO-3, still 1/world of the model per rank) and run a forward on every step.
+    precomputed (full, partial, and an adapter continued from an earlier job, whose start is not
+    the bare base): one no-grad pass over the data before the first step, 16 bytes a pair kept
+    with every checkpoint; a frozen copy would hold the weights a second time (sharded by ZeRO-3,
+    still 1/world of the model per rank) and run a forward on every step.
     """
     if loss in REFERENCE_FREE:
         return "none"
-    return "adapter-disabled" if method_type in ("lora", "qlora") else "precomputed"
+    adapters = method_type in ("lora", "qlora")
+    return "adapter-disabled" if adapters and not continues_adapter else "precomputed"
 
 
 def check_objective(objective: str, data_format: str) -> None:

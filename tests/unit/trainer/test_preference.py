@@ -113,18 +113,19 @@ def test_objective_and_records_must_agree() -> None:
 
 
 @pytest.mark.parametrize(
-    ("method", "loss", "reference"),
+    ("method", "loss", "continued", "reference"),
     [
-        ("full", "sigmoid", "precomputed"),
-        ("partial", "ipo", "precomputed"),
-        ("lora", "sigmoid", "adapter-disabled"),
-        ("qlora", "robust", "adapter-disabled"),
-        ("full", "simpo", "none"),
-        ("lora", "simpo", "none"),
+        ("full", "sigmoid", False, "precomputed"),
+        ("partial", "ipo", False, "precomputed"),
+        ("lora", "sigmoid", False, "adapter-disabled"),
+        ("qlora", "robust", False, "adapter-disabled"),
+        ("lora", "sigmoid", True, "precomputed"),  # the adapter it continues is the reference
+        ("full", "simpo", False, "none"),
+        ("lora", "simpo", True, "none"),
     ],
 )
-def test_reference_by_method(method: str, loss: str, reference: str) -> None:
-    assert preference.reference_mode(method, loss) == reference
+def test_reference_by_method(method: str, loss: str, continued: bool, reference: str) -> None:
+    assert preference.reference_mode(method, loss, continued) == reference
 
 
 def dpo_after_a_step(method: str = "full") -> Dpo:
