@@ -19,7 +19,7 @@ from kubetune_trainer import gpu_oom
 from kubetune_trainer.checkpoint.manifest import committed, files_to_fetch
 from kubetune_trainer.checkpoint.storage import S3Storage
 from kubetune_trainer.config import StorageConfig
-from kubetune_trainer.errors import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_PREEMPTED
+from kubetune_trainer.contract import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_PREEMPTED
 
 from .harness import Run, config, finish, kill_group, launch, start, wait_for
 
@@ -255,7 +255,7 @@ def test_gpu_out_of_memory_on_one_rank_exits_45_with_advice_and_keeps_checkpoint
         tmp_path / "smaller", tiny_base, task_data,
         method={"type": "lora", "lora_dropout": 0.0},
         training={"max_steps": 10, "eval_every_steps": None, "micro_batch_size": 4,
-                  "global_batch_size": 16},
+                  "global_batch_size": 16, "gradient_accumulation_steps": 2},
         checkpoint={"uri": f"s3://{s3_bucket}/oom-smaller", "resume": f"s3://{s3_bucket}/oom/{good[0].tag}",
                     "storage": {"endpoint": s3_server.endpoint}},
     )  # fmt: skip

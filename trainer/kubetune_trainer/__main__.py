@@ -15,14 +15,17 @@ import sys
 import traceback
 from typing import Any
 
-from .errors import (
+from .contract import (
+    CONFIG_ENV,
+    CONFIG_FILE_NAME,
     EXIT_BAD_INPUT,
+    EXIT_DIR_ENV,
     EXIT_GPU_OOM,
     EXIT_OK,
     EXIT_PREEMPTED,
     TERMINATION_LOG,
-    BadInputError,
 )
+from .errors import BadInputError
 
 
 def report_error(message: str, termination_log: str = TERMINATION_LOG) -> None:
@@ -62,7 +65,7 @@ def load_config(path: str) -> object:
 
 def record_exit(code: int) -> int:
     """Leave this rank's exit code where the launcher looks (KUBETUNE_EXIT_DIR), and return it."""
-    folder = os.environ.get("KUBETUNE_EXIT_DIR")
+    folder = os.environ.get(EXIT_DIR_ENV)
     if folder:
         rank = os.environ.get("RANK", "0")
         try:
@@ -83,7 +86,7 @@ def run(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kubetune_trainer", description=__doc__)
     p.add_argument(
         "--config",
-        default=os.environ.get("KUBETUNE_CONFIG", "trainer.json"),
+        default=os.environ.get(CONFIG_ENV, CONFIG_FILE_NAME),
         help="TrainerConfig JSON",
     )
     args = p.parse_args(argv)

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .contract import HUB_TOKEN_KEY
 from .errors import BadInputError
 
 
@@ -63,7 +64,7 @@ def download(ref: HubRef, revision: str | None, repo_type: str, field: str) -> H
         RevisionNotFoundError,
     )
 
-    token = os.environ.get("HF_TOKEN") or None
+    token = os.environ.get(HUB_TOKEN_KEY) or None
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
     where = f"{field} {repo_type} repo {ref.repo_id!r}"
     try:

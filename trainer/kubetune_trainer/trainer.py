@@ -77,9 +77,7 @@ class Trainer:
         self.hub = model_mod.hub_kwargs(cfg.model.source, cfg.model.revision)
         self.tokenizer = model_mod.load_tokenizer(self.location, self.hub)
         self.data = data_mod.build_dataset(self.tokenizer, cfg.data, cfg.training.seed, cache)
-        self.accumulation = engine_mod.grad_accumulation(
-            cfg.training.global_batch_size, cfg.training.micro_batch_size, env.world_size
-        )
+        self.accumulation = engine_mod.accumulation_steps(cfg.training, env.world_size)
         self.micro_per_epoch = data_mod.micro_batches_per_epoch(
             len(self.data.train), cfg.training.micro_batch_size, env.world_size
         )

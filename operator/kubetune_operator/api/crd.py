@@ -2,7 +2,8 @@
 
 Pydantic emits JSON Schema with $refs and anyOf-null for optionals; Kubernetes wants a
 structural OpenAPI v3 schema: everything inlined, one type per node, no null. `structural`
-does that translation, so `make crds` is a pure function of api/.
+does that translation; `with_rules` then puts each cross-field rule of api/rules.py on the node
+it is written for, so `make crds` is a pure function of api/.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from kubetune_operator.api import constants as c
+from kubetune_operator.api.rules import RULES, Rule, immutability_rules
 from kubetune_operator.api.spec import JOB_NAME_PATTERN, MAX_JOB_NAME_LENGTH, FineTuneJobSpec
 from kubetune_operator.api.status import FineTuneJobStatus
 
@@ -112,6 +114,19 @@ def model_schema(model: type[BaseModel]) -> dict[str, Any]:
     return structural(raw, defs)
 
 
+def with_rules(spec_schema: dict[str, Any], rules: list[Rule]) -> dict[str, Any]:
+    """The spec schema with each rule's CEL added to the node at its scope, in table order."""
+    out = copy.deepcopy(spec_schema)
+    for r in rules:
+        node = out
+        for part in r.scope.split(".")[1:]:
+            node = node["properties"][part]
+        node.setdefault("x-kubernetes-validations", []).append(r.crd_entry())
+        if "default" in node:  # the default stays last, as in every other node
+            node["default"] = node.pop("default")
+    return out
+
+
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Job phase."},
     {
@@ -148,7 +163,9 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 
 def build_crd() -> dict[str, Any]:
     """The FineTuneJob CRD as a plain dict, ready to dump as YAML."""
-    spec_schema = model_schema(FineTuneJobSpec)
+    spec_schema = with_rules(
+        model_schema(FineTuneJobSpec), [*RULES, *immutability_rules(FineTuneJobSpec)]
+    )
     spec_schema["description"] = (
         "What to fine-tune, on what data, how, and where checkpoints and the model go. "
         "Immutable after creation except runPolicy.suspend."

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from kubetune_operator.reconcile.env import launcher_args, torchrun_env
 from kubetune_operator.reconcile.plan import Plan
+from kubetune_trainer.contract import CONFIG_ENV
 
 STOP_GRACE_SECONDS = 60.0
 
@@ -35,7 +36,7 @@ def worker_env(
     """The pod's env for node `rank`, on loopback, plus the user's literal env values."""
     env = dict(base)
     env.update(torchrun_env(plan, rank, "127.0.0.1", port))
-    env["KUBETUNE_CONFIG"] = str(config_file)
+    env[CONFIG_ENV] = str(config_file)
     env.setdefault("OMP_NUM_THREADS", "1")
     # DeepSpeed JIT-builds its CPU ops once; one cache per machine keeps later runs fast.
     env.setdefault(

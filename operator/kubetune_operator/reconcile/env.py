@@ -9,7 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune_operator.reconcile.plan import Plan
-from kubetune_trainer.config import HUB_TOKEN_KEY, S3_REQUIRED_KEYS, s3_credential_env
+from kubetune_trainer.contract import (
+    ATTEMPT_ENV,
+    CONFIG_ENV,
+    HUB_TOKEN_KEY,
+    JOB_NAME_ENV,
+    NAMESPACE_ENV,
+    S3_REQUIRED_KEYS,
+    s3_credential_env,
+)
 
 
 def torchrun_env(plan: Plan, node_rank: int, master_addr: str, master_port: int) -> dict[str, str]:
@@ -21,10 +29,10 @@ def torchrun_env(plan: Plan, node_rank: int, master_addr: str, master_port: int)
         "NODE_RANK": str(node_rank),
         "NPROC_PER_NODE": str(plan.processes_per_node),
         "WORLD_SIZE": str(plan.world_size),
-        "KUBETUNE_CONFIG": plan.config_path,
-        "KUBETUNE_JOB_NAME": plan.name,
-        "KUBETUNE_NAMESPACE": plan.namespace,
-        "KUBETUNE_ATTEMPT": str(plan.attempt),
+        CONFIG_ENV: plan.config_path,
+        JOB_NAME_ENV: plan.name,
+        NAMESPACE_ENV: plan.namespace,
+        ATTEMPT_ENV: str(plan.attempt),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -48,7 +56,7 @@ def secret_env(plan: Plan) -> list[dict[str, Any]]:
     """Credentials as env from secretKeyRef: never copied into ConfigMaps or status.
 
     Each s3:// store's keys come from that store's own secret, under that store's variables
-    (kubetune_trainer.config.s3_credential_env); the access key pair is required, the session
+    (kubetune_trainer.contract.s3_credential_env); the access key pair is required, the session
     token optional. The hub token is HF_TOKEN of the hf:// source's secret, which is read for
     nothing else.
     """

@@ -16,7 +16,6 @@ from kubetune_operator.api.spec import FineTuneJob, FineTuneJobSpec
 from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.parse import InvalidSpec
 from kubetune_trainer.config import (
-    CONFIG_FILE_NAME,
     CheckpointConfig,
     DataConfig,
     DeepSpeedConfig,
@@ -27,10 +26,10 @@ from kubetune_trainer.config import (
     PerfConfig,
     ReportingConfig,
     StorageConfig,
-    StoreName,
     TrainerConfig,
     TrainingConfig,
 )
+from kubetune_trainer.contract import CONFIG_FILE_NAME, StoreName
 
 PVC_MOUNT_ROOT = "/mnt/kubetune/pvc"
 CONFIG_DIR = "/etc/kubetune"
@@ -196,15 +195,11 @@ def output_format(spec: FineTuneJobSpec) -> Literal["merged", "adapter", "both"]
 
 
 def training_config(spec: FineTuneJobSpec) -> TrainingConfig:
-    """Hyper-parameters with the batch arithmetic done once, here."""
+    """Hyper-parameters with the batch arithmetic done once, here: the trainer reads the
+    accumulation steps it is given (divisibility is a spec rule, api/rules.py)."""
     t = spec.training
     per_step = t.micro_batch_size * spec.world_size
     global_batch = t.global_batch_size or per_step
-    if global_batch % per_step:
-        raise InvalidSpec(
-            "spec.training.globalBatchSize must be a multiple of spec.training.microBatchSize "
-            "x spec.resources.nodes x processes per node"
-        )
     es = t.early_stopping
     return TrainingConfig(
         epochs=t.epochs if t.epochs is not None else (None if t.max_steps else 1.0),

@@ -12,7 +12,8 @@ import pytest
 
 from kubetune_trainer import launch, metrics, progress
 from kubetune_trainer.__main__ import load_config, report_error
-from kubetune_trainer.errors import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_PREEMPTED, BadInputError
+from kubetune_trainer.contract import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_PREEMPTED
+from kubetune_trainer.errors import BadInputError
 
 pytestmark = pytest.mark.unit
 

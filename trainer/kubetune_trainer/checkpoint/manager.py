@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import CheckpointConfig
+from ..contract import ATTEMPT_ENV
 from . import rng
 from .manifest import (
     MANIFEST,
@@ -96,7 +97,7 @@ def injected_upload_pause(tag: str, env: Mapping[str, str] = os.environ) -> floa
     if not value:
         return 0.0
     attempt, step, seconds = value.split(":")
-    if env.get("KUBETUNE_ATTEMPT", "1") == attempt and tag == tag_for(int(step)):
+    if env.get(ATTEMPT_ENV, "1") == attempt and tag == tag_for(int(step)):
         return float(seconds)
     return 0.0
 

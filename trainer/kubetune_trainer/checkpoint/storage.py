@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from ..config import StorageConfig, s3_credential_env
+from ..config import StorageConfig
+from ..contract import s3_credential_env
 from ..errors import BadInputError
 
 
