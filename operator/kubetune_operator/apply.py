@@ -18,7 +18,7 @@ from kubernetes import client
 
 from kubetune_operator import metrics
 from kubetune_operator.api import constants as c
-from kubetune_operator.reconcile.status import Event
+from kubetune_operator.reconcile.decision import Event
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"

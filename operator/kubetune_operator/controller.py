@@ -20,17 +20,10 @@ from kubernetes.client import ApiException
 from kubetune_operator import metrics
 from kubetune_operator.apply import Writer
 from kubetune_operator.fetch import Reader
+from kubetune_operator.reconcile.decision import Decision, Upstream
 from kubetune_operator.reconcile.parse import InvalidSpec, parse_job
-from kubetune_operator.reconcile.plan import OperatorSettings, resolve, upstream_job
-from kubetune_operator.reconcile.render import render
-from kubetune_operator.reconcile.status import (
-    Decision,
-    Upstream,
-    can_coalesce,
-    decide,
-    invalid_spec,
-    status_patch,
-)
+from kubetune_operator.reconcile.plan import OperatorSettings, upstream_job
+from kubetune_operator.reconcile.status import can_coalesce, decide, invalid_spec, status_patch
 
 log = logging.getLogger(__name__)
 # Writes in flight at once across all passes (pod creates of a gang go out concurrently).
@@ -97,8 +90,8 @@ class Controller:
                 return None
             upstream = self._upstream(namespace, name, job.spec.model.source)
             pods = self.reader.pods(namespace, name, body["metadata"].get("uid"))
-            decision = decide(job, status, pods, self.clock(), upstream)
-            self._execute(body, job, status, pods, decision, upstream)
+            decision = decide(job, status, pods, self.clock(), upstream, self.settings)
+            self._execute(body, status, pods, decision)
             metrics.record_phase(namespace, name, decision.status.get("phase"))
             return decision.requeue_after
 
@@ -189,15 +182,10 @@ class Controller:
             self.writer.ensure(obj)
 
     def _execute(
-        self,
-        body: dict[str, Any],
-        job: Any,
-        status: dict[str, Any],
-        pods: list[dict[str, Any]],
-        d: Decision,
-        upstream: Upstream | None,
+        self, body: dict[str, Any], status: dict[str, Any], pods: list[dict[str, Any]], d: Decision
     ) -> None:
-        """Status first (guarded by resourceVersion), then events, deletions, creations."""
+        """Status first (guarded by resourceVersion), then events, deletions, creations (the
+        rendered children, less pods that exist or were created and are not yet observed)."""
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         self._write_status(body, status, d.status, d)
@@ -215,12 +203,9 @@ class Controller:
         if d.start_attempt is not None:
             seen = {p["metadata"]["name"] for p in pods}
             existing = seen | self._expected_pods((ns, name), seen)
-            plan = resolve(
-                job, d.start_attempt, self.settings, upstream.output_uri if upstream else None
-            )
             wanted = [
                 obj
-                for obj in render(plan)
+                for obj in d.children
                 if not (obj["kind"] == "Pod" and obj["metadata"]["name"] in existing)
             ]
             new_pods = [o["metadata"]["name"] for o in wanted if o["kind"] == "Pod"]
