@@ -399,30 +399,20 @@ def trainer_config(task: Task, precision: str, lr: float) -> Any:
 
 
 def ours_engine(task: Task, precision: str, cuda: bool, lr: float) -> tuple[Any, dict[str, Any]]:
-    """The trainer's path: perf levers on the fresh model, method setup, derived DS config, engine."""
+    """The trainer's own build order (build.build_engine) on a fresh random model of the shape."""
     import torch
 
-    from kubetune_trainer import engine as engine_mod
-    from kubetune_trainer import model as model_mod
-    from kubetune_trainer import perf
+    from kubetune_trainer.build import build_engine
 
     cfg = trainer_config(task, precision, lr)
-    levers = perf.resolve(cfg.perf, cuda, cfg.training.gradient_checkpointing)
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-    model = new_model(task.shape, dtype, "cuda" if cuda else "cpu")
-    applied: dict[str, bool] = perf.apply(model, levers)
-    model = model_mod.apply_method(
-        model, cfg.method, cfg.training.seed, levers.checkpoint_every > 0
+    device = "cuda" if cuda else "cpu"
+    built = build_engine(
+        cfg, 1, precision, cuda, lambda _: new_model(task.shape, dtype, device), total_steps=10**6
     )
-    if levers.checkpoint_every > 1:
-        perf.checkpoint_layers(model, levers.checkpoint_every)
-    applied["compile_layers"] = perf.compile_layers(model, levers, task.zero) > 0
-    conf = engine_mod.ds_config(cfg, 1, precision, perf.ds_settings(levers, task.zero))
-    engine = engine_mod.initialize(model, cfg, conf, total_steps=10**6)
-    perf.after_engine(engine, levers, task.zero)
-    return engine, {
-        **asdict(levers),
-        **{f"applied_{k}": v for k, v in applied.items()},
+    return built.engine, {
+        **asdict(built.levers),
+        **{f"applied_{k}": v for k, v in built.applied.items()},
         "packing": True,
     }
 

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .contract import (
     CONFIG_ENV,
@@ -26,6 +26,10 @@ from .contract import (
     TERMINATION_LOG,
 )
 from .errors import BadInputError
+
+if TYPE_CHECKING:
+    from .config import TrainerConfig
+    from .trainer import Trainer
 
 
 def report_error(message: str, termination_log: str = TERMINATION_LOG) -> None:
@@ -44,7 +48,7 @@ def report_error(message: str, termination_log: str = TERMINATION_LOG) -> None:
         pass
 
 
-def load_config(path: str) -> object:
+def load_config(path: str) -> TrainerConfig:
     """The TrainerConfig, with a validation error turned into bad input naming the fields."""
     from pydantic import ValidationError
 
@@ -99,13 +103,13 @@ def run(argv: list[str] | None = None) -> int:
     except BadInputError as e:
         report_error(str(e))
         return EXIT_BAD_INPUT
-    trainer: Any = None
+    trainer: Trainer | None = None
     try:
         from . import dist, loop
         from .trainer import Trainer
 
         env = dist.setup()
-        trainer = Trainer(cfg, env)  # type: ignore[arg-type]
+        trainer = Trainer(cfg, env)
         state = trainer.setup()
         state = loop.run(trainer, state)
         if state.preempted:

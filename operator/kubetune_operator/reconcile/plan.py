@@ -251,14 +251,9 @@ def deepspeed_config(spec: FineTuneJobSpec) -> DeepSpeedConfig:
 
 
 def perf_config(spec: FineTuneJobSpec) -> PerfConfig:
-    """The throughput levers as the user set them; the trainer resolves auto on its hardware."""
-    p = spec.training.performance
-    return PerfConfig(
-        liger_kernels=p.liger_kernels,
-        varlen_attention=p.varlen_attention,
-        fused_optimizer=p.fused_optimizer,
-        activation_checkpointing=p.activation_checkpointing,
-    )
+    """The throughput levers as the user set them; the trainer resolves auto on its hardware.
+    Each spec.training.performance field is the PerfConfig field of the same name."""
+    return PerfConfig(**spec.training.performance.model_dump())
 
 
 def resolve(
