@@ -17,9 +17,9 @@ from safetensors.torch import load_file
 
 from kubetune_trainer import gpu_oom
 from kubetune_trainer.checkpoint.manifest import committed, files_to_fetch
-from kubetune_trainer.checkpoint.storage import S3Storage
 from kubetune_trainer.config import StorageConfig
 from kubetune_trainer.contract import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_PREEMPTED
+from kubetune_trainer.storage import S3Storage
 
 from .harness import Run, config, finish, kill_group, launch, start, wait_for
 

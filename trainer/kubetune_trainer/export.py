@@ -8,8 +8,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .checkpoint.storage import open_storage
 from .config import OutputConfig
+from .storage import open_storage
 
 RUN_CARD = "kubetune_run.json"
 

@@ -8,9 +8,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import hub
-from .checkpoint.storage import download, local_path
 from .config import MethodConfig, ModelConfig, StorageConfig
 from .errors import BadInputError
+from .storage import download, local_path
 
 
 def fetch(

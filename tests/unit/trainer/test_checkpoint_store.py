@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 
 from kubetune_trainer.checkpoint import manager, manifest
-from kubetune_trainer.checkpoint.storage import FileStorage, S3Storage, Storage
 from kubetune_trainer.config import CheckpointConfig, StorageConfig
+from kubetune_trainer.storage import FileStorage, S3Storage, Storage
 
 pytestmark = pytest.mark.unit
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from ..config import CheckpointConfig
 from ..contract import ATTEMPT_ENV
+from ..storage import Storage, join, open_storage, sha256_file
 from . import rng
 from .manifest import (
     MANIFEST,
@@ -34,7 +35,6 @@ from .manifest import (
     tags_in,
     to_delete,
 )
-from .storage import Storage, join, open_storage, sha256_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

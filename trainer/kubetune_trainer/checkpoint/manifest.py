@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .storage import Storage, join
+from ..storage import Storage, join
 
 TAG_RE = re.compile(r"^step-(\d{8})$")
 MANIFEST = "manifest.json"
