@@ -28,7 +28,7 @@ test-unit: setup ## Unit tests only (no cluster)
 test-k8s: setup control-plane ## Tests against the real kube-apiserver only
 	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m k8s $(PYTEST_ARGS)
 
-test-e2e: setup control-plane ## Whole-system tests only
+test-e2e: setup control-plane ## Whole-system tests only: the trainer's processes, the operator on a node, S3
 	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 lint: setup ## ruff

@@ -39,7 +39,7 @@ from tests.e2e.scenario import (
     results_table,
 )
 from tests.harness import ControlPlane, eventually
-from tests.k8s.operator.conftest import Operator
+from tests.k8s.operator.cluster import Operator
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

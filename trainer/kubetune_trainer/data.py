@@ -20,7 +20,6 @@ from .errors import BadInputError
 from .storage import download, local_path, sha256_file
 
 IGNORE = -100
-FORMATS = ("prompt-completion", "chat", "text")
 
 
 @dataclass

@@ -23,6 +23,8 @@ from kubetune_trainer.storage import S3Storage
 
 from .harness import Run, config, finish, kill_group, launch, start, wait_for
 
+pytestmark = pytest.mark.e2e
+
 # Resumed weights must equal the uninterrupted run's. DeepSpeed restores fp32 master weights,
 # Adam moments and the LR schedule exactly, the data order is a pure function of the step, the
 # checkpoint carries each rank's RNG states (dropout masks continue where they were), and
