@@ -36,16 +36,18 @@ def build_engine(
     cuda: bool,
     load_model: Callable[[dict[str, Any]], Any],
     total_steps: int,
+    adapter_dir: str | None = None,
 ) -> Built:
-    """levers -> DeepSpeed config -> load_model(config) -> levers on the model -> method ->
-    activation checkpointing -> compiled layers -> engine -> after-engine fix-ups."""
+    """levers -> DeepSpeed config -> load_model(config) -> levers on the model -> method (an
+    adapter source in `adapter_dir` continued or merged) -> activation checkpointing ->
+    compiled layers -> engine -> after-engine fix-ups."""
     zero = cfg.deepspeed.zero_stage
     levers = perf.resolve(cfg.perf, cuda, cfg.training.gradient_checkpointing)
     conf = engine_mod.ds_config(cfg, world_size, precision, perf.ds_settings(levers, zero))
     model = load_model(conf)
     applied = perf.apply(model, levers)
     model = model_mod.apply_method(
-        model, cfg.method, cfg.training.seed, levers.checkpoint_every > 0
+        model, cfg.method, cfg.training.seed, levers.checkpoint_every > 0, adapter_dir
     )
     if levers.checkpoint_every > 1:  # selective; full checkpointing is apply_method's
         perf.checkpoint_layers(model, levers.checkpoint_every)

@@ -41,8 +41,9 @@ class ModelConfig(_Config):
     )
     revision: str | None = Field(None, description="Hub revision for hf:// sources.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "bfloat16",
-        description="dtype the weights are loaded in (fp32 master weights come from DeepSpeed).",
+        "auto",
+        description="dtype the weights are read in (model.load_dtype checks it against the "
+        "precision; fp32 master weights come from DeepSpeed).",
     )
     trust_remote_code: bool = Field(False, description="Allow model repository code to run.")
     storage: StorageConfig = Field(

@@ -36,6 +36,9 @@ ATTEMPT_ENV = "KUBETUNE_ATTEMPT"
 """The attempt number, set on every worker (fault hooks match on it)."""
 JOB_NAME_ENV = "KUBETUNE_JOB_NAME"
 NAMESPACE_ENV = "KUBETUNE_NAMESPACE"
+GRACE_ENV = "KUBETUNE_GRACE_SECONDS"
+"""Seconds a worker has after SIGTERM (its pod's terminationGracePeriodSeconds): the operator
+reads its setting from it and renders it into every worker; the launcher gives it to torchrun."""
 EXIT_DIR_ENV = "KUBETUNE_EXIT_DIR"
 """Folder where each rank leaves its exit code for the launcher (torchrun itself exits 1)."""
 

@@ -29,6 +29,7 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kubetune-operator"
 FIELD_MANAGER = "kubetune-operator"
 
+TRAINER_METRICS_PORT_NAME = "metrics"  # of local rank 0; rank r's is metrics-r (the chart's too)
 OPERATOR_METRICS_PORT = 8080
 
 # Longest job name: pod hostnames "<name>-a<attempt>-<index>" must fit a 63-char DNS label.

@@ -12,6 +12,7 @@ from kubetune_operator.reconcile.plan import Plan
 from kubetune_trainer.contract import (
     ATTEMPT_ENV,
     CONFIG_ENV,
+    GRACE_ENV,
     HUB_TOKEN_KEY,
     JOB_NAME_ENV,
     NAMESPACE_ENV,
@@ -21,7 +22,8 @@ from kubetune_trainer.contract import (
 
 
 def torchrun_env(plan: Plan, node_rank: int, master_addr: str, master_port: int) -> dict[str, str]:
-    """Rendezvous variables torchrun and DeepSpeed read, plus the job identity."""
+    """Rendezvous variables torchrun and DeepSpeed read, the job identity, and the pod's
+    termination grace period (the time a SIGTERM leaves the trainer to save a checkpoint)."""
     return {
         "MASTER_ADDR": master_addr,
         "MASTER_PORT": str(master_port),
@@ -33,6 +35,7 @@ def torchrun_env(plan: Plan, node_rank: int, master_addr: str, master_port: int)
         JOB_NAME_ENV: plan.name,
         NAMESPACE_ENV: plan.namespace,
         ATTEMPT_ENV: str(plan.attempt),
+        GRACE_ENV: str(plan.grace_seconds),
         "PYTHONUNBUFFERED": "1",
     }
 

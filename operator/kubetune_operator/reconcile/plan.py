@@ -29,7 +29,7 @@ from kubetune_trainer.config import (
     TrainerConfig,
     TrainingConfig,
 )
-from kubetune_trainer.contract import CONFIG_FILE_NAME, StoreName
+from kubetune_trainer.contract import CONFIG_FILE_NAME, GRACE_ENV, StoreName
 
 PVC_MOUNT_ROOT = "/mnt/kubetune/pvc"
 CONFIG_DIR = "/etc/kubetune"
@@ -51,9 +51,7 @@ class OperatorSettings:
         return cls(
             trainer_image=os.environ.get("KUBETUNE_TRAINER_IMAGE", cls.trainer_image),
             image_pull_policy=os.environ.get("KUBETUNE_TRAINER_IMAGE_PULL_POLICY") or None,
-            termination_grace_seconds=int(
-                os.environ.get("KUBETUNE_GRACE_SECONDS", cls.termination_grace_seconds)
-            ),
+            termination_grace_seconds=int(os.environ.get(GRACE_ENV, cls.termination_grace_seconds)),
         )
 
 
