@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonDict
 
 from kubetune_operator.api.constants import MAX_JOB_NAME_LENGTH
+from kubetune_operator.decode import depth_of
 
 URI_PATTERN = r"^(hf|s3|pvc|file|ftj)://[^\s]+$"
 STORAGE_URI_PATTERN = r"^(s3|pvc|file)://[^\s]+$"
@@ -70,6 +71,18 @@ def _needs_gpu_rule(lever: str) -> dict[str, str]:
 
 
 PRESERVE: JsonDict = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+# Deepest nesting of a free-form object (a DeepSpeed config nests 3 or 4 levels); deeper ones
+# are refused before anything copies or serializes them (kubetune_operator.decode).
+MAX_FREE_FORM_DEPTH = 16
+
+
+def shallow(value: Any) -> Any:
+    """A free-form value nested at most MAX_FREE_FORM_DEPTH levels, or a ValueError."""
+    if value is not None and depth_of(value) > MAX_FREE_FORM_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_FREE_FORM_DEPTH} levels")
+    return value
+
+
 INT_OR_STRING: JsonDict = {"x-kubernetes-int-or-string": True}
 
 
@@ -448,6 +461,8 @@ class DeepSpeedSpec(ApiModel):
         json_schema_extra=PRESERVE,
     )
 
+    _shallow_config = field_validator("config")(shallow)
+
 
 class EnvVarSpec(ApiModel):
     """An environment variable for the trainer containers (a core/v1 EnvVar)."""
@@ -459,6 +474,8 @@ class EnvVarSpec(ApiModel):
         description="Source of the value (secretKeyRef, configMapKeyRef, fieldRef).",
         json_schema_extra=PRESERVE,
     )
+
+    _shallow_value_from = field_validator("value_from")(shallow)
 
 
 class ResourcesSpec(ApiModel):
@@ -537,6 +554,8 @@ class ResourcesSpec(ApiModel):
         pattern=QUANTITY_PATTERN,
         max_length=32,
     )
+
+    _shallow_pod_fields = field_validator("tolerations", "affinity")(shallow)
 
     @field_validator("node_selector", "requests", "limits", mode="before")
     @classmethod
