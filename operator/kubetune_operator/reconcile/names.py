@@ -35,3 +35,8 @@ def pod_group(job: str, attempt: int) -> str:
 def master_host(job: str, attempt: int, namespace: str) -> str:
     """DNS name of worker 0 (the rendezvous master) through the headless Service."""
     return f"{worker_pod(job, attempt, 0)}.{service(job)}.{namespace}.svc"
+
+
+CHECKPOINT_KEY_SECRET = "kubetune-checkpoint-key"
+"""The Secret in each namespace whose key signs and verifies its jobs' checkpoints; the operator
+creates it when a job with spec.checkpoint first starts there and never rewrites it."""

@@ -1,0 +1,183 @@
+"""Objects a job author (or its trainer) can write that must not stop the operator or reach past
+the job: deep nesting, name conflicts with foreign objects, forged status."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from kubetune_operator.api import constants as c
+from tests.harness import ControlPlane, eventually
+from tests.k8s.operator.conftest import BASE_SPEC, Cluster, Operator
+
+pytestmark = pytest.mark.k8s
+
+
+def phase_is(cluster: Cluster, name: str, phase: str) -> Any:
+    return lambda: cluster.status(name) if cluster.status(name).get("phase") == phase else None
+
+
+def deep_job(name: str, depth: int) -> str:
+    """A FineTuneJob whose spec.deepspeed.config nests `depth` objects, as raw JSON (the
+    kubernetes client itself could not serialize it)."""
+    spec = json.dumps({**BASE_SPEC, "deepspeed": {"config": "@"}})
+    nested = '{"a":' * depth + "1" + "}" * depth
+    body = {"apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": name}}
+    return json.dumps({**body, "spec": "@"}).replace('"@"', spec).replace('"@"', nested)
+
+
+def create_raw(cp: ControlPlane, namespace: str, body: str, dry_run: bool = False) -> str | None:
+    """POST a job as raw JSON text (kubectl create --raw); the refusal, or None if stored."""
+    path = f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{namespace}/{c.PLURAL}"
+    out = cp.kubectl(
+        "create", "--raw", path + ("?dryRun=All" if dry_run else ""), "-f", "-",
+        input=body, check=False,
+    )  # fmt: skip
+    return None if out.returncode == 0 else out.stderr
+
+
+def status_by_kubectl(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
+    """A job's status as kubectl prints it (the Python client cannot decode the deep job)."""
+    out = cp.kubectl("get", c.PLURAL, name, "-n", namespace, "-o", "jsonpath={.status}")
+    return dict(json.loads(out.stdout or "{}"))
+
+
+def deepest_admitted(cp: ControlPlane, namespace: str) -> int:
+    """The deepest spec.deepspeed.config the apiserver stores (binary search with dry runs)."""
+    low, high = 1, 20000
+    while low < high:
+        mid = (low + high + 1) // 2
+        if create_raw(cp, namespace, deep_job("probe", mid), dry_run=True) is None:
+            low = mid
+        else:
+            high = mid - 1
+    return low
+
+
+def test_deepest_job_the_apiserver_admits_fails_alone(
+    control_plane: ControlPlane, cluster: Cluster, operator: Operator
+) -> None:
+    """A job nested as deep as the apiserver admits gets Failed/InvalidSpec naming the field;
+    the operator stays up (also across a restart, whose initial listing holds that job) and a
+    job running beside it succeeds."""
+    cluster.create_job("other")
+    eventually(lambda: len(cluster.pod_names("other")) == 2, 30, "other's pods", operator.log)
+    cluster.set_gang("other", "Running")
+    eventually(phase_is(cluster, "other", "Running"), 30, "other running", operator.log)
+
+    depth = deepest_admitted(control_plane, cluster.ns)
+    assert create_raw(control_plane, cluster.ns, deep_job("deep", depth)) is None
+    print(f"deepest spec.deepspeed.config the apiserver admits: {depth} levels")
+
+    def failed() -> dict[str, Any] | None:
+        st = status_by_kubectl(control_plane, cluster.ns, "deep")
+        return st if st.get("phase") == "Failed" else None
+
+    st = eventually(failed, 60, "deep job Failed", operator.log)
+    assert st["lastFailure"]["reason"] == "InvalidSpec"
+    assert "spec.deepspeed.config: nested deeper than" in st["message"], st["message"]
+    assert cluster.pod_names("deep") == []
+    eventually(
+        lambda: any(
+            e.reason == "InvalidSpec"
+            for e in cluster.core.list_namespaced_event(
+                cluster.ns, field_selector="involvedObject.name=deep"
+            ).items
+        ),
+        30,
+        "an InvalidSpec event",
+        operator.log,
+    )
+
+    operator.kill()
+    operator.start(min_passes=1)  # the initial listing holds the deep job
+    cluster.set_gang("other", "Succeeded")
+    eventually(phase_is(cluster, "other", "Succeeded"), 60, "other Succeeded", operator.log)
+    assert operator.passes() > 0  # still answering
+    assert "RecursionError" not in operator.log.read_text()
+
+
+def test_a_namesake_the_job_does_not_own_is_never_taken_over(
+    cluster: Cluster, operator: Operator
+) -> None:
+    """Objects someone else made under the names of the job's children keep their content and
+    owners; the job reports the conflict, and proceeds once they are gone."""
+    ns = cluster.ns
+    rules = [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}]
+    cluster.core.create_namespaced_service_account(ns, {"metadata": {"name": "victim-trainer"}})
+    cluster.rbac.create_namespaced_role(
+        ns, {"metadata": {"name": "victim-trainer"}, "rules": rules}
+    )
+    cluster.core.create_namespaced_service(
+        ns,
+        {
+            "metadata": {"name": "victim-workers"},
+            "spec": {"selector": {"app": "db"}, "ports": [{"port": 5432}]},
+        },
+    )
+    cluster.create_job("victim")
+
+    def conflict() -> dict[str, Any] | None:
+        conds = {x["type"]: x for x in cluster.status("victim").get("conditions", [])}
+        return (
+            conds.get("NameConflict")
+            if conds.get("NameConflict", {}).get("status") == "True"
+            else None
+        )
+
+    cond = eventually(conflict, 30, "NameConflict condition", operator.log)
+    assert "victim-trainer exists and does not belong to this job" in cond["message"], cond
+    assert cluster.status("victim")["phase"] == "Pending"
+    sa = cluster.raw(cluster.core.read_namespaced_service_account("victim-trainer", ns))
+    role = cluster.raw(cluster.rbac.read_namespaced_role("victim-trainer", ns))
+    svc = cluster.raw(cluster.core.read_namespaced_service("victim-workers", ns))
+    for obj in (sa, role, svc):
+        assert not obj["metadata"].get("ownerReferences"), obj["metadata"]
+    assert role["rules"] == rules
+    assert svc["spec"]["selector"] == {"app": "db"}
+    assert cluster.pod_names("victim") == []
+
+    cluster.core.delete_namespaced_service_account("victim-trainer", ns)
+    cluster.rbac.delete_namespaced_role("victim-trainer", ns)
+    cluster.core.delete_namespaced_service("victim-workers", ns)
+    eventually(lambda: len(cluster.pod_names("victim")) == 2, 60, "pods after", operator.log)
+    conds = {x["type"]: x["status"] for x in cluster.status("victim")["conditions"]}
+    eventually(
+        lambda: (
+            {x["type"]: x["status"] for x in cluster.status("victim")["conditions"]}.get(
+                "NameConflict"
+            )
+            == "False"
+        ),
+        30,
+        "NameConflict resolved",
+        operator.log,
+    )
+    assert "Failed" not in conds
+
+
+def test_a_downstream_job_takes_the_upstream_output_from_its_spec_not_its_status(
+    cluster: Cluster, operator: Operator
+) -> None:
+    """Whatever the upstream's status claims (a trainer token may write status), an ftj://
+    source resolves to the output the upstream job's spec declares."""
+    cluster.create_job("base")
+    eventually(lambda: len(cluster.pod_names("base")) == 2, 30, "base pods", operator.log)
+    forged = {"status": {"phase": "Succeeded", "output": {"uri": "pvc://other-team/weights"}}}
+    cluster.custom.patch_namespaced_custom_object_status(
+        c.GROUP, c.VERSION, cluster.ns, c.PLURAL, "base", forged
+    )
+    cluster.create_job("next", model={"source": "ftj://base"})
+    eventually(lambda: len(cluster.pod_names("next")) == 2, 30, "next pods", operator.log)
+    config = cluster.core.read_namespaced_config_map("next-a1-config", cluster.ns)
+    trainer = json.loads(config.data["trainer.json"])
+    assert trainer["model"]["source"] == BASE_SPEC["output"]["uri"]
+    pod = cluster.pods("next")[0]
+    claims = [
+        v["persistentVolumeClaim"]["claimName"]
+        for v in pod["spec"]["volumes"]
+        if "persistentVolumeClaim" in v
+    ]
+    assert "other-team" not in claims
