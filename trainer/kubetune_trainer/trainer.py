@@ -19,6 +19,8 @@ from . import model as model_mod
 from . import perf as perf_mod
 from .checkpoint.manager import CheckpointManager, Restored
 from .checkpoint.manifest import reads_every_shard
+from .checkpoint.seal import Seal
+from .checkpoint.seal import from_env as seal_from_env
 from .config import TrainerConfig
 from .dist import DistEnv
 from .flops import flops_per_token
@@ -41,6 +43,13 @@ def job_key(cfg: TrainerConfig) -> str:
     return hashlib.sha256(f"{cfg.job.namespace}/{cfg.job.name}/{cfg.job.uid}".encode()).hexdigest()[
         :12
     ]
+
+
+def checkpoint_seal(cfg: TrainerConfig) -> Seal:
+    """What signs and verifies this job's checkpoints: the namespace's key from the env (bad
+    input when checkpoints are on and it is missing) and the job's namespace/name."""
+    job = f"{cfg.job.namespace}/{cfg.job.name}"
+    return seal_from_env(job) if cfg.checkpoint.uri else Seal(b"", job)
 
 
 def median_step(ends: list[float], skip: int = 3) -> float | None:
@@ -119,7 +128,12 @@ class Trainer:
             getattr(self.engine, "dp_world_size", env.world_size) != env.world_size
         )
         self.ckpt = CheckpointManager(
-            cfg.checkpoint, env.rank, env.world_size, job_key(cfg), every_shard
+            cfg.checkpoint,
+            env.rank,
+            env.world_size,
+            job_key(cfg),
+            checkpoint_seal(cfg),
+            every_shard,
         )
         state = loop.LoopState()
         self.restored = (
