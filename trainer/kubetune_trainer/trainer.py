@@ -26,6 +26,7 @@ from .dist import DistEnv
 from .flops import flops_per_token
 from .metrics import Metrics, memory_bytes, metrics_port, mfu, peak_flops
 from .progress import ConsoleSink, FileSink, KubernetesSink, Progress, Sink
+from .redact import redact
 
 log = logging.getLogger("kubetune_trainer")
 
@@ -424,7 +425,7 @@ class Trainer:
         trainable = self.trainable_params()
         return {
             "job": cfg.job.model_dump(),
-            "spec": cfg.spec,
+            "spec": redact(cfg.spec),  # already without secrets; a config from elsewhere too
             "model": {
                 "source": cfg.model.source,
                 "revision": cfg.model.revision,
@@ -475,6 +476,6 @@ class Trainer:
                 "files_fetched_per_rank": shares["fetched"] if self.restored else None,
                 "committed_steps": self.ckpt.committed_steps,
             },
-            "deepspeed_config": self.ds_config,
+            "deepspeed_config": redact(self.ds_config),
             "software": export_mod.software_versions(),
         }

@@ -17,6 +17,7 @@ from pydantic.json_schema import JsonDict
 
 from kubetune_operator.api.constants import MAX_JOB_NAME_LENGTH
 from kubetune_operator.decode import depth_of
+from kubetune_trainer.redact import looks_secret
 
 URI_PATTERN = r"^(hf|s3|pvc|file|ftj)://[^\s]+$"
 STORAGE_URI_PATTERN = r"^(s3|pvc|file)://[^\s]+$"
@@ -74,6 +75,27 @@ PRESERVE: JsonDict = {"type": "object", "x-kubernetes-preserve-unknown-fields": 
 # Deepest nesting of a free-form object (a DeepSpeed config nests 3 or 4 levels); deeper ones
 # are refused before anything copies or serializes them (kubetune_operator.decode).
 MAX_FREE_FORM_DEPTH = 16
+
+
+def credential_keys(value: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the keys in `value` whose name looks like a credential's."""
+    found: list[str] = []
+    stack: list[tuple[Any, str]] = [(value, prefix)]
+    while stack:
+        node, path = stack.pop()
+        items = (
+            node.items()
+            if isinstance(node, dict)
+            else enumerate(node)
+            if isinstance(node, list)
+            else ()
+        )
+        for key, child in items:
+            here = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and looks_secret(key):
+                found.append(here)
+            stack.append((child, here))
+    return sorted(found)
 
 
 def shallow(value: Any) -> Any:
@@ -462,6 +484,18 @@ class DeepSpeedSpec(ApiModel):
     )
 
     _shallow_config = field_validator("config")(shallow)
+
+    @field_validator("config")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The config travels in a ConfigMap: a credential there would be readable by anyone
+        who can read ConfigMaps. DeepSpeed's monitors read their keys from the env too."""
+        for path in credential_keys(value or {}):
+            raise ValueError(
+                f"key {path} looks like a credential: a ConfigMap is no place for it; pass it "
+                "by env from a Secret (spec.resources.env valueFrom.secretKeyRef)"
+            )
+        return value
 
 
 class EnvVarSpec(ApiModel):

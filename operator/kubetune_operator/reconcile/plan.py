@@ -31,6 +31,7 @@ from kubetune_trainer.config import (
     TrainerConfig,
     TrainingConfig,
 )
+from kubetune_trainer.redact import redact
 
 PVC_MOUNT_ROOT = "/mnt/kubetune/pvc"
 CONFIG_DIR = "/etc/kubetune"
@@ -327,7 +328,7 @@ def resolve(
             progress_interval_seconds=settings.progress_interval_seconds,
             metrics_port=c.TRAINER_METRICS_PORT,
         ),
-        spec=spec.model_dump(by_alias=True, exclude_unset=True, mode="json"),
+        spec=redact(spec.model_dump(by_alias=True, exclude_unset=True, mode="json")),
     )
     return Plan(
         name=meta.name,

@@ -235,3 +235,16 @@ def test_every_setting_the_chart_passes_is_read_by_the_operator(tmp_path: Path) 
     unread = [n for n in names if n != "KUBETUNE_OPERATOR_MODULE" and n not in source]
     assert names and not unread, f"set by the chart but read by no operator code: {unread}"
     assert "$KUBETUNE_OPERATOR_MODULE" in container["args"][0]
+
+
+def test_status_guard_covers_every_operator_owned_status_field(tmp_path: Path) -> None:
+    """The admission policy and the operator's list of the status fields it owns are one list."""
+    from kubetune_operator.reconcile.status import OPERATOR_OWNED
+
+    policy = by_kind(render(tmp_path, []), "ValidatingAdmissionPolicy")[0]
+    guarded = [
+        v["message"].split()[0].removeprefix("status.") for v in policy["spec"]["validations"]
+    ]
+    assert guarded == list(OPERATOR_OWNED)
+    condition = policy["spec"]["matchConditions"][0]["expression"]
+    assert "system:serviceaccount:kubetune:kt-kubetune" in condition
