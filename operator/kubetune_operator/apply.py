@@ -50,11 +50,12 @@ class Writer:
     def __init__(self, api: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api)
         self.rbac = client.RbacAuthorizationV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 
     def apply(self, obj: dict[str, Any]) -> None:
         """Server-side apply one supporting child (ServiceAccount, Role, RoleBinding, ConfigMap,
-        Service) that exists already; pods are only ever created."""
+        Service, NetworkPolicy) that exists already; pods are only ever created."""
         kind, meta = obj["kind"], obj["metadata"]
         patchers = {
             "ServiceAccount": self.core.patch_namespaced_service_account,
@@ -62,6 +63,7 @@ class Writer:
             "Service": self.core.patch_namespaced_service,
             "Role": self.rbac.patch_namespaced_role,
             "RoleBinding": self.rbac.patch_namespaced_role_binding,
+            "NetworkPolicy": self.networking.patch_namespaced_network_policy,
         }
         with metrics.api_call("apply"):
             done(
@@ -90,6 +92,7 @@ class Writer:
             "Pod": self.core.create_namespaced_pod,
             "Role": self.rbac.create_namespaced_role,
             "RoleBinding": self.rbac.create_namespaced_role_binding,
+            "NetworkPolicy": self.networking.create_namespaced_network_policy,
         }
         with metrics.api_call("create"):
             try:
@@ -118,13 +121,14 @@ class Writer:
         """Raise ForeignObject unless the existing object of `obj`'s name is controlled by the
         same job (uid) as `obj`; gone meanwhile is fine (the next pass creates it)."""
         kind, meta = obj["kind"], obj["metadata"]
-        readers = {
+        readers: dict[str, Any] = {
             "ServiceAccount": self.core.read_namespaced_service_account,
             "ConfigMap": self.core.read_namespaced_config_map,
             "Service": self.core.read_namespaced_service,
             "Pod": self.core.read_namespaced_pod,
             "Role": self.rbac.read_namespaced_role,
             "RoleBinding": self.rbac.read_namespaced_role_binding,
+            "NetworkPolicy": self.networking.read_namespaced_network_policy,
         }
         try:
             with metrics.api_call("get"):
@@ -158,7 +162,10 @@ class Writer:
             try:
                 done(
                     self.core.create_namespaced_secret(
-                        namespace, body, field_manager=c.FIELD_MANAGER, _preload_content=False
+                        namespace,
+                        body,  # type: ignore[arg-type]
+                        field_manager=c.FIELD_MANAGER,
+                        _preload_content=False,
                     )
                 )
             except client.ApiException as err:

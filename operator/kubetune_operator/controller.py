@@ -18,6 +18,7 @@ from typing import Any
 from kubernetes.client import ApiException
 
 from kubetune_operator import metrics
+from kubetune_operator.api.status import TERMINAL_PHASES
 from kubetune_operator.apply import ForeignObject, Writer
 from kubetune_operator.fetch import Reader
 from kubetune_operator.reconcile import names
@@ -25,6 +26,7 @@ from kubetune_operator.reconcile.parse import InvalidSpec, parse_job
 from kubetune_operator.reconcile.plan import (
     OperatorSettings,
     output_location,
+    policy_violations,
     resolve,
     upstream_job,
 )
@@ -115,6 +117,12 @@ class Controller:
                 self._refuse(body, status, str(err))
                 metrics.record_phase(namespace, name, "Failed")
                 return None
+            if not status.get("startTime") and status.get("phase") not in TERMINAL_PHASES:
+                problems = policy_violations(job.spec, self.settings)  # before the first attempt
+                if problems:
+                    self._refuse(body, status, "; ".join(problems), "PolicyViolation")
+                    metrics.record_phase(namespace, name, "Failed")
+                    return None
             upstream = self._upstream(namespace, name, job.spec.model.source)
             pods = self.reader.pods(namespace, name, body["metadata"].get("uid"))
             conflict = self.conflicts.get((namespace, name))
@@ -123,15 +131,23 @@ class Controller:
             metrics.record_phase(namespace, name, decision.status.get("phase"))
             return decision.requeue_after
 
-    def _refuse(self, body: dict[str, Any], status: dict[str, Any], message: str) -> None:
-        """Fail a job whose spec cannot be planned: status Failed/InvalidSpec, and a Warning
-        event the first time (kubectl describe shows why)."""
-        desired = invalid_spec(status, body["metadata"].get("generation"), message, self.clock())
+    def _refuse(
+        self,
+        body: dict[str, Any],
+        status: dict[str, Any],
+        message: str,
+        reason: str = "InvalidSpec",
+    ) -> None:
+        """Fail a job whose spec cannot be planned (InvalidSpec) or that the platform policy
+        does not allow (PolicyViolation): status Failed with that reason, and a Warning event
+        the first time (kubectl describe shows why)."""
+        generation = body["metadata"].get("generation")
+        desired = invalid_spec(status, generation, message, self.clock(), reason)
         if self._write_status(body, status, desired) and status.get("phase") != "Failed":
             try:
-                self.writer.post_event(body, Event("Warning", "InvalidSpec", message))
+                self.writer.post_event(body, Event("Warning", reason, message))
             except Exception:  # an event is a courtesy; the status says it all
-                log.warning("could not post the InvalidSpec event", exc_info=True)
+                log.warning("could not post the %s event", reason, exc_info=True)
 
     def dependents(self, namespace: str, name: str) -> list[str]:
         """Jobs in `namespace` waiting for the model of job `name`."""

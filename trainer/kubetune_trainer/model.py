@@ -40,7 +40,9 @@ def fetch_resolved(
     if parsed.scheme == "hf":
         ref = hub.parse(source, "model.source", dataset=False)
         rev = hub.pick_revision(ref, revision, "model.revision")
-        snap = hub.download(ref, rev, "model", "model.source")
+        snap = hub.download(
+            ref, rev, "model", "model.source", (storage or StorageConfig()).endpoint
+        )
         folder = snap.local / ref.path if ref.path else snap.local
         if not (folder / "config.json").is_file():
             raise BadInputError(f"model.source {source!r}: no config.json at commit {snap.commit}")

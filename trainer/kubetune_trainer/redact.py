@@ -56,6 +56,20 @@ def redact(value: Any) -> Any:
     return {k: REDACTED if looks_secret(str(k)) else redact(v) for k, v in value.items()}
 
 
+def redacted_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A FineTuneJob spec (camelCase JSON) to copy into a ConfigMap or a run card: env values
+    and credential-looking keys of deepspeed.config redacted, the rest as it is (a
+    toleration's or a selector's `key` is no credential)."""
+    out = dict(spec)
+    resources = out.get("resources")
+    if isinstance(resources, dict) and resources.get("env"):
+        out["resources"] = {**resources, "env": redact(resources["env"])}
+    ds = out.get("deepspeed")
+    if isinstance(ds, dict) and ds.get("config"):
+        out["deepspeed"] = {**ds, "config": redact(ds["config"])}
+    return out
+
+
 def secret_values(env: Mapping[str, str] = os.environ) -> list[str]:
     """Values of the environment's credential variables (long enough to be worth hiding)."""
     return sorted({v for k, v in env.items() if looks_secret(k) and len(v) >= 6}, key=len)[::-1]

@@ -26,7 +26,7 @@ from .dist import DistEnv
 from .flops import flops_per_token
 from .metrics import Metrics, memory_bytes, metrics_port, mfu, peak_flops
 from .progress import ConsoleSink, FileSink, KubernetesSink, Progress, Sink
-from .redact import redact
+from .redact import redact, redacted_spec
 
 log = logging.getLogger("kubetune_trainer")
 
@@ -425,7 +425,7 @@ class Trainer:
         trainable = self.trainable_params()
         return {
             "job": cfg.job.model_dump(),
-            "spec": redact(cfg.spec),  # already without secrets; a config from elsewhere too
+            "spec": redacted_spec(cfg.spec),  # already without secrets; a config from elsewhere too
             "model": {
                 "source": cfg.model.source,
                 "revision": cfg.model.revision,

@@ -91,6 +91,9 @@ Enforcement admission plugin is on (OpenShift); it changes no object by itself.
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
   verbs: ["get", "create", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["events"]
   verbs: ["create"]
@@ -101,4 +104,19 @@ Enforcement admission plugin is on (OpenShift); it changes no object by itself.
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
   verbs: ["list", "watch", "patch"]
+{{- end -}}
+
+{{/*
+"true" when jobs get a NetworkPolicy: networkPolicy.enabled, or with auto, when the cluster
+serves the API group of a network plugin that enforces NetworkPolicies.
+*/}}
+{{- define "kubetune.networkPolicy" -}}
+{{- $on := .Values.networkPolicy.enabled -}}
+{{- if eq (toString $on) "auto" -}}
+{{- $on = false -}}
+{{- range list "cilium.io/v2" "crd.projectcalico.org/v1" "projectcalico.org/v3" "crd.antrea.io/v1beta1" -}}
+{{- if $.Capabilities.APIVersions.Has . }}{{ $on = true }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- toString $on -}}
 {{- end -}}

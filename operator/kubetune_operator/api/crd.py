@@ -15,6 +15,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from kubetune_operator.api import constants as c
+from kubetune_operator.api import guards
 from kubetune_operator.api.spec import JOB_NAME_PATTERN, MAX_JOB_NAME_LENGTH, FineTuneJobSpec
 from kubetune_operator.api.status import FineTuneJobStatus
 
@@ -148,7 +149,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 
 def build_crd() -> dict[str, Any]:
     """The FineTuneJob CRD as a plain dict, ready to dump as YAML."""
-    spec_schema = model_schema(FineTuneJobSpec)
+    spec_schema = guards.attach(model_schema(FineTuneJobSpec))
     spec_schema["description"] = (
         "What to fine-tune, on what data, how, and where checkpoints and the model go. "
         "Immutable after creation except runPolicy.suspend."

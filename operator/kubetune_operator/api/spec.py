@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonDict
 
+from kubetune_operator.api import guards
 from kubetune_operator.api.constants import MAX_JOB_NAME_LENGTH
 from kubetune_operator.decode import depth_of
 from kubetune_trainer.redact import looks_secret
@@ -151,8 +152,9 @@ class ModelSpec(ApiModel):
     )
     endpoint: str | None = Field(
         None,
-        description="S3 endpoint URL of the source's store (MinIO, Ceph, ...); never taken "
-        "from checkpoint.endpoint.",
+        description="Endpoint URL of the source's store: an S3-compatible store (MinIO, Ceph, "
+        "...) for s3:// and ftj://, a private hub or mirror for hf:// (default: the public "
+        "Hub); never taken from checkpoint.endpoint. The platform policy may restrict it.",
         max_length=1024,
     )
     region: str | None = Field(None, description="S3 region of the source's store.", max_length=64)
@@ -217,7 +219,9 @@ class DatasetSpec(ApiModel):
     )
     endpoint: str | None = Field(
         None,
-        description="S3 endpoint URL of the data's store; never taken from checkpoint.endpoint.",
+        description="Endpoint URL of the data's store: S3-compatible for s3://, a private hub "
+        "or mirror for hf://; never taken from checkpoint.endpoint. The platform policy may "
+        "restrict it.",
         max_length=1024,
     )
     region: str | None = Field(None, description="S3 region of the data's store.", max_length=64)
@@ -849,8 +853,9 @@ class FineTuneJobSpec(ApiModel):
 
     @model_validator(mode="after")
     def _cross_field(self) -> FineTuneJobSpec:
-        """Offline twin of the CEL rules above (same messages)."""
-        for problem in cross_field_problems(self):
+        """Offline twin of the CEL rules above and of the guards (same messages)."""
+        as_json = self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        for problem in [*cross_field_problems(self), *guards.problems(as_json)]:
             raise ValueError(problem)
         return self
 

@@ -31,6 +31,7 @@ FailureReason = Literal[
     "BackoffLimitExceeded",
     "Stalled",
     "InvalidSpec",
+    "PolicyViolation",
     "ImagePullError",
     "ContainerConfigError",
     "Unknown",

@@ -22,6 +22,11 @@ def config_map(job: str, attempt: int) -> str:
     return f"{job}-a{attempt}-config"
 
 
+def network_policy(job: str) -> str:
+    """NetworkPolicy that lets the job's workers take connections only from each other."""
+    return f"{job}-workers"
+
+
 def trainer_identity(job: str) -> str:
     """ServiceAccount, Role and RoleBinding the workers use to report progress."""
     return f"{job}-trainer"

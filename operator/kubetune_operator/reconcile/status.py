@@ -472,15 +472,20 @@ def _progress_phase(p: _Pass, obs: Observation, attempt: int) -> None:
 
 
 def invalid_spec(
-    job_status: dict[str, Any], generation: int | None, message: str, now: datetime
+    job_status: dict[str, Any],
+    generation: int | None,
+    message: str,
+    now: datetime,
+    reason: str = "InvalidSpec",
 ) -> dict[str, Any]:
-    """Status of a job whose spec cannot be planned: Failed with reason InvalidSpec."""
+    """Status of a job whose spec cannot be planned (reason InvalidSpec) or that the platform
+    policy does not allow (PolicyViolation): Failed before any worker starts."""
     st = owned(job_status)
     now_s = format_time(now)
     st.update(phase="Failed", message=message, observedGeneration=generation)
     st.setdefault("completionTime", now_s)
-    st["lastFailure"] = {"reason": "InvalidSpec", "message": message[:4096], "time": now_s}
+    st["lastFailure"] = {"reason": reason, "message": message[:4096], "time": now_s}
     st["conditions"] = set_condition(
-        st.get("conditions", []), "Failed", True, "InvalidSpec", message[:4096], now_s, generation
+        st.get("conditions", []), "Failed", True, reason, message[:4096], now_s, generation
     )
     return st

@@ -4,9 +4,11 @@ the job: deep nesting, name conflicts with foreign objects, forged status."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
+from kubernetes import client
 
 from kubetune_operator.api import constants as c
 from tests.harness import ControlPlane, eventually
@@ -181,3 +183,85 @@ def test_a_downstream_job_takes_the_upstream_output_from_its_spec_not_its_status
         if "persistentVolumeClaim" in v
     ]
     assert "other-team" not in claims
+
+
+def test_each_job_gets_a_network_policy_around_its_workers(
+    control_plane: ControlPlane, crd_installed: str, cluster: Cluster, tmp_path: Path
+) -> None:
+    """Where the cluster enforces them (the chart turns this on), a job's workers take
+    connections only from each other, and scrapes of their metrics port only from the
+    monitoring namespace."""
+    settings = {"KUBETUNE_NETWORK_POLICY": "true", "KUBETUNE_METRICS_NAMESPACE": "monitoring"}
+    op = Operator(control_plane, cluster.ns, tmp_path / "operator.log", settings)
+    op.start()
+    try:
+        job = cluster.create_job("fenced")
+        eventually(lambda: len(cluster.pod_names("fenced")) == 2, 30, "pods", op.log)
+    finally:
+        op.stop()
+    policy = cluster.raw(
+        client.NetworkingV1Api(cluster.api).read_namespaced_network_policy(
+            "fenced-workers", cluster.ns
+        )
+    )
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    workers = {"matchLabels": {c.LABEL_JOB: "fenced", c.LABEL_ROLE: "worker"}}
+    spec = policy["spec"]
+    assert spec["podSelector"] == workers and spec["policyTypes"] == ["Ingress"]
+    peers, scrapes = spec["ingress"]
+    assert peers == {"from": [{"podSelector": workers}]}
+    assert scrapes["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
+    assert scrapes["ports"] == [{"port": c.TRAINER_METRICS_PORT, "protocol": "TCP"}]
+    for pod in cluster.pods("fenced"):  # the policy selects every worker
+        labels = pod["metadata"]["labels"]
+        assert all(labels[k] == v for k, v in workers["matchLabels"].items())
+
+
+def test_a_job_reaches_only_the_endpoints_and_code_the_platform_allows(
+    control_plane: ControlPlane, crd_installed: str, cluster: Cluster, tmp_path: Path
+) -> None:
+    """Env that would send a job's credentials elsewhere is refused by the apiserver; endpoints
+    and remote code beyond the platform policy fail the job before any pod exists."""
+    hub = {"source": "hf://org/model", "credentialsSecret": "hf-token"}
+    for name in ("HF_ENDPOINT", "AWS_ENDPOINT_URL"):
+        env = [{"name": name, "value": "https://collector.example.org"}]
+        with pytest.raises(client.ApiException) as refused:
+            cluster.create_job("exfil", model=hub, resources={"env": env})
+        assert f"spec.resources.env: {name}: names kubetune reserves" in str(refused.value.body)
+
+    policy = {
+        "allowedEndpoints": {"checkpoint": ["http://minio.storage:9000"]},
+        "allowTrustRemoteCode": False,
+    }
+    op = Operator(
+        control_plane,
+        cluster.ns,
+        tmp_path / "operator.log",
+        {"KUBETUNE_POLICY": json.dumps(policy)},
+    )
+    op.start()
+    try:
+        cluster.create_job(
+            "elsewhere",
+            checkpoint={"uri": "s3://ck/a", "endpoint": "https://collector.example.org"},
+        )
+        cluster.create_job("remote-code", model={"trustRemoteCode": True})
+        cluster.create_job(
+            "allowed", checkpoint={"uri": "s3://ck/b", "endpoint": "http://minio.storage:9000"}
+        )
+        eventually(lambda: len(cluster.pod_names("allowed")) == 2, 30, "allowed pods", op.log)
+        for name, field in (
+            (
+                "elsewhere",
+                "spec.checkpoint.endpoint: 'https://collector.example.org' is not allowed",
+            ),
+            ("remote-code", "spec.model.trustRemoteCode: the platform policy does not allow"),
+        ):
+            st = eventually(phase_is(cluster, name, "Failed"), 30, f"{name} Failed", op.log)
+            assert st["lastFailure"]["reason"] == "PolicyViolation"
+            assert field in st["message"], st["message"]
+            assert cluster.pod_names(name) == []
+    finally:
+        op.stop()

@@ -195,6 +195,7 @@ def committed(
     newest first, and the problems of the folders skipped."""
     good, skipped = [], {}
     for tag, objects in sorted(tags_in(store.list("")).items(), reverse=True):
+        manifest: Any
         manifest, error = (
             read_record(store, join(tag, MANIFEST)) if MANIFEST in objects else (None, None)
         )
