@@ -102,7 +102,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     """Print the child objects the operator would create for attempt N of the job."""
     from kubetune_operator.reconcile.parse import InvalidSpec
-    from kubetune_operator.reconcile.plan import OperatorSettings, resolve
+    from kubetune_operator.reconcile.plan import cluster_problems, resolve
     from kubetune_operator.reconcile.render import render
 
     try:
@@ -110,6 +110,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         settings = OperatorSettings.from_env()
         if args.image:
             settings = OperatorSettings(trainer_image=args.image)
+        if cluster_problems(job.spec):
+            raise InvalidSpec("; ".join(cluster_problems(job.spec)))
         plan = resolve(job, args.attempt, settings, upstream_output=args.upstream_output)
     except ValidationError as err:
         print(

@@ -8,6 +8,7 @@ leftovers of older attempts as such.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.parse import InvalidSpec, parse_job
 from kubetune_operator.reconcile.plan import (
     OperatorSettings,
+    cluster_problems,
     output_location,
     policy_violations,
     resolve,
@@ -50,6 +52,15 @@ COUNTS_INTERVAL = 1.0
 # How long a pod this operator created counts as existing although the pod watch has not
 # shown it yet (its ADDED event is normally a few milliseconds behind the create call).
 EXPECT_SECONDS = 30.0
+
+
+def refusal(err: ApiException) -> str:
+    """The apiserver's reason for refusing a child as invalid, for the job's status."""
+    try:
+        message = json.loads(err.body or "{}").get("message") or err.reason
+    except ValueError:
+        message = err.body or err.reason
+    return f"the apiserver refused a child object of the job: {message}"[:4096]
 
 
 def declared_output(body: dict[str, Any] | None) -> str | None:
@@ -99,6 +110,9 @@ class Controller:
         # (namespace, job) -> why its children could not be created (ForeignObject), until
         # a pass creates them; the next decision reports it.
         self.conflicts: dict[tuple[str, str], str] = {}
+        # (namespace, job) -> why the apiserver refused one of its children as invalid (422):
+        # the spec cannot work, and the next pass fails the job with that message.
+        self.refused: dict[tuple[str, str], str] = {}
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Bring one job one step closer to its spec; returns seconds until it wants another look."""
@@ -109,10 +123,15 @@ class Controller:
                 self.expected.pop((namespace, name), None)
                 self.written_at.pop((namespace, name), None)
                 self.conflicts.pop((namespace, name), None)
+                self.refused.pop((namespace, name), None)
                 return None
             status = body.get("status") or {}
             try:
                 job = parse_job(body)
+                if cluster_problems(job.spec):
+                    raise InvalidSpec("; ".join(cluster_problems(job.spec)))
+                if (namespace, name) in self.refused:
+                    raise InvalidSpec(self.refused.pop((namespace, name)))
             except InvalidSpec as err:
                 self._refuse(body, status, str(err))
                 metrics.record_phase(namespace, name, "Failed")
@@ -281,6 +300,13 @@ class Controller:
                         d.requeue_after = None
                         d.requeue(0)  # the next pass reports it at once
                     self.conflicts[(ns, name)] = str(err)
+                    return
+                except ApiException as err:
+                    if err.status != 422:
+                        raise
+                    self.refused[(ns, name)] = refusal(err)
+                    d.requeue_after = None
+                    d.requeue(0)
                     return
                 self.conflicts.pop((ns, name), None)
                 now = time.monotonic()

@@ -58,9 +58,10 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
             target["default"] = {}
         node = _strip_null(target)
     if node.get("x-kubernetes-int-or-string"):
-        return {k: v for k, v in node.items() if k in ("x-kubernetes-int-or-string", "description")}
+        scalar = ("x-kubernetes-int-or-string", "description", "pattern", "maxLength", "minimum")
+        return {k: v for k, v in node.items() if k in scalar}
     if node.get("x-kubernetes-preserve-unknown-fields"):
-        keep = ("type", "description", "x-kubernetes-preserve-unknown-fields")
+        keep = ("type", "description", "maxProperties", "x-kubernetes-preserve-unknown-fields")
         return {k: v for k, v in node.items() if k in keep}
     out: dict[str, Any] = {}
     for key, value in node.items():

@@ -202,6 +202,25 @@ def remote_endpoints(spec: FineTuneJobSpec) -> dict[str, tuple[str, str | None]]
     return out
 
 
+def cluster_problems(spec: FineTuneJobSpec) -> list[str]:
+    """What only a cluster refuses: a relative file:// path means something to `kubetune run`
+    (its working directory) and nothing in a pod."""
+    fields = {
+        "spec.model.source": spec.model.source,
+        "spec.dataset.train": spec.dataset.train,
+        "spec.dataset.validation": spec.dataset.validation,
+        "spec.checkpoint.uri": spec.checkpoint.uri if spec.checkpoint else None,
+        "spec.checkpoint.resume": spec.checkpoint.resume if spec.checkpoint else None,
+        "spec.output.uri": spec.output.uri if spec.output else None,
+    }
+    return [
+        f"{field}: {uri} is a relative path, which means nothing in a pod: use file:///<absolute "
+        "path>, pvc:// or s3://"
+        for field, uri in fields.items()
+        if uri and uri.startswith("file://") and not uri.startswith("file:///")
+    ]
+
+
 def policy_violations(spec: FineTuneJobSpec, settings: OperatorSettings) -> list[str]:
     """How the job breaks the platform policy (empty: it does not)."""
     return violations(spec, settings.policy, remote_endpoints(spec))

@@ -245,11 +245,11 @@ def test_a_job_reaches_only_the_endpoints_and_code_the_platform_allows(
     try:
         cluster.create_job(
             "elsewhere",
-            checkpoint={"uri": "s3://ck/a", "endpoint": "https://collector.example.org"},
+            checkpoint={"uri": "s3://ckpt/a", "endpoint": "https://collector.example.org"},
         )
         cluster.create_job("remote-code", model={"trustRemoteCode": True})
         cluster.create_job(
-            "allowed", checkpoint={"uri": "s3://ck/b", "endpoint": "http://minio.storage:9000"}
+            "allowed", checkpoint={"uri": "s3://ckpt/b", "endpoint": "http://minio.storage:9000"}
         )
         eventually(lambda: len(cluster.pod_names("allowed")) == 2, 30, "allowed pods", op.log)
         for name, field in (
@@ -265,3 +265,20 @@ def test_a_job_reaches_only_the_endpoints_and_code_the_platform_allows(
             assert cluster.pod_names(name) == []
     finally:
         op.stop()
+
+
+def test_a_job_whose_pods_the_apiserver_refuses_fails_with_its_reason(
+    cluster: Cluster, operator: Operator
+) -> None:
+    """What neither the CRD nor the spec check knows (an affinity term "In" no values, which
+    core/v1 pod validation refuses) fails the job with the apiserver's reason instead of being
+    retried forever without a status."""
+    term = {"matchExpressions": [{"key": "pool", "operator": "In", "values": []}]}
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+        "nodeSelectorTerms": [term]}}}  # fmt: skip
+    cluster.create_job("badterm", resources={"affinity": affinity})
+    st = eventually(phase_is(cluster, "badterm", "Failed"), 60, "Failed", operator.log)
+    assert st["lastFailure"]["reason"] == "InvalidSpec"
+    assert "the apiserver refused a child object of the job" in st["message"]
+    assert "matchExpressions[0].values" in st["message"], st["message"]
+    assert cluster.pod_names("badterm") == []
