@@ -18,6 +18,7 @@ from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.parse import InvalidSpec
 from kubetune_trainer.config import (
     CONFIG_FILE_NAME,
+    GRACE_ENV,
     CheckpointConfig,
     DataConfig,
     DeepSpeedConfig,
@@ -61,9 +62,7 @@ class OperatorSettings:
         return cls(
             trainer_image=os.environ.get("KUBETUNE_TRAINER_IMAGE", cls.trainer_image),
             image_pull_policy=os.environ.get("KUBETUNE_TRAINER_IMAGE_PULL_POLICY") or None,
-            termination_grace_seconds=int(
-                os.environ.get("KUBETUNE_GRACE_SECONDS", cls.termination_grace_seconds)
-            ),
+            termination_grace_seconds=int(os.environ.get(GRACE_ENV, cls.termination_grace_seconds)),
             network_policy=os.environ.get("KUBETUNE_NETWORK_POLICY", "false") == "true",
             metrics_namespace=os.environ.get("KUBETUNE_METRICS_NAMESPACE") or None,
             policy=PlatformPolicy.from_env(),
