@@ -68,20 +68,31 @@ RESERVED_ENV = (
     "PYTHONSTARTUP",
 )  # fmt: skip
 RESERVED_ENV_PREFIXES = ("KUBETUNE_", "AWS_", "HF_", "TORCHELASTIC_")
+# The trainer's own knobs a job may turn: its log level, where its metrics endpoint binds (the
+# pod IP from a fieldRef), and the fault hooks tests inject failures with (they harm only the
+# job that sets them).
+JOB_SETTABLE_ENV = ("KUBETUNE_LOG_LEVEL", "KUBETUNE_METRICS_ADDR")
+JOB_SETTABLE_PREFIX = "KUBETUNE_FAULT_"
 
-_RESERVED_CEL = f"self.name in {cel_list(RESERVED_ENV)} || " + " || ".join(
-    f"self.name.startsWith('{p}')" for p in RESERVED_ENV_PREFIXES
+_RESERVED_CEL = (
+    f"(self.name in {cel_list(RESERVED_ENV)} || "
+    + " || ".join(f"self.name.startsWith('{p}')" for p in RESERVED_ENV_PREFIXES)
+    + f") && !(self.name in {cel_list(JOB_SETTABLE_ENV)} || "
+    f"self.name.startsWith('{JOB_SETTABLE_PREFIX}'))"
 )
 _ENV_TAIL = (
-    ": names kubetune reserves (the rendezvous, KUBETUNE_*, AWS_*, HF_*, PATH, LD_* and PYTHON* "
-    "variables); set endpoints, regions and credentials with the fields of spec.model, "
-    "spec.dataset, spec.checkpoint and spec.output"
+    ": names kubetune reserves (the rendezvous, KUBETUNE_* but the trainer log level, metrics "
+    "address and fault hooks, AWS_*, HF_*, PATH, LD_* and PYTHON* variables); set endpoints, "
+    "regions and credentials with the fields of spec.model, spec.dataset, spec.checkpoint and "
+    "spec.output"
 )
 assert "'" not in _ENV_TAIL  # it is also a CEL string literal
 
 
 def reserved_env(name: str) -> bool:
     """Whether a job may not set env variable `name`."""
+    if name in JOB_SETTABLE_ENV or name.startswith(JOB_SETTABLE_PREFIX):
+        return False
     return name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES)
 
 
