@@ -26,6 +26,7 @@ from .contract import (
     TERMINATION_LOG,
 )
 from .errors import BadInputError
+from .redact import setup_logging
 
 if TYPE_CHECKING:
     from .config import TrainerConfig
@@ -94,10 +95,7 @@ def run(argv: list[str] | None = None) -> int:
         help="TrainerConfig JSON",
     )
     args = p.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("KUBETUNE_LOG_LEVEL", "WARNING"),
-        format="%(asctime)s %(name)s %(message)s",
-    )
+    setup_logging(os.environ.get("KUBETUNE_LOG_LEVEL", "WARNING"))
     try:
         cfg = load_config(args.config)
     except BadInputError as e:

@@ -39,6 +39,10 @@ NAMESPACE_ENV = "KUBETUNE_NAMESPACE"
 GRACE_ENV = "KUBETUNE_GRACE_SECONDS"
 """Seconds a worker has after SIGTERM (its pod's terminationGracePeriodSeconds): the operator
 reads its setting from it and renders it into every worker; the launcher gives it to torchrun."""
+CHECKPOINT_KEY_ENV = "KUBETUNE_CHECKPOINT_KEY"
+"""The namespace's checkpoint key (checkpoint/seal.py), from the Secret the operator keeps."""
+CHECKPOINT_SECRET_KEY = "key"
+"""The key of the namespace's checkpoint-key Secret that holds the key."""
 EXIT_DIR_ENV = "KUBETUNE_EXIT_DIR"
 """Folder where each rank leaves its exit code for the launcher (torchrun itself exits 1)."""
 

@@ -22,11 +22,14 @@ from .build import build_engine
 from .checkpoint.manager import CheckpointManager, Restored
 from .checkpoint.manifest import reads_every_shard
 from .checkpoint.schedule import SaveSchedule
+from .checkpoint.seal import Seal
+from .checkpoint.seal import from_env as seal_from_env
 from .config import TrainerConfig
 from .dist import DistEnv
 from .flops import flops_per_token
 from .metrics import Metrics, memory_bytes, metrics_port, mfu, peak_flops
 from .progress import ConsoleSink, FileSink, KubernetesSink, Progress, Sink
+from .redact import redact, redacted_spec
 
 log = logging.getLogger("kubetune_trainer")
 
@@ -44,6 +47,13 @@ def job_key(cfg: TrainerConfig) -> str:
     return hashlib.sha256(f"{cfg.job.namespace}/{cfg.job.name}/{cfg.job.uid}".encode()).hexdigest()[
         :12
     ]
+
+
+def checkpoint_seal(cfg: TrainerConfig) -> Seal:
+    """What signs and verifies this job's checkpoints: the namespace's key from the env (bad
+    input when checkpoints are on and it is missing) and the job's namespace/name."""
+    job = f"{cfg.job.namespace}/{cfg.job.name}"
+    return seal_from_env(job) if cfg.checkpoint.uri else Seal(b"", job)
 
 
 def median_step(ends: list[float], skip: int = 3) -> float | None:
@@ -211,7 +221,12 @@ class Trainer:
             getattr(self.engine, "dp_world_size", env.world_size) != env.world_size
         )
         self.ckpt = CheckpointManager(
-            cfg.checkpoint, env.rank, env.world_size, job_key(cfg), every_shard
+            cfg.checkpoint,
+            env.rank,
+            env.world_size,
+            job_key(cfg),
+            checkpoint_seal(cfg),
+            every_shard,
         )
         state = loop.LoopState()
         self.restored = (
@@ -540,7 +555,7 @@ class Trainer:
         trainable = self.trainable_params()
         return {
             "job": cfg.job.model_dump(),
-            "spec": cfg.spec,
+            "spec": redacted_spec(cfg.spec),  # already without secrets; a config from elsewhere too
             "model": {
                 "source": cfg.model.source,
                 "revision": cfg.model.revision,
@@ -596,6 +611,6 @@ class Trainer:
                 "files_fetched_per_rank": shares["fetched"] if self.restored else None,
                 "committed_steps": self.ckpt.committed_steps,
             },
-            "deepspeed_config": self.ds_config,
+            "deepspeed_config": redact(self.ds_config),
             "software": export_mod.software_versions(),
         }

@@ -108,6 +108,7 @@ class Pass:
         now: datetime,
         upstream: Upstream | None = None,
         settings: OperatorSettings | None = None,
+        conflict: str | None = None,
     ) -> None:
         self.job = job
         self.spec = job.spec
@@ -116,6 +117,8 @@ class Pass:
         self.now = now
         self.now_s = format_time(now)
         self.upstream = upstream
+        self.conflict = conflict
+        """Why the last pass could not create the job's children, if it could not."""
         self.settings = settings or OperatorSettings()
         self.gen = job.metadata.generation
         self.old_phase: str | None = status.get("phase")

@@ -17,6 +17,7 @@ from kubetune_operator.reconcile.decision import Decision, Pass, Step, Upstream,
 from kubetune_operator.reconcile.plan import OperatorSettings
 from kubetune_operator.reconcile.policies import (
     backoff,
+    conflict,
     created,
     deadline,
     finished,
@@ -44,7 +45,9 @@ PIPELINE: tuple[Step, ...] = (
     success.step,  # every worker exited 0
     leftovers.step,  # pods of an earlier attempt still running: wait for them
     startup.step,  # a worker that cannot start its container (startupErrorTimeout)
-    start.step,  # create the missing workers (rendered here), start the clock
+    start.step,  # the missing workers' children, rendered here
+    conflict.step,  # children another object holds the names of: say so, keep trying
+    deadline.start_clock,  # the first start sets startTime and arms the deadline
     phase.step,  # Pending -> Initializing -> Running
 )
 
@@ -55,10 +58,12 @@ def decide(
     pods: list[dict[str, Any]],
     now: datetime,
     upstream: Upstream | None = None,
+    conflict: str | None = None,
     settings: OperatorSettings | None = None,
 ) -> Decision:
-    """The next status of `job` and the actions to get there."""
-    p = Pass(job, status, pods, now, upstream, settings)
+    """The next status of `job` and the actions to get there. `conflict`: why the last pass
+    could not create the job's children (a namesake it does not own), if it could not."""
+    p = Pass(job, status, pods, now, upstream, settings, conflict)
     for step in PIPELINE:
         if step(p):
             break
@@ -88,15 +93,20 @@ def can_coalesce(patch: dict[str, Any], decision: Decision) -> bool:
 
 
 def invalid_spec(
-    job_status: dict[str, Any], generation: int | None, message: str, now: datetime
+    job_status: dict[str, Any],
+    generation: int | None,
+    message: str,
+    now: datetime,
+    reason: str = "InvalidSpec",
 ) -> dict[str, Any]:
-    """Status of a job whose manifest cannot be parsed: Failed with reason InvalidSpec."""
+    """Status of a job whose manifest cannot be parsed or planned (reason InvalidSpec) or that
+    the platform policy does not allow (PolicyViolation): Failed before any worker starts."""
     st = owned(job_status)
     now_s = format_time(now)
     st.update(phase="Failed", message=message, observedGeneration=generation)
     st.setdefault("completionTime", now_s)
-    st["lastFailure"] = {"reason": "InvalidSpec", "message": message[:4096], "time": now_s}
+    st["lastFailure"] = {"reason": reason, "message": message[:4096], "time": now_s}
     st["conditions"] = set_condition(
-        st.get("conditions", []), "Failed", True, "InvalidSpec", message[:4096], now_s, generation
+        st.get("conditions", []), "Failed", True, reason, message[:4096], now_s, generation
     )
     return st

@@ -154,7 +154,10 @@ def test_a_hub_token_is_never_read_for_s3_keys() -> None:
     doc["spec"]["checkpoint"] = {"uri": "pvc://ckpt/llama-lora"}
     doc["spec"]["output"] = {"uri": "pvc://models/llama-lora"}
     refs = secret_refs(render(resolve(FineTuneJob.model_validate(doc), 1, SETTINGS))[-1])
-    assert refs == {"HF_TOKEN": ("hf-token", "HF_TOKEN", False)}
+    assert refs == {
+        "HF_TOKEN": ("hf-token", "HF_TOKEN", False),
+        "KUBETUNE_CHECKPOINT_KEY": ("kubetune-checkpoint-key", "key", False),  # not S3 keys
+    }
 
 
 def test_role_is_limited_to_its_own_job_status() -> None:

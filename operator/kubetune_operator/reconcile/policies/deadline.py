@@ -46,6 +46,9 @@ def step(p: Pass) -> bool:
     return False
 
 
-def starting(p: Pass) -> None:
-    """The job starts now: its deadline clock starts, look again when it runs out."""
-    p.d.requeue(seconds_until(p.now, p.run_policy.active_deadline_seconds, p.now))
+def start_clock(p: Pass) -> bool:
+    """The job's first start sets startTime; its deadline counts from now (look again then)."""
+    if p.st.get("startTime") is None:
+        p.st["startTime"] = p.now_s
+        p.d.requeue(seconds_until(p.now, p.run_policy.active_deadline_seconds, p.now))
+    return False

@@ -1,4 +1,4 @@
-"""Start the attempt: render its children (planned once, here) for the workers that are missing.
+"""Start the attempt: render its children (planned once, here) when workers are missing.
 
 The Decision carries what to create, so the controller only executes it; a job that cannot be
 planned (an upstream job without output, two hub tokens) fails with reason InvalidSpec and a
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from kubetune_operator.reconcile.parse import InvalidSpec
 from kubetune_operator.reconcile.plan import resolve
-from kubetune_operator.reconcile.policies import deadline, finished
+from kubetune_operator.reconcile.policies import finished
 from kubetune_operator.reconcile.render import render
 
 if TYPE_CHECKING:
@@ -19,8 +19,7 @@ if TYPE_CHECKING:
 
 
 def step(p: Pass) -> bool:
-    """Missing workers: the attempt's children go into the Decision. The first start also
-    starts the job's clock (startTime, the deadline)."""
+    """Missing workers: the attempt's children go into the Decision."""
     if p.obs.missing:
         upstream_output = p.upstream.output_uri if p.upstream else None
         try:
@@ -29,9 +28,6 @@ def step(p: Pass) -> bool:
             return cannot_plan(p, str(err))
         p.d.start_attempt = p.attempt
         p.d.children = render(plan)
-    if p.st.get("startTime") is None:
-        p.st["startTime"] = p.now_s
-        deadline.starting(p)
     return False
 
 

@@ -34,3 +34,18 @@ def test_deadline(limit: int | None, status: dict, now: object, expected: dict) 
     assert {k: got[k] for k in expected} == expected
     if expected.get("phase") == "Failed":
         assert got["status"]["lastFailure"]["reason"] == "DeadlineExceeded"
+
+
+@pytest.mark.parametrize(
+    ("status", "requeue", "start"),
+    [({}, 600.0, format_time(at(5))), (running_status(), None, format_time(at(0)))],
+    ids=["first-start", "started-before"],
+)
+def test_the_first_start_sets_start_time_and_arms_the_deadline(
+    status: dict, requeue: float | None, start: str
+) -> None:
+    got = outcome(
+        deadline.start_clock, with_run_policy(activeDeadlineSeconds=600), status, [], at(5)
+    )
+    assert got["ended"] is False
+    assert (got["status"]["startTime"], got["requeue"]) == (start, requeue)
