@@ -11,7 +11,6 @@ from bench._gpu.batches import Documents, fill, packed_batch, padded_batch, rand
 from bench._gpu.engines import baseline_engine, collect, count_params, ours_engine, release
 from bench._gpu.stats import largest_power_of_two, mfu, real_tokens, time_breakdown
 from bench._gpu.tasks import PROFILED, SHAPES, Plan, Result, Task
-
 from kubetune_trainer.flops import flops_per_token
 
 

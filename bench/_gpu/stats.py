@@ -8,7 +8,6 @@ import random
 from typing import Any
 
 from bench._gpu.tasks import PEAK_BF16_FLOPS
-
 from kubetune_trainer import flops
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from bench import gpu_throughput
 from bench._gpu import report, stats, tasks
 

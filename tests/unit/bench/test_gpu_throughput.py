@@ -7,9 +7,9 @@ import statistics
 from pathlib import Path
 
 import pytest
+
 from bench import gpu_throughput
 from bench._gpu import batches, stats, tasks
-
 from kubetune_trainer.flops import flops_per_token
 
 SCRIPT = Path(gpu_throughput.__file__)

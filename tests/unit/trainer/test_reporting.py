@@ -157,7 +157,6 @@ def test_metrics_port_per_local_rank() -> None:
 def test_trainer_gauge_and_benchmark_count_lora_flops_alike() -> None:
     """Frozen weights cost 4 FLOPs a token, trained ones 6: LoRA is not 6N."""
     from bench._gpu import runner, stats
-
     from kubetune_trainer import flops
 
     assert runner.flops_per_token is flops.flops_per_token
