@@ -23,7 +23,7 @@ from kubetune_trainer import tiny
 from kubetune_trainer.checkpoint.manifest import committed
 from kubetune_trainer.dpo import REFERENCE_FILE
 
-from .harness import Run, config, launch
+from .harness import Run, config, launch, seal_of
 from .test_checkpoints import PARAM_ATOL, kill_after_a_checkpoint, store
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -102,7 +102,7 @@ def test_full_zero2_learns_resumes_exactly_and_exports_a_model_that_prefers_chos
     assert prefers_chosen(ref.workdir / "out", pairs[1]) >= 0.9
 
     kill_after_a_checkpoint(tmp_path / "run", cfg_for("run"), env)
-    latest = committed(store(s3_server, s3_bucket, "run"))[0][0]
+    latest = committed(store(s3_server, s3_bucket, "run"), seal_of(tmp_path / "run"))[0][0]
     assert REFERENCE_FILE in latest.manifest["files"], sorted(latest.manifest["files"])
     resumed = launch(tmp_path / "run", cfg_for("run"), env)
     assert resumed.code == 0, resumed.log[-4000:]
