@@ -79,6 +79,10 @@ def assert_learned(run: Run, steps: int, reference: str) -> None:
     last = run.progress()[-1]
     assert last["preference"]["reference"] == reference, last
     assert last["preference"]["evalAccuracy"] >= 0.9 and last["evalLoss"] < last["loss"] + 1, last
+    print(
+        f"\n{reference}: validation preference accuracy {evals[0]['accuracy']:.0%} (step 0) -> "
+        f"{evals[steps]['accuracy']:.0%} (step {steps}), margin {evals[steps]['rewardMargin']:.2f}"
+    )
 
 
 def test_full_zero2_learns_resumes_exactly_and_exports_a_model_that_prefers_chosen(
@@ -98,8 +102,9 @@ def test_full_zero2_learns_resumes_exactly_and_exports_a_model_that_prefers_chos
 
     ref = launch(tmp_path / "ref", cfg_for("ref"), env)
     assert_learned(ref, 30, "precomputed")
-    assert prefers_chosen(tiny_base, pairs[1]) <= 0.5  # the base prefers the wrong answers
-    assert prefers_chosen(ref.workdir / "out", pairs[1]) >= 0.9
+    base, exported = (prefers_chosen(m, pairs[1]) for m in (tiny_base, ref.workdir / "out"))
+    assert base <= 0.5 and exported >= 0.9, (base, exported)  # the base prefers the wrong answers
+    print(f"loaded alone, the base prefers chosen on {base:.0%}, the export on {exported:.0%}")
 
     kill_after_a_checkpoint(tmp_path / "run", cfg_for("run"), env)
     latest = committed(store(s3_server, s3_bucket, "run"), seal_of(tmp_path / "run"))[0][0]
@@ -131,4 +136,6 @@ def test_lora_zero3_learns_against_the_base_and_exports_a_model_that_prefers_cho
     )  # fmt: skip
     run = launch(tmp_path, cfg)
     assert_learned(run, 20, "adapter-disabled")
-    assert prefers_chosen(run.workdir / "out", pairs[1]) >= 0.9  # the merged model
+    exported = prefers_chosen(run.workdir / "out", pairs[1])  # the merged model
+    assert exported >= 0.9
+    print(f"exported merged model prefers chosen on {exported:.0%} of the validation pairs")
