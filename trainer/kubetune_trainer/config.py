@@ -27,6 +27,10 @@ S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOK
 S3_REQUIRED_KEYS = S3_SECRET_KEYS[:2]
 HUB_TOKEN_KEY = "HF_TOKEN"
 """The key of a hub-token secret (an hf:// source's credentialsSecret), and the worker's variable."""
+MAX_REPORTED_EVALS = 100
+"""Evaluations status.progress.evals lists (the latest): bounds the status a long run writes."""
+MAX_REPORTED_SOURCES = 32
+"""Data files status.dataSources lists (the first): bounds the status of a run over many files."""
 GRACE_ENV = "KUBETUNE_GRACE_SECONDS"
 """Seconds a worker has after SIGTERM (its pod's terminationGracePeriodSeconds): the operator
 reads its setting from it and renders it into every worker; the launcher gives it to torchrun."""
@@ -194,6 +198,13 @@ class OutputConfig(_Config):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Store connection.")
 
 
+class BenchmarkConfig(_Config):
+    """A fixed benchmark set, scored on the starting weights and on the exported ones."""
+
+    uri: str = Field(description="Benchmark data URI (.jsonl/.parquet file or folder).")
+    exact_match: bool = Field(False, description="Also score greedy exact match per record.")
+
+
 class ReportingConfig(_Config):
     """Where progress and metrics go."""
 
@@ -237,6 +248,9 @@ class TrainerConfig(_Config):
     output: OutputConfig | None = Field(None, description="Final model; None skips the export.")
     reporting: ReportingConfig = Field(
         default_factory=ReportingConfig, description="Progress/metrics."
+    )
+    benchmark: BenchmarkConfig | None = Field(
+        None, description="Benchmark scored before and after training (data's store)."
     )
     spec: dict[str, Any] = Field(
         default_factory=dict, description="The FineTuneJob spec as applied (for the run card)."

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .config import MAX_REPORTED_EVALS
+
 
 @dataclass
 class LoopState:
@@ -26,6 +28,7 @@ class LoopState:
     step_ends: list[float] = field(default_factory=list)  # perf_counter at the end of each step
     stopped_early: bool = False
     preempted: bool = False
+    benchmark_before: dict[str, float] | None = None  # the starting weights' benchmark scores
 
     def client_state(self) -> dict[str, Any]:
         """The part saved inside checkpoints."""
@@ -35,6 +38,8 @@ class LoopState:
             "best_step": self.best_step,
             "evals_without_improvement": self.evals_without_improvement,
             "tokens": self.tokens,
+            "evals": [list(e) for e in self.evals[-MAX_REPORTED_EVALS:]],
+            "benchmark_before": self.benchmark_before,
         }
 
 
@@ -46,6 +51,8 @@ def improved(best: float | None, value: float, min_delta: float) -> bool:
 def run(t: Any, s: LoopState) -> LoopState:
     """Train from s.step to t.total_steps; t is the Trainer (engine, data, checkpoints, sinks)."""
     cfg = t.cfg.training
+    if s.step == 0 and t.benchmark is not None:
+        s.benchmark_before = t.score_benchmark()  # a resumed run has them from its checkpoint
     if s.step == 0 and cfg.eval_every_steps:
         evaluate(t, s)  # the baseline the fine-tune is judged against
     while s.step < t.total_steps:

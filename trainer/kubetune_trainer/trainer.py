@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import adapter as adapter_mod
+from . import benchmark as benchmark_mod
 from . import best as best_mod
 from . import data as data_mod
 from . import engine as engine_mod
@@ -83,6 +84,12 @@ class Trainer:
             adapter_mod.tokenizer_folder(self.source.adapter, self.location), self.hub
         )
         self.data = data_mod.build_dataset(self.tokenizer, cfg.data, cfg.training.seed, cache)
+        self.benchmark = (
+            benchmark_mod.load(self.tokenizer, cfg.benchmark, cfg.data, cache)
+            if cfg.benchmark
+            else None
+        )
+        self.benchmark_result: dict[str, Any] | None = None
         self.accumulation = engine_mod.grad_accumulation(
             cfg.training.global_batch_size, cfg.training.micro_batch_size, env.world_size
         )
@@ -153,6 +160,8 @@ class Trainer:
             state.best_step = cs.get("best_step")
             state.evals_without_improvement = int(cs.get("evals_without_improvement", 0))
             state.tokens = int(cs.get("tokens", 0))
+            state.evals = [(int(step), float(loss)) for step, loss in cs.get("evals") or []]
+            state.benchmark_before = cs.get("benchmark_before")
         self.start_step, self.start_tokens = state.step, state.tokens
         self.last_save = time.monotonic()
         self.local_params, self.total_params = engine_mod.local_param_share(self.engine)
@@ -303,6 +312,18 @@ class Trainer:
         total, count = self.all_sum([total, count])
         return total / count if count else None
 
+    def score_benchmark(self) -> dict[str, float]:
+        """spec.benchmark's scores of the weights as they are now (a collective)."""
+        assert self.benchmark is not None
+        return benchmark_mod.score(
+            self.engine,
+            self.benchmark,
+            self.cfg.training.micro_batch_size,
+            self.env.rank,
+            self.env.world_size,
+            self.all_sum,
+        )
+
     def keep_best(self, step: int) -> None:
         """Keep the weights of a new best evaluation (with early stopping, they are exported)."""
         self.best.save(self.engine.module, step)
@@ -379,6 +400,13 @@ class Trainer:
             stopped_early=s.stopped_early,
             best_step=s.best_step if self.cfg.training.early_stopping_patience else None,
             exported_step=self.export_step,
+            evals=list(s.evals),
+            benchmark=self.benchmark_result,
+            data_sources=[
+                {"uri": x.uri, "sha256": x.sha256, "records": x.records} for x in self.data.sources
+            ]
+            if event == "end"
+            else None,
         )
 
     def save(self, s: loop.LoopState, wait: bool = False) -> None:
@@ -402,6 +430,14 @@ class Trainer:
         self.ckpt.wait()
         if self.export_step not in (None, s.step) and self.best.enabled:
             self.best.restore(self.engine.module)  # checkpoints keep the last, export the best
+        if self.benchmark is not None:
+            self.benchmark_result = {
+                **self.benchmark.identity(),
+                "before": s.benchmark_before,
+                "after": self.score_benchmark(),
+            }
+            if self.sink:
+                self.sink.report(self.progress(s, 0.0, event="end"), force=True)
         self.write_probe()
         if self.cfg.output is not None:
             self.export(s)
@@ -529,6 +565,7 @@ class Trainer:
                 "files_fetched_per_rank": shares["fetched"] if self.restored else None,
                 "committed_steps": self.ckpt.committed_steps,
             },
+            "benchmark": self.benchmark_result,
             "deepspeed_config": self.ds_config,
             "software": export_mod.software_versions(),
         }
