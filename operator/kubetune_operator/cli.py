@@ -12,21 +12,11 @@ from pydantic import ValidationError
 
 from kubetune_operator.api import constants as c
 from kubetune_operator.api.crd import crd_yaml
-from kubetune_operator.api.manifests import ManifestError, load_documents
+from kubetune_operator.api.manifests import load_documents, load_manifest
+from kubetune_operator.api.platform import PlatformPolicy
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.parse import validation_problems
-
-
-def load_manifest(path: str) -> FineTuneJob:
-    """Parse and validate a FineTuneJob manifest file (the first FineTuneJob document in it)."""
-    try:
-        docs = load_documents(Path(path).read_text())
-    except ManifestError as err:
-        raise ManifestError(f"{path}: {err}") from None
-    for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == "FineTuneJob":
-            return FineTuneJob.model_validate(doc)
-    raise ValueError(f"{path}: no FineTuneJob document found")
+from kubetune_operator.reconcile.plan import OperatorSettings, policy_violations
 
 
 def format_validation_error(err: ValidationError) -> str:
@@ -42,25 +32,54 @@ def cmd_crd(args: argparse.Namespace) -> int:
 KINDS = ("FineTuneJob", "FineTuneSweep", "FineTuneSchedule")
 
 
-def check_document(doc: dict[str, Any]) -> list[str]:
-    """Problems of one document: a job's fields; a sweep's fields and every trial job it
-    makes; a schedule's fields, cron schedule and the run job it makes."""
+def load_policy(path: str | None) -> PlatformPolicy | None:
+    """The platform policy in a YAML or JSON file (the chart's `policy` values), if given."""
+    if path is None:
+        return None
+    return PlatformPolicy.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def made_jobs(doc: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The FineTuneJobs a document is or makes (a sweep: every trial; a schedule: its first
+    run), and why any of them cannot be made. Raises ValidationError or ValueError."""
     from kubetune_operator.lifecycle import offline
 
+    if doc.get("kind") == "FineTuneJob":
+        FineTuneJob.model_validate(doc)
+        return [doc], []
+    made = (
+        offline.sweep_trials(doc)
+        if doc.get("kind") == "FineTuneSweep"
+        else [offline.schedule_first_run(doc)]
+    )
+    return [job for job, _ in made if job is not None], [why for _, why in made if why]
+
+
+def check_document(doc: dict[str, Any], policy: PlatformPolicy | None = None) -> list[str]:
+    """Problems of one document: a job's fields; a sweep's fields and every trial job it
+    makes; a schedule's fields, cron schedule and the run job it makes; with `policy`, what
+    the platform policy refuses in any of those jobs."""
     try:
-        if doc.get("kind") == "FineTuneJob":
-            FineTuneJob.model_validate(doc)
-            return []
-        return offline.problems(doc)
+        jobs, problems = made_jobs(doc)
+        if problems or policy is None:
+            return problems
+        settings = OperatorSettings(policy=policy)
+        for made in jobs:
+            job = FineTuneJob.model_validate(made)
+            prefix = "" if made is doc else f"{job.metadata.name}: "
+            problems += [prefix + line for line in policy_violations(job.spec, settings)]
+        return problems
     except ValidationError as err:
         return validation_problems(err)
     except ValueError as err:
         return [str(err)]
 
 
-def validate_documents(path: str) -> tuple[list[str], list[str]]:
-    """Every FineTuneJob, FineTuneSweep and FineTuneSchedule document of the file checked:
-    (lines for valid ones, errors)."""
+def validate_documents(
+    path: str, policy: PlatformPolicy | None = None
+) -> tuple[list[str], list[str]]:
+    """Every FineTuneJob, FineTuneSweep and FineTuneSchedule document of the file checked
+    (and against `policy` when given): (lines for valid ones, errors)."""
     ok: list[str] = []
     errors: list[str] = []
     try:
@@ -79,7 +98,7 @@ def validate_documents(path: str) -> tuple[list[str], list[str]]:
             else None
         )
         where = f"{path}: document {index}" + (f" ({name})" if isinstance(name, str) else "")
-        problems = check_document(doc)
+        problems = check_document(doc, policy)
         if problems:
             errors += [f"error: {where}: {line}" for line in problems]
             continue
@@ -88,7 +107,12 @@ def validate_documents(path: str) -> tuple[list[str], list[str]]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    ok, errors = validate_documents(args.manifest)
+    try:
+        policy = load_policy(args.policy)
+    except (ValueError, OSError, yaml.YAMLError) as err:
+        print(f"error: {args.policy}: {err}", file=sys.stderr)
+        return 1
+    ok, errors = validate_documents(args.manifest, policy)
     for line in ok:
         print(line)
     for line in errors:
@@ -106,25 +130,18 @@ def lifecycle_document(path: str) -> dict[str, Any] | None:
 
 def render_lifecycle(doc: dict[str, Any]) -> int:
     """Print the FineTuneJobs a sweep makes (every trial) or a schedule's first run."""
-    from kubetune_operator.lifecycle import offline
-
     try:
-        if doc["kind"] == "FineTuneSweep":
-            made = offline.sweep_trials(doc)
-        else:
-            made = [offline.schedule_first_run(doc)]
+        jobs, problems = made_jobs(doc)
     except ValidationError as err:
         print(f"invalid {doc['kind']}\n{format_validation_error(err)}", file=sys.stderr)
         return 1
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
-    for _, why in made:
-        if why:
-            print(f"error: {why}", file=sys.stderr)
-    jobs = [job for job, _ in made if job is not None]
+    for why in problems:
+        print(f"error: {why}", file=sys.stderr)
     sys.stdout.write(yaml.safe_dump_all(jobs, sort_keys=False, width=100))
-    return 1 if len(jobs) < len(made) else 0
+    return 1 if problems else 0
 
 
 def cmd_render(args: argparse.Namespace) -> int:
@@ -139,7 +156,7 @@ def cmd_render(args: argparse.Namespace) -> int:
         return 1
     if parent is not None:
         return render_lifecycle(parent)
-    from kubetune_operator.reconcile.plan import OperatorSettings, resolve
+    from kubetune_operator.reconcile.plan import cluster_problems, resolve
     from kubetune_operator.reconcile.render import render
 
     try:
@@ -147,6 +164,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         settings = OperatorSettings.from_env()
         if args.image:
             settings = OperatorSettings(trainer_image=args.image)
+        if cluster_problems(job.spec):
+            raise InvalidSpec("; ".join(cluster_problems(job.spec)))
         plan = resolve(job, args.attempt, settings, upstream_output=args.upstream_output)
     except ValidationError as err:
         print(
@@ -183,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "validate", help="check FineTuneJob, FineTuneSweep and FineTuneSchedule manifests offline"
     )
     v.add_argument("manifest")
+    v.add_argument("--policy", help="also check against this platform policy (YAML or JSON)")
     v.set_defaults(func=cmd_validate)
     r = sub.add_parser(
         "render",

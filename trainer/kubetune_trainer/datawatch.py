@@ -18,9 +18,9 @@ import sys
 from typing import Any
 from urllib.parse import urlparse
 
-from .checkpoint.storage import S3Storage
 from .config import StorageConfig
-from .errors import TERMINATION_LOG
+from .contract import TERMINATION_LOG
+from .storage import S3Storage
 
 MAX_ENTRIES = 20
 MAX_MESSAGE = 4096  # what a termination message holds

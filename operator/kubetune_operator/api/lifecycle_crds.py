@@ -1,8 +1,7 @@
 """The FineTuneSweep and FineTuneSchedule CRDs, built from their models like the FineTuneJob one.
 
-Their templates embed the FineTuneJob spec schema, with every rule but one kind: a job's
-immutability rules compare a job with its old self, and a template is not a job (a schedule's
-template may change between runs; a sweep's whole spec is immutable by a rule of its own).
+Their templates embed the FineTuneJob spec schema with every rule of api/guards.py but the
+immutability ones.
 """
 
 from __future__ import annotations
@@ -11,33 +10,19 @@ from collections.abc import Callable
 from typing import Any
 
 from kubetune_operator.api import constants as c
+from kubetune_operator.api import guards
 from kubetune_operator.api.crd import custom_resource_definition, model_schema, name_rules
 from kubetune_operator.api.schedule import FineTuneScheduleSpec, FineTuneScheduleStatus
 from kubetune_operator.api.sweep import FineTuneSweepSpec, FineTuneSweepStatus
 
 
-def without_transition_rules(node: Any) -> Any:
-    """A schema with every CEL rule that reads oldSelf removed (at any depth)."""
-    if isinstance(node, list):
-        return [without_transition_rules(n) for n in node]
-    if not isinstance(node, dict):
-        return node
-    out = {k: without_transition_rules(v) for k, v in node.items()}
-    rules = out.get("x-kubernetes-validations")
-    if rules is not None:
-        kept = [r for r in rules if "oldSelf" not in r["rule"]]
-        if kept:
-            out["x-kubernetes-validations"] = kept
-        else:
-            del out["x-kubernetes-validations"]
-    return out
-
-
 def spec_with_template(model: type, description: str) -> dict[str, Any]:
-    """A sweep's or schedule's spec schema; its template's job spec keeps no transition rule."""
+    """A sweep's or schedule's spec schema; its template's job spec carries every rule a job's
+    spec does (api/guards.py) except immutability: a template is not a job (a schedule's
+    template may change between runs; a sweep's whole spec is immutable by a rule of its own)."""
     schema = model_schema(model)
     template = schema["properties"]["template"]
-    template["properties"]["spec"] = without_transition_rules(template["properties"]["spec"])
+    guards.attach(template["properties"]["spec"], [*guards.CROSS_FIELD, *guards.INPUT])
     schema["description"] = description
     return schema
 

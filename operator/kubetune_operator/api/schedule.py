@@ -14,13 +14,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from kubetune_operator.api.constants import MAX_SCHEDULE_NAME_LENGTH
+from kubetune_operator.api.guards import cel_rules, rule
 from kubetune_operator.api.spec import (
     DATA_URI_PATTERN,
     DURATION_PATTERN,
     JOB_NAME_PATTERN,
     ApiModel,
-    cel_rules,
-    rule,
 )
 from kubetune_operator.api.status import BenchmarkScores, Condition, DataSource
 from kubetune_operator.api.template import JobTemplate

@@ -20,7 +20,8 @@ from pydantic import (
 )
 
 from kubetune_operator.api.constants import MAX_SWEEP_NAME_LENGTH
-from kubetune_operator.api.spec import JOB_NAME_PATTERN, ApiModel, cel_rules, rule
+from kubetune_operator.api.guards import cel_rules, rule
+from kubetune_operator.api.spec import JOB_NAME_PATTERN, ApiModel
 from kubetune_operator.api.status import Condition
 from kubetune_operator.api.template import JobTemplate, parameter_kinds, parameter_paths
 

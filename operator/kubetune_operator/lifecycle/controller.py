@@ -25,9 +25,9 @@ from kubetune_operator.lifecycle import schedule as schedule_mod
 from kubetune_operator.lifecycle import sweep as sweep_mod
 from kubetune_operator.lifecycle.reads import ParentReader
 from kubetune_operator.reconcile.conditions import set_condition
+from kubetune_operator.reconcile.decision import Event
 from kubetune_operator.reconcile.parse import InvalidSpec, describe_validation_error
 from kubetune_operator.reconcile.plan import OperatorSettings
-from kubetune_operator.reconcile.status import Event
 from kubetune_operator.reconcile.timeutil import format_time
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from kubetune_operator.api.schedule import FineTuneSchedule
 from kubetune_operator.lifecycle.children import owner_reference
 from kubetune_operator.reconcile.plan import OperatorSettings
 from kubetune_operator.reconcile.render import container_security, pod_security
-from kubetune_trainer.config import S3_REQUIRED_KEYS, s3_credential_env
+from kubetune_trainer.contract import S3_REQUIRED_KEYS, s3_credential_env
 
 ROLE = "data-watch"
 

@@ -15,8 +15,8 @@ from typing import Any
 from kubetune_operator.api import constants as c
 from kubetune_operator.api.schedule import FineTuneSchedule
 from kubetune_operator.lifecycle import children, cron, datawatch, gate
+from kubetune_operator.reconcile.decision import Event
 from kubetune_operator.reconcile.plan import OperatorSettings
-from kubetune_operator.reconcile.status import Event
 from kubetune_operator.reconcile.timeutil import format_time, parse_duration, parse_time
 
 ACTIVE = ("Pending", "Running")

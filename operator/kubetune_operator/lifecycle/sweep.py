@@ -17,7 +17,7 @@ from kubetune_operator.api import constants as c
 from kubetune_operator.api.sweep import FineTuneSweep
 from kubetune_operator.lifecycle import children, early_stop, search
 from kubetune_operator.reconcile.conditions import set_condition
-from kubetune_operator.reconcile.status import Event
+from kubetune_operator.reconcile.decision import Event
 from kubetune_operator.reconcile.timeutil import format_time
 
 FINISHED = ("Succeeded", "Failed", "Terminated")

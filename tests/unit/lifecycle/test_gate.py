@@ -31,7 +31,7 @@ def test_judge(
     gate: dict, candidate: dict | None, current: dict | None, promote: bool, words: str
 ) -> None:
     verdict = judge(
-        Gate.model_validate({"benchmark": "s3://b/bench.jsonl", **gate}), candidate, current
+        Gate.model_validate({"benchmark": "s3://bench/bench.jsonl", **gate}), candidate, current
     )
     assert verdict.promote is promote
     assert words in verdict.reason, verdict.reason

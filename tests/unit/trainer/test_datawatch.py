@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kubetune_trainer import datawatch
-from kubetune_trainer.config import s3_credential_env
+from kubetune_trainer.contract import s3_credential_env
 
 pytestmark = pytest.mark.unit
 
