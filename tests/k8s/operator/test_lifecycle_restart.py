@@ -14,7 +14,7 @@ import pytest
 
 from kubetune_operator.api import constants as c
 from tests.harness import eventually
-from tests.k8s.operator.conftest import BASE_SPEC, Cluster, Operator
+from tests.k8s.operator.cluster import BASE_SPEC, Cluster, Operator
 
 pytestmark = pytest.mark.k8s
 
