@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from kubetune_operator.api.schedule import FineTuneSchedule
 from kubetune_operator.api.sweep import FineTuneSweep
-from kubetune_operator.cli import format_validation_error, main, validate_documents
+from kubetune_operator.cli import format_validation_error, load_policy, main, validate_documents
 from tests.unit.lifecycle_cases import INVALID_CASES, Case, valid_schedule, valid_sweep
 
 pytestmark = pytest.mark.unit
@@ -88,3 +88,23 @@ def test_render_prints_the_jobs_a_sweep_and_a_schedule_make(
     path.write_text(yaml.safe_dump(bad))
     assert main(["validate", str(path)]) == 1
     assert "spec.schedule: hour 25 is outside 0-23" in capsys.readouterr().err
+
+
+def test_validate_with_a_policy_checks_every_job_a_sweep_makes(tmp_path: Path) -> None:
+    """A trial whose swept image the platform does not allow is refused, by trial name."""
+    import yaml
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(yaml.safe_dump({"allowedImages": ["registry.example/kubetune/*"]}))
+    sweep = valid_sweep("imgs")
+    sweep["spec"]["template"]["spec"]["resources"]["image"] = "registry.example/kubetune/t:1"
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    ok, errors = validate_documents(str(path), load_policy(str(policy)))
+    assert errors == [] and ok, ok
+    sweep["spec"]["template"]["spec"]["resources"]["image"] = "elsewhere.example/t:1"
+    path.write_text(yaml.safe_dump(sweep))
+    ok, errors = validate_documents(str(path), load_policy(str(policy)))
+    assert ok == [] and len(errors) == 4, errors
+    assert all("spec.resources.image" in e for e in errors)
+    assert [e.split(": ")[3] for e in errors] == [f"imgs-t{i}" for i in range(4)], errors
