@@ -67,13 +67,14 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 Permissions the operator needs in each namespace it watches, and no more. Children are created
 (supporting objects that exist already are read, to check that the job owns them, and then
 server-side applied: patch; pods never change) and cleaned up through owner references, so
-only pods (ended attempts) and FineTuneJobs (ttlSecondsAfterFinished) are deleted. FineTuneSweeps and FineTuneSchedules create FineTuneJobs (their trials and runs, deleted
-when a trial is stopped early or a run leaves the history) and a schedule's short-lived data-watch
+only pods (ended attempts) and FineTuneJobs (ttlSecondsAfterFinished) are deleted.
+FineTuneSweeps and FineTuneSchedules create FineTuneJobs (their trials and runs, deleted when a
+trial is stopped early or a run leaves the history) and a schedule's short-lived data-watch
 pods. The per-job Role it grants the trainer (get this job, get/patch its status) is a subset
-of these grants, so neither escalate nor bind is needed. update on <kind>/finalizers lets
-it set blockOwnerDeletion on children a FineTuneJob, sweep or schedule owns where the
-OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift); it changes no object by
-itself.
+of these grants, so neither escalate nor bind is needed. update on <kind>/finalizers lets it
+set blockOwnerDeletion on children a FineTuneJob, sweep or schedule owns where the
+OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift); it changes no object
+by itself.
 */}}
 {{- define "kubetune.namespacedRules" -}}
 - apiGroups: ["kubetune.dev"]
