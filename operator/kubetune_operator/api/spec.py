@@ -237,11 +237,6 @@ class MethodSpec(ApiModel):
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
             rule(
-                "!(self.type in ['lora', 'qlora']) || has(self.lora)",
-                "spec.method.lora is required when spec.method.type is lora or qlora",
-                ".lora",
-            ),
-            rule(
                 "self.type in ['lora', 'qlora'] || !has(self.lora)",
                 "spec.method.lora is only allowed when spec.method.type is lora or qlora",
                 ".lora",
@@ -263,7 +258,11 @@ class MethodSpec(ApiModel):
         description="full: every weight trains; partial: only the listed modules or top layers; "
         "lora: low-rank adapters on a frozen base; qlora: adapters on a 4-bit base (GPU only)."
     )
-    lora: LoraSpec | None = Field(None, description="Adapter settings (lora and qlora).")
+    lora: LoraSpec | None = Field(
+        None,
+        description="Adapter settings (lora and qlora); when omitted, every default below "
+        "applies (r 16, alpha 32, dropout 0.05, all-linear).",
+    )
     partial: PartialSpec | None = Field(None, description="Trainable parts (partial).")
 
 
@@ -821,8 +820,6 @@ def cross_field_problems(spec: FineTuneJobSpec) -> list[str]:
     d, m, t, ds = spec.dataset, spec.method, spec.training, spec.deepspeed
     if d.validation is not None and d.validation_split is not None:
         problems.append("spec.dataset: set either validation or validationSplit, not both")
-    if m.type in ("lora", "qlora") and m.lora is None:
-        problems.append("spec.method.lora is required when spec.method.type is lora or qlora")
     if m.type not in ("lora", "qlora") and m.lora is not None:
         problems.append("spec.method.lora is only allowed when spec.method.type is lora or qlora")
     if m.type == "partial" and m.partial is None:

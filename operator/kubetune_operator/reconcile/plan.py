@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from kubetune_operator.api import constants as c
-from kubetune_operator.api.spec import FineTuneJob, FineTuneJobSpec
+from kubetune_operator.api.spec import FineTuneJob, FineTuneJobSpec, LoraSpec
 from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.parse import InvalidSpec
 from kubetune_trainer.config import (
@@ -229,15 +229,15 @@ def training_config(spec: FineTuneJobSpec) -> TrainingConfig:
 def method_config(spec: FineTuneJobSpec) -> MethodConfig:
     """Method settings flattened for the trainer."""
     m = spec.method
-    lora = m.lora
+    lora = m.lora or LoraSpec()  # an omitted lora section means its documented defaults
     part = m.partial
     return MethodConfig(
         type=m.type,
-        lora_r=lora.r if lora else 16,
-        lora_alpha=lora.alpha if lora else 32,
-        lora_dropout=lora.dropout if lora else 0.05,
-        target_modules=list(lora.target_modules) if lora else ["all-linear"],
-        use_dora=lora.use_dora if lora else False,
+        lora_r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        use_dora=lora.use_dora,
         trainable_modules=list(part.trainable_modules) if part and part.trainable_modules else None,
         top_layers=part.top_layers if part else None,
     )

@@ -160,3 +160,10 @@ def test_hf_model_and_data_with_different_tokens_are_refused() -> None:
     doc["spec"]["dataset"]["credentialsSecret"] = "other-token"
     with pytest.raises(InvalidSpec, match=r"spec\.dataset\.credentialsSecret"):
         resolve(FineTuneJob.model_validate(doc), 1, SETTINGS)
+
+
+def test_lora_without_settings_takes_the_documented_defaults() -> None:
+    """`method: {type: lora}` alone trains with r 16, alpha 32, dropout 0.05, all-linear."""
+    method = resolve(job(method={"type": "lora"}), 1, SETTINGS).trainer_config.method
+    assert (method.lora_r, method.lora_alpha, method.lora_dropout) == (16, 32, 0.05)
+    assert (method.target_modules, method.use_dora) == (["all-linear"], False)
