@@ -12,6 +12,8 @@ EXIT_BAD_INPUT = 44
 EXIT_GPU_OOM = 45
 
 TERMINATION_LOG = "/dev/termination-log"
+# Where the message goes instead (the local runner points each worker at its own file).
+TERMINATION_LOG_ENV = "KUBETUNE_TERMINATION_LOG"
 
 
 class BadInputError(ValueError):

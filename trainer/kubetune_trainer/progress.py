@@ -27,6 +27,7 @@ class Progress:
     attempt: int = 1
     event: str = "step"
     checkpoint: dict[str, Any] | None = None
+    eval_step: int | None = None  # the step eval_loss was measured at (0: before training)
 
 
 def human_eta(seconds: int) -> str:
@@ -108,6 +109,8 @@ class FileSink:
 
     def report(self, p: Progress, force: bool = False) -> None:
         line = {"event": p.event, **status_progress(p, self.start_step)}
+        if p.eval_step is not None and p.eval_loss is not None:
+            line["evalStep"] = p.eval_step
         if p.checkpoint:
             line["checkpoint"] = p.checkpoint
         with self.path.open("a") as f:

@@ -227,7 +227,11 @@ class PartialSpec(ApiModel):
         json_schema_extra={"items": {"type": "string", "maxLength": 256}},
     )
     top_layers: int | None = Field(
-        None, description="Train only the last N transformer layers (and the head).", ge=1, le=1024
+        None,
+        description="Train only the last N transformer layers and the output head (lm_head; "
+        "in models that tie it to the input embeddings, those train with it).",
+        ge=1,
+        le=1024,
     )
 
 

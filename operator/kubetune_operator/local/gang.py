@@ -7,6 +7,7 @@ fails, the others are stopped with SIGTERM (so they can checkpoint) like the ope
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from kubetune_operator.reconcile.env import launcher_args, torchrun_env
 from kubetune_operator.reconcile.plan import Plan
+from kubetune_trainer.errors import TERMINATION_LOG_ENV
 
 STOP_GRACE_SECONDS = 60.0
 
@@ -54,16 +56,31 @@ def worker_argv(config_file: Path, python: str = sys.executable) -> list[str]:
     return [python, *launcher_args(str(config_file))]
 
 
+def termination_log(log_dir: Path, rank: int) -> Path:
+    """The file worker `rank` leaves its error in (the pod's /dev/termination-log)."""
+    return log_dir / f"worker-{rank}.termination-log"
+
+
 @dataclass(frozen=True)
 class GangResult:
-    """Exit codes by node rank; the first failing rank, if any."""
+    """Exit codes and termination messages by node rank; the first failing rank, if any."""
 
     exit_codes: tuple[int, ...]
     failed_rank: int | None
+    messages: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.failed_rank is None
+
+    @property
+    def cause(self) -> str | None:
+        """What the failed worker said went wrong, else what another one said (a worker
+        stopped because its peer failed usually says nothing)."""
+        said = [m for m in self.messages if m]
+        if self.failed_rank is not None and self.failed_rank < len(self.messages):
+            said.insert(0, self.messages[self.failed_rank])
+        return next((m for m in said if m), None)
 
 
 def run_gang(
@@ -81,6 +98,9 @@ def run_gang(
     try:
         for rank in range(plan.nodes):
             env = worker_env(plan, rank, port, config_file, dict(os.environ))
+            message = termination_log(log_dir, rank)
+            message.write_text("")  # created empty, as the kubelet does in each container
+            env[TERMINATION_LOG_ENV] = str(message)
             argv = command or worker_argv(config_file)
             log = (log_dir / f"worker-{rank}.log").open("wb")
             logs.append(log)
@@ -95,7 +115,9 @@ def run_gang(
                     start_new_session=True,
                 )
             )
-        return _wait(procs)
+        result = _wait(procs)
+        said = tuple(termination_log(log_dir, r).read_text().strip() for r in range(plan.nodes))
+        return dataclasses.replace(result, messages=said)
     except BaseException:
         _stop(procs)
         raise
