@@ -166,7 +166,10 @@ class DatasetSpec(ApiModel):
     )
     max_seq_length: int = Field(
         2048,
-        description="Longest tokenized sequence; longer records are truncated.",
+        description="Tokens per training sequence. With packing, records are concatenated "
+        "and cut into sequences of exactly this length, so a longer record continues in the "
+        "next sequence; without packing, each record is one sequence and longer ones are "
+        "truncated.",
         ge=16,
         le=1048576,
     )
@@ -353,7 +356,9 @@ class TrainingSpec(ApiModel):
         le=1000,
     )
     max_steps: int | None = Field(
-        None, description="Optimizer steps to run; overrides epochs.", ge=1
+        None,
+        description="Optimizer steps to run, instead of epochs (set one of the two).",
+        ge=1,
     )
     learning_rate: float = Field(2e-4, description="Peak learning rate.", gt=0, le=1)
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
@@ -522,7 +527,9 @@ class ResourcesSpec(ApiModel):
     )
     scheduler_name: str | None = Field(
         None,
-        description="Scheduler for the workers (e.g. volcano, a coscheduling plugin).",
+        description="schedulerName of the worker pods. kubetune creates no PodGroup for it, "
+        "so a gang scheduler (Volcano, coscheduling) does not see the workers as one group; "
+        "use spec.queue (Kueue) for all-or-nothing admission.",
         max_length=253,
     )
     service_account_name: str | None = Field(
