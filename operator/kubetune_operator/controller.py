@@ -97,7 +97,14 @@ class Controller:
                 return None
             upstream = self._upstream(namespace, name, job.spec.model.source)
             pods = self.reader.pods(namespace, name, body["metadata"].get("uid"))
-            decision = decide(job, status, pods, self.clock(), upstream)
+            decision = decide(
+                job,
+                status,
+                pods,
+                self.clock(),
+                upstream,
+                default_checkpoint=self.settings.default_checkpoint is not None,
+            )
             self._execute(body, job, status, pods, decision, upstream)
             metrics.record_phase(namespace, name, decision.status.get("phase"))
             return decision.requeue_after

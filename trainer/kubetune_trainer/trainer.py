@@ -349,6 +349,7 @@ class Trainer:
         """Final checkpoint (if enabled), export and run card."""
         if (
             self.ckpt.enabled
+            and self.cfg.checkpoint.save_final
             and not s.preempted
             and (not self.restored or self.restored.step != s.step)
         ):

@@ -649,9 +649,10 @@ class RunPolicySpec(ApiModel):
     suspend: bool = Field(
         False,
         description="true: checkpoint and delete the workers (phase Suspended); false again: "
-        "resume from that checkpoint. Without spec.checkpoint nothing is saved and a resumed "
-        "job starts again from step 0 (status and a Warning event say so). The only spec field "
-        "that may change after creation.",
+        "resume from that checkpoint. Without spec.checkpoint the checkpoint goes to the "
+        "operator's default checkpoint store if it has one; if not, nothing is saved and a "
+        "resumed job starts again from step 0 (status and a Warning event say so). The only "
+        "spec field that may change after creation.",
     )
     clean_pod_policy: Literal["All", "Running", "None"] = Field(
         "All",
@@ -796,7 +797,8 @@ class FineTuneJobSpec(ApiModel):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="The worker gang.")
     checkpoint: CheckpointSpec | None = Field(
         None,
-        description="Checkpoints and resume. Without it a failed attempt restarts from step 0.",
+        description="Checkpoints and resume. Without it a failed attempt restarts from step 0 "
+        "(a suspend or preemption saves to the operator's default checkpoint store, if any).",
     )
     output: OutputSpec | None = Field(None, description="Where the fine-tuned model is written.")
     run_policy: RunPolicySpec = Field(

@@ -204,10 +204,13 @@ def decide(
     pods: list[dict[str, Any]],
     now: datetime,
     upstream: Upstream | None = None,
+    default_checkpoint: bool = False,
 ) -> Decision:
-    """The next status of `job` and the actions to get there."""
+    """The next status of `job` and the actions to get there (`default_checkpoint`: the
+    operator has a checkpoint store for jobs without spec.checkpoint)."""
     p = _Pass(job, status, now)
     spec, rp = job.spec, job.spec.run_policy
+    saves = spec.checkpoint is not None or default_checkpoint
     attempt = int(p.st["attempt"])
     obs = observe(job.metadata.name, pods, attempt, spec.resources.nodes)
 
@@ -236,9 +239,7 @@ def decide(
 
     if rp.suspend:
         p.d.delete_pods = [w.name for w in (*obs.current, *obs.others) if not w.terminating]
-        reason, msg, loses = suspend.suspended_message(
-            spec.checkpoint is not None, p.st.get("startTime") is not None
-        )
+        reason, msg, loses = suspend.suspended_message(saves, p.st.get("startTime") is not None)
         p.phase("Suspended", reason, msg, warning=loses)
         p.cond("Suspended", True, reason, msg)
         p.cond("Running", False, "Suspended", "suspended")
@@ -255,7 +256,7 @@ def decide(
             False,
             "Resumed",
             "resumed from the latest checkpoint"
-            if spec.checkpoint is not None
+            if saves
             else "resumed from step 0 (no spec.checkpoint)",
         )
         p.d.events.append(Event("Normal", "Resumed", f"starting attempt {attempt}"))

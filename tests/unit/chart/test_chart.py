@@ -56,6 +56,29 @@ def test_template_renders_operator_objects(values: list[Path], tmp_path: Path) -
     assert env["KUBETUNE_TRAINER_IMAGE"].startswith(("ghcr.io/", "registry.example.com/"))
 
 
+def test_default_checkpoint_store_reaches_the_operator(tmp_path: Path) -> None:
+    """trainer.defaultCheckpoint becomes the settings the operator reads (OperatorSettings)."""
+    from kubetune_operator.reconcile.plan import DefaultCheckpointStore, OperatorSettings
+
+    values = tmp_path / "ckpt.yaml"
+    values.write_text(
+        "trainer:\n  defaultCheckpoint:\n    uri: s3://platform-ckpt/kubetune\n"
+        "    endpoint: http://minio:9000\n    credentialsSecret: ckpt-keys\n"
+    )
+    docs = render(tmp_path, [values])
+    container = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        settings = OperatorSettings.from_env()
+    assert settings.default_checkpoint == DefaultCheckpointStore(
+        "s3://platform-ckpt/kubetune", endpoint="http://minio:9000", credentials_secret="ckpt-keys"
+    )
+    plain = by_kind(render(tmp_path, []), "Deployment")[0]["spec"]["template"]["spec"]
+    assert "KUBETUNE_DEFAULT_CHECKPOINT_URI" not in str(plain)
+
+
 def test_typo_in_values_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "typo.yaml"
     bad.write_text("metrics:\n  serviceMonitr:\n    enabled: true\n")
@@ -71,6 +94,7 @@ def test_typo_in_values_is_refused(tmp_path: Path) -> None:
         ("operator:\n  logLevel: verbose\n", "logLevel"),
         ("rbac:\n  scope: namespaced\n", "namespaces"),
         ("image:\n  digest: latest\n", "digest"),
+        ("trainer:\n  defaultCheckpoint:\n    uri: https://bucket/x\n", "uri"),
     ],
 )
 def test_bad_values_name_the_field(override: str, complaint: str, tmp_path: Path) -> None:

@@ -172,3 +172,12 @@ def test_suspend_with_checkpoint_promises_a_resume() -> None:
     d = decide(job_with(suspend=True), running_status(), gang("Running"), at(30))
     assert cond(d.status, "Suspended")["reason"] == "Suspended"
     assert "without" not in d.status["message"]
+
+
+def test_suspend_without_checkpoint_saves_to_the_operators_default_store() -> None:
+    """With a default checkpoint store the suspend saves there: no warning, a resume promised."""
+    job = without_checkpoint(suspend=True)
+    d = decide(job, running_status(), gang("Running"), at(30), default_checkpoint=True)
+    assert cond(d.status, "Suspended")["reason"] == "Suspended"
+    assert "without" not in d.status["message"]
+    assert [(e.type, e.reason) for e in d.events] == [("Normal", "Suspended")]

@@ -11,15 +11,16 @@ def is_resuming(suspend: bool, phase: str | None) -> bool:
 def suspended_message(has_checkpoint: bool, started: bool) -> tuple[str, str, bool]:
     """(reason, message, progress lost) for a suspended job.
 
-    Without spec.checkpoint the workers have nowhere to save their state: a job that already
-    ran starts again from step 0 when resumed, and status says so (with a Warning event)
-    rather than promising a resume.
+    Without spec.checkpoint (and no default checkpoint store of the operator) the workers have
+    nowhere to save their state: a job that already ran starts again from step 0 when resumed,
+    and status says so (with a Warning event) rather than promising a resume.
     """
     if has_checkpoint or not started:
         return "Suspended", "the workers were stopped; set suspend to false to resume", False
     return (
         "SuspendedWithoutCheckpoint",
-        "the workers were stopped without saving a checkpoint (the job has no spec.checkpoint); "
-        "set suspend to false to start again from step 0",
+        "the workers were stopped without saving a checkpoint (the job has no spec.checkpoint "
+        "and the operator no default checkpoint store); set suspend to false to start again "
+        "from step 0",
         True,
     )
