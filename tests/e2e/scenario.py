@@ -34,8 +34,12 @@ CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 S3_SECRET = "object-store"
+REPO = Path(__file__).resolve().parents[2]
 # What the trainer image defines; the node agent puts it in every container's environment.
 IMAGE_ENV = {
+    # The image holds this checkout's packages, whichever checkout the Python environment's
+    # editable install points at.
+    "PYTHONPATH": f"{REPO / 'operator'}:{REPO / 'trainer'}",
     "DS_ACCELERATOR": "cpu",
     "OMP_NUM_THREADS": "1",
     # Its own op cache: torch keys rebuilds on ninja's command hashes, which differ between
@@ -110,15 +114,17 @@ class S3:
         return json.loads(self.client().get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def build_deepspeed_ops() -> float:
-    """Build (or find up to date) DeepSpeed's CPU comm op in the pods' op cache, with the
-    project environment's ninja first on PATH as in the pods; returns the seconds it took."""
+def build_deepspeed_ops(*builders: str) -> float:
+    """Build (or find up to date) DeepSpeed's CPU comm op (and `builders`, e.g. CPUAdamBuilder
+    for optimizer offload), which the trainer image ships prebuilt, in the pods' op cache, with
+    the project environment's ninja first on PATH as in the pods; returns the seconds it took."""
     started = time.monotonic()
     env = {**os.environ, **IMAGE_ENV, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    code = "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load()"
-    subprocess.run(
-        [sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=600
-    )
+    for builder in ("ShareMemCommBuilder", *builders):
+        code = f"from deepspeed.ops.op_builder.cpu import {builder} as B; B().load()"
+        subprocess.run(
+            [sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=1200
+        )
     return time.monotonic() - started
 
 

@@ -70,6 +70,22 @@ class Kube:
             return None
         return {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
 
+    def claim_path(self, namespace: str, claim: str) -> Path | None:
+        """The host folder behind a PersistentVolumeClaim: the hostPath or local path of the
+        PersistentVolume it is bound to (None for any other volume type). LookupError while
+        the claim is missing or not bound yet (the kubelet waits for it too)."""
+        pvc = self.call(self.core.read_namespaced_persistent_volume_claim, claim, namespace)
+        if pvc is None:
+            raise LookupError(f"PersistentVolumeClaim {namespace}/{claim} not found")
+        volume = (pvc.get("spec") or {}).get("volumeName")
+        if not volume or (pvc.get("status") or {}).get("phase") != "Bound":
+            raise LookupError(f"PersistentVolumeClaim {namespace}/{claim} is not bound")
+        pv = self.call(self.core.read_persistent_volume, volume)
+        if pv is None:
+            raise LookupError(f"PersistentVolume {volume} of claim {namespace}/{claim} not found")
+        source = pv["spec"].get("hostPath") or pv["spec"].get("local")
+        return Path(source["path"]) if source else None
+
     def service_account_token(
         self, namespace: str, account: str, pod: Obj, audiences: list[str], seconds: int
     ) -> str:

@@ -31,6 +31,10 @@ PODINIT = Path(__file__).with_name("podinit.py")
 # mounted over a folder that holds them (an emptyDir on /tmp, with the checkout under /tmp)
 # must not hide them, as it would not hide files of a real image kept elsewhere.
 IMAGE_PATHS = [str(Path(__file__).resolve().parents[3]), sys.prefix]
+# In an image env value, this pod's address: pods here share the host's network namespace
+# (each with its own 127.0.0.x), so a server that a pod would bind on 0.0.0.0 in its own
+# namespace must be told its address to let two pods on this node use the same port.
+POD_IP_REF = "$(POD_IP)"
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_LINES = 80
 RETRY_SECONDS = 1.0
@@ -253,6 +257,7 @@ class PodRun:
             kube.secret_data,
             self._token,
             self.ctx.node_allocatable,
+            kube.claim_path,
         )
         hosts = self.dir / "hosts"
         if not hosts.exists():
@@ -268,7 +273,8 @@ class PodRun:
     ) -> dict[str, Any]:
         """The podinit spec of one container (argv, env, mounts, hostname)."""
         hostname = podspec.pod_hostname(self.pod)
-        base = {**self.ctx.image_env, **self._service_env(), "HOSTNAME": hostname}
+        image = {k: v.replace(POD_IP_REF, self.pod_ip) for k, v in self.ctx.image_env.items()}
+        base = {**image, **self._service_env(), "HOSTNAME": hostname}
         env = podspec.container_env(
             self.pod,
             c,

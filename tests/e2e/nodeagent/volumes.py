@@ -1,6 +1,7 @@
 """Volumes of a pod materialized as folders on the host (the pod's mount namespace then
 bind-mounts them at their mount paths): ConfigMap, Secret, downwardAPI, projected (incl. the
-ServiceAccount token), emptyDir and hostPath."""
+ServiceAccount token), emptyDir, hostPath, and PersistentVolumeClaims bound to hostPath or
+local PersistentVolumes."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from tests.e2e.nodeagent.podspec import Pod, PodAddresses, PodConfigError
 
 # (service account, audiences, expiration seconds) -> token
 TokenSource = Callable[[str, list[str], int], str]
+# (namespace, claim) -> host folder of its volume (None: a volume type the agent cannot mount)
+ClaimSource = Callable[[str, str], Path | None]
 DEFAULT_TOKEN_SECONDS = 3607
 
 
@@ -91,6 +94,7 @@ def materialize(
     secrets: podspec.Lookup,
     token: TokenSource,
     node_allocatable: Mapping[str, str],
+    claims: ClaimSource | None = None,
 ) -> dict[str, Path]:
     """Create every volume of the pod; returns volume name -> host folder (or file)."""
     ns = pod["metadata"]["namespace"]
@@ -102,6 +106,12 @@ def materialize(
             medium = (vol["emptyDir"] or {}).get("medium", "")
             target = memory_dir / name if medium == "Memory" else target
             target.mkdir(parents=True, exist_ok=True)
+        elif "persistentVolumeClaim" in vol and claims is not None:
+            claim = vol["persistentVolumeClaim"]["claimName"]
+            found = claims(ns, claim)
+            if found is None:
+                raise PodConfigError(f"{where}: the volume of claim {claim} is not a host folder")
+            target = found
         elif "hostPath" in vol:
             target = Path(vol["hostPath"]["path"])
             if vol["hostPath"].get("type") == "DirectoryOrCreate":
