@@ -12,8 +12,10 @@ from pydantic import ValidationError
 
 from kubetune_operator.api.crd import crd_yaml
 from kubetune_operator.api.manifests import ManifestError, load_documents
+from kubetune_operator.api.platform import PlatformPolicy
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.parse import validation_problems
+from kubetune_operator.reconcile.plan import OperatorSettings, policy_violations
 
 
 def load_manifest(path: str) -> FineTuneJob:
@@ -38,8 +40,18 @@ def cmd_crd(_: argparse.Namespace) -> int:
     return 0
 
 
-def validate_documents(path: str) -> tuple[list[str], list[str]]:
-    """Every FineTuneJob document of the file checked: (lines for valid ones, errors)."""
+def load_policy(path: str | None) -> PlatformPolicy | None:
+    """The platform policy in a YAML or JSON file (the chart's `policy` values), if given."""
+    if path is None:
+        return None
+    return PlatformPolicy.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def validate_documents(
+    path: str, policy: PlatformPolicy | None = None
+) -> tuple[list[str], list[str]]:
+    """Every FineTuneJob document of the file checked (and against `policy` when given):
+    (lines for valid ones, errors)."""
     ok: list[str] = []
     errors: list[str] = []
     try:
@@ -65,12 +77,22 @@ def validate_documents(path: str) -> tuple[list[str], list[str]]:
         except ValidationError as err:
             errors += [f"error: {where}: {line}" for line in validation_problems(err)]
             continue
+        if policy is not None:
+            refused = policy_violations(job.spec, OperatorSettings(policy=policy))
+            if refused:
+                errors += [f"error: {where}: {line}" for line in refused]
+                continue
         ok.append(f"{where}: FineTuneJob {job.metadata.name} is valid")
     return ok, errors
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    ok, errors = validate_documents(args.manifest)
+    try:
+        policy = load_policy(args.policy)
+    except (ValueError, OSError, yaml.YAMLError) as err:
+        print(f"error: {args.policy}: {err}", file=sys.stderr)
+        return 1
+    ok, errors = validate_documents(args.manifest, policy)
     for line in ok:
         print(line)
     for line in errors:
@@ -81,7 +103,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     """Print the child objects the operator would create for attempt N of the job."""
     from kubetune_operator.reconcile.parse import InvalidSpec
-    from kubetune_operator.reconcile.plan import OperatorSettings, resolve
+    from kubetune_operator.reconcile.plan import cluster_problems, resolve
     from kubetune_operator.reconcile.render import render
 
     try:
@@ -89,6 +111,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         settings = OperatorSettings.from_env()
         if args.image:  # overrides the image only; every other operator setting stays
             settings = dataclasses.replace(settings, trainer_image=args.image)
+        if cluster_problems(job.spec):
+            raise InvalidSpec("; ".join(cluster_problems(job.spec)))
         plan = resolve(job, args.attempt, settings, upstream_output=args.upstream_output)
     except ValidationError as err:
         print(
@@ -111,8 +135,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 VALIDATE_HELP = """\
 Check every FineTuneJob document of a manifest file offline, with the same rules the apiserver
-applies (schema and cross-field rules); problems are printed with the field they concern.
-Exit status 0 when all are valid, 1 otherwise."""
+applies (schema and cross-field rules) and, with --policy, the platform policy the operator is
+configured with; problems are printed with the field they concern. Exit status 0 when all are
+valid, 1 otherwise."""
 
 RUN_HELP = """\
 Run a FineTuneJob on this machine, no cluster needed: the same plan the operator renders, with
@@ -154,10 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_examples(
             "kubetune validate examples/lora-2x8-s3.yaml",
             "kubetune validate jobs.yaml     # every FineTuneJob document in the file",
+            "kubetune validate job.yaml --policy platform-policy.yaml",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     v.add_argument("manifest", help="YAML file with one or more FineTuneJob documents")
+    v.add_argument("--policy", help="also check against this platform policy (YAML or JSON)")
     v.set_defaults(func=cmd_validate)
     r = sub.add_parser("render", help="print the child objects the operator creates for a job")
     r.add_argument("manifest")

@@ -24,6 +24,7 @@ from .errors import (
     TERMINATION_LOG_ENV,
     BadInputError,
 )
+from .redact import setup_logging
 
 
 def report_error(message: str, termination_log: str | None = None) -> None:
@@ -90,10 +91,7 @@ def run(argv: list[str] | None = None) -> int:
         help="TrainerConfig JSON",
     )
     args = p.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("KUBETUNE_LOG_LEVEL", "WARNING"),
-        format="%(asctime)s %(name)s %(message)s",
-    )
+    setup_logging(os.environ.get("KUBETUNE_LOG_LEVEL", "WARNING"))
     try:
         cfg = load_config(args.config)
     except BadInputError as e:

@@ -31,6 +31,7 @@ FailureReason = Literal[
     "BackoffLimitExceeded",
     "Stalled",
     "InvalidSpec",
+    "PolicyViolation",
     "ImagePullError",
     "ContainerConfigError",
     "Unknown",
@@ -72,7 +73,12 @@ class Progress(ApiModel):
     step: int | None = Field(None, description="Optimizer steps done.")
     total_steps: int | None = Field(None, description="Optimizer steps planned.")
     epoch: float | None = Field(None, description="Fractional epoch.")
-    percent: int | None = Field(None, description="step / totalSteps in percent.", ge=0, le=100)
+    percent: int | None = Field(
+        None,
+        description="step / totalSteps in percent; 100 once training stopped early.",
+        ge=0,
+        le=100,
+    )
     summary: str | None = Field(
         None, description="step/totalSteps (percent%), for kubectl get.", max_length=64
     )
@@ -84,6 +90,19 @@ class Progress(ApiModel):
     eta: str | None = Field(None, description="ETA, human readable (e.g. 1h12m).", max_length=32)
     updated_at: str | None = Field(None, description="When rank 0 last reported (RFC 3339).")
     attempt: int | None = Field(None, description="Attempt that reported this progress.")
+    stopped_early: bool | None = Field(
+        None,
+        description="Training ended before totalSteps: the eval loss stopped improving "
+        "(spec.training.earlyStopping).",
+    )
+    best_step: int | None = Field(
+        None, description="Step of the best eval loss so far (with spec.training.earlyStopping)."
+    )
+    exported_step: int | None = Field(
+        None,
+        description="Step whose weights the output holds (reported when training ends): the "
+        "best eval loss's with spec.training.earlyStopping, else the last.",
+    )
 
 
 class CheckpointRef(ApiModel):
@@ -111,6 +130,11 @@ class OutputStatus(ApiModel):
     uri: str | None = Field(
         None, description="Where the fine-tuned model was written.", max_length=2048
     )
+    step: int | None = Field(
+        None,
+        description="Optimizer step whose weights were written (the best eval loss's with "
+        "spec.training.earlyStopping).",
+    )
 
 
 class WorkerCounts(ApiModel):
@@ -133,17 +157,20 @@ class FineTuneJobStatus(ApiModel):
     )
     message: str | None = Field(None, description="One line on what is happening.", max_length=4096)
     conditions: list[Condition] | None = Field(None, description="Conditions.", max_length=32)
-    observed_generation: int | None = Field(None, description="metadata.generation last acted on.")
+    observed_generation: int | None = Field(
+        None, description="metadata.generation last acted on.", ge=0
+    )
     start_time: str | None = Field(None, description="When the first attempt started (RFC 3339).")
     completion_time: str | None = Field(None, description="When the job finished (RFC 3339).")
-    attempt: int | None = Field(None, description="Current attempt, starting at 1.")
+    attempt: int | None = Field(None, description="Current attempt, starting at 1.", ge=1)
     restarts: int | None = Field(
-        None, description="Attempts restarted after a failure or a preemption."
+        None, description="Attempts restarted after a failure or a preemption.", ge=0
     )
     preemptions: int | None = Field(
         None,
         description="Of the restarts, attempts ended by a preemption or an eviction (counted "
         "toward runPolicy.preemptionLimit, not backoffLimit).",
+        ge=0,
     )
     last_failure: Failure | None = Field(None, description="Why the last attempt failed.")
     progress: Progress | None = Field(

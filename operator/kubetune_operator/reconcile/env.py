@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.plan import Plan
-from kubetune_trainer.config import HUB_TOKEN_KEY, S3_REQUIRED_KEYS, s3_credential_env
+from kubetune_trainer.checkpoint.seal import KEY_ENV, SECRET_KEY
+from kubetune_trainer.config import (
+    GRACE_ENV,
+    HUB_TOKEN_KEY,
+    S3_REQUIRED_KEYS,
+    s3_credential_env,
+)
 
 
 def torchrun_env(plan: Plan, node_rank: int, master_addr: str, master_port: int) -> dict[str, str]:
-    """Rendezvous variables torchrun and DeepSpeed read, plus the job identity."""
+    """Rendezvous variables torchrun and DeepSpeed read, the job identity, and the pod's
+    termination grace period (the time a SIGTERM leaves the trainer to save a checkpoint)."""
     return {
         "MASTER_ADDR": master_addr,
         "MASTER_PORT": str(master_port),
@@ -25,6 +33,7 @@ def torchrun_env(plan: Plan, node_rank: int, master_addr: str, master_port: int)
         "KUBETUNE_JOB_NAME": plan.name,
         "KUBETUNE_NAMESPACE": plan.namespace,
         "KUBETUNE_ATTEMPT": str(plan.attempt),
+        GRACE_ENV: str(plan.grace_seconds),
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -50,7 +59,8 @@ def secret_env(plan: Plan) -> list[dict[str, Any]]:
     Each s3:// store's keys come from that store's own secret, under that store's variables
     (kubetune_trainer.config.s3_credential_env); the access key pair is required, the session
     token optional. The hub token is HF_TOKEN of the hf:// source's secret, which is read for
-    nothing else.
+    nothing else. With checkpoints (spec.checkpoint or the operator's default store), the
+    namespace's checkpoint key (checkpoint.seal).
     """
     env: list[dict[str, Any]] = []
     for store, secret in plan.s3_secrets:
@@ -58,6 +68,8 @@ def secret_env(plan: Plan) -> list[dict[str, Any]]:
             env.append(_secret_ref(var, secret, key, optional=key not in S3_REQUIRED_KEYS))
     if plan.hub_token_secret:
         env.append(_secret_ref(HUB_TOKEN_KEY, plan.hub_token_secret, HUB_TOKEN_KEY, False))
+    if plan.checkpoints:
+        env.append(_secret_ref(KEY_ENV, names.CHECKPOINT_KEY_SECRET, SECRET_KEY, False))
     return env
 
 

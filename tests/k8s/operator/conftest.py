@@ -42,7 +42,7 @@ class Operator:
         self, cp: ControlPlane, namespace: str, log: Path, env: dict[str, str] | None = None
     ) -> None:
         self.cp, self.namespace, self.log = cp, namespace, log
-        self.extra_env = dict(env or {})  # operator settings, as the chart would pass them
+        self.extra_env = env or {}
         self.health_port = free_port()
         self.metrics_port = free_port()
         self.proc: Any = None

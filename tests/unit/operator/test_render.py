@@ -12,7 +12,7 @@ from kubetune_operator.api import constants as c
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.plan import OperatorSettings, resolve
 from kubetune_operator.reconcile.render import render
-from kubetune_trainer.config import TrainerConfig
+from kubetune_trainer.config import GRACE_ENV, TrainerConfig
 from tests.unit.operator.helpers import HERE, job, manifest
 
 pytestmark = pytest.mark.unit
@@ -91,6 +91,27 @@ def test_worker_env_is_torchrun_rendezvous() -> None:
         assert pod["spec"]["subdomain"] == "llama-lora-workers"
 
 
+def test_workers_know_the_grace_period_their_pods_have() -> None:
+    """The trainer lets torchrun wait this long for the ranks' preemption checkpoint."""
+    plan = resolve(job(), 1, OperatorSettings(termination_grace_seconds=600))
+    for pod in by_kind(render(plan), "Pod"):
+        assert pod["spec"]["terminationGracePeriodSeconds"] == 600
+        assert env_of(pod)[GRACE_ENV] == "600"
+
+
+def test_pod_declares_the_metrics_port_of_every_local_rank() -> None:
+    """4 processes per pod serve metrics on 9400..9403; each port is declared, uniquely named."""
+    for pod in by_kind(objects(), "Pod"):
+        ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+        assert ports == {
+            "rendezvous": 29500,
+            "metrics": 9400,
+            "metrics-1": 9401,
+            "metrics-2": 9402,
+            "metrics-3": 9403,
+        }
+
+
 def test_secrets_are_references_never_values() -> None:
     objs = objects()
     env = env_of(by_kind(objs, "Pod")[0])
@@ -132,7 +153,10 @@ def test_a_hub_token_is_never_read_for_s3_keys() -> None:
     doc["spec"]["checkpoint"] = {"uri": "pvc://ckpt/llama-lora"}
     doc["spec"]["output"] = {"uri": "pvc://models/llama-lora"}
     refs = secret_refs(render(resolve(FineTuneJob.model_validate(doc), 1, SETTINGS))[-1])
-    assert refs == {"HF_TOKEN": ("hf-token", "HF_TOKEN", False)}
+    assert refs == {
+        "HF_TOKEN": ("hf-token", "HF_TOKEN", False),
+        "KUBETUNE_CHECKPOINT_KEY": ("kubetune-checkpoint-key", "key", False),  # not S3 keys
+    }
 
 
 def test_role_is_limited_to_its_own_job_status() -> None:
@@ -151,6 +175,34 @@ def test_role_is_limited_to_its_own_job_status() -> None:
     ]
 
 
+def test_pod_runs_as_the_image_user_with_every_cache_on_a_writable_volume() -> None:
+    """The trainer image's user is 65532 with HOME /home/kubetune (trainer/Dockerfile): the pod
+    runs as that user, and every cache it writes lies on an emptyDir, the root being read-only."""
+    pod = by_kind(objects(), "Pod")[0]
+    spec, ctr = pod["spec"], pod["spec"]["containers"][0]
+    dockerfile = (HERE.parents[2] / "trainer" / "Dockerfile").read_text()
+    assert "USER 65532:65532" in dockerfile and "HOME=/home/kubetune" in dockerfile
+    assert spec["securityContext"]["runAsUser"] == 65532
+    assert spec["securityContext"]["runAsGroup"] == 65532
+    writable = {
+        m["mountPath"]
+        for m in ctr["volumeMounts"]
+        if not m.get("readOnly")
+        and "emptyDir" in next(v for v in spec["volumes"] if v["name"] == m["name"])
+    }
+    assert {"/tmp", "/home/kubetune", "/dev/shm"} <= writable
+    env = env_of(pod)
+    for var in (
+        "HOME",
+        "XDG_CACHE_HOME",
+        "TORCH_EXTENSIONS_DIR",
+        "TRITON_CACHE_DIR",
+        "HF_HOME",
+        "MPLCONFIGDIR",
+    ):
+        assert any(str(env[var]).startswith(d) for d in writable), (var, env[var])
+
+
 def test_pod_is_restricted_and_placed() -> None:
     pod = by_kind(objects(), "Pod")[0]
     spec, ctr = pod["spec"], pod["spec"]["containers"][0]
@@ -158,6 +210,7 @@ def test_pod_is_restricted_and_placed() -> None:
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
     assert ctr["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert ctr["securityContext"]["readOnlyRootFilesystem"] is True
     assert ctr["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert ctr["resources"]["requests"]["nvidia.com/gpu"] == "4"
     assert spec["restartPolicy"] == "Never"
