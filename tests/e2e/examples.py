@@ -75,14 +75,14 @@ def s3_here(*stores: str) -> list[Patch]:
     ]
 
 
-def hub_here() -> list[Patch]:
-    """The local Hub for hf:// sources, the way docs/concepts.md says to reach a private hub."""
+def hub_here(*stores: str) -> list[Patch]:
+    """The local Hub for these hf:// stores, the way docs/concepts.md says to reach a private
+    hub or a mirror."""
     return [
         Patch(
-            "spec.resources.env[+]",
-            {"name": "HF_ENDPOINT", "value": "{hub}"},
-            "tests/fixtures/hub.py on 127.0.0.1 instead of huggingface.co",
+            f"spec.{s}.endpoint", "{hub}", "tests/fixtures/hub.py on 127.0.0.1, not huggingface.co"
         )
+        for s in stores
     ]
 
 
@@ -108,7 +108,7 @@ SUBSTITUTIONS: dict[str, list[Patch]] = {
         *short_sequences(),
     ],
     "full-zero3-offload": [
-        *hub_here(),
+        *hub_here("model"),
         *s3_here("dataset", "checkpoint"),
         *on_cpu(),
         Patch("spec.training.maxSteps", STEPS, SHORT),
@@ -120,7 +120,7 @@ SUBSTITUTIONS: dict[str, list[Patch]] = {
         *short_sequences(),
     ],
     "kueue-queued": [
-        *hub_here(),
+        *hub_here("model"),
         *s3_here("dataset", "checkpoint"),
         *on_cpu(),
         *few_steps(),
@@ -132,7 +132,7 @@ SUBSTITUTIONS: dict[str, list[Patch]] = {
         *short_sequences(),
     ],
     "qlora-single-gpu": [
-        *hub_here(),
+        *hub_here("model", "dataset"),
         Patch("spec.method.type", "lora", "4-bit QLoRA needs CUDA (tests/gpu runs qlora)"),
         *on_cpu(),
         *few_steps(),

@@ -217,6 +217,11 @@ INVALID_CASES: list[InvalidCase] = [
         "partial-without-settings", "spec.method.partial", _set("spec.method", {"type": "partial"})
     ),
     case(
+        "partial-settings-on-lora",
+        "spec.method.partial",
+        _set("spec.method.partial", {"topLayers": 2}),
+    ),
+    case(
         "partial-with-both-selectors",
         "spec.method.partial",
         _set(
@@ -273,6 +278,12 @@ INVALID_CASES: list[InvalidCase] = [
     case(
         "early-stopping-without-validation",
         "spec.training.earlyStopping",
+        _set("spec.training.earlyStopping", {"patience": 2}),
+    ),
+    case(
+        "early-stopping-with-evals-but-without-validation",
+        "spec.training.earlyStopping",
+        _set("spec.training.evalEverySteps", 10),
         _set("spec.training.earlyStopping", {"patience": 2}),
     ),
     case(

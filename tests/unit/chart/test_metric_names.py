@@ -113,9 +113,9 @@ def test_metric_list_in_docs_matches_code() -> None:
     assert not missing, f"docs/monitoring.md does not list: {sorted(missing)}"
 
 
-# A metric name or a name prefix (ending in _ or *) in prose; module paths (kubetune_trainer/...)
-# and dotted names are not metric names.
-MENTION = re.compile(r"\bkubetune_[a-z0-9_]+\*?(?![\w/.])")
+# A metric name or a name prefix (ending in _ or *) in prose; module paths (kubetune_trainer/...,
+# operator/kubetune_operator) and dotted names are not metric names.
+MENTION = re.compile(r"(?<![\w/])kubetune_[a-z0-9_]+\*?(?![\w/.])")
 
 
 def unknown_mentions(text: str, known: set[str]) -> set[str]:

@@ -12,7 +12,8 @@ from kubetune_operator.api import constants as c
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.plan import OperatorSettings, resolve
 from kubetune_operator.reconcile.render import render
-from kubetune_trainer.config import GRACE_ENV, TrainerConfig
+from kubetune_trainer.config import TrainerConfig
+from kubetune_trainer.contract import GRACE_ENV
 from tests.unit.operator.helpers import HERE, job, manifest
 
 pytestmark = pytest.mark.unit

@@ -22,11 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..contract import CHECKPOINT_KEY_ENV
 from ..errors import BadInputError
 
-KEY_ENV = "KUBETUNE_CHECKPOINT_KEY"
-SECRET_KEY = "key"
-"""The key of the namespace's checkpoint-key Secret that holds the key."""
 SIGNATURE = "signature"
 
 
@@ -77,10 +75,10 @@ def local_key(folder: Path | None = None) -> str:
 
 def from_env(job: str, env: Mapping[str, str] = os.environ) -> Seal:
     """The Seal of `job` with the key in KUBETUNE_CHECKPOINT_KEY; bad input when it is unset."""
-    key = env.get(KEY_ENV, "")
+    key = env.get(CHECKPOINT_KEY_ENV, "")
     if not key:
         raise BadInputError(
-            f"{KEY_ENV} is not set: checkpoints can be neither signed nor verified without the "
+            f"{CHECKPOINT_KEY_ENV} is not set: checkpoints can be neither signed nor verified without the "
             "namespace's checkpoint key (the operator and `kubetune run` set it)"
         )
     return Seal(key.encode(), job)
