@@ -6,12 +6,14 @@ ZeRO stage and offload, data format and packing, micro-batch size, URIs, secrets
 and every non-FineTuneJob document, such as the PersistentVolumeClaims).
 
 What cannot exist here: GPUs (so CPU workers, and LoRA where the example uses 4-bit QLoRA, which
-needs CUDA), the public Hugging Face Hub and AWS S3 (so tests/fixtures/hub.py and moto's S3 on
-127.0.0.1, reached through the fields a user of a private hub or MinIO sets), multi-billion
-parameter checkpoints (so a tiny model of the same architecture family is what the hub, bucket
-or claim holds under the example's name), and hours of training (so a few steps). The world
-they run in differs from a cluster only where tests/e2e/test_examples.py says (WORLD_ENV): pods
-share the host's network namespace, so the trainer is told its pod's address for its metrics.
+needs CUDA; the CPU trainer image also lacks DeepSpeed's compiled CPU Adam, so optimizer offload
+is off while parameter offload stays), the public Hugging Face Hub and AWS S3 (so
+tests/fixtures/hub.py and MinIO on the test node's address, reached through the endpoint fields
+a user of a private hub or MinIO sets), multi-billion parameter checkpoints (so a tiny model of
+the same architecture family is what the hub, bucket or claim holds under the example's name),
+and hours of training (so a few steps). Everything else runs as in a cluster: the operator
+installed by helm, trainer pods from the built CPU trainer image (uid 65532, read-only root) on
+a real kubelet, claims bound to hostPath PersistentVolumes.
 """
 
 from __future__ import annotations
@@ -70,7 +72,7 @@ def few_steps() -> list[Patch]:
 def s3_here(*stores: str) -> list[Patch]:
     """The S3 server here for these stores (a MinIO user sets the same field)."""
     return [
-        Patch(f"spec.{s}.endpoint", "{s3}", "moto's S3 server on 127.0.0.1 instead of AWS S3")
+        Patch(f"spec.{s}.endpoint", "{s3}", "MinIO on the test node's address instead of AWS S3")
         for s in stores
     ]
 
@@ -80,7 +82,9 @@ def hub_here(*stores: str) -> list[Patch]:
     hub or a mirror."""
     return [
         Patch(
-            f"spec.{s}.endpoint", "{hub}", "tests/fixtures/hub.py on 127.0.0.1, not huggingface.co"
+            f"spec.{s}.endpoint",
+            "{hub}",
+            "tests/fixtures/hub.py on the node's address, not huggingface.co",
         )
         for s in stores
     ]
@@ -111,6 +115,12 @@ SUBSTITUTIONS: dict[str, list[Patch]] = {
         *hub_here("model"),
         *s3_here("dataset", "checkpoint"),
         *on_cpu(),
+        Patch(
+            "spec.deepspeed.offload.optimizer",
+            "none",
+            "the CPU trainer image has no compiled DeepSpeed CPU Adam (the release image has; "
+            "trainer/Dockerfile); ZeRO-3 parameter offload to CPU stays",
+        ),
         Patch("spec.training.maxSteps", STEPS, SHORT),
         Patch(
             "spec.training.globalBatchSize",

@@ -1,14 +1,16 @@
 """Every cluster example in examples/ run end to end: kubectl apply of the manifest (patched
-only as tests/e2e/examples.py lists) -> the operator -> trainer pods on the node agent ->
-Succeeded, with the model where the manifest says.
+only as tests/e2e/examples.py lists) -> the operator installed by helm -> trainer pods from the
+built CPU trainer image on the real test node -> Succeeded, with the model where the manifest
+says.
 
-One world for the module: the real apiserver, controller manager and scheduler, the operator
-(`kopf run`, with a default checkpoint store configured as the chart would), the node agent,
-moto's S3 server and a local Hub. The world holds what each example expects to find (a user
-fills these once): tiny models of the example's architecture family under the example's model
-names (in a bucket, on the Hub, on a claim), chat and prompt-completion data under its data
-names, the Secrets it names, and hostPath PersistentVolumes for its claims. The results table
-is printed at the end of the module and written to <pytest basetemp>/e2e-examples.md.
+One world for the module, on the package's real node (shared with the other e2e modules): the
+operator by `helm install` with a default checkpoint store configured (chart value
+trainer.defaultCheckpoint), MinIO and a local Hub on the node's address. The world holds what
+each example expects to find (a user fills these once): tiny models of the example's
+architecture family under the example's model names (in a bucket, on the Hub, on a claim), chat
+and prompt-completion data under its data names, the Secrets it names, and hostPath
+PersistentVolumes for its claims. The results table is printed at the end of the module and
+written to <pytest basetemp>/e2e-examples.md (docs/testing.md keeps a copy).
 """
 
 from __future__ import annotations
@@ -31,24 +33,13 @@ from kubernetes import client
 
 from kubetune_operator.api import constants as c
 from tests.e2e.examples import SUBSTITUTIONS, documents, patched, substituted_fields
-from tests.e2e.nodeagent import NodeAgent
-from tests.e2e.nodeagent.agent import leftover_mounts
-from tests.e2e.nodeagent.runtime import POD_IP_REF
-from tests.e2e.scenario import (
-    CREDENTIALS,
-    IMAGE_ENV,
-    S3,
-    S3_SECRET,
-    World,
-    build_deepspeed_ops,
-    job_manifest,
-)
+from tests.e2e.scenario import CREDENTIALS, S3, S3_SECRET, ChartOperator, World, job_manifest
 from tests.fixtures.hub import HubServer, Repo, folder_files
-from tests.harness import ControlPlane, eventually
-from tests.k8s.operator.conftest import Operator
+from tests.harness import ControlPlane, eventually, network
+from tests.harness.images import Image
+from tests.harness.node import Node
 
-# The first test also pays for the world (three tiny models, DeepSpeed's CPU ops when not
-# cached yet), so each gets more than the default limit.
+# The first test also pays for the world (three tiny models, helm install).
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 DEFAULT_CHECKPOINTS = "s3://platform-checkpoints/kubetune"
@@ -69,15 +60,6 @@ CHAT_DATA = (
 )
 PROMPT_DATA = ("s3://datasets/instructions/train.jsonl",)
 HUB_DATASET = "HuggingFaceH4/no_robots"
-# The image env of every pod, plus what this world's runtime differs in: a hub may be reached
-# (only through the HF_ENDPOINT a job sets; without one, a port nothing listens on), and the
-# trainer serves metrics on its pod's own address (pods share the host's network namespace).
-WORLD_ENV = {
-    **IMAGE_ENV,
-    "HF_HUB_OFFLINE": "0",
-    "HF_ENDPOINT": "http://127.0.0.1:9",
-    "KUBETUNE_METRICS_ADDR": POD_IP_REF,
-}
 
 
 @dataclass
@@ -181,6 +163,7 @@ def bind_claims(cp: ControlPlane, namespace: str, root: Path) -> dict[str, Path]
         claim = doc["metadata"]["name"]
         folder = root / claim
         folder.mkdir(parents=True)
+        folder.chmod(0o777)  # the trainer (uid 65532) writes checkpoints and models there
         pv = {
             "apiVersion": "v1",
             "kind": "PersistentVolume",
@@ -216,10 +199,11 @@ def world(
     control_plane: ControlPlane,
     crd_installed: str,
     k8s_api: client.ApiClient,
+    real_node: Node,
+    test_images: dict[str, Image],
     tmp_path_factory: pytest.TempPathFactory,
     request: pytest.FixtureRequest,
 ) -> Iterator[ExampleWorld]:
-    pytest.importorskip("deepspeed")
     work = tmp_path_factory.mktemp("examples")
     namespace = f"examples-{uuid.uuid4().hex[:6]}"
     control_plane.kubectl("create", "namespace", namespace)
@@ -237,10 +221,9 @@ def world(
         arch: tiny_model(arch, work / f"tiny-{arch}", prompts if arch == "qwen2" else chat)
         for arch in MODELS
     }
-    build_deepspeed_ops("CPUAdamBuilder")  # full-zero3-offload offloads the optimizer
-    s3 = S3().start()
-    node_dir = Path(tempfile.mkdtemp(prefix="kubetune-e2e-node-", dir="/var/tmp"))
-    claims = bind_claims(control_plane, namespace, node_dir / "volumes")
+    s3 = S3(real_node.bins / "minio", work / "s3", work / "minio.log").start()
+    volumes = Path(tempfile.mkdtemp(prefix="kubetune-e2e-volumes-", dir="/var/tmp"))
+    claims = bind_claims(control_plane, namespace, volumes)
     hub_repos: dict[tuple[str, str], Repo] = {
         ("dataset", HUB_DATASET): Repo(no_robots_files(chat)),
     }
@@ -263,42 +246,37 @@ def world(
             shutil.copy(source, claims[claim] / path)
     for bucket in ("checkpoints", "finetuned", "platform-checkpoints"):
         s3.client().create_bucket(Bucket=bucket)
-    hub = HubServer(hub_repos).__enter__()
-    agent = NodeAgent(
-        control_plane.kubeconfig, node_dir, name="e2e-examples", extra_env=WORLD_ENV
-    ).start()
-    operator = Operator(
+    hub = HubServer(hub_repos, host=network.NODE_IP).__enter__()
+    operator = ChartOperator(
         control_plane,
-        namespace,
-        work / "operator.log",
-        env={
-            "KUBETUNE_DEFAULT_CHECKPOINT_URI": DEFAULT_CHECKPOINTS,
-            "KUBETUNE_DEFAULT_CHECKPOINT_ENDPOINT": s3.endpoint,
-            "KUBETUNE_DEFAULT_CHECKPOINT_SECRET": S3_SECRET,
-        },
+        real_node,
+        test_images,
+        work,
+        settings=(
+            f"trainer.defaultCheckpoint.uri={DEFAULT_CHECKPOINTS}",
+            f"trainer.defaultCheckpoint.endpoint={s3.endpoint}",
+            f"trainer.defaultCheckpoint.credentialsSecret={S3_SECRET}",
+        ),
     )
-    operator.start()
     w = World(
-        control_plane, k8s_api, namespace, s3, agent, operator, models["llama"], prompts, work
+        control_plane, k8s_api, namespace, s3, real_node, operator, models["llama"], prompts, work
     )
     ew = ExampleWorld(w, hub, claims)
     try:
+        operator.install()
         yield ew
     finally:
-        operator.stop()
-        agent.stop()
-        left = agent.live_process_groups() or leftover_mounts(str(agent.state_dir))
+        (work / "operator.log").write_text(operator.log())
+        operator.uninstall()
         hub.__exit__(None, None, None)
         s3.stop()
-        shutil.copytree(agent.log_dir, work / "pod-logs", dirs_exist_ok=True)
         control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
         for claim in claims:
             control_plane.kubectl(
                 "delete", "pv", f"{namespace}-{claim}", "--wait=false", check=False
             )
-        shutil.rmtree(node_dir, ignore_errors=True)
+        shutil.rmtree(volumes, ignore_errors=True)
         _publish(request.config, ew.rows, tmp_path_factory.getbasetemp() / "e2e-examples.md")
-        assert not left, f"node agent left processes or mounts behind: {left}"
 
 
 def _publish(config: pytest.Config, rows: list[dict[str, str]], path: Path) -> None:
