@@ -85,6 +85,17 @@ VALID_VARIANTS: dict[str, Manifest] = {
     # method.lora omitted: its documented defaults apply
     "lora-without-settings": edited("lora-defaults", _set("spec.method", {"type": "lora"})),
     "qlora-without-settings": edited("qlora-defaults", _set("spec.method", {"type": "qlora"})),
+    "qlora-under-zero2": edited(
+        "qlora-zero2", _set("spec.method.type", "qlora"), _set("spec.deepspeed.zeroStage", 2)
+    ),
+    "one-process-per-gpu": edited(
+        "ppn-equals-gpus",
+        _set("spec.resources", {"gpusPerNode": 2, "processesPerNode": 2}),
+    ),
+    "processes-on-cpu-workers": edited(
+        "ppn-on-cpu",
+        _set("spec.resources", {"gpusPerNode": 0, "processesPerNode": 2}),
+    ),
 }
 
 INVALID_CASES: list[InvalidCase] = [
@@ -206,6 +217,34 @@ INVALID_CASES: list[InvalidCase] = [
         "spec.resources.gpusPerNode",
         _set("spec.method.type", "qlora"),
         _set("spec.resources.gpusPerNode", 0),
+    ),
+    case(
+        "qlora-under-zero3",
+        "spec.deepspeed.zeroStage",
+        _set("spec.method.type", "qlora"),
+        _set("spec.deepspeed.zeroStage", 3),
+    ),
+    case(
+        "qlora-with-parameter-offload",
+        "spec.deepspeed.zeroStage",
+        _set("spec.method.type", "qlora"),
+        _set("spec.deepspeed", {"zeroStage": 3, "offload": {"parameters": "cpu"}}),
+    ),
+    case(
+        "more-processes-than-gpus",
+        "spec.resources.processesPerNode",
+        _set("spec.resources", {"gpusPerNode": 2, "processesPerNode": 4}),
+    ),
+    case(
+        "fp16-on-cpu-workers",
+        "spec.training.precision",
+        _set("spec.resources.gpusPerNode", 0),
+        _set("spec.training.precision", "fp16"),
+    ),
+    case(
+        "stall-timeout-zero",
+        "spec.runPolicy.stallTimeout",
+        _set("spec.runPolicy.stallTimeout", "0m"),
     ),
     case(
         "lora-settings-on-full",

@@ -55,6 +55,23 @@ def test_validate_quickstart(capsys: pytest.CaptureFixture[str]) -> None:
     assert "quickstart is valid" in capsys.readouterr().out
 
 
+def test_validate_checks_every_job_of_a_multi_document_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken second FineTuneJob fails the file, named by its document and field."""
+    good = yaml.safe_load((HERE / "lora-2node.yaml").read_text())
+    bad = yaml.safe_load((HERE / "lora-2node.yaml").read_text())
+    bad["metadata"]["name"] = "second"
+    bad["spec"]["deepspeed"]["zeroStage"] = 7
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c"}}
+    path = tmp_path / "jobs.yaml"
+    path.write_text(yaml.safe_dump_all([good, claim, bad]))
+    assert main(["validate", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert f"{path}: document 1 (llama-lora): FineTuneJob llama-lora is valid" in out
+    assert f"{path}: document 3 (second)" in err and "spec.deepspeed.zeroStage" in err
+
+
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     from kubetune_operator import __version__
 
