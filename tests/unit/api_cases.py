@@ -88,6 +88,10 @@ VALID_VARIANTS: dict[str, Manifest] = {
     "qlora-under-zero2": edited(
         "qlora-zero2", _set("spec.method.type", "qlora"), _set("spec.deepspeed.zeroStage", 2)
     ),
+    "deepspeed-config-of-other-keys": edited(
+        "ds-config-free-form",
+        _set("spec.deepspeed.config", {"zero_optimization": {"overlap_comm": True}, "x": 1}),
+    ),
     "one-process-per-gpu": edited(
         "ppn-equals-gpus",
         _set("spec.resources", {"gpusPerNode": 2, "processesPerNode": 2}),
@@ -240,6 +244,21 @@ INVALID_CASES: list[InvalidCase] = [
         "spec.training.precision",
         _set("spec.resources.gpusPerNode", 0),
         _set("spec.training.precision", "fp16"),
+    ),
+    case(
+        "deepspeed-config-micro-batch",
+        "spec.deepspeed.config.train_micro_batch_size_per_gpu",
+        _set("spec.deepspeed.config", {"train_micro_batch_size_per_gpu": 3}),
+    ),
+    case(
+        "deepspeed-config-zero-stage",
+        "spec.deepspeed.config.zero_optimization.stage",
+        _set("spec.deepspeed.config", {"zero_optimization": {"stage": 3, "overlap_comm": True}}),
+    ),
+    case(
+        "deepspeed-config-accumulation",
+        "spec.deepspeed.config.gradient_accumulation_steps",
+        _set("spec.deepspeed.config", {"gradient_accumulation_steps": 8}),
     ),
     case(
         "stall-timeout-zero",

@@ -111,6 +111,31 @@ def _needs_gpu(lever: str) -> Guard:
 _ZERO_DURATION = "^(0+([.]0+)?[smh])+$"
 
 
+# Raw DeepSpeed config keys kubetune sets from the spec (key path -> the spec field that sets
+# it): a value there would either repeat the spec or contradict it, so the spec field is the one
+# place to say it.
+DEEPSPEED_DERIVED = {
+    "train_batch_size": "spec.training.globalBatchSize",
+    "train_micro_batch_size_per_gpu": "spec.training.microBatchSize",
+    "gradient_accumulation_steps": "spec.training.globalBatchSize",
+    "zero_optimization.stage": "spec.deepspeed.zeroStage",
+}
+
+
+def _derived_by_spec(key: str, owner: str) -> Guard:
+    """deepspeed.config may not set `key`, which kubetune derives from spec field `owner`."""
+    parent, _, leaf = key.rpartition(".")
+    at = "deepspeed.config" + (f".{parent}" if parent else "")
+    return fixed(
+        at,
+        f"!has(self.{leaf})",
+        f"spec.deepspeed.config.{key} is set by {owner}: set it there (a value here would "
+        "contradict it)",
+        f".{leaf}",
+        lambda n: leaf in n,
+    )
+
+
 def _offload(d: Json) -> Json:
     return d.get("offload") or {}
 
@@ -274,6 +299,7 @@ CROSS_FIELD: list[Guard] = [
             and s["resources"].get("gpusPerNode") == 0
         ),
     ),
+    *(_derived_by_spec(key, owner) for key, owner in DEEPSPEED_DERIVED.items()),
     # A zero stall timeout would end every attempt before its first progress report.
     fixed(
         "runPolicy",

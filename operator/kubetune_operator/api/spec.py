@@ -64,6 +64,26 @@ QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 
 
 PRESERVE: JsonDict = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
+def _derived_keys_schema() -> JsonDict:
+    """The raw DeepSpeed config keys kubetune derives from the spec (guards.DEEPSPEED_DERIVED),
+    declared in the schema only so that CEL can see them; spec.deepspeed.config stays free-form
+    and guards.py refuses them."""
+    derived: JsonDict = {
+        "x-kubernetes-int-or-string": True,
+        "description": "Set by the spec (refused here).",
+    }
+    top: JsonDict = {}
+    nested: dict[str, JsonDict] = {}
+    for key in guards.DEEPSPEED_DERIVED:
+        parent, _, leaf = key.rpartition(".")
+        (nested.setdefault(parent, {}) if parent else top)[leaf] = derived
+    for parent, props in nested.items():
+        top[parent] = {**PRESERVE, "description": "Merged over kubetune's.", "properties": props}
+    return top
+
+
 # Deepest nesting of a free-form object (a DeepSpeed config nests 3 or 4 levels); deeper ones
 # are refused before anything copies or serializes them (kubetune_operator.decode).
 MAX_FREE_FORM_DEPTH = 16
@@ -472,9 +492,12 @@ class DeepSpeedSpec(ApiModel):
         description="Raw DeepSpeed config merged last over what kubetune derives (expert use): "
         "at most 64 top-level keys, nested at most 16 levels (deeper is refused before the "
         "job starts; the apiserver cannot check depth in a free-form object), no "
-        "credential-looking keys (it travels in a ConfigMap).",
+        "credential-looking keys (it travels in a ConfigMap), and none of the keys kubetune "
+        "derives from the spec (train_batch_size, train_micro_batch_size_per_gpu, "
+        "gradient_accumulation_steps, zero_optimization.stage: set spec.training and "
+        "spec.deepspeed.zeroStage instead).",
         max_length=64,
-        json_schema_extra=PRESERVE,
+        json_schema_extra={**PRESERVE, "properties": _derived_keys_schema()},
     )
 
     _shallow_config = field_validator("config")(shallow)
