@@ -10,7 +10,7 @@ each example expects to find (a user fills these once): tiny models of the examp
 architecture family under the example's model names (in a bucket, on the Hub, on a claim), chat
 and prompt-completion data under its data names, the Secrets it names, and hostPath
 PersistentVolumes for its claims. The results table is printed at the end of the module and
-written to <pytest basetemp>/e2e-examples.md (docs/testing.md keeps a copy).
+written to <pytest basetemp>/e2e-examples.md (docs/testing.md explains each row).
 """
 
 from __future__ import annotations
