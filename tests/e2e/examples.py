@@ -152,6 +152,10 @@ SUBSTITUTIONS: dict[str, list[Patch]] = {
 
 # Run by tests/e2e/test_quickstart.py with `kubetune run`, unchanged.
 LOCAL_EXAMPLES = ("quickstart",)
+# Sweeps and schedules: validated and dry-run applied (tests/unit/examples,
+# tests/k8s/chart/test_examples_dry_run.py); tests/e2e/test_lifecycle.py runs a sweep and a
+# schedule of its own on the quickstart task, not these files.
+LIFECYCLE_EXAMPLES = ("sweep-lr-rank", "schedule-new-data")
 
 
 def documents(example: str) -> list[dict[str, Any]]:
