@@ -256,6 +256,11 @@ INVALID_CASES: list[InvalidCase] = [
         _set("spec.deepspeed.config", {"zero_optimization": {"stage": 3, "overlap_comm": True}}),
     ),
     case(
+        "deepspeed-config-global-batch",
+        "spec.deepspeed.config.train_batch_size",
+        _set("spec.deepspeed.config", {"train_batch_size": 64}),
+    ),
+    case(
         "deepspeed-config-accumulation",
         "spec.deepspeed.config.gradient_accumulation_steps",
         _set("spec.deepspeed.config", {"gradient_accumulation_steps": 8}),
