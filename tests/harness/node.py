@@ -20,6 +20,7 @@ import shutil
 import signal
 import string
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -190,17 +191,19 @@ class Node:
         layers = images.layers_to_send(layout, ref, self.unpacked_layers())
         argv = [str(self.bins / "ctr"), "-a", str(self.socket), "-n", "k8s.io", "images",
                 "import", "--local", "--discard-unpacked-layers", "-"]  # fmt: skip
-        with subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        ) as proc:
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err
+            )
             assert proc.stdin is not None
             # ctr exiting early breaks the pipe: its stderr says why.
-            with contextlib.suppress(BrokenPipeError):
+            with contextlib.suppress(BrokenPipeError), proc.stdin:
                 images.write_oci_stream(layout, ref, layers, proc.stdin)
-            proc.stdin.close()
-            _, err = proc.communicate(timeout=600)
+            proc.wait(timeout=600)
+            err.seek(0)
+            message = err.read().decode(errors="replace")
         if proc.returncode != 0:
-            raise NodeError(f"ctr images import of {ref} exited {proc.returncode}: {err.decode()}")
+            raise NodeError(f"ctr images import of {ref} exited {proc.returncode}: {message}")
 
     def start_runtime(self) -> None:
         """containerd, with its config, until its socket answers."""
