@@ -53,7 +53,8 @@ build() { # ref dockerfile [extra args...]
   if [ "$ENGINE" = docker ]; then
     docker build --secret "id=ca,src=$CA_SECRET" -f "$file" -t "$ref" "$@" .
   else
-    buildah bud --isolation chroot --layers --secret "id=ca,src=$CA_SECRET" -f "$file" -t "$ref" "$@" .
+    # --force-rm: a failed build leaves no working container (its writable layer can be GBs).
+    buildah bud --isolation chroot --layers --force-rm --secret "id=ca,src=$CA_SECRET" -f "$file" -t "$ref" "$@" .
   fi
 }
 
