@@ -18,11 +18,15 @@ from typing import Any
 from kubernetes.client import ApiException
 
 from kubetune_operator import metrics
+from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.apply import Writer
 from kubetune_operator.fetch import Reader
+from kubetune_operator.reconcile import gang, names
+from kubetune_operator.reconcile import workload as wl
 from kubetune_operator.reconcile.parse import InvalidSpec, parse_job
 from kubetune_operator.reconcile.plan import OperatorSettings, resolve, upstream_job
-from kubetune_operator.reconcile.render import render
+from kubetune_operator.reconcile.policies.kueue import QueueView
+from kubetune_operator.reconcile.render import kueue_workload, render
 from kubetune_operator.reconcile.status import (
     Decision,
     Upstream,
@@ -97,8 +101,10 @@ class Controller:
                 return None
             upstream = self._upstream(namespace, name, job.spec.model.source)
             pods = self.reader.pods(namespace, name, body["metadata"].get("uid"))
-            decision = decide(job, status, pods, self.clock(), upstream)
-            self._execute(body, job, status, pods, decision, upstream)
+            queue = self._queue(namespace, job)
+            gang_missing = self._gang_missing(job)
+            decision = decide(job, status, pods, self.clock(), upstream, queue, gang_missing)
+            self._execute(body, job, status, pods, decision, upstream, queue)
             metrics.record_phase(namespace, name, decision.status.get("phase"))
             return decision.requeue_after
 
@@ -120,6 +126,54 @@ class Controller:
             waiting.add(source_job)
         return Upstream(
             name=other, phase=st.get("phase"), output_uri=(st.get("output") or {}).get("uri")
+        )
+
+    def _queue(self, namespace: str, job: FineTuneJob) -> QueueView | None:
+        """The job's queue and Kueue's verdict on its Workload; None for a job in no queue."""
+        queue = job.queue_name
+        if queue is None:
+            return None
+        if not self.reader.serves(wl.GROUP, wl.VERSION):
+            return QueueView(
+                queue,
+                problem=f"this cluster serves no Kueue Workload API ({wl.GROUP}/{wl.VERSION}): "
+                "install Kueue, or take the job out of the queue",
+            )
+        name = job.metadata.name
+        body = self.reader.workload(namespace, name, names.workload(name, job.metadata.uid))
+        if body is None:
+            return self._new_workload_priority(queue, job)
+        verdict = wl.verdict(body)
+        preemptor = None
+        uid = wl.preemptor_job_uid(verdict.evicted.message) if verdict.evicted else None
+        if uid:
+            preemptor = self.reader.job_named_by_uid(namespace, uid)
+        return QueueView(queue, verdict, body, preemptor)
+
+    def _new_workload_priority(self, queue: str, job: FineTuneJob) -> QueueView:
+        """The view of a job whose Workload is yet to be made, with the priority it gets."""
+        source = wl.priority_class(
+            job.metadata.labels or {}, job.spec.resources.priority_class_name
+        )
+        if source is None:
+            return QueueView(queue)
+        group, kind, name, where = source
+        value = self.reader.priority_value(group, name)
+        if value is None:
+            return QueueView(queue, problem=f"{kind} {name} ({where}) does not exist")
+        return QueueView(queue, priority=wl.Priority(group, kind, name, value))
+
+    def _gang_missing(self, job: FineTuneJob) -> str | None:
+        """Why the job's PodGroup cannot be made (its scheduler's API is not served), if so."""
+        g = job.spec.resources.gang
+        if g is None:
+            return None
+        group, version = gang.APIS[g.scheduler]
+        if self.reader.serves(group, version):
+            return None
+        return (
+            f"spec.resources.gang.scheduler is {g.scheduler}, but this cluster serves no "
+            f"PodGroup API {group}/{version}: install the {g.scheduler} scheduler"
         )
 
     def _write_status(
@@ -196,11 +250,15 @@ class Controller:
         pods: list[dict[str, Any]],
         d: Decision,
         upstream: Upstream | None,
+        queue: QueueView | None = None,
     ) -> None:
-        """Status first (guarded by resourceVersion), then events, deletions, creations."""
+        """Status first (guarded by resourceVersion), then the Workload, events, deletions,
+        creations."""
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         self._write_status(body, status, d.status, d)
+        if queue is not None:
+            self._write_workload(job, d, queue, upstream)
         if d.restart_reason:
             metrics.RESTARTS.labels(reason=d.restart_reason).inc()
         for event in d.events:
@@ -215,8 +273,15 @@ class Controller:
         if d.start_attempt is not None:
             seen = {p["metadata"]["name"] for p in pods}
             existing = seen | self._expected_pods((ns, name), seen)
+            placement = None
+            if queue is not None and queue.verdict is not None and queue.verdict.admitted:
+                placement = wl.placement(self.reader.flavors(queue.verdict.flavors))
             plan = resolve(
-                job, d.start_attempt, self.settings, upstream.output_uri if upstream else None
+                job,
+                d.start_attempt,
+                self.settings,
+                upstream.output_uri if upstream else None,
+                placement,
             )
             wanted = [
                 obj
@@ -230,3 +295,34 @@ class Controller:
                 self.expected.setdefault((ns, name), {}).update(dict.fromkeys(new_pods, now))
         if d.delete_job:
             self.writer.delete_job(ns, name, meta["uid"])
+
+    def _write_workload(
+        self, job: FineTuneJob, d: Decision, queue: QueueView, upstream: Upstream | None
+    ) -> None:
+        """Create the job's Workload, or patch its spec.active and status, as decided; each
+        patch carries the resourceVersion the decision read (409: decide again)."""
+        ns, name = job.metadata.namespace or "default", job.metadata.name
+        if d.create_workload:
+            attempt = int(d.status.get("attempt") or 1)
+            plan = resolve(job, attempt, self.settings, upstream.output_uri if upstream else None)
+            active = not job.spec.run_policy.suspend
+            self.writer.create(kueue_workload(plan, queue.name, active, queue.priority))
+            return
+        if queue.body is None or (d.workload_active is None and d.workload_status is None):
+            return
+        wname = queue.body["metadata"]["name"]
+        version = queue.body["metadata"].get("resourceVersion")
+        try:
+            if d.workload_active is not None:
+                written = self.writer.patch_workload(
+                    ns, wname, version, spec={"active": d.workload_active}
+                )
+                self.reader.remember_workload(name, written, version)
+                version = written["metadata"]["resourceVersion"]
+            if d.workload_status is not None:
+                written = self.writer.patch_workload(ns, wname, version, status=d.workload_status)
+                self.reader.remember_workload(name, written, version)
+        except ApiException as err:
+            if err.status == 409:
+                self.reader.invalidate_workload(ns, name)
+            raise

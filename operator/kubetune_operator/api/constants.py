@@ -19,6 +19,9 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kubetune-operator"
 FIELD_MANAGER = "kubetune-operator"
 
+# Kueue's label for the LocalQueue of a job (accepted on a FineTuneJob besides spec.queue.name).
+QUEUE_NAME_LABEL = "kueue.x-k8s.io/queue-name"
+
 # Ports inside each trainer pod.
 MASTER_PORT = 29500
 TRAINER_METRICS_PORT = 9400

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonDict
 
-from kubetune_operator.api.constants import MAX_JOB_NAME_LENGTH
+from kubetune_operator.api.constants import MAX_JOB_NAME_LENGTH, QUEUE_NAME_LABEL
 
 URI_PATTERN = r"^(hf|s3|pvc|file|ftj)://[^\s]+$"
 STORAGE_URI_PATTERN = r"^(s3|pvc|file)://[^\s]+$"
@@ -48,6 +48,12 @@ _CHECKPOINTING_CONFLICT = (
 _EARLY_STOPPING_NEEDS_EVALS = (
     "spec.training.earlyStopping needs periodic evaluations: set spec.training.evalEverySteps"
 )
+
+
+_GANG_TIMEOUT_ONLY_COSCHEDULING = (
+    "spec.resources.gang.scheduleTimeoutSeconds is only used by scheduler coscheduling"
+)
+_GANG_QUEUE_ONLY_VOLCANO = "spec.resources.gang.volcanoQueue is only used by scheduler volcano"
 
 
 def _needs_gpu(lever: str) -> str:
@@ -461,6 +467,44 @@ class EnvVarSpec(ApiModel):
     )
 
 
+class GangSpec(ApiModel):
+    """All-or-nothing scheduling of the workers by a gang scheduler: kubetune creates a
+    PodGroup (minMember = the workers) owned by the job, and the scheduler binds every worker
+    or none, so a gang never holds part of its GPUs while it waits for the rest."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            rule(
+                "!has(self.scheduleTimeoutSeconds) || self.scheduler == 'coscheduling'",
+                _GANG_TIMEOUT_ONLY_COSCHEDULING,
+                ".scheduleTimeoutSeconds",
+            ),
+            rule(
+                "!has(self.volcanoQueue) || self.scheduler == 'volcano'",
+                _GANG_QUEUE_ONLY_VOLCANO,
+                ".volcanoQueue",
+            ),
+        )
+    )
+
+    scheduler: Literal["coscheduling", "volcano"] = Field(
+        description="coscheduling: the scheduler-plugins Coscheduling plugin (PodGroup "
+        "scheduling.x-k8s.io/v1alpha1); volcano: Volcano (PodGroup scheduling.volcano.sh/v1beta1). "
+        "The workers go to that scheduler's name unless resources.schedulerName says otherwise."
+    )
+    schedule_timeout_seconds: int | None = Field(
+        None,
+        description="coscheduling only: seconds the plugin keeps trying to place the whole gang "
+        "before it backs off and tries again (the PodGroup's scheduleTimeoutSeconds).",
+        ge=1,
+    )
+    volcano_queue: str | None = Field(
+        None,
+        description="volcano only: the Volcano queue of the PodGroup (Volcano's default: default).",
+        max_length=253,
+    )
+
+
 class ResourcesSpec(ApiModel):
     """Where and how big the worker gang is."""
 
@@ -519,8 +563,13 @@ class ResourcesSpec(ApiModel):
     )
     scheduler_name: str | None = Field(
         None,
-        description="Scheduler for the workers (e.g. volcano, a coscheduling plugin).",
+        description="Scheduler for the workers. With gang set, the default is the gang "
+        "scheduler's name as the operator is configured (scheduler-plugins-scheduler, volcano).",
         max_length=253,
+    )
+    gang: GangSpec | None = Field(
+        None,
+        description="Gang-schedule the workers: all of them are bound together or none is.",
     )
     service_account_name: str | None = Field(
         None,
@@ -629,8 +678,8 @@ class RunPolicySpec(ApiModel):
     active_deadline_seconds: int | None = Field(
         None,
         description="Seconds the job may be active before it is Failed, counted from its first "
-        "start or, like a Kubernetes Job, from its latest resume (time suspended and earlier "
-        "active spans do not count).",
+        "start or, like a Kubernetes Job, from its latest resume or Kueue readmission (time "
+        "suspended or queued and earlier active spans do not count).",
         ge=1,
     )
     ttl_seconds_after_finished: int | None = Field(
@@ -674,7 +723,11 @@ class QueueSpec(ApiModel):
     """Kueue admission."""
 
     name: str = Field(
-        description="Kueue LocalQueue name (sets kueue.x-k8s.io/queue-name).", max_length=253
+        description="Kueue LocalQueue in the job's namespace. The operator creates a Kueue "
+        "Workload for the job and starts no worker before Kueue admits it. The label "
+        "kueue.x-k8s.io/queue-name on the job does the same.",
+        min_length=1,
+        max_length=253,
     )
 
 
@@ -855,6 +908,12 @@ def cross_field_problems(spec: FineTuneJobSpec) -> list[str]:
             problems.append("spec.deepspeed.offload.nvmePath is required for nvme offload")
     if t.early_stopping is not None and t.eval_every_steps is None:
         problems.append(_EARLY_STOPPING_NEEDS_EVALS)
+    gang = spec.resources.gang
+    if gang is not None:
+        if gang.schedule_timeout_seconds is not None and gang.scheduler != "coscheduling":
+            problems.append(_GANG_TIMEOUT_ONLY_COSCHEDULING)
+        if gang.volcano_queue is not None and gang.scheduler != "volcano":
+            problems.append(_GANG_QUEUE_ONLY_VOLCANO)
     if t.gradient_checkpointing and t.performance.activation_checkpointing == "off":
         problems.append(_CHECKPOINTING_CONFLICT)
     if m.type == "qlora" and spec.resources.gpus_per_node == 0:
@@ -897,6 +956,7 @@ class ObjectMeta(BaseModel):
     namespace: str | None = None
     uid: str | None = None
     generation: int | None = None
+    labels: dict[str, str] | None = None
 
 
 class FineTuneJob(BaseModel):
@@ -911,3 +971,23 @@ class FineTuneJob(BaseModel):
     kind: Literal["FineTuneJob"] = "FineTuneJob"
     metadata: ObjectMeta
     spec: FineTuneJobSpec
+
+    @model_validator(mode="after")
+    def _one_queue(self) -> FineTuneJob:
+        """spec.queue.name and Kueue's queue-name label may both be set only if they agree."""
+        label = (self.metadata.labels or {}).get(QUEUE_NAME_LABEL)
+        spec = self.spec.queue.name if self.spec.queue else None
+        if label is not None and spec is not None and label != spec:
+            raise ValueError(
+                f"spec.queue.name ({spec}) and the label {QUEUE_NAME_LABEL} ({label}) name "
+                "different LocalQueues: set one of them, or both to the same queue"
+            )
+        return self
+
+    @property
+    def queue_name(self) -> str | None:
+        """The Kueue LocalQueue the job is admitted through: spec.queue.name, else the
+        kueue.x-k8s.io/queue-name label (Kueue's own convention for jobs), else None."""
+        if self.spec.queue is not None:
+            return self.spec.queue.name
+        return (self.metadata.labels or {}).get(QUEUE_NAME_LABEL) or None

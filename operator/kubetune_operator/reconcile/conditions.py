@@ -6,6 +6,9 @@ from typing import Any
 
 CONDITION_TYPES = (
     "Created",
+    "Queued",
+    "Admitted",
+    "Preempted",
     "Running",
     "Restarting",
     "Suspended",

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from kubetune_operator.api import constants as c
 from kubetune_operator.api.spec import FineTuneJob, FineTuneJobSpec
 from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.parse import InvalidSpec
+from kubetune_operator.reconcile.workload import Placement
 from kubetune_trainer.config import (
     CONFIG_FILE_NAME,
     CheckpointConfig,
@@ -45,16 +46,30 @@ class OperatorSettings:
     image_pull_policy: str | None = None
     termination_grace_seconds: int = 300
     progress_interval_seconds: float = 10.0
+    coscheduling_scheduler: str = "scheduler-plugins-scheduler"
+    """schedulerName of gangs with scheduler coscheduling (scheduler-plugins' chart default)."""
+    volcano_scheduler: str = "volcano"
+    """schedulerName of gangs with scheduler volcano."""
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
-        """Settings from KUBETUNE_TRAINER_IMAGE / KUBETUNE_GRACE_SECONDS (the chart sets them)."""
+        """Settings from KUBETUNE_TRAINER_IMAGE, KUBETUNE_GRACE_SECONDS,
+        KUBETUNE_COSCHEDULING_SCHEDULER and KUBETUNE_VOLCANO_SCHEDULER (the chart sets them)."""
         return cls(
             trainer_image=os.environ.get("KUBETUNE_TRAINER_IMAGE", cls.trainer_image),
             image_pull_policy=os.environ.get("KUBETUNE_TRAINER_IMAGE_PULL_POLICY") or None,
             termination_grace_seconds=int(
                 os.environ.get("KUBETUNE_GRACE_SECONDS", cls.termination_grace_seconds)
             ),
+            coscheduling_scheduler=os.environ.get("KUBETUNE_COSCHEDULING_SCHEDULER")
+            or cls.coscheduling_scheduler,
+            volcano_scheduler=os.environ.get("KUBETUNE_VOLCANO_SCHEDULER") or cls.volcano_scheduler,
+        )
+
+    def gang_scheduler(self, scheduler: str) -> str:
+        """The schedulerName a gang of `scheduler` (coscheduling, volcano) goes to."""
+        return (
+            self.coscheduling_scheduler if scheduler == "coscheduling" else self.volcano_scheduler
         )
 
 
@@ -80,6 +95,12 @@ class Plan:
     """(store, secret) for each s3:// store with a credentialsSecret: its keys go to that store."""
     hub_token_secret: str | None = None
     """The secret whose HF_TOKEN the hf:// model or data read; never read for S3 keys."""
+    scheduler_name: str | None = None
+    """resources.schedulerName, else the gang scheduler's name, else the cluster default."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """resources.nodeSelector plus the node labels of the flavors Kueue admitted the job on."""
+    tolerations: tuple[dict[str, Any], ...] = ()
+    """resources.tolerations plus the tolerations of the admitted flavors."""
 
     @property
     def config_path(self) -> str:
@@ -271,8 +292,10 @@ def resolve(
     attempt: int,
     settings: OperatorSettings,
     upstream_output: str | None = None,
+    placement: Placement | None = None,
 ) -> Plan:
-    """The Plan of `attempt` (from 1). `upstream_output` resolves an ftj:// model source."""
+    """The Plan of `attempt` (from 1). `upstream_output` resolves an ftj:// model source;
+    `placement` is what Kueue's admission adds to where the workers run."""
     spec, meta = job.spec, job.metadata
     namespace = meta.namespace or "default"
     claims: list[str] = []
@@ -346,4 +369,28 @@ def resolve(
         pvc_claims=tuple(claims),
         s3_secrets=s3_secrets(all_stores),
         hub_token_secret=hub_token_secret(all_stores),
+        scheduler_name=scheduler_name(spec, settings),
+        node_selector={**(spec.resources.node_selector or {}), **placement.node_labels}
+        if placement
+        else dict(spec.resources.node_selector or {}),
+        tolerations=merged_tolerations(spec, placement),
     )
+
+
+def scheduler_name(spec: FineTuneJobSpec, settings: OperatorSettings) -> str | None:
+    """resources.schedulerName; with a gang and none set, the gang scheduler's name."""
+    r = spec.resources
+    if r.scheduler_name:
+        return r.scheduler_name
+    return settings.gang_scheduler(r.gang.scheduler) if r.gang else None
+
+
+def merged_tolerations(
+    spec: FineTuneJobSpec, placement: Placement | None
+) -> tuple[dict[str, Any], ...]:
+    """resources.tolerations, then those of the admitted flavors that are not among them."""
+    out = list(spec.resources.tolerations or [])
+    for tol in placement.tolerations if placement else ():
+        if tol not in out:
+            out.append(tol)
+    return tuple(out)

@@ -13,6 +13,7 @@ from typing import Any
 
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.api.status import TERMINAL_PHASES
+from kubetune_operator.reconcile import workload
 from kubetune_operator.reconcile.classify import NOT_RETRIED, WorkerFailure
 from kubetune_operator.reconcile.conditions import condition_status, set_condition
 from kubetune_operator.reconcile.observe import Observation, first_failure, observe
@@ -21,12 +22,15 @@ from kubetune_operator.reconcile.policies import (
     backoff,
     cleanup,
     deadline,
+    gang,
+    kueue,
     peers,
     stall,
     startup,
     suspend,
     ttl,
 )
+from kubetune_operator.reconcile.policies.kueue import QueueView
 from kubetune_operator.reconcile.timeutil import format_time, parse_duration, parse_time
 
 OPERATOR_OWNED = (
@@ -77,6 +81,12 @@ class Decision:
     delete_job: bool = False
     requeue_after: float | None = None
     restart_reason: str | None = None
+    create_workload: bool = False
+    """Create the job's Kueue Workload (active unless the job is suspended)."""
+    workload_active: bool | None = None
+    """Set the Workload's spec.active (False while the job is suspended)."""
+    workload_status: dict[str, Any] | None = None
+    """Merge patch of the Workload's status (quota handed back, Finished, PodsReady)."""
 
     def requeue(self, seconds: float | None) -> None:
         """Look again in `seconds` (the earliest request wins)."""
@@ -132,8 +142,15 @@ def failure_record(f: WorkerFailure, attempt: int, now: str) -> dict[str, Any]:
 class _Pass:
     """One reconcile pass: the status being built and the Decision collecting actions."""
 
-    def __init__(self, job: FineTuneJob, status: dict[str, Any], now: datetime) -> None:
+    def __init__(
+        self,
+        job: FineTuneJob,
+        status: dict[str, Any],
+        now: datetime,
+        queue: QueueView | None = None,
+    ) -> None:
         self.job = job
+        self.queue = queue
         self.now = now
         self.now_s = format_time(now)
         self.gen = job.metadata.generation
@@ -170,8 +187,15 @@ class _Pass:
             (*obs.current, *obs.others),
             stop_unfinished=phase == "Failed",
         )
+        self.finish_workload(phase == "Succeeded", message)
         self.after_finish()
         return self.d
+
+    def finish_workload(self, succeeded: bool, message: str) -> None:
+        """A finished job's Workload is marked Finished, so Kueue releases its quota."""
+        q = self.queue
+        if q is not None and q.body is not None and q.verdict and not q.verdict.finished:
+            self.d.workload_status = workload.finished(q.body, succeeded, message, self.now_s)
 
     def after_finish(self) -> None:
         """TTL after a finished job."""
@@ -204,9 +228,13 @@ def decide(
     pods: list[dict[str, Any]],
     now: datetime,
     upstream: Upstream | None = None,
+    queue: QueueView | None = None,
+    gang_missing: str | None = None,
 ) -> Decision:
-    """The next status of `job` and the actions to get there."""
-    p = _Pass(job, status, now)
+    """The next status of `job` and the actions to get there. `queue` is what is known of
+    the job's Kueue queue and Workload, for a job in a queue; `gang_missing` says why the
+    PodGroup of its gang cannot be made (its scheduler's API is not served)."""
+    p = _Pass(job, status, now, queue)
     spec, rp = job.spec, job.spec.run_policy
     attempt = int(p.st["attempt"])
     obs = observe(job.metadata.name, pods, attempt, spec.resources.nodes)
@@ -218,6 +246,7 @@ def decide(
             stop_unfinished=p.old_phase == "Failed",
         )
         p.st["workers"] = obs.counts
+        p.finish_workload(p.old_phase == "Succeeded", str(p.st.get("message") or p.old_phase))
         p.after_finish()
         return p.d
 
@@ -243,6 +272,7 @@ def decide(
         p.cond("Suspended", True, reason, msg)
         p.cond("Running", False, "Suspended", "suspended")
         p.st["workers"] = obs.counts
+        _queue_while_suspended(p, obs)
         return p.d
 
     start = parse_time(p.st.get("startTime"))
@@ -276,6 +306,10 @@ def decide(
         return p.finish("Failed", "DeadlineExceeded", msg, obs)
     p.d.requeue(left)
 
+    gated = _queue_gate(p, obs)
+    if gated is not None:
+        return gated
+
     ran = p.old_phase in ("Initializing", "Running")
     failure = first_failure(obs, running_attempt=ran)
     if failure is not None and (wait := _hold_back(obs, failure, now)) > 0:
@@ -307,21 +341,136 @@ def decide(
     blocked = _startup_error(p, obs)
     if blocked is not None and rp.fail_on_startup_error:
         return _end_attempt(p, obs, blocked)
+    if obs.missing and gang_missing is not None:
+        # Workers without their PodGroup would be scheduled one by one: start none.
+        p.phase("Pending", "GangSchedulerNotInstalled", gang_missing, warning=True)
+        p.d.requeue(POLL_SECONDS)
+        return p.d
     if obs.missing:
         p.d.start_attempt = attempt
     if start is None:
         p.st["startTime"] = p.now_s
         p.d.requeue(deadline.seconds_left(now, rp.active_deadline_seconds, now))
     _progress_phase(p, obs, attempt)
+    _pods_ready(p)
     return p.d
 
 
+def _holding(obs: Observation, now: datetime) -> list[str]:
+    """Workers of any attempt that still hold node resources (a pod being deleted counts
+    until its grace period and STALE_POD_SLACK have passed)."""
+    out = []
+    for w in (*obs.current, *obs.others):
+        if w.phase in ("Succeeded", "Failed"):
+            continue
+        if w.terminating and w.deleted_at and now > w.deleted_at + STALE_POD_SLACK:
+            continue
+        out.append(w.name)
+    return out
+
+
+def _queued(p: _Pass, obs: Observation, q: QueueView) -> Decision:
+    """Phase Queued with Kueue's reason and message; no worker is started."""
+    reason, msg = kueue.waiting(q)
+    p.phase("Queued", reason, msg)
+    p.cond("Queued", True, reason, msg)
+    if condition_status(p.st.get("conditions", []), "Admitted") == "True":
+        p.cond("Admitted", False, reason, msg)
+    p.cond("Running", False, "Queued", msg)
+    p.st["workers"] = obs.counts
+    # Kueue's verdicts arrive as Workload events; look again now and then all the same.
+    p.d.requeue(POLL_SECONDS)
+    return p.d
+
+
+def _queue_gate(p: _Pass, obs: Observation) -> Decision | None:
+    """Kueue: no worker runs without admission; an eviction stops the workers (they save a
+    checkpoint on SIGTERM) and hands the quota back once they are gone. None: admitted, go on.
+    """
+    q = p.queue
+    if q is None:
+        return None
+    v = q.verdict
+    if v is None:
+        p.d.create_workload = q.problem is None
+        return _queued(p, obs, q)
+    if not v.active:
+        p.d.workload_active = True
+    if v.admitted and v.evicted is None:
+        _admitted(p, v)
+        return None
+    if obs.counts["succeeded"] == p.job.spec.resources.nodes:
+        return None  # it finished just as Kueue let go: the normal flow records the success
+    live = [w for w in obs.current if not w.terminating and w.phase not in ("Succeeded", "Failed")]
+    if live:
+        failure = kueue.eviction(q, live[0].name)
+        if failure.reason == "Preempted" and v.preempted is not None:
+            p.cond("Preempted", True, v.preempted.reason, failure.message)
+        p.cond("Admitted", False, v.evicted.reason if v.evicted else "NotAdmitted", failure.message)
+        return _end_attempt(p, obs, failure, then=f"the job waits in LocalQueue {q.name} again")
+    stopping = _holding(obs, p.now)
+    if stopping:
+        why = v.evicted.reason if v.evicted else "Evicted"
+        p.phase(
+            "Restarting",
+            why,
+            f"waiting for {len(stopping)} worker(s) to save a checkpoint and stop",
+        )
+        p.d.requeue(5)
+        return p.d
+    if v.reserved and v.evicted is not None and q.body is not None:
+        p.d.workload_status = workload.released(q.body, p.now_s)
+    return _queued(p, obs, q)
+
+
+def _admitted(p: _Pass, v: workload.Verdict) -> None:
+    """Conditions of an admitted job (an Admitted event the first time)."""
+    msg = kueue.admitted(v)
+    conds = p.st.get("conditions", [])
+    if condition_status(conds, "Admitted") != "True":
+        p.d.events.append(Event("Normal", "Admitted", msg))
+    p.cond("Admitted", True, "Admitted", msg)
+    p.cond("Queued", False, "Admitted", msg)
+    if condition_status(conds, "Preempted") == "True":
+        p.cond("Preempted", False, "Admitted", msg)
+
+
+def _queue_while_suspended(p: _Pass, obs: Observation) -> None:
+    """A suspended job holds no quota: its Workload is deactivated (Kueue evicts it, if
+    admitted) and handed back once the workers are gone."""
+    q = p.queue
+    if q is None:
+        return
+    v = q.verdict
+    if v is None:
+        p.d.create_workload = q.problem is None
+        return
+    if v.active:
+        p.d.workload_active = False
+    if v.reserved and v.evicted is not None and q.body and not _holding(obs, p.now):
+        p.d.workload_status = workload.released(q.body, p.now_s)
+
+
+def _pods_ready(p: _Pass) -> None:
+    """Tell Kueue when all workers run (and when they stop doing so): its waitForPodsReady
+    evicts a Workload whose pods do not get ready in time."""
+    q = p.queue
+    if q is None or q.body is None or q.verdict is None or not q.verdict.admitted:
+        return
+    ready = p.st.get("phase") == "Running"
+    if q.verdict.pods_ready != ready and (ready or q.verdict.pods_ready):
+        p.d.workload_status = workload.pods_ready(q.body, ready, p.now_s)
+
+
 def _resumed_at(conditions: list[dict[str, Any]]) -> datetime | None:
-    """When the job was last resumed (Suspended turned False), if ever."""
-    for cond in conditions:
-        if cond.get("type") == "Suspended" and cond.get("status") == "False":
-            return parse_time(cond.get("lastTransitionTime"))
-    return None
+    """When the job was last resumed (Suspended turned False) or admitted again by Kueue
+    (Admitted turned True), if ever: time spent suspended or queued does not count."""
+    times = [
+        parse_time(cond.get("lastTransitionTime"))
+        for cond in conditions
+        if (cond.get("type"), cond.get("status")) in (("Suspended", "False"), ("Admitted", "True"))
+    ]
+    return max((t for t in times if t is not None), default=None)
 
 
 def _stalled(p: _Pass, obs: Observation, progress: dict[str, Any] | None) -> WorkerFailure | None:
@@ -385,11 +534,15 @@ def _hold_back(obs: Observation, failure: WorkerFailure, now: datetime) -> float
     return peers.seconds_to_wait(failure.reason, failure.finished, running, now)
 
 
-def _end_attempt(p: _Pass, obs: Observation, failure: WorkerFailure) -> Decision:
+def _end_attempt(
+    p: _Pass, obs: Observation, failure: WorkerFailure, then: str | None = None
+) -> Decision:
     """Gang semantics: the whole attempt goes; retry it or fail the job.
 
     A failure spends backoffLimit; a preemption or eviction spends preemptionLimit instead,
-    so a job that Kueue preempts again and again keeps resuming from its checkpoint.
+    so a job that Kueue preempts again and again keeps resuming from its checkpoint. `then`
+    says what comes next when it is not an immediate new attempt (a queued job waits for
+    Kueue).
     """
     rp = p.job.spec.run_policy
     attempt = obs.attempt
@@ -418,7 +571,8 @@ def _end_attempt(p: _Pass, obs: Observation, failure: WorkerFailure) -> Decision
         p.st["preemptions"] = preemptions + 1
     p.d.delete_pods = [w.name for w in obs.current if not w.terminating]
     p.d.restart_reason = failure.reason
-    msg = f"attempt {attempt} ended ({failure.reason}): {failure.message}; starting attempt {attempt + 1}"
+    after = then or f"starting attempt {attempt + 1}"
+    msg = f"attempt {attempt} ended ({failure.reason}): {failure.message}; {after}"
     p.phase("Restarting", failure.reason, msg, warning=True)
     p.cond("Restarting", True, failure.reason, msg)
     p.cond("Running", False, failure.reason, msg)
@@ -437,6 +591,7 @@ def _progress_phase(p: _Pass, obs: Observation, attempt: int) -> None:
         p.cond("Restarting", False, "Running", f"attempt {attempt} is running")
         return
     scheduled = sum(w.scheduled for w in obs.current)
+    group = p.job.spec.resources.gang
     if problems:
         p.phase("Pending", "WorkerProblem", "; ".join(problems)[:1024], warning=True)
     elif scheduled == nodes:
@@ -445,6 +600,10 @@ def _progress_phase(p: _Pass, obs: Observation, attempt: int) -> None:
             "Initializing",
             f"attempt {attempt}: {counts['running']}/{nodes} workers running",
         )
+    elif group is not None and not obs.missing:
+        says = next((w.unschedulable for w in obs.current if w.unschedulable), None)
+        msg = gang.waiting_message(group.scheduler, nodes, scheduled, says)
+        p.phase("Pending", "WaitingForGang", f"attempt {attempt}: {msg}")
     elif attempt > 1 and p.old_phase == "Restarting":
         p.phase(
             "Restarting",
