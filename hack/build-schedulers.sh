@@ -16,6 +16,8 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-v1.34.4}"
 KUEUE_VERSION="${KUEUE_VERSION:-v0.17.0}"
 # scheduler-plugins releases track Kubernetes minors: v0.34.x is built on k8s.io/kubernetes 1.34.
+# Its k8s.io modules are pinned to the control plane's release ($K8S_VERSION): the module proxy
+# does not serve every module of the patch release v0.34.7 names (k8s.io/csi-translation-lib).
 SCHEDULER_PLUGINS_VERSION="${SCHEDULER_PLUGINS_VERSION:-v0.34.7}"
 # The newest volcano.sh/volcano release the module proxy serves.
 VOLCANO_VERSION="${VOLCANO_VERSION:-v1.10.0}"
@@ -39,8 +41,22 @@ module_of() { # short name -> module@version
   esac
 }
 
-build_in_module() { # binary-name module@version package ldflags
-  local name="$1" mod="$2" pkg="$3" ld="$4"
+pin_kubernetes() { # in a module folder: k8s.io/kubernetes and every replaced k8s.io module to $K8S_VERSION
+  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  local staging="v0.${minor}.${K8S_VERSION##*.}"
+  go mod edit -replace "k8s.io/kubernetes=k8s.io/kubernetes@$K8S_VERSION"
+  local m
+  for m in $(go mod edit -json | python3 -c 'import json, sys
+for r in json.load(sys.stdin).get("Replace") or []:
+    p = r["Old"]["Path"]
+    if p.startswith("k8s.io/") and p != "k8s.io/kubernetes" and r["New"].get("Version", "").startswith("v0."):
+        print(p)'); do
+    go mod edit -replace "$m=$m@$staging"
+  done
+}
+
+build_in_module() { # binary-name module@version package ldflags [prepare-function]
+  local name="$1" mod="$2" pkg="$3" ld="$4" prepare="${5:-}"
   [ -x "$BIN_DIR/$name" ] && return 0
   log "building $name from $mod (first run on this machine: many minutes)"
   local src
@@ -50,6 +66,7 @@ build_in_module() { # binary-name module@version package ldflags
     rm -rf "$dir.tmp"
     cp -r "$src" "$dir.tmp"
     chmod -R u+w "$dir.tmp"
+    if [ -n "$prepare" ]; then (cd "$dir.tmp" && "$prepare"); fi
     mv "$dir.tmp" "$dir"
   fi
   cd "$dir"
@@ -64,7 +81,7 @@ build_kueue() {
 
 build_scheduler_plugins() {
   build_in_module kube-scheduler-plugins "$(module_of scheduler-plugins)" ./cmd/scheduler \
-    "-X k8s.io/component-base/version.gitVersion=$SCHEDULER_PLUGINS_VERSION"
+    "-X k8s.io/component-base/version.gitVersion=$SCHEDULER_PLUGINS_VERSION" pin_kubernetes
 }
 
 build_volcano() {
