@@ -369,9 +369,10 @@ def _holding(obs: Observation, now: datetime) -> list[str]:
     return out
 
 
-def _queued(p: _Pass, obs: Observation, q: QueueView) -> Decision:
-    """Phase Queued with Kueue's reason and message; no worker is started."""
-    reason, msg = kueue.waiting(q)
+def _queued(p: _Pass, obs: Observation, q: QueueView, released: bool = False) -> Decision:
+    """Phase Queued with Kueue's reason and message (or, right after the quota of an evicted
+    Workload was handed back, the eviction's); no worker is started."""
+    reason, msg = kueue.handed_back(q) if released else kueue.waiting(q)
     p.phase("Queued", reason, msg)
     p.cond("Queued", True, reason, msg)
     if condition_status(p.st.get("conditions", []), "Admitted") == "True":
@@ -411,15 +412,13 @@ def _queue_gate(p: _Pass, obs: Observation) -> Decision | None:
     stopping = _holding(obs, p.now)
     if stopping:
         why = v.evicted.reason if v.evicted else "Evicted"
-        p.phase(
-            "Restarting",
-            why,
-            f"waiting for {len(stopping)} worker(s) to save a checkpoint and stop",
-        )
+        saving = " to save a checkpoint and" if p.job.spec.checkpoint is not None else " to"
+        p.phase("Restarting", why, f"waiting for {len(stopping)} worker(s){saving} stop")
         p.d.requeue(5)
         return p.d
     if v.reserved and v.evicted is not None and q.body is not None:
         p.d.workload_status = workload.released(q.body, p.now_s)
+        return _queued(p, obs, q, released=True)
     return _queued(p, obs, q)
 
 

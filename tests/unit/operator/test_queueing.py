@@ -142,6 +142,8 @@ def test_the_quota_is_handed_back_once_the_evicted_workers_are_gone() -> None:
     assert d.workload_status is None and d.status["phase"] == "Restarting"
     d = decide(job(), st, [], at(40), queue=view(body))
     assert d.status["phase"] == "Queued" and d.start_attempt is None
+    assert "Preempted to accommodate" in d.status["message"]
+    assert d.status["message"].endswith("waiting to be admitted again")
     patch = d.workload_status
     assert patch is not None and patch["admission"] is None
     by_type = {c["type"]: c for c in patch["conditions"]}
@@ -218,7 +220,7 @@ def test_the_workload_has_one_pod_set_of_the_workers_and_the_jobs_priority() -> 
 def test_the_admitted_flavors_place_the_workers() -> None:
     flavor = {"spec": {"nodeLabels": {"pool": "a100"}, "tolerations": [{"key": "gpu", "operator": "Exists"}]}}  # fmt: skip
     plan = resolve(job(), 1, OperatorSettings(), placement=wl.placement([flavor]))
-    worker = [o for o in render(plan) if o["kind"] == "Pod"][0]["spec"]
+    worker = next(o for o in render(plan) if o["kind"] == "Pod")["spec"]
     assert worker["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3", "pool": "a100"}  # fmt: skip
     assert {"key": "gpu", "operator": "Exists"} in worker["tolerations"]
 

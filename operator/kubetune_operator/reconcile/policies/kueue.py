@@ -50,8 +50,21 @@ def waiting(view: QueueView) -> tuple[str, str]:
             f"quota reserved in ClusterQueue {v.cluster_queue}: waiting for admission checks",
         )
     if v.pending is not None and v.pending.message:
-        return v.pending.reason or "Pending", f"LocalQueue {q}: {v.pending.message}"
+        said = v.pending.message
+        named = said if f"LocalQueue {q}" in said else f"LocalQueue {q}: {said}"
+        return v.pending.reason or "Pending", named
     return "Queued", f"waiting for Kueue to admit the job in LocalQueue {q}"
+
+
+def handed_back(view: QueueView) -> tuple[str, str]:
+    """(reason, message) of a job whose evicted workers are gone and whose quota was just
+    handed back: it waits to be admitted again."""
+    ev = view.verdict.evicted if view.verdict else None
+    reason, why = (ev.reason, ev.message) if ev else ("Evicted", "evicted")
+    return (
+        reason,
+        f"LocalQueue {view.name}: {why}{preempted_by(view)}; waiting to be admitted again",
+    )
 
 
 def preempted_by(view: QueueView) -> str:
