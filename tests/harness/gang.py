@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from tests.harness import binaries, procs
-from tests.harness.controlplane import ControlPlane, log_tail
+from tests.harness.controlplane import ControlPlane, log_tail, wait_established
 
 COSCHEDULING_SCHEDULER = "scheduler-plugins-scheduler"
 VOLCANO_SCHEDULER = "volcano"
@@ -46,8 +46,7 @@ def _crds(cp: ControlPlane, paths: list[Path]) -> None:
     """Apply CRD files and wait until each is Established."""
     args = [x for p in paths for x in ("-f", str(p))]
     cp.kubectl("apply", "--server-side", "--force-conflicts", *args, timeout=120)
-    names = cp.kubectl("get", *args, "-o", "name").stdout.split()
-    cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+    wait_established(cp, cp.kubectl("get", *args, "-o", "name").stdout.split())
 
 
 def coscheduling_crd(module: Path) -> Path:

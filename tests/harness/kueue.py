@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from tests.harness import binaries, certs, procs
-from tests.harness.controlplane import ControlPlane, http_get, log_tail
+from tests.harness.controlplane import ControlPlane, http_get, log_tail, wait_established
 from tests.harness.wait import eventually
 
 GROUP = "kueue.x-k8s.io"
@@ -174,8 +174,7 @@ def install(cp: ControlPlane, module: Path, webhook_url: str, workdir: Path) -> 
     ca_bundle = _b64(cp.cert_files.ca_cert)
     crds = crd_documents(module, webhook_url, ca_bundle)
     _apply(cp, crds, workdir / "kueue-crds.yaml")
-    names = [f"crd/{d['metadata']['name']}" for d in crds]
-    cp.kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+    wait_established(cp, [d["metadata"]["name"] for d in crds])
     _apply(cp, webhook_configurations(module, webhook_url, ca_bundle), workdir / "webhooks.yaml")
     cp.kubectl("create", "namespace", NAMESPACE, check=False)
 
