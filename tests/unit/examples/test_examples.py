@@ -18,6 +18,7 @@ EXPECTED = {
     "full-zero3-offload",
     "qlora-single-gpu",
     "kueue-queued",
+    "gang-coscheduling",
     "pvc-model-cache",
 }
 
@@ -69,4 +70,6 @@ def test_scenarios_are_what_their_names_say() -> None:
     qlora = spec("qlora-single-gpu").spec
     assert qlora.method.type == "qlora" and qlora.world_size == 1
     assert spec("kueue-queued").spec.queue is not None
+    gang = spec("gang-coscheduling").spec.resources.gang
+    assert gang is not None and gang.scheduler == "coscheduling"
     assert spec("pvc-model-cache").spec.model.source.startswith("pvc://")
