@@ -27,6 +27,9 @@ S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOK
 S3_REQUIRED_KEYS = S3_SECRET_KEYS[:2]
 HUB_TOKEN_KEY = "HF_TOKEN"
 """The key of a hub-token secret (an hf:// source's credentialsSecret), and the worker's variable."""
+GRACE_ENV = "KUBETUNE_GRACE_SECONDS"
+"""Seconds a worker has after SIGTERM (its pod's terminationGracePeriodSeconds): the operator
+reads its setting from it and renders it into every worker; the launcher gives it to torchrun."""
 
 
 def s3_credential_env(store: StoreName) -> dict[str, str]:
@@ -60,8 +63,9 @@ class ModelConfig(_Config):
     )
     revision: str | None = Field(None, description="Hub revision for hf:// sources.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "bfloat16",
-        description="dtype the weights are loaded in (fp32 master weights come from DeepSpeed).",
+        "auto",
+        description="dtype the weights are read in (model.load_dtype checks it against the "
+        "precision; fp32 master weights come from DeepSpeed).",
     )
     trust_remote_code: bool = Field(False, description="Allow model repository code to run.")
     storage: StorageConfig = Field(

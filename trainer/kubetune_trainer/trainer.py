@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import adapter as adapter_mod
+from . import best as best_mod
 from . import data as data_mod
 from . import engine as engine_mod
 from . import export as export_mod
@@ -71,11 +73,15 @@ class Trainer:
         self.precision = engine_mod.resolve_precision(
             cfg.training.precision, cuda, cuda and torch.cuda.is_bf16_supported()
         )
-        self.location, self.model_commit = model_mod.fetch_resolved(
-            cfg.model.source, cache, cfg.model.revision, cfg.model.storage
-        )
+        self.read_as = model_mod.load_dtype(cfg.model.dtype, self.precision)
+        self.source = model_mod.fetch_source(cfg.model, cache)
+        self.location, self.model_commit = self.source.location, self.source.commit
+        if self.source.adapter and cfg.method.type in ("lora", "qlora"):
+            adapter_mod.check_shape(Path(self.source.adapter), cfg.spec)
         self.hub = model_mod.hub_kwargs(cfg.model.source, cfg.model.revision)
-        self.tokenizer = model_mod.load_tokenizer(self.location, self.hub)
+        self.tokenizer = model_mod.load_tokenizer(
+            adapter_mod.tokenizer_folder(self.source.adapter, self.location), self.hub
+        )
         self.data = data_mod.build_dataset(self.tokenizer, cfg.data, cfg.training.seed, cache)
         self.accumulation = engine_mod.grad_accumulation(
             cfg.training.global_batch_size, cfg.training.micro_batch_size, env.world_size
@@ -94,18 +100,25 @@ class Trainer:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
             self.precision
         ]
-        if cfg.deepspeed.zero_stage == 3 and cfg.method.type != "qlora":
+        merges = self.source.adapter is not None and cfg.method.type in ("full", "partial")
+        if cfg.deepspeed.zero_stage == 3 and cfg.method.type != "qlora" and not merges:
             from transformers.integrations import HfDeepSpeedConfig
 
             self._zero3_hook = HfDeepSpeedConfig(
                 self.ds_config
             )  # from_pretrained partitions while loading
-        model = model_mod.load_model(self.location, cfg.model, cfg.method, self.hub, dtype)
+        model = model_mod.load_model(
+            self.location, cfg.model, cfg.method, self.hub, dtype, self.read_as
+        )
         model_mod.unset_zero3_init()
         self.perf_applied = perf_mod.apply(model, self.levers)
         log.info("perf levers %s, applied %s", self.levers, self.perf_applied)
         model = model_mod.apply_method(
-            model, cfg.method, cfg.training.seed, self.levers.checkpoint_every > 0
+            model,
+            cfg.method,
+            cfg.training.seed,
+            self.levers.checkpoint_every > 0,
+            self.source.adapter,
         )
         if self.levers.checkpoint_every > 1:  # selective; full checkpointing is apply_method's
             perf_mod.checkpoint_layers(model, self.levers.checkpoint_every)
@@ -127,10 +140,17 @@ class Trainer:
             if self.ckpt.enabled
             else None
         )
+        self.best = best_mod.BestWeights(
+            self.ckpt.local,
+            bool(cfg.training.early_stopping_patience)
+            and (env.is_main or best_mod.is_partitioned(self.engine.module)),
+        )
+        self.export_step: int | None = None
         if self.restored:
             cs = self.restored.client_state
             state.step = int(cs.get("step", self.restored.step))
             state.best_eval = cs.get("best_eval")
+            state.best_step = cs.get("best_step")
             state.evals_without_improvement = int(cs.get("evals_without_improvement", 0))
             state.tokens = int(cs.get("tokens", 0))
         self.start_step, self.start_tokens = state.step, state.tokens
@@ -283,8 +303,32 @@ class Trainer:
         total, count = self.all_sum([total, count])
         return total / count if count else None
 
-    def report(self, s: loop.LoopState, tokens: int, force: bool = False) -> None:
-        """Metrics every step, progress at the configured interval."""
+    def keep_best(self, step: int) -> None:
+        """Keep the weights of a new best evaluation (with early stopping, they are exported)."""
+        self.best.save(self.engine.module, step)
+
+    def choose_export_step(self, s: loop.LoopState) -> int:
+        """The step whose weights the export holds: with early stopping the best evaluation's,
+        if every rank still has them (a restart in a fresh pod loses them), else the last."""
+        if not self.cfg.training.early_stopping_patience or s.best_step in (None, s.step):
+            return s.step
+        if self.all_true(not self.best.enabled or self.best.step() == s.best_step):
+            return int(s.best_step or 0)
+        log.warning(
+            "the weights of the best evaluation (step %s) were lost in a restart: exporting "
+            "the last ones (step %d)",
+            s.best_step,
+            s.step,
+        )
+        return s.step
+
+    def report(
+        self, s: loop.LoopState, tokens: int, force: bool = False, final: bool = False
+    ) -> None:
+        """Metrics every step, progress at the configured interval; the final report also says
+        which step's weights are exported (a collective: every rank makes it)."""
+        if final:
+            self.export_step = self.choose_export_step(s)
         m, step = self.metrics, s.step
         tps = self.tokens_per_second(s)
         lr = self.engine.get_lr()[0] if self.engine.get_lr() else None
@@ -305,7 +349,7 @@ class Trainer:
         if u is not None:
             m.mfu.set(u)
         if self.sink and (force or step % self.cfg.training.log_every_steps == 0):
-            self.sink.report(self.progress(s, tps), force=force)
+            self.sink.report(self.progress(s, tps, "end" if final else "step"), force=force)
 
     def tokens_per_second(self, s: loop.LoopState) -> float:
         """Training tokens per second over all ranks during this attempt."""
@@ -332,6 +376,9 @@ class Trainer:
             attempt=self.cfg.job.attempt,
             event=event,
             checkpoint=self.ckpt.last_committed,
+            stopped_early=s.stopped_early,
+            best_step=s.best_step if self.cfg.training.early_stopping_patience else None,
+            exported_step=self.export_step,
         )
 
     def save(self, s: loop.LoopState, wait: bool = False) -> None:
@@ -353,6 +400,8 @@ class Trainer:
         ):
             self.save(s, wait=True)
         self.ckpt.wait()
+        if self.export_step not in (None, s.step) and self.best.enabled:
+            self.best.restore(self.engine.module)  # checkpoints keep the last, export the best
         self.write_probe()
         if self.cfg.output is not None:
             self.export(s)
@@ -391,10 +440,24 @@ class Trainer:
             Path(self.cfg.checkpoint.local_dir) / job_key(self.cfg) / "export"
         )
         written = export_mod.save_model(
-            self.engine.module, sd, out.format, staging, self.tokenizer, self.location, self.hub
+            self.engine.module,
+            sd,
+            out.format,
+            staging,
+            self.tokenizer,
+            self.location,
+            self.hub,
+            self.source.base,
         )
         export_mod.write_run_card(staging, self.run_card(s, written, shares))
         export_mod.upload_dir(staging, out.uri, out)
+
+    def adapter_card(self) -> dict[str, str] | None:
+        """What became of an adapter source: continued (lora, qlora) or merged (full, partial)."""
+        if self.source.adapter is None:
+            return None
+        how = "continued" if self.cfg.method.type in ("lora", "qlora") else "merged"
+        return {"source": self.cfg.model.source, "how": how}
 
     def gather(self, value: float) -> list[int]:
         """One number from every rank, in rank order."""
@@ -416,6 +479,8 @@ class Trainer:
                 "revision": cfg.model.revision,
                 "commit": self.model_commit,
                 "dtype": cfg.model.dtype,
+                "base": vars(self.source.base),
+                "adapter": self.adapter_card(),
             },
             "method": cfg.method.model_dump(),
             "output": {
@@ -434,6 +499,9 @@ class Trainer:
                 "total_steps": self.total_steps,
                 "start_step": self.start_step,
                 "stopped_early": s.stopped_early,
+                "best_step": s.best_step,
+                "best_eval_loss": s.best_eval,
+                "exported_step": self.export_step,
                 "preempted": s.preempted,
                 "first_loss": s.losses[0] if s.losses else None,
                 "final_loss": s.losses[-1] if s.losses else None,

@@ -79,7 +79,12 @@ class Progress(ApiModel):
     step: int | None = Field(None, description="Optimizer steps done.")
     total_steps: int | None = Field(None, description="Optimizer steps planned.")
     epoch: float | None = Field(None, description="Fractional epoch.")
-    percent: int | None = Field(None, description="step / totalSteps in percent.", ge=0, le=100)
+    percent: int | None = Field(
+        None,
+        description="step / totalSteps in percent; 100 once training stopped early.",
+        ge=0,
+        le=100,
+    )
     summary: str | None = Field(
         None, description="step/totalSteps (percent%), for kubectl get.", max_length=64
     )
@@ -91,6 +96,19 @@ class Progress(ApiModel):
     eta: str | None = Field(None, description="ETA, human readable (e.g. 1h12m).", max_length=32)
     updated_at: str | None = Field(None, description="When rank 0 last reported (RFC 3339).")
     attempt: int | None = Field(None, description="Attempt that reported this progress.")
+    stopped_early: bool | None = Field(
+        None,
+        description="Training ended before totalSteps: the eval loss stopped improving "
+        "(spec.training.earlyStopping).",
+    )
+    best_step: int | None = Field(
+        None, description="Step of the best eval loss so far (with spec.training.earlyStopping)."
+    )
+    exported_step: int | None = Field(
+        None,
+        description="Step whose weights the output holds (reported when training ends): the "
+        "best eval loss's with spec.training.earlyStopping, else the last.",
+    )
 
 
 class CheckpointRef(ApiModel):
@@ -117,6 +135,11 @@ class OutputStatus(ApiModel):
 
     uri: str | None = Field(
         None, description="Where the fine-tuned model was written.", max_length=2048
+    )
+    step: int | None = Field(
+        None,
+        description="Optimizer step whose weights were written (the best eval loss's with "
+        "spec.training.earlyStopping).",
     )
 
 

@@ -9,11 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune_operator.reconcile.plan import Plan
-from kubetune_trainer.config import HUB_TOKEN_KEY, S3_REQUIRED_KEYS, s3_credential_env
+from kubetune_trainer.config import (
+    GRACE_ENV,
+    HUB_TOKEN_KEY,
+    S3_REQUIRED_KEYS,
+    s3_credential_env,
+)
 
 
 def torchrun_env(plan: Plan, node_rank: int, master_addr: str, master_port: int) -> dict[str, str]:
-    """Rendezvous variables torchrun and DeepSpeed read, plus the job identity."""
+    """Rendezvous variables torchrun and DeepSpeed read, the job identity, and the pod's
+    termination grace period (the time a SIGTERM leaves the trainer to save a checkpoint)."""
     return {
         "MASTER_ADDR": master_addr,
         "MASTER_PORT": str(master_port),
@@ -25,6 +31,7 @@ def torchrun_env(plan: Plan, node_rank: int, master_addr: str, master_port: int)
         "KUBETUNE_JOB_NAME": plan.name,
         "KUBETUNE_NAMESPACE": plan.namespace,
         "KUBETUNE_ATTEMPT": str(plan.attempt),
+        GRACE_ENV: str(plan.grace_seconds),
         "PYTHONUNBUFFERED": "1",
     }
 
