@@ -8,9 +8,9 @@ scheduling.k8s.io/group-name.
 
 from __future__ import annotations
 
+import re
+from decimal import Decimal
 from typing import Any
-
-from kubernetes.utils.quantity import parse_quantity
 
 COSCHEDULING = "coscheduling"
 VOLCANO = "volcano"
@@ -27,6 +27,27 @@ def api_version(scheduler: str) -> str:
     """apiVersion of the scheduler's PodGroup."""
     group, version = APIS[scheduler]
     return f"{group}/{version}"
+
+
+_QUANTITY = re.compile(
+    r"^([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(?:[eE]([+-]?[0-9]+)|(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei))?$"
+)
+_FACTORS = {
+    None: Decimal(1),
+    "m": Decimal("0.001"),
+    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate(("k", "M", "G", "T", "P", "E"))},
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+}
+
+
+def parse_quantity(quantity: Any) -> Decimal:
+    """A Kubernetes resource quantity (16, 500m, 128Gi, 1.5, 1e3) as a number."""
+    found = _QUANTITY.match(str(quantity).strip())
+    if found is None:
+        raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
+    number, exponent, suffix = found.groups()
+    scale = Decimal(10) ** int(exponent) if exponent else _FACTORS[suffix]
+    return Decimal(number) * scale
 
 
 def times(quantity: Any, n: int) -> str:

@@ -14,6 +14,7 @@ import pytest
 
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile import workload as wl
+from kubetune_operator.reconcile.gang import times
 from kubetune_operator.reconcile.parse import InvalidSpec, parse_job
 from kubetune_operator.reconcile.plan import OperatorSettings, resolve
 from kubetune_operator.reconcile.policies.kueue import QueueView
@@ -280,3 +281,14 @@ def test_gang_fields_of_the_other_scheduler_are_refused() -> None:
     doc["spec"]["resources"]["gang"] = {"scheduler": "coscheduling", "volcanoQueue": "q"}
     with pytest.raises(ValueError, match="volcanoQueue is only used by scheduler volcano"):
         FineTuneJob.model_validate(doc)
+
+
+@pytest.mark.parametrize(
+    ("quantity", "workers", "total"),
+    [("16", 2, "32"), ("128Gi", 2, "274877906944"), ("500m", 3, "1500m"), (4, 2, "8"),
+     ("1.5", 3, "4500m"), ("1e3", 2, "2000"), ("2k", 2, "4000")],
+)  # fmt: skip
+def test_a_pod_groups_min_resources_are_the_gangs_requests(
+    quantity: Any, workers: int, total: str
+) -> None:
+    assert times(quantity, workers) == total
