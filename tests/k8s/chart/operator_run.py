@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness import ControlPlane, eventually
+from tests.harness.binaries import REPO_ROOT
 from tests.k8s.chart.test_install import helm
 from tests.unit.chart.helm import CHART
 
@@ -90,10 +91,13 @@ def start_operator(
     pod_id: str,
     extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """The Deployment's command with its env, as pod `pod_id`, holding `kubeconfig`'s identity."""
+    """The Deployment's command with its env, as pod `pod_id`, holding `kubeconfig`'s identity,
+    running this checkout's operator (as the image built from it would), not whichever copy
+    the Python environment has installed."""
     argv, env = container_command(deployment)
     env.update(
         PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        PYTHONPATH=f"{REPO_ROOT / 'operator'}:{REPO_ROOT / 'trainer'}",
         KUBECONFIG=str(kubeconfig), POD_ID=pod_id, HOME=str(log.parent),
         NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
         **(extra_env or {}),
