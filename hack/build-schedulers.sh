@@ -80,8 +80,12 @@ build_kueue() {
 }
 
 build_scheduler_plugins() {
+  # Stamped with the Kubernetes release it is built on: the scheduler checks its own version
+  # against the Kubernetes versions it may emulate and refuses to start on a v0.34.x stamp.
+  local minor="${K8S_VERSION#v1.}"; minor="${minor%%.*}"
+  local pkg="k8s.io/component-base/version"
   build_in_module kube-scheduler-plugins "$(module_of scheduler-plugins)" ./cmd/scheduler \
-    "-X k8s.io/component-base/version.gitVersion=$SCHEDULER_PLUGINS_VERSION" pin_kubernetes
+    "-X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor" pin_kubernetes
 }
 
 build_volcano() {

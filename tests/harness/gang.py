@@ -17,11 +17,14 @@ import yaml
 
 from tests.harness import binaries, procs
 from tests.harness.controlplane import ControlPlane, log_tail, wait_established
+from tests.harness.wait import eventually
 
 COSCHEDULING_SCHEDULER = "scheduler-plugins-scheduler"
 VOLCANO_SCHEDULER = "volcano"
 # Seconds a gang member waits in Permit for its siblings before the whole gang is rejected.
 PERMIT_WAITING_SECONDS = 5
+# Seconds before the coscheduling scheduler retries pods it found unschedulable.
+UNSCHEDULABLE_RETRY_SECONDS = 10
 
 
 @dataclass
@@ -80,8 +83,28 @@ def start_coscheduling(cp: ControlPlane, workdir: Path) -> Scheduler:
     config = workdir / "coscheduling.yaml"
     config.write_text(yaml.safe_dump(coscheduling_config(module, cp.kubeconfig)))
     log = workdir / "scheduler-plugins.log"
-    argv = [str(binary), f"--config={config}", "--secure-port=0", "--v=2"]
-    return Scheduler(COSCHEDULING_SCHEDULER, procs.spawn(argv, log, cp.env()), log)
+    # A gang the plugin rejected is retried on the next pod or PodGroup event, else after this
+    # long (5 min by default): a freed node alone is no event the plugin listens to.
+    retry = f"--pod-max-in-unschedulable-pods-duration={UNSCHEDULABLE_RETRY_SECONDS}s"
+    argv = [str(binary), f"--config={config}", retry, "--secure-port=0", "--v=2"]
+    scheduler = Scheduler(COSCHEDULING_SCHEDULER, procs.spawn(argv, log, cp.env()), log)
+    return started(scheduler, "Starting Kubernetes Scheduler")
+
+
+def started(scheduler: Scheduler, line: str, timeout: float = 60) -> Scheduler:
+    """Return once the scheduler's log says `line`; fail with its log if it exits first."""
+
+    def up() -> bool:
+        if not scheduler.alive():
+            raise AssertionError(f"{scheduler.name} exited:\n{scheduler.log_tail()}")
+        return scheduler.log.exists() and line in scheduler.log.read_text(errors="replace")
+
+    try:
+        eventually(up, timeout, f"{scheduler.name} started", scheduler.log)
+    except BaseException:
+        scheduler.stop()
+        raise
+    return scheduler
 
 
 def volcano_crds(module: Path) -> list[Path]:
