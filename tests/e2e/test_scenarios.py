@@ -411,11 +411,11 @@ def test_kueue_preemption_checkpoints_and_the_job_resumes(
     world.operator.start()
     low, high = _unique("research"), _unique("production")
     try:
-        bucket = world.new_bucket(low)
+        bucket, other_bucket = world.new_bucket(low), world.new_bucket(high)
         job = job_manifest(low, bucket, world.s3, max_steps=40, every_steps=1000, backoff_limit=0)
         world.apply(queued_in(job, f"research-{suffix}"))
         at_preempt = world.wait_step(low, 1, 8, 300)
-        other = job_manifest(high, world.new_bucket(high), world.s3, max_steps=6, every_steps=1000)
+        other = job_manifest(high, other_bucket, world.s3, max_steps=6, every_steps=1000)
         world.apply(queued_in(other, f"production-{suffix}"))
         preempted = time.monotonic()
         seen = [at_preempt]
