@@ -105,10 +105,13 @@ main() {
   echo "$BIN_DIR"
 }
 
-if [ "${1:-}" = "--module" ]; then module_dir "$(module_of "${2:-}")"; exit $?; fi
-mkdir -p "$BIN_DIR" "$WORK"
-# Its own lock, so a control-plane build in progress does not hold this one up.
-exec 9>"$BIN_DIR/.build-schedulers.lock"
-flock 9
-main "$@"
-exit $?
+# One block, read whole before it runs: editing this file during a build cannot derail it.
+{
+  if [ "${1:-}" = "--module" ]; then module_dir "$(module_of "${2:-}")"; exit $?; fi
+  mkdir -p "$BIN_DIR" "$WORK"
+  # Its own lock, so a control-plane build in progress does not hold this one up.
+  exec 9>"$BIN_DIR/.build-schedulers.lock"
+  flock 9
+  main "$@"
+  exit $?
+}

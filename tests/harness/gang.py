@@ -108,12 +108,12 @@ def started(scheduler: Scheduler, line: str, timeout: float = 60) -> Scheduler:
 
 
 def volcano_crds(module: Path) -> list[Path]:
-    """Volcano's PodGroup and Queue CRDs (scheduling.volcano.sh), from its release."""
+    """Volcano's PodGroup and Queue CRDs (scheduling.volcano.sh) and the NUMA topology one its
+    scheduler watches (nodeinfo.volcano.sh), from its release."""
     bases = module / "config" / "crd" / "volcano" / "bases"
-    return [
-        bases / "scheduling.volcano.sh_podgroups.yaml",
-        bases / "scheduling.volcano.sh_queues.yaml",
-    ]
+    names = ("scheduling.volcano.sh_podgroups", "scheduling.volcano.sh_queues",
+             "nodeinfo.volcano.sh_numatopologies")  # fmt: skip
+    return [bases / f"{n}.yaml" for n in names]
 
 
 def install_volcano_crds(cp: ControlPlane) -> Path:
@@ -123,6 +123,7 @@ def install_volcano_crds(cp: ControlPlane) -> Path:
     return module
 
 
+STARTED_VOLCANO = "Scheduler completes Initialization and start to run"
 VOLCANO_CONF = """\
 actions: "enqueue, allocate, backfill"
 tiers:
@@ -144,7 +145,10 @@ def start_volcano(cp: ControlPlane, workdir: Path) -> Scheduler:
     binary = binaries.ensure_component(cp.bin_dir, "volcano")
     install_volcano_crds(cp)
     workdir.mkdir(parents=True, exist_ok=True)
-    conf = workdir / "volcano-scheduler.conf"
+    # A folder of its own: vc-scheduler reloads its conf on every change in the conf's folder,
+    # and its own log there would make it reload without end.
+    conf = workdir / "conf" / "volcano-scheduler.conf"
+    conf.parent.mkdir(parents=True, exist_ok=True)
     conf.write_text(VOLCANO_CONF)
     log = workdir / "vc-scheduler.log"
     argv = [
@@ -153,4 +157,7 @@ def start_volcano(cp: ControlPlane, workdir: Path) -> Scheduler:
         "--listen-address=127.0.0.1:0", "--healthz-address=127.0.0.1:0",
         "--schedule-period=1s", "--cache-dumper=false", "--v=3",
     ]  # fmt: skip
-    return Scheduler(VOLCANO_SCHEDULER, procs.spawn(argv, log, cp.env()), log)
+    # vc-scheduler's vGPU support opens a client of its own at start, from $KUBECONFIG or else
+    # ~/.kube/config: it gets ours, and a HOME with no other.
+    env = {**cp.env(), "HOME": str(workdir)}
+    return started(Scheduler(VOLCANO_SCHEDULER, procs.spawn(argv, log, env), log), STARTED_VOLCANO)
