@@ -32,7 +32,7 @@ def api_version(scheduler: str) -> str:
 _QUANTITY = re.compile(
     r"^([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(?:[eE]([+-]?[0-9]+)|(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei))?$"
 )
-_FACTORS = {
+_FACTORS: dict[str | None, Decimal] = {
     None: Decimal(1),
     "m": Decimal("0.001"),
     **{s: Decimal(1000) ** (i + 1) for i, s in enumerate(("k", "M", "G", "T", "P", "E"))},

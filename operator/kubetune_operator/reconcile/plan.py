@@ -37,6 +37,10 @@ from kubetune_trainer.config import (
 PVC_MOUNT_ROOT = "/mnt/kubetune/pvc"
 CONFIG_DIR = "/etc/kubetune"
 SCRATCH_DIR = "/tmp"
+# The trainer image's user and HOME (trainer/Dockerfile): pods run as that user, with an
+# emptyDir on HOME so that every cache below it is writable under a read-only root.
+TRAINER_UID = 65532
+HOME_DIR = "/home/kubetune"
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,26 @@ from typing import Any
 from kubetune_operator.api import constants as c
 from kubetune_operator.reconcile import gang, names, workload
 from kubetune_operator.reconcile.env import pod_command, secret_env, torchrun_env, user_env
-from kubetune_operator.reconcile.plan import CONFIG_DIR, PVC_MOUNT_ROOT, SCRATCH_DIR, Plan
+from kubetune_operator.reconcile.plan import (
+    CONFIG_DIR,
+    HOME_DIR,
+    PVC_MOUNT_ROOT,
+    SCRATCH_DIR,
+    TRAINER_UID,
+    Plan,
+)
 
 GPU_RESOURCE = "nvidia.com/gpu"
-RUN_AS_USER = 1000
+# Caches the trainer (torch, DeepSpeed, Triton, Hugging Face) writes, all on writable emptyDirs:
+# the container's root filesystem is read-only.
+CACHE_ENV = {
+    "HOME": HOME_DIR,
+    "XDG_CACHE_HOME": f"{HOME_DIR}/.cache",
+    "TORCH_EXTENSIONS_DIR": f"{HOME_DIR}/.cache/torch_extensions",
+    "TRITON_CACHE_DIR": f"{HOME_DIR}/.cache/triton",
+    "MPLCONFIGDIR": f"{HOME_DIR}/.config/matplotlib",
+    "HF_HOME": f"{SCRATCH_DIR}/hf",
+}
 
 
 def owner_reference(plan: Plan) -> dict[str, Any]:
@@ -146,11 +162,12 @@ def shm_size(plan: Plan) -> str:
 
 
 def volumes(plan: Plan) -> list[dict[str, Any]]:
-    """Config, /dev/shm, scratch, and one volume per pvc:// claim the job uses."""
+    """Config, /dev/shm, scratch (/tmp), home (caches), and one volume per pvc:// claim."""
     vols: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": names.config_map(plan.name, plan.attempt)}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(plan)}},
         {"name": "scratch", "emptyDir": {}},
+        {"name": "home", "emptyDir": {}},
     ]
     for i, claim in enumerate(plan.pvc_claims):
         vols.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}})
@@ -163,6 +180,7 @@ def volume_mounts(plan: Plan) -> list[dict[str, Any]]:
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "scratch", "mountPath": SCRATCH_DIR},
+        {"name": "home", "mountPath": HOME_DIR},
     ]
     for i, claim in enumerate(plan.pvc_claims):
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}"})
@@ -175,7 +193,7 @@ def container_env(plan: Plan, index: int) -> list[dict[str, Any]]:
         plan, index, names.master_host(plan.name, plan.attempt, plan.namespace), plan.master_port
     )
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in base.items()]
-    env.append({"name": "HF_HOME", "value": f"{SCRATCH_DIR}/hf"})
+    env.extend({"name": k, "value": v} for k, v in CACHE_ENV.items())
     env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     env.extend(secret_env(plan))
     env.extend(user_env(plan))
@@ -205,20 +223,22 @@ def pod_labels(plan: Plan, index: int) -> dict[str, str]:
 
 
 def pod_security() -> dict[str, Any]:
-    """Pod-level part of the 'restricted' Pod Security Standard."""
+    """Pod-level part of the 'restricted' Pod Security Standard, as the image's user."""
     return {
         "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "runAsGroup": RUN_AS_USER,
-        "fsGroup": RUN_AS_USER,
+        "runAsUser": TRAINER_UID,
+        "runAsGroup": TRAINER_UID,
+        "fsGroup": TRAINER_UID,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
 def container_security() -> dict[str, Any]:
-    """Container-level part of the 'restricted' Pod Security Standard."""
+    """Container-level part of the 'restricted' Pod Security Standard, and a read-only root
+    (the trainer writes only to its emptyDirs: /tmp, HOME, /dev/shm)."""
     return {
         "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},

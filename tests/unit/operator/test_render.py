@@ -172,6 +172,34 @@ def test_role_is_limited_to_its_own_job_status() -> None:
     ]
 
 
+def test_pod_runs_as_the_image_user_with_every_cache_on_a_writable_volume() -> None:
+    """The trainer image's user is 65532 with HOME /home/kubetune (trainer/Dockerfile): the pod
+    runs as that user, and every cache it writes lies on an emptyDir, the root being read-only."""
+    pod = by_kind(objects(), "Pod")[0]
+    spec, ctr = pod["spec"], pod["spec"]["containers"][0]
+    dockerfile = (HERE.parents[2] / "trainer" / "Dockerfile").read_text()
+    assert "USER 65532:65532" in dockerfile and "HOME=/home/kubetune" in dockerfile
+    assert spec["securityContext"]["runAsUser"] == 65532
+    assert spec["securityContext"]["runAsGroup"] == 65532
+    writable = {
+        m["mountPath"]
+        for m in ctr["volumeMounts"]
+        if not m.get("readOnly")
+        and "emptyDir" in next(v for v in spec["volumes"] if v["name"] == m["name"])
+    }
+    assert {"/tmp", "/home/kubetune", "/dev/shm"} <= writable
+    env = env_of(pod)
+    for var in (
+        "HOME",
+        "XDG_CACHE_HOME",
+        "TORCH_EXTENSIONS_DIR",
+        "TRITON_CACHE_DIR",
+        "HF_HOME",
+        "MPLCONFIGDIR",
+    ):
+        assert any(str(env[var]).startswith(d) for d in writable), (var, env[var])
+
+
 def test_pod_is_restricted_and_placed() -> None:
     pod = by_kind(objects(), "Pod")[0]
     spec, ctr = pod["spec"], pod["spec"]["containers"][0]
@@ -179,6 +207,7 @@ def test_pod_is_restricted_and_placed() -> None:
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
     assert ctr["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert ctr["securityContext"]["readOnlyRootFilesystem"] is True
     assert ctr["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert ctr["resources"]["requests"]["nvidia.com/gpu"] == "4"
     assert spec["restartPolicy"] == "Never"
