@@ -2,15 +2,17 @@
 
 Children have deterministic names and are created; a supporting child that exists already (a
 later attempt, an upgraded operator) is then server-side applied under one field manager, so
-re-applying is idempotent and another actor's fields are never clobbered silently. Pods are
-never updated (a new attempt has new pod names). Status is written with a
+re-applying is idempotent and another actor's fields are never clobbered silently. An object of
+that name the job does not own (no controller reference to the job's uid) is never applied,
+adopted or deleted: ForeignObject says which it is. Pods are never updated (a new attempt has
+new pod names). Status is written with a
 merge patch carrying the resourceVersion the decision was made on: a concurrent writer (a
 second replica, a stale event) gets 409 Conflict and the decision is made again on fresh data.
 """
 
 from __future__ import annotations
 
-import json
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +21,8 @@ from kubernetes import client
 from kubetune_operator import metrics
 from kubetune_operator.api import constants as c
 from kubetune_operator.reconcile import workload as wl
-from kubetune_operator.reconcile.status import Event
+from kubetune_operator.reconcile.decision import Event
+from kubetune_operator.responses import as_json, done
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
@@ -33,17 +36,35 @@ def group_version(obj: dict[str, Any]) -> tuple[str, str]:
     return group, version
 
 
+class ForeignObject(Exception):
+    """A child's name is taken by an object this job does not own; the message says which."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        super().__init__(
+            f"{kind} {name} exists and does not belong to this job: the operator does not take "
+            f"it over; delete or rename that {kind}, or give the job another name"
+        )
+
+
+def owner_uid(obj: dict[str, Any]) -> str | None:
+    """The uid of the controller owner reference of a (rendered or read) object."""
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return next((r.get("uid") for r in refs if r.get("controller")), None)
+
+
 class Writer:
     """Writes on behalf of the operator, counting API errors by verb."""
 
     def __init__(self, api: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api)
         self.rbac = client.RbacAuthorizationV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 
     def apply(self, obj: dict[str, Any]) -> None:
         """Server-side apply one supporting child (ServiceAccount, Role, RoleBinding, ConfigMap,
-        Service) that exists already; pods are only ever created."""
+        Service, NetworkPolicy) that exists already; pods are only ever created."""
         kind, meta = obj["kind"], obj["metadata"]
         if kind in CUSTOM_PLURALS:
             with metrics.api_call("apply"):
@@ -59,6 +80,7 @@ class Writer:
             "Service": self.core.patch_namespaced_service,
             "Role": self.rbac.patch_namespaced_role,
             "RoleBinding": self.rbac.patch_namespaced_role_binding,
+            "NetworkPolicy": self.networking.patch_namespaced_network_policy,
         }
         with metrics.api_call("apply"):
             done(
@@ -89,6 +111,7 @@ class Writer:
             "Pod": self.core.create_namespaced_pod,
             "Role": self.rbac.create_namespaced_role,
             "RoleBinding": self.rbac.create_namespaced_role_binding,
+            "NetworkPolicy": self.networking.create_namespaced_network_policy,
         }
         with metrics.api_call("create"):
             try:
@@ -148,10 +171,75 @@ class Writer:
                 resp.release_conn()
 
     def ensure(self, obj: dict[str, Any]) -> None:
-        """Create a supporting child, or apply it when it exists (a later attempt, an upgraded
-        operator), so it matches what this operator renders now."""
+        """Create a supporting child, or apply it when it exists and is the job's own (a later
+        attempt, an upgraded operator), so it matches what this operator renders now."""
         if not self.create(obj):
+            self.check_owned(obj)
             self.apply(obj)
+
+    def check_owned(self, obj: dict[str, Any]) -> None:
+        """Raise ForeignObject unless the existing object of `obj`'s name is controlled by the
+        same job (uid) as `obj`; gone meanwhile is fine (the next pass creates it)."""
+        kind, meta = obj["kind"], obj["metadata"]
+        readers: dict[str, Any] = {
+            "ServiceAccount": self.core.read_namespaced_service_account,
+            "ConfigMap": self.core.read_namespaced_config_map,
+            "Service": self.core.read_namespaced_service,
+            "Pod": self.core.read_namespaced_pod,
+            "Role": self.rbac.read_namespaced_role,
+            "RoleBinding": self.rbac.read_namespaced_role_binding,
+            "NetworkPolicy": self.networking.read_namespaced_network_policy,
+        }
+        if kind in CUSTOM_PLURALS:
+            group, version = group_version(obj)
+
+            def read_custom(name: str, namespace: str, **kw: Any) -> Any:
+                return self.custom.get_namespaced_custom_object(
+                    group, version, namespace, CUSTOM_PLURALS[kind], name, **kw
+                )
+
+            readers[kind] = read_custom
+        try:
+            with metrics.api_call("get"):
+                resp = readers[kind](meta["name"], meta["namespace"], _preload_content=False)
+                try:
+                    existing = as_json(resp)
+                finally:
+                    resp.release_conn()
+        except client.ApiException as err:
+            if err.status == 404:
+                return
+            raise
+        if owner_uid(existing) != owner_uid(obj):
+            raise ForeignObject(obj)
+
+    def ensure_key_secret(self, namespace: str, name: str, key: str) -> None:
+        """Create Secret `name` holding a new random `key` unless one of that name exists: a
+        key that signed checkpoints is never replaced."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {c.LABEL_MANAGED_BY: c.MANAGED_BY},
+            },
+            "type": "Opaque",
+            "stringData": {key: secrets.token_hex(32)},
+        }
+        with metrics.api_call("create"):
+            try:
+                done(
+                    self.core.create_namespaced_secret(
+                        namespace,
+                        body,  # type: ignore[arg-type]
+                        field_manager=c.FIELD_MANAGER,
+                        _preload_content=False,
+                    )
+                )
+            except client.ApiException as err:
+                if err.status != 409:
+                    raise
 
     def delete_pod(self, namespace: str, name: str) -> None:
         """Delete a worker; its grace period lets the trainer checkpoint on SIGTERM. Gone is fine."""
@@ -222,18 +310,3 @@ class Writer:
         }
         with metrics.api_call("event"):
             done(self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False))  # type: ignore[arg-type]
-
-
-def done(response: Any) -> None:
-    """Read a raw response to its end and hand its connection back to the pool.
-
-    An unread response cannot give its keep-alive connection back: the next call then opens
-    a new TCP + TLS connection, which costs both sides far more than the request itself.
-    """
-    response.read()
-    response.release_conn()
-
-
-def as_json(response: Any) -> Any:
-    """Body of a raw (not preloaded) response as plain JSON data."""
-    return json.loads(response.data)

@@ -10,21 +10,11 @@ import yaml
 from pydantic import ValidationError
 
 from kubetune_operator.api.crd import crd_yaml
-from kubetune_operator.api.manifests import ManifestError, load_documents
+from kubetune_operator.api.manifests import load_documents, load_manifest
+from kubetune_operator.api.platform import PlatformPolicy
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.parse import validation_problems
-
-
-def load_manifest(path: str) -> FineTuneJob:
-    """Parse and validate a FineTuneJob manifest file (the first FineTuneJob document in it)."""
-    try:
-        docs = load_documents(Path(path).read_text())
-    except ManifestError as err:
-        raise ManifestError(f"{path}: {err}") from None
-    for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == "FineTuneJob":
-            return FineTuneJob.model_validate(doc)
-    raise ValueError(f"{path}: no FineTuneJob document found")
+from kubetune_operator.reconcile.plan import OperatorSettings, policy_violations
 
 
 def format_validation_error(err: ValidationError) -> str:
@@ -37,8 +27,18 @@ def cmd_crd(_: argparse.Namespace) -> int:
     return 0
 
 
-def validate_documents(path: str) -> tuple[list[str], list[str]]:
-    """Every FineTuneJob document of the file checked: (lines for valid ones, errors)."""
+def load_policy(path: str | None) -> PlatformPolicy | None:
+    """The platform policy in a YAML or JSON file (the chart's `policy` values), if given."""
+    if path is None:
+        return None
+    return PlatformPolicy.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def validate_documents(
+    path: str, policy: PlatformPolicy | None = None
+) -> tuple[list[str], list[str]]:
+    """Every FineTuneJob document of the file checked (and against `policy` when given):
+    (lines for valid ones, errors)."""
     ok: list[str] = []
     errors: list[str] = []
     try:
@@ -64,12 +64,22 @@ def validate_documents(path: str) -> tuple[list[str], list[str]]:
         except ValidationError as err:
             errors += [f"error: {where}: {line}" for line in validation_problems(err)]
             continue
+        if policy is not None:
+            refused = policy_violations(job.spec, OperatorSettings(policy=policy))
+            if refused:
+                errors += [f"error: {where}: {line}" for line in refused]
+                continue
         ok.append(f"{where}: FineTuneJob {job.metadata.name} is valid")
     return ok, errors
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    ok, errors = validate_documents(args.manifest)
+    try:
+        policy = load_policy(args.policy)
+    except (ValueError, OSError, yaml.YAMLError) as err:
+        print(f"error: {args.policy}: {err}", file=sys.stderr)
+        return 1
+    ok, errors = validate_documents(args.manifest, policy)
     for line in ok:
         print(line)
     for line in errors:
@@ -80,7 +90,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     """Print the child objects the operator would create for attempt N of the job."""
     from kubetune_operator.reconcile.parse import InvalidSpec
-    from kubetune_operator.reconcile.plan import OperatorSettings, resolve
+    from kubetune_operator.reconcile.plan import cluster_problems, resolve
     from kubetune_operator.reconcile.render import render
 
     try:
@@ -88,6 +98,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         settings = OperatorSettings.from_env()
         if args.image:
             settings = OperatorSettings(trainer_image=args.image)
+        if cluster_problems(job.spec):
+            raise InvalidSpec("; ".join(cluster_problems(job.spec)))
         plan = resolve(job, args.attempt, settings, upstream_output=args.upstream_output)
     except ValidationError as err:
         print(
@@ -114,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("crd", help="print the FineTuneJob CRD").set_defaults(func=cmd_crd)
     v = sub.add_parser("validate", help="check a FineTuneJob manifest offline")
     v.add_argument("manifest")
+    v.add_argument("--policy", help="also check against this platform policy (YAML or JSON)")
     v.set_defaults(func=cmd_validate)
     r = sub.add_parser("render", help="print the child objects the operator creates for a job")
     r.add_argument("manifest")

@@ -14,33 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .contract import StoreName
+
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-StoreName = Literal["model", "dataset", "checkpoint", "output"]
-"""The four object stores a job talks to; each has its own endpoint, region and credentials."""
-
-S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-"""Keys an object-store credentialsSecret may hold; the first two are required."""
-S3_REQUIRED_KEYS = S3_SECRET_KEYS[:2]
-HUB_TOKEN_KEY = "HF_TOKEN"
-"""The key of a hub-token secret (an hf:// source's credentialsSecret), and the worker's variable."""
-GRACE_ENV = "KUBETUNE_GRACE_SECONDS"
-"""Seconds a worker has after SIGTERM (its pod's terminationGracePeriodSeconds): the operator
-reads its setting from it and renders it into every worker; the launcher gives it to torchrun."""
-
-
-def s3_credential_env(store: StoreName) -> dict[str, str]:
-    """Secret key -> worker env variable for one store: KUBETUNE_S3_<STORE>_<KEY without AWS_>.
-
-    The single naming rule: the operator renders these from the store's credentialsSecret, the
-    trainer's S3 client of that store reads them. Per-store names are what let model, data,
-    checkpoints and output live behind different keys in one process.
-    """
-    prefix = f"KUBETUNE_S3_{store.upper()}_"
-    return {key: prefix + key.removeprefix("AWS_") for key in S3_SECRET_KEYS}
 
 
 class StorageConfig(_Config):
@@ -239,7 +217,10 @@ class TrainerConfig(_Config):
         default_factory=ReportingConfig, description="Progress/metrics."
     )
     spec: dict[str, Any] = Field(
-        default_factory=dict, description="The FineTuneJob spec as applied (for the run card)."
+        default_factory=dict,
+        description="The FineTuneJob spec as applied, for the run card: literal env values and "
+        "credential-looking keys redacted (kubetune_trainer.redact), as this lands in a "
+        "ConfigMap and in the output.",
     )
 
     def to_json(self) -> str:
@@ -250,6 +231,3 @@ class TrainerConfig(_Config):
     def load(cls, path: str | Path) -> TrainerConfig:
         """Read a config file written by the operator or the local runner."""
         return cls.model_validate(json.loads(Path(path).read_text()))
-
-
-CONFIG_FILE_NAME = "trainer.json"

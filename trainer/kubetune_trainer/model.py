@@ -10,9 +10,9 @@ from urllib.parse import urlparse
 
 from . import adapter, hub
 from .adapter import BaseRef
-from .checkpoint.storage import download, local_path
 from .config import MethodConfig, ModelConfig, StorageConfig
 from .errors import BadInputError
+from .storage import download, local_path
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,9 @@ def fetch_folder(
     if parsed.scheme == "hf":
         ref = hub.parse(source, "model.source", dataset=False)
         rev = hub.pick_revision(ref, revision, "model.revision")
-        snap = hub.download(ref, rev, "model", "model.source")
+        snap = hub.download(
+            ref, rev, "model", "model.source", (storage or StorageConfig()).endpoint
+        )
         folder = snap.local / ref.path if ref.path else snap.local
         return str(folder), snap.commit
     return local_path(source), None

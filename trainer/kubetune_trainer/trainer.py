@@ -7,7 +7,6 @@ import logging
 import math
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,13 +18,18 @@ from . import export as export_mod
 from . import gpu_oom, loop
 from . import model as model_mod
 from . import perf as perf_mod
+from .build import build_engine
 from .checkpoint.manager import CheckpointManager, Restored
 from .checkpoint.manifest import reads_every_shard
+from .checkpoint.schedule import SaveSchedule
+from .checkpoint.seal import Seal
+from .checkpoint.seal import from_env as seal_from_env
 from .config import TrainerConfig
 from .dist import DistEnv
 from .flops import flops_per_token
 from .metrics import Metrics, memory_bytes, metrics_port, mfu, peak_flops
 from .progress import ConsoleSink, FileSink, KubernetesSink, Progress, Sink
+from .redact import redact, redacted_spec
 
 log = logging.getLogger("kubetune_trainer")
 
@@ -45,6 +49,13 @@ def job_key(cfg: TrainerConfig) -> str:
     ]
 
 
+def checkpoint_seal(cfg: TrainerConfig) -> Seal:
+    """What signs and verifies this job's checkpoints: the namespace's key from the env (bad
+    input when checkpoints are on and it is missing) and the job's namespace/name."""
+    job = f"{cfg.job.namespace}/{cfg.job.name}"
+    return seal_from_env(job) if cfg.checkpoint.uri else Seal(b"", job)
+
+
 def median_step(ends: list[float], skip: int = 3) -> float | None:
     """Median wall time between step ends (everything the loop does), after a few warm-up steps."""
     gaps = sorted(b - a for a, b in zip(ends[skip:], ends[skip + 1 :], strict=False))
@@ -52,29 +63,98 @@ def median_step(ends: list[float], skip: int = 3) -> float | None:
 
 
 class Trainer:
-    """Holds the engine, data, checkpoints and reporting of one rank."""
+    """One rank of a run: its inputs, engine, checkpoints and reporting.
+
+    The state is declared here and filled by setup() in this order; the loop (loop.run) drives
+    it through the methods of loop.Trainable, finish() writes what the run leaves behind.
+    """
+
+    cfg: TrainerConfig
+    env: DistEnv
+    stop_requested: bool
+    """SIGTERM arrived on this rank: save and stop at the next step (all ranks agree first)."""
+    # inputs
+    precision: str
+    """fp32, bf16 or fp16, as training.precision and the device allow."""
+    read_as: str
+    """The dtype the weights are read in (model.load_dtype)."""
+    source: model_mod.Fetched
+    """The model source on disk: the base model's folder, and an adapter's when it is one."""
+    location: str
+    """Local folder of the base model (fetched from its source)."""
+    model_commit: str | None
+    hub: dict[str, Any]
+    tokenizer: Any
+    data: data_mod.Dataset
+    # how long
+    accumulation: int
+    micro_per_epoch: int
+    total_steps: int
+    # the engine (build.build_engine)
+    levers: perf_mod.Levers
+    ds_config: dict[str, Any]
+    perf_applied: dict[str, bool]
+    engine: Any
+    exclude_frozen: bool
+    """Frozen weights (every method but full) stay out of checkpoints."""
+    local_params: int
+    total_params: int
+    flops_token: float
+    # checkpoints
+    ckpt: CheckpointManager
+    schedule: SaveSchedule
+    restored: Restored | None
+    best: best_mod.BestWeights
+    """The weights of the best evaluation so far (kept with early stopping, to be exported)."""
+    export_step: int | None
+    """The step whose weights the export holds, once the final report chose it."""
+    start_step: int
+    start_tokens: int
+    # reporting
+    metrics: Metrics
+    sink: Sink | None
 
     def __init__(self, cfg: TrainerConfig, env: DistEnv) -> None:
         self.cfg, self.env = cfg, env
         self.stop_requested = False
-        self.restored: Restored | None = None
-        self.card: dict[str, Any] = {}
-        self.started = time.time()
+        self.restored = None
+        self.export_step = None
+        self._zero3_hook: Any = None  # HfDeepSpeedConfig, referenced while ZeRO-3 loads
 
     # -- setup -----------------------------------------------------------------------------
     def setup(self) -> loop.LoopState:
-        """Load model, tokenizer, data; build the engine; resume if a checkpoint exists."""
+        """Inputs, engine, checkpoints (resume), reporting; returns the state the loop starts at."""
+        import torch
+
+        torch.manual_seed(self.cfg.training.seed)
+        self.load_inputs()
+        self.build()
+        state = self.resume()
+        self.start_reporting()
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.engine.train()
+        return state
+
+    def cache(self) -> Path:
+        """This rank's local folder for downloaded inputs."""
+        return (
+            Path(self.cfg.checkpoint.local_dir)
+            / job_key(self.cfg)
+            / f"rank-{self.env.rank:05d}"
+            / "inputs"
+        )
+
+    def load_inputs(self) -> None:
+        """Precision, the base model's files, tokenizer and data, and how many steps they make."""
         import torch
 
         cfg, env = self.cfg, self.env
-        torch.manual_seed(cfg.training.seed)
-        cache = Path(cfg.checkpoint.local_dir) / job_key(cfg) / f"rank-{env.rank:05d}" / "inputs"
         cuda = torch.cuda.is_available()
         self.precision = engine_mod.resolve_precision(
             cfg.training.precision, cuda, cuda and torch.cuda.is_bf16_supported()
         )
         self.read_as = model_mod.load_dtype(cfg.model.dtype, self.precision)
-        self.source = model_mod.fetch_source(cfg.model, cache)
+        self.source = model_mod.fetch_source(cfg.model, self.cache())
         self.location, self.model_commit = self.source.location, self.source.commit
         if self.source.adapter and cfg.method.type in ("lora", "qlora"):
             adapter_mod.check_shape(Path(self.source.adapter), cfg.spec)
@@ -82,21 +162,42 @@ class Trainer:
         self.tokenizer = model_mod.load_tokenizer(
             adapter_mod.tokenizer_folder(self.source.adapter, self.location), self.hub
         )
-        self.data = data_mod.build_dataset(self.tokenizer, cfg.data, cfg.training.seed, cache)
-        self.accumulation = engine_mod.grad_accumulation(
-            cfg.training.global_batch_size, cfg.training.micro_batch_size, env.world_size
+        self.data = data_mod.build_dataset(
+            self.tokenizer, cfg.data, cfg.training.seed, self.cache()
         )
+        self.accumulation = engine_mod.accumulation_steps(cfg.training, env.world_size)
         self.micro_per_epoch = data_mod.micro_batches_per_epoch(
             len(self.data.train), cfg.training.micro_batch_size, env.world_size
         )
         self.total_steps = total_steps(cfg, self.micro_per_epoch, self.accumulation)
-        self.levers = perf_mod.resolve(cfg.perf, cuda, cfg.training.gradient_checkpointing)
-        self.ds_config = engine_mod.ds_config(
-            cfg,
-            env.world_size,
+
+    def build(self) -> None:
+        """The engine, in the one build order (build.build_engine) the GPU benchmark uses too."""
+        import torch
+
+        cuda = torch.cuda.is_available()
+        built = build_engine(
+            self.cfg,
+            self.env.world_size,
             self.precision,
-            perf_mod.ds_settings(self.levers, cfg.deepspeed.zero_stage),
+            cuda,
+            self.load_model,
+            self.total_steps,
+            self.source.adapter,
         )
+        self.levers, self.ds_config, self.engine = built.levers, built.ds_config, built.engine
+        self.perf_applied = built.applied
+        log.info("perf levers %s, applied %s", self.levers, self.perf_applied)
+        self.exclude_frozen = self.cfg.method.type != "full"
+        self.local_params, self.total_params = engine_mod.local_param_share(self.engine)
+        self.flops_token = self.model_flops_per_token()
+
+    def load_model(self, ds_config: dict[str, Any]) -> Any:
+        """The base model in the training dtype; under ZeRO-3 partitioned while it loads (not
+        when an adapter source is merged into it: that needs the whole weights)."""
+        import torch
+
+        cfg = self.cfg
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
             self.precision
         ]
@@ -104,35 +205,28 @@ class Trainer:
         if cfg.deepspeed.zero_stage == 3 and cfg.method.type != "qlora" and not merges:
             from transformers.integrations import HfDeepSpeedConfig
 
-            self._zero3_hook = HfDeepSpeedConfig(
-                self.ds_config
-            )  # from_pretrained partitions while loading
+            self._zero3_hook = HfDeepSpeedConfig(ds_config)  # from_pretrained partitions
         model = model_mod.load_model(
             self.location, cfg.model, cfg.method, self.hub, dtype, self.read_as
         )
         model_mod.unset_zero3_init()
-        self.perf_applied = perf_mod.apply(model, self.levers)
-        log.info("perf levers %s, applied %s", self.levers, self.perf_applied)
-        model = model_mod.apply_method(
-            model,
-            cfg.method,
-            cfg.training.seed,
-            self.levers.checkpoint_every > 0,
-            self.source.adapter,
-        )
-        if self.levers.checkpoint_every > 1:  # selective; full checkpointing is apply_method's
-            perf_mod.checkpoint_layers(model, self.levers.checkpoint_every)
-        perf_mod.compile_layers(model, self.levers, cfg.deepspeed.zero_stage)
-        self.engine = engine_mod.initialize(model, cfg, self.ds_config, self.total_steps)
-        perf_mod.after_engine(self.engine, self.levers, cfg.deepspeed.zero_stage)
-        self.exclude_frozen = cfg.method.type != "full"
+        return model
+
+    def resume(self) -> loop.LoopState:
+        """Checkpoints of this run, and the state of the newest one every rank could read."""
+        cfg, env = self.cfg, self.env
         # Shards are named by data-parallel rank; if that is not the global rank (model
         # parallelism through overrides), fetch them all rather than guess.
         every_shard = reads_every_shard(self.ds_config) or (
             getattr(self.engine, "dp_world_size", env.world_size) != env.world_size
         )
         self.ckpt = CheckpointManager(
-            cfg.checkpoint, env.rank, env.world_size, job_key(cfg), every_shard
+            cfg.checkpoint,
+            env.rank,
+            env.world_size,
+            job_key(cfg),
+            checkpoint_seal(cfg),
+            every_shard,
         )
         state = loop.LoopState()
         self.restored = (
@@ -145,7 +239,6 @@ class Trainer:
             bool(cfg.training.early_stopping_patience)
             and (env.is_main or best_mod.is_partitioned(self.engine.module)),
         )
-        self.export_step: int | None = None
         if self.restored:
             cs = self.restored.client_state
             state.step = int(cs.get("step", self.restored.step))
@@ -154,15 +247,14 @@ class Trainer:
             state.evals_without_improvement = int(cs.get("evals_without_improvement", 0))
             state.tokens = int(cs.get("tokens", 0))
         self.start_step, self.start_tokens = state.step, state.tokens
-        self.last_save = time.monotonic()
-        self.local_params, self.total_params = engine_mod.local_param_share(self.engine)
-        self.flops_token = self.model_flops_per_token()
-        self.metrics = Metrics(cfg.job.name, env.rank)
-        self.metrics.serve(metrics_port(cfg.reporting.metrics_port, env.local_rank))
-        self.sink = self.make_sink()
-        signal.signal(signal.SIGTERM, self._on_sigterm)
-        self.engine.train()
+        self.schedule = SaveSchedule(cfg.checkpoint, self.total_steps, keeps_clock=env.is_main)
         return state
+
+    def start_reporting(self) -> None:
+        """Prometheus metrics on every rank; progress sinks on rank 0."""
+        self.metrics = Metrics(self.cfg.job.name, self.env.rank)
+        self.metrics.serve(metrics_port(self.cfg.reporting.metrics_port, self.env.local_rank))
+        self.sink = self.make_sink()
 
     def trainable_params(self) -> int:
         """Elements that train (whole tensors, also when ZeRO-3 partitions them)."""
@@ -225,15 +317,9 @@ class Trainer:
         return self.all_sum([0.0 if ok else 1.0])[0] == 0.0
 
     def agree_on_signals(self, step: int) -> tuple[bool, bool]:
-        """(stop, save now), the same on every rank: SIGTERM on any rank stops all of them."""
-        c = self.cfg.checkpoint
-        due = bool(c.every_steps and step % c.every_steps == 0 and step < self.total_steps)
-        if (
-            c.every_minutes
-            and self.env.is_main
-            and time.monotonic() - self.last_save >= 60 * c.every_minutes
-        ):
-            due = True
+        """(stop, save now), the same on every rank: SIGTERM on any rank stops all of them, a
+        checkpoint due on any rank (the schedule's minutes run on rank 0) is saved by all."""
+        due = self.schedule.due(step)
         stop, save = self.all_sum([float(self.stop_requested), float(due)])
         return stop > 0, save > 0
 
@@ -263,8 +349,7 @@ class Trainer:
             self.engine.step()
             losses += float(loss.detach())
             tokens += int(batch["input_ids"].numel())
-        self.last_loss_local = losses / self.accumulation
-        return self.last_loss_local, tokens
+        return losses / self.accumulation, tokens
 
     def eval_loss(self) -> float | None:
         """Token-weighted validation loss over all ranks (same number of forwards on each rank)."""
@@ -384,7 +469,7 @@ class Trainer:
     def save(self, s: loop.LoopState, wait: bool = False) -> None:
         """Checkpoint now (local save blocks; upload/commit continue in the background)."""
         self.ckpt.save(self.engine, s.step, s.client_state(), self.exclude_frozen)
-        self.last_save = time.monotonic()
+        self.schedule.saved()
         if wait or s.preempted:
             self.ckpt.wait()
             if self.sink:
@@ -393,11 +478,8 @@ class Trainer:
     # -- finish --------------------------------------------------------------------------------
     def finish(self, s: loop.LoopState) -> None:
         """Final checkpoint (if enabled), export and run card."""
-        if (
-            self.ckpt.enabled
-            and not s.preempted
-            and (not self.restored or self.restored.step != s.step)
-        ):
+        resumed_step = self.restored.step if self.restored else None
+        if self.ckpt.enabled and not s.preempted and self.schedule.final_due(s.step, resumed_step):
             self.save(s, wait=True)
         self.ckpt.wait()
         if self.export_step not in (None, s.step) and self.best.enabled:
@@ -473,7 +555,7 @@ class Trainer:
         trainable = self.trainable_params()
         return {
             "job": cfg.job.model_dump(),
-            "spec": cfg.spec,
+            "spec": redacted_spec(cfg.spec),  # already without secrets; a config from elsewhere too
             "model": {
                 "source": cfg.model.source,
                 "revision": cfg.model.revision,
@@ -529,6 +611,6 @@ class Trainer:
                 "files_fetched_per_rank": shares["fetched"] if self.restored else None,
                 "committed_steps": self.ckpt.committed_steps,
             },
-            "deepspeed_config": self.ds_config,
+            "deepspeed_config": redact(self.ds_config),
             "software": export_mod.software_versions(),
         }

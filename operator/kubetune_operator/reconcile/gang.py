@@ -8,51 +8,34 @@ scheduling.k8s.io/group-name.
 
 from __future__ import annotations
 
-import re
-from decimal import Decimal
 from typing import Any
+
+from kubetune_operator.api import guards
 
 COSCHEDULING = "coscheduling"
 VOLCANO = "volcano"
-# scheduler -> (API group, version) of its PodGroup
-APIS = {
-    COSCHEDULING: ("scheduling.x-k8s.io", "v1alpha1"),
-    VOLCANO: ("scheduling.volcano.sh", "v1beta1"),
+# scheduler -> apiVersion of its PodGroup (the scheduler's API, not kubetune's)
+API_VERSIONS = {
+    COSCHEDULING: "scheduling.x-k8s.io/v1alpha1",
+    VOLCANO: "scheduling.volcano.sh/v1beta1",
 }
+# scheduler -> (API group, version) of its PodGroup
+APIS = {s: (v.split("/")[0], v.split("/")[1]) for s, v in API_VERSIONS.items()}
 COSCHEDULING_LABEL = "scheduling.x-k8s.io/pod-group"
 VOLCANO_ANNOTATION = "scheduling.k8s.io/group-name"
 
 
 def api_version(scheduler: str) -> str:
     """apiVersion of the scheduler's PodGroup."""
-    group, version = APIS[scheduler]
-    return f"{group}/{version}"
-
-
-_QUANTITY = re.compile(
-    r"^([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+))(?:[eE]([+-]?[0-9]+)|(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei))?$"
-)
-_FACTORS: dict[str | None, Decimal] = {
-    None: Decimal(1),
-    "m": Decimal("0.001"),
-    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate(("k", "M", "G", "T", "P", "E"))},
-    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
-}
-
-
-def parse_quantity(quantity: Any) -> Decimal:
-    """A Kubernetes resource quantity (16, 500m, 128Gi, 1.5, 1e3) as a number."""
-    found = _QUANTITY.match(str(quantity).strip())
-    if found is None:
-        raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
-    number, exponent, suffix = found.groups()
-    scale = Decimal(10) ** int(exponent) if exponent else _FACTORS[suffix]
-    return Decimal(number) * scale
+    return API_VERSIONS[scheduler]
 
 
 def times(quantity: Any, n: int) -> str:
     """A Kubernetes quantity multiplied by n, as a quantity string."""
-    total = parse_quantity(quantity) * n
+    amount = guards.quantity(quantity)
+    if amount is None:
+        raise ValueError(f"not a Kubernetes quantity: {quantity!r}")
+    total = amount * n
     if total == total.to_integral_value():
         return str(int(total))
     return f"{int((total * 1000).to_integral_value())}m"

@@ -12,13 +12,12 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kubetune_operator.api import constants as c
+from kubetune_operator.api.platform import PlatformPolicy, violations
 from kubetune_operator.api.spec import FineTuneJob, FineTuneJobSpec
 from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.parse import InvalidSpec
 from kubetune_operator.reconcile.workload import Placement
 from kubetune_trainer.config import (
-    CONFIG_FILE_NAME,
-    GRACE_ENV,
     CheckpointConfig,
     DataConfig,
     DeepSpeedConfig,
@@ -29,10 +28,11 @@ from kubetune_trainer.config import (
     PerfConfig,
     ReportingConfig,
     StorageConfig,
-    StoreName,
     TrainerConfig,
     TrainingConfig,
 )
+from kubetune_trainer.contract import CONFIG_FILE_NAME, GRACE_ENV, StoreName
+from kubetune_trainer.redact import redacted_spec
 
 PVC_MOUNT_ROOT = "/mnt/kubetune/pvc"
 CONFIG_DIR = "/etc/kubetune"
@@ -51,6 +51,12 @@ class OperatorSettings:
     image_pull_policy: str | None = None
     termination_grace_seconds: int = 300
     progress_interval_seconds: float = 10.0
+    network_policy: bool = False
+    """Give every job a NetworkPolicy: its workers take connections only from each other, and
+    metrics scrapes only from metrics_namespace."""
+    metrics_namespace: str | None = None
+    policy: PlatformPolicy = field(default_factory=PlatformPolicy)
+    """What jobs may use (KUBETUNE_POLICY), checked before a job's first attempt."""
     coscheduling_scheduler: str = "scheduler-plugins-scheduler"
     """schedulerName of gangs with scheduler coscheduling (scheduler-plugins' chart default)."""
     volcano_scheduler: str = "volcano"
@@ -58,12 +64,16 @@ class OperatorSettings:
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
-        """Settings from KUBETUNE_TRAINER_IMAGE, KUBETUNE_GRACE_SECONDS,
-        KUBETUNE_COSCHEDULING_SCHEDULER and KUBETUNE_VOLCANO_SCHEDULER (the chart sets them)."""
+        """Settings from KUBETUNE_TRAINER_IMAGE, KUBETUNE_GRACE_SECONDS, KUBETUNE_NETWORK_POLICY,
+        KUBETUNE_METRICS_NAMESPACE, KUBETUNE_POLICY, KUBETUNE_COSCHEDULING_SCHEDULER and
+        KUBETUNE_VOLCANO_SCHEDULER (the chart sets them)."""
         return cls(
             trainer_image=os.environ.get("KUBETUNE_TRAINER_IMAGE", cls.trainer_image),
             image_pull_policy=os.environ.get("KUBETUNE_TRAINER_IMAGE_PULL_POLICY") or None,
             termination_grace_seconds=int(os.environ.get(GRACE_ENV, cls.termination_grace_seconds)),
+            network_policy=os.environ.get("KUBETUNE_NETWORK_POLICY", "false") == "true",
+            metrics_namespace=os.environ.get("KUBETUNE_METRICS_NAMESPACE") or None,
+            policy=PlatformPolicy.from_env(),
             coscheduling_scheduler=os.environ.get("KUBETUNE_COSCHEDULING_SCHEDULER")
             or cls.coscheduling_scheduler,
             volcano_scheduler=os.environ.get("KUBETUNE_VOLCANO_SCHEDULER") or cls.volcano_scheduler,
@@ -98,6 +108,10 @@ class Plan:
     """(store, secret) for each s3:// store with a credentialsSecret: its keys go to that store."""
     hub_token_secret: str | None = None
     """The secret whose HF_TOKEN the hf:// model or data read; never read for S3 keys."""
+    network_policy: bool = False
+    """Render the job's NetworkPolicy (OperatorSettings.network_policy)."""
+    metrics_namespace: str | None = None
+    """The namespace allowed to scrape the workers' metrics port, if any."""
     scheduler_name: str | None = None
     """resources.schedulerName, else the gang scheduler's name, else the cluster default."""
     node_selector: dict[str, str] = field(default_factory=dict)
@@ -191,6 +205,49 @@ def stores(spec: FineTuneJobSpec, model_source: str) -> dict[StoreName, Store]:
     }
 
 
+ENDPOINT_FIELDS: dict[StoreName, str] = {
+    "model": "spec.model.endpoint",
+    "dataset": "spec.dataset.endpoint",
+    "checkpoint": "spec.checkpoint.endpoint",
+    "output": "spec.output.endpoint",
+}
+
+
+def remote_endpoints(spec: FineTuneJobSpec) -> dict[str, tuple[str, str | None]]:
+    """Each store reached over the network (s3://, hf://; ftj:// when it names an endpoint):
+    the field that sets its endpoint and the endpoint it uses (None: the default one)."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for name, store in stores(spec, spec.model.source).items():
+        upstream = upstream_job(spec.model.source) is not None and name == "model"
+        if store.is_s3 or store.is_hub or (upstream and store.endpoint):
+            out[name] = (ENDPOINT_FIELDS[name], store.endpoint)
+    return out
+
+
+def cluster_problems(spec: FineTuneJobSpec) -> list[str]:
+    """What only a cluster refuses: a relative file:// path means something to `kubetune run`
+    (its working directory) and nothing in a pod."""
+    fields = {
+        "spec.model.source": spec.model.source,
+        "spec.dataset.train": spec.dataset.train,
+        "spec.dataset.validation": spec.dataset.validation,
+        "spec.checkpoint.uri": spec.checkpoint.uri if spec.checkpoint else None,
+        "spec.checkpoint.resume": spec.checkpoint.resume if spec.checkpoint else None,
+        "spec.output.uri": spec.output.uri if spec.output else None,
+    }
+    return [
+        f"{field}: {uri} is a relative path, which means nothing in a pod: use file:///<absolute "
+        "path>, pvc:// or s3://"
+        for field, uri in fields.items()
+        if uri and uri.startswith("file://") and not uri.startswith("file:///")
+    ]
+
+
+def policy_violations(spec: FineTuneJobSpec, settings: OperatorSettings) -> list[str]:
+    """How the job breaks the platform policy (empty: it does not)."""
+    return violations(spec, settings.policy, remote_endpoints(spec))
+
+
 def s3_secrets(all_stores: dict[StoreName, Store]) -> tuple[tuple[StoreName, str], ...]:
     """(store, secret) of every s3:// store that names a secret."""
     return tuple((s.name, s.secret) for s in all_stores.values() if s.is_s3 and s.secret)
@@ -220,15 +277,11 @@ def output_format(spec: FineTuneJobSpec) -> Literal["merged", "adapter", "both"]
 
 
 def training_config(spec: FineTuneJobSpec) -> TrainingConfig:
-    """Hyper-parameters with the batch arithmetic done once, here."""
+    """Hyper-parameters with the batch arithmetic done once, here: the trainer reads the
+    accumulation steps it is given (divisibility is a spec rule, api/guards.py)."""
     t = spec.training
     per_step = t.micro_batch_size * spec.world_size
     global_batch = t.global_batch_size or per_step
-    if global_batch % per_step:
-        raise InvalidSpec(
-            "spec.training.globalBatchSize must be a multiple of spec.training.microBatchSize "
-            "x spec.resources.nodes x processes per node"
-        )
     es = t.early_stopping
     return TrainingConfig(
         epochs=t.epochs if t.epochs is not None else (None if t.max_steps else 1.0),
@@ -280,14 +333,9 @@ def deepspeed_config(spec: FineTuneJobSpec) -> DeepSpeedConfig:
 
 
 def perf_config(spec: FineTuneJobSpec) -> PerfConfig:
-    """The throughput levers as the user set them; the trainer resolves auto on its hardware."""
-    p = spec.training.performance
-    return PerfConfig(
-        liger_kernels=p.liger_kernels,
-        varlen_attention=p.varlen_attention,
-        fused_optimizer=p.fused_optimizer,
-        activation_checkpointing=p.activation_checkpointing,
-    )
+    """The throughput levers as the user set them; the trainer resolves auto on its hardware.
+    Each spec.training.performance field is the PerfConfig field of the same name."""
+    return PerfConfig(**spec.training.performance.model_dump())
 
 
 def resolve(
@@ -353,7 +401,7 @@ def resolve(
             progress_interval_seconds=settings.progress_interval_seconds,
             metrics_port=c.TRAINER_METRICS_PORT,
         ),
-        spec=spec.model_dump(by_alias=True, exclude_unset=True, mode="json"),
+        spec=redacted_spec(spec.model_dump(by_alias=True, exclude_unset=True, mode="json")),
     )
     return Plan(
         name=meta.name,
@@ -372,6 +420,8 @@ def resolve(
         pvc_claims=tuple(claims),
         s3_secrets=s3_secrets(all_stores),
         hub_token_secret=hub_token_secret(all_stores),
+        network_policy=settings.network_policy,
+        metrics_namespace=settings.metrics_namespace,
         scheduler_name=scheduler_name(spec, settings),
         node_selector={**(spec.resources.node_selector or {}), **placement.node_labels}
         if placement

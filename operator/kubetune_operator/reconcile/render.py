@@ -140,6 +140,41 @@ def service(plan: Plan) -> dict[str, Any]:
     }
 
 
+def worker_selector(plan: Plan) -> dict[str, Any]:
+    """The job's worker pods, every attempt."""
+    return {"matchLabels": {c.LABEL_JOB: plan.name, c.LABEL_ROLE: "worker"}}
+
+
+def network_policy(plan: Plan) -> dict[str, Any]:
+    """Ingress to the workers only from the job's own workers (rendezvous, NCCL and gloo use
+    ports chosen at run time, so any port) and, when a metrics namespace is set, scrapes of
+    the metrics port from there. Egress stays open: stores and hubs are outside the cluster."""
+    ingress: list[dict[str, Any]] = [{"from": [{"podSelector": worker_selector(plan)}]}]
+    if plan.metrics_namespace:
+        ingress.append(
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": plan.metrics_namespace}
+                        }
+                    }
+                ],
+                "ports": [{"port": c.TRAINER_METRICS_PORT, "protocol": "TCP"}],
+            }
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(plan, names.network_policy(plan.name)),
+        "spec": {
+            "podSelector": worker_selector(plan),
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
+
+
 def resources(plan: Plan) -> dict[str, Any]:
     """Requests and limits; GPUs go in both (extended resources need requests == limits)."""
     r = plan.spec.resources
@@ -246,8 +281,9 @@ def container_security() -> dict[str, Any]:
 
 
 def metrics_ports(processes: int) -> list[dict[str, Any]]:
-    """One container port per trainer process: each rank serves its own metrics on 9400 + its
-    local rank, and the PodMonitor scrapes every port named metrics or metrics-<local rank>."""
+    """One container port per trainer process: each rank serves its own metrics on
+    TRAINER_METRICS_PORT + its local rank, and the PodMonitor scrapes every port named metrics
+    or metrics-<local rank>."""
     return [
         {
             "name": c.TRAINER_METRICS_PORT_NAME + (f"-{r}" if r else ""),
@@ -327,6 +363,8 @@ def shared_children(plan: Plan) -> list[dict[str, Any]]:
     out = []
     if plan.spec.resources.service_account_name is None:
         out += [service_account(plan), role(plan), role_binding(plan)]
+    if plan.network_policy:
+        out.append(network_policy(plan))
     group = pod_group(plan)
     return [*out, config_map(plan), service(plan), *([group] if group else [])]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from bench._scale import kwok
 from kubernetes import client
 
+from bench._scale import kwok
 from kubetune_operator.api import constants as c
 from kubetune_operator.reconcile import workload as wl
 from tests.harness import ControlPlane, eventually

@@ -25,8 +25,15 @@ def test_render_prints_every_child(capsys: pytest.CaptureFixture[str]) -> None:
     assert docs[-1]["spec"]["containers"][0]["image"] == "img:1"
 
 
-def test_render_quickstart_example(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["render", str(REPO / "examples" / "quickstart.yaml")]) == 0
+def test_render_quickstart_example(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Its relative file:// paths are for `kubetune run`; a cluster needs absolute ones."""
+    text = (REPO / "examples" / "quickstart.yaml").read_text()
+    assert main(["render", str(REPO / "examples" / "quickstart.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "spec.model.source: file://runs/quickstart/base is a relative path" in err
+    absolute = tmp_path / "quickstart.yaml"
+    absolute.write_text(text.replace("file://runs/", "file:///srv/runs/"))
+    assert main(["render", str(absolute)]) == 0
     pods = [d for d in yaml.safe_load_all(capsys.readouterr().out) if d["kind"] == "Pod"]
     assert len(pods) == 2
     assert "nvidia.com/gpu" not in str(pods[0]["spec"]["containers"][0]["resources"])

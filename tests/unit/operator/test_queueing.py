@@ -95,7 +95,8 @@ def view(body: dict[str, Any] | None, **extra: Any) -> QueueView:
 
 def test_a_job_without_a_workload_is_queued_and_gets_one_but_no_pod() -> None:
     d = decide(job(), {}, [], T0, queue=view(None))
-    assert d.create_workload and d.start_attempt is None
+    assert d.workload is not None and d.start_attempt is None
+    assert d.workload["kind"] == "Workload" and d.workload["spec"]["queueName"] == "gpu-queue"
     assert d.status["phase"] == "Queued"
     assert "LocalQueue gpu-queue" in d.status["message"]
 
@@ -106,7 +107,7 @@ def test_a_pending_workload_says_why_in_kueues_words() -> None:
     assert "insufficient unused quota for nvidia.com/gpu" in d.status["message"]
     queued = cond(d.status, "Queued")
     assert queued and queued["status"] == "True" and queued["reason"] == "Pending"
-    assert not d.create_workload and d.workload_status is None
+    assert d.workload is None and d.workload_status is None
 
 
 def test_an_admitted_job_starts_its_workers_and_says_by_whom() -> None:
@@ -187,7 +188,7 @@ def test_all_workers_running_tells_kueue_pods_ready() -> None:
 
 def test_a_queue_that_cannot_be_used_is_named() -> None:
     d = decide(job(), {}, [], T0, queue=QueueView("gpu-queue", problem="no Kueue here"))
-    assert d.status["phase"] == "Queued" and not d.create_workload
+    assert d.status["phase"] == "Queued" and d.workload is None
     assert "no Kueue here" in d.status["message"]
 
 

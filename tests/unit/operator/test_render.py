@@ -12,7 +12,8 @@ from kubetune_operator.api import constants as c
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.plan import OperatorSettings, resolve
 from kubetune_operator.reconcile.render import render
-from kubetune_trainer.config import GRACE_ENV, TrainerConfig
+from kubetune_trainer.config import TrainerConfig
+from kubetune_trainer.contract import GRACE_ENV
 from tests.unit.operator.helpers import HERE, job, manifest
 
 pytestmark = pytest.mark.unit
@@ -153,7 +154,10 @@ def test_a_hub_token_is_never_read_for_s3_keys() -> None:
     doc["spec"]["checkpoint"] = {"uri": "pvc://ckpt/llama-lora"}
     doc["spec"]["output"] = {"uri": "pvc://models/llama-lora"}
     refs = secret_refs(render(resolve(FineTuneJob.model_validate(doc), 1, SETTINGS))[-1])
-    assert refs == {"HF_TOKEN": ("hf-token", "HF_TOKEN", False)}
+    assert refs == {
+        "HF_TOKEN": ("hf-token", "HF_TOKEN", False),
+        "KUBETUNE_CHECKPOINT_KEY": ("kubetune-checkpoint-key", "key", False),  # not S3 keys
+    }
 
 
 def test_role_is_limited_to_its_own_job_status() -> None:

@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 
 from kubetune_trainer.checkpoint import manager, manifest
-from kubetune_trainer.checkpoint.storage import FileStorage, S3Storage, Storage
+from kubetune_trainer.checkpoint.seal import Seal
 from kubetune_trainer.config import CheckpointConfig, StorageConfig
+from kubetune_trainer.storage import FileStorage, S3Storage, Storage
 
 pytestmark = pytest.mark.unit
+
+SEAL = Seal(b"namespace key", "team/job")
 
 
 def rank_folder(tmp: Path, rank: int, step: int) -> Path:
@@ -35,10 +38,11 @@ def publish(
     commit: bool = True,
 ) -> str:
     tag = manifest.tag_for(step)
+    manager.claim(store, tag, SEAL, "store")
     for r in ranks if ranks is not None else range(world):
-        manager.upload_rank(store, rank_folder(tmp, r, step), tag, r)
+        manager.upload_rank(store, rank_folder(tmp, r, step), tag, r, SEAL)
     if commit:
-        manager.commit(store, tag, step, world, timeout=5, extra={})
+        manager.commit(store, tag, step, world, timeout=5, extra={}, seal=SEAL)
     return tag
 
 
@@ -66,15 +70,15 @@ def test_manifest_lists_every_rank_file_with_size_and_sha(store: Storage, tmp_pa
 def test_commit_waits_for_all_ranks(store: Storage, tmp_path: Path) -> None:
     tag = publish(store, tmp_path, 5, ranks=[0], commit=False)
     with pytest.raises(TimeoutError, match=r"ranks \[1\]"):
-        manager.commit(store, tag, 5, 2, timeout=0.3, extra={})
+        manager.commit(store, tag, 5, 2, timeout=0.3, extra={}, seal=SEAL)
     assert store.get_bytes(f"{tag}/manifest.json") is None
     late = threading.Timer(
-        0.3, lambda: manager.upload_rank(store, rank_folder(tmp_path, 1, 55), tag, 1)
+        0.3, lambda: manager.upload_rank(store, rank_folder(tmp_path, 1, 55), tag, 1, SEAL)
     )
     late.start()
-    manager.commit(store, tag, 5, 2, timeout=10, extra={})
+    manager.commit(store, tag, 5, 2, timeout=10, extra={}, seal=SEAL)
     late.join()
-    assert manifest.committed(store)[0][0].tag == tag
+    assert manifest.committed(store, SEAL)[0][0].tag == tag
 
 
 def test_torn_checkpoints_are_skipped_for_the_previous_one(store: Storage, tmp_path: Path) -> None:
@@ -82,7 +86,7 @@ def test_torn_checkpoints_are_skipped_for_the_previous_one(store: Storage, tmp_p
     publish(store, tmp_path, 20, ranks=[0], commit=False)  # upload cut: rank 1 never finished
     tag30 = publish(store, tmp_path, 30)
     store.put_bytes(b"x", f"{tag30}/mp_rank_00_model_states.pt")  # a file replaced: size differs
-    good, skipped = manifest.committed(store)
+    good, skipped = manifest.committed(store, SEAL)
     assert [c.step for c in good] == [10]
     assert "no manifest" in skipped["step-00000020"][0] and "size" in skipped["step-00000030"][0]
 
@@ -92,7 +96,7 @@ def test_checksum_mismatch_is_found_after_download(store: Storage, tmp_path: Pat
     name = "zero_pp_rank_1_optim_states.pt"
     body = store.get_bytes(f"{tag}/{name}") or b""
     store.put_bytes(b"Z" + body[1:], f"{tag}/{name}")  # same size, different bytes
-    good, _ = manifest.committed(store)
+    good, _ = manifest.committed(store, SEAL)
     assert manager.download(store, good[0], tmp_path / "dl") == [f"{name}: sha256 mismatch"]
 
 
@@ -100,7 +104,7 @@ def test_keep_last_prunes_older_folders_only(store: Storage, tmp_path: Path) -> 
     for step in (10, 20, 30):
         publish(store, tmp_path, step)
     publish(store, tmp_path, 40, ranks=[0], commit=False)  # in progress: must survive
-    assert manager.prune(store, keep_last=2) == manager.Pruned(
+    assert manager.prune(store, keep_last=2, seal=SEAL) == manager.Pruned(
         deleted=["step-00000010"], kept=["step-00000030", "step-00000020"]
     )
     assert sorted(manifest.tags_in(store.list(""))) == [
@@ -115,7 +119,7 @@ def rank0_manager(tmp: Path, keep_last: int) -> manager.CheckpointManager:
     cfg = CheckpointConfig(
         uri=f"file://{tmp}/store", keep_last=keep_last, local_dir=str(tmp / "local")
     )
-    return manager.CheckpointManager(cfg, rank=0, world_size=1, job_key="job")
+    return manager.CheckpointManager(cfg, rank=0, world_size=1, job_key="job", seal=SEAL)
 
 
 def test_rank0_reports_latest_with_the_count_kept_after_pruning(tmp_path: Path) -> None:
@@ -123,6 +127,8 @@ def test_rank0_reports_latest_with_the_count_kept_after_pruning(tmp_path: Path) 
     counts = []
     for step in (10, 20, 30):
         tag = manifest.tag_for(step)
+        assert m.store is not None
+        manager.claim(m.store, tag, SEAL, "store")  # what save() does first
         m._publish(rank_folder(tmp_path, 0, step), tag, step, {"time": "2026-01-01T00:00:00Z"})
         m.wait()
         counts.append((m.last_committed or {}).get("count"))
@@ -151,7 +157,7 @@ def test_a_failed_prune_still_reports_the_commit_without_a_count(
     m = rank0_manager(tmp_path, keep_last=1)
     m.commit_timeout = 0.0  # no retries
 
-    def broken(store: Storage, keep_last: int) -> manager.Pruned:
+    def broken(store: Storage, keep_last: int, seal: Seal) -> manager.Pruned:
         raise OSError("store gone")
 
     monkeypatch.setattr(manager, "prune", broken)

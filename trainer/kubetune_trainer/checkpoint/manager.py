@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import CheckpointConfig
+from ..contract import ATTEMPT_ENV
+from ..errors import BadInputError
+from ..storage import Storage, inside, join, open_storage, sha256_file
 from . import rng
 from .manifest import (
     MANIFEST,
@@ -27,13 +30,15 @@ from .manifest import (
     committed,
     files_to_fetch,
     merge_ranks,
+    owned_tags,
+    owner_key,
     rank_key,
+    read_record,
     rng_file,
     tag_for,
-    tags_in,
     to_delete,
 )
-from .storage import Storage, join, open_storage, sha256_file
+from .seal import Seal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -98,45 +103,69 @@ def injected_upload_pause(tag: str, env: Mapping[str, str] = os.environ) -> floa
     if not value:
         return 0.0
     attempt, step, seconds = value.split(":")
-    if env.get("KUBETUNE_ATTEMPT", "1") == attempt and (step == "*" or tag == tag_for(int(step))):
+    if env.get(ATTEMPT_ENV, "1") == attempt and (step == "*" or tag == tag_for(int(step))):
         return float(seconds)
     return 0.0
 
 
-def upload_rank(store: Storage, folder: Path, tag: str, rank: int) -> dict[str, Any]:
-    """Upload this rank's files of a checkpoint, then record them (the record means 'done')."""
+def claim(store: Storage, tag: str, seal: Seal, uri: str) -> None:
+    """Mark a checkpoint folder as this job's before writing into it; bad input (naming
+    spec.checkpoint.uri) when another job, or an unknown writer, holds that folder already:
+    each job needs its own checkpoint URI, and nothing there is overwritten."""
+    objects = store.list(tag)  # listed before the marker is read: a sibling rank writes its
+    marker, _ = read_record(store, owner_key(tag))  # marker before any file, so it shows here
+    if marker is None and not objects:
+        store.put_bytes(json.dumps(seal.sign({"tag": tag})).encode(), owner_key(tag))
+        return
+    if not seal.mine(marker):
+        whose = marker.get("job") if seal.verify(marker) else "an unknown writer"
+        raise BadInputError(
+            f"spec.checkpoint.uri: {join(uri, tag)} is held by {whose}, not by job {seal.job}: "
+            "give each job its own checkpoint URI"
+        )
+
+
+def upload_rank(store: Storage, folder: Path, tag: str, rank: int, seal: Seal) -> dict[str, Any]:
+    """Upload this rank's files of a checkpoint, then record them (the signed record means
+    'done')."""
     files = describe_files(folder)
     for i, name in enumerate(files):
         store.put_file(folder / name, join(tag, name))
         if i == 0:
             time.sleep(injected_upload_pause(tag))
-    record = {"rank": rank, "files": files}
+    record = seal.sign({"rank": rank, "files": files})
     store.put_bytes(json.dumps(record).encode(), rank_key(tag, rank))
     return record
 
 
 def wait_for_ranks(
-    store: Storage, tag: str, world_size: int, timeout: float, poll: float = 0.2
+    store: Storage, tag: str, world_size: int, timeout: float, seal: Seal, poll: float = 0.2
 ) -> list[dict[str, Any]]:
-    """Every rank's upload record for a checkpoint; TimeoutError if some never arrive."""
+    """Every rank's upload record for a checkpoint, signed by this job (anything else in
+    their place counts as not there yet); TimeoutError if some never arrive."""
     deadline = time.monotonic() + timeout
     while True:
-        records = [store.get_bytes(rank_key(tag, r)) for r in range(world_size)]
-        if all(records):
-            return [json.loads(r) for r in records if r]
+        records = [read_record(store, rank_key(tag, r))[0] for r in range(world_size)]
+        if all(seal.mine(r) for r in records):
+            return records
         if time.monotonic() > deadline:
-            missing = [r for r, rec in enumerate(records) if not rec]
+            missing = [r for r, rec in enumerate(records) if not seal.mine(rec)]
             raise TimeoutError(f"checkpoint {tag}: ranks {missing} did not finish uploading")
         time.sleep(poll)
 
 
 def commit(
-    store: Storage, tag: str, step: int, world_size: int, timeout: float, extra: dict[str, Any]
+    store: Storage,
+    tag: str,
+    step: int,
+    world_size: int,
+    timeout: float,
+    extra: dict[str, Any],
+    seal: Seal,
 ) -> dict[str, Any]:
-    """Write the manifest once all ranks uploaded: the checkpoint now counts."""
-    manifest = merge_ranks(
-        tag, step, world_size, wait_for_ranks(store, tag, world_size, timeout), extra
-    )
+    """Write the signed manifest once all ranks uploaded: the checkpoint now counts."""
+    ranks = wait_for_ranks(store, tag, world_size, timeout, seal)
+    manifest = seal.sign(merge_ranks(tag, step, world_size, ranks, extra))
     store.put_bytes(json.dumps(manifest, indent=1).encode(), join(tag, MANIFEST))
     return manifest
 
@@ -149,13 +178,14 @@ class Pruned:
     kept: list[str]
 
 
-def prune(store: Storage, keep_last: int) -> Pruned:
-    """Delete folders older than the newest keep_last committed checkpoints.
+def prune(store: Storage, keep_last: int, seal: Seal) -> Pruned:
+    """Delete this job's folders older than its newest keep_last committed checkpoints; other
+    jobs' (and unknown writers') folders are never touched.
 
     Also returns the committed ones still kept, so rank 0 can report how many the store holds
     without listing it again."""
-    good, _ = committed(store)
-    doomed = to_delete(list(tags_in(store.list("")).keys()), [c.tag for c in good], keep_last)
+    good, _ = committed(store, seal)
+    doomed = to_delete(owned_tags(store, seal), [c.tag for c in good], keep_last)
     for tag in doomed:
         store.delete_prefix(tag + "/")
     return Pruned(deleted=doomed, kept=[c.tag for c in good if c.tag not in doomed])
@@ -170,8 +200,9 @@ def download(
     files = ckpt.manifest["files"]
     bad = []
     for name in files if names is None else names:
-        store.get_file(join(ckpt.tag, name), dest / name)
-        if sha256_file(dest / name) != files[name]["sha256"]:
+        target = inside(dest, name, f"checkpoint {ckpt.tag}: file")
+        store.get_file(join(ckpt.tag, name), target)
+        if sha256_file(target) != files[name]["sha256"]:
             bad.append(f"{name}: sha256 mismatch")
     return bad
 
@@ -185,11 +216,13 @@ class CheckpointManager:
         rank: int,
         world_size: int,
         job_key: str,
+        seal: Seal,
         every_shard: bool = False,
     ) -> None:
         """rank must be the data-parallel rank DeepSpeed names shards by (the global rank without
-        model parallelism); every_shard: resume reads every rank's shards (see reads_every_shard)."""
-        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        model parallelism); seal signs and verifies (the namespace's key, this job's name);
+        every_shard: resume reads every rank's shards (see reads_every_shard)."""
+        self.cfg, self.rank, self.world_size, self.seal = cfg, rank, world_size, seal
         self.every_shard = every_shard
         self.store: Storage | None = open_storage(cfg.uri, cfg.storage) if cfg.uri else None
         self.local = Path(cfg.local_dir) / job_key / f"rank-{rank:05d}"
@@ -213,6 +246,7 @@ class CheckpointManager:
             return
         self.wait()
         tag = tag_for(step)
+        claim(self.store, tag, self.seal, self.cfg.uri or "")
         save_dir = self.local / "save"
         engine.save_checkpoint(
             str(save_dir),
@@ -241,12 +275,14 @@ class CheckpointManager:
         store, limit = self.store, self.commit_timeout
         try:
             with_retries(
-                lambda: upload_rank(store, folder, tag, self.rank), f"upload of {tag}", limit
+                lambda: upload_rank(store, folder, tag, self.rank, self.seal),
+                f"upload of {tag}",
+                limit,
             )
             shutil.rmtree(folder, ignore_errors=True)
             if self.rank == 0:
                 with_retries(
-                    lambda: commit(store, tag, step, self.world_size, limit, extra),
+                    lambda: commit(store, tag, step, self.world_size, limit, extra, self.seal),
                     f"commit of {tag}",
                     limit,
                 )
@@ -259,7 +295,9 @@ class CheckpointManager:
                 }
                 try:
                     pruned = with_retries(
-                        lambda: prune(store, self.cfg.keep_last), f"pruning after {tag}", limit
+                        lambda: prune(store, self.cfg.keep_last, self.seal),
+                        f"pruning after {tag}",
+                        limit,
                     )
                 except BaseException:
                     self.last_committed = latest  # committed all the same: still report it
@@ -279,14 +317,15 @@ class CheckpointManager:
             raise RuntimeError(f"checkpoint upload failed: {err}") from err
 
     def candidates(self) -> tuple[list[Committed], dict[str, list[str]]]:
-        """Committed checkpoints to try, newest first (or the one named by checkpoint.resume)."""
+        """Committed checkpoints to try, newest first: this job's own, or the one named by
+        checkpoint.resume, which any job of the namespace may have committed."""
         if self.cfg.resume == "never" or self.store is None:
             return [], {}
         if self.cfg.resume == "auto":
-            return committed(self.store)
+            return committed(self.store, self.seal)
         root, _, tag = self.cfg.resume.rstrip("/").rpartition("/")
-        good, skipped = committed(open_storage(root, self.cfg.storage))
-        return [c for c in good if c.tag == tag], skipped
+        good, skipped = committed(open_storage(root, self.cfg.storage), self.seal, any_job=True)
+        return [c for c in good if c.tag == tag], {t: p for t, p in skipped.items() if t == tag}
 
     def restore(self, engine: Any, all_ok: Any, exclude_frozen: bool) -> Restored | None:
         """Load the newest checkpoint every rank downloaded intact; torn ones are skipped.
@@ -294,6 +333,8 @@ class CheckpointManager:
         all_ok(bool) -> bool must be a collective AND across ranks, so all ranks pick the same one.
         """
         good, skipped = self.candidates()
+        for tag, why in skipped.items():
+            log.warning("not resuming from checkpoint %s: %s", tag, "; ".join(why))
         store = (
             self.store
             if self.cfg.resume == "auto"
@@ -329,6 +370,11 @@ class CheckpointManager:
             )
             return Restored(
                 ckpt.tag, ckpt.step, dict(client_state or {}), skipped, names, rng_restored
+            )
+        if self.cfg.resume not in ("auto", "never"):
+            raise BadInputError(
+                f"spec.checkpoint.resume: {self.cfg.resume} is no committed checkpoint this job "
+                f"may restore: {skipped or 'nothing there'}"
             )
         return None
 
