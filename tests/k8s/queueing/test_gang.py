@@ -30,7 +30,7 @@ from tests.harness.gang import (
     start_coscheduling,
     start_volcano,
 )
-from tests.k8s.operator.conftest import Operator
+from tests.k8s.operator.cluster import Operator
 from tests.k8s.queueing.world import GPU, GpuPool, Jobs, namespace, phase_of
 
 pytestmark = pytest.mark.k8s

@@ -21,7 +21,7 @@ from kubetune_operator.api import constants as c
 from kubetune_operator.reconcile import workload as wl
 from tests.harness import ControlPlane, eventually
 from tests.harness.kueue import Kueue
-from tests.k8s.operator.conftest import Operator
+from tests.k8s.operator.cluster import Operator
 from tests.k8s.queueing.world import (
     GPU,
     GpuPool,

@@ -23,7 +23,7 @@ from kubetune_operator.reconcile import workload as wl
 from tests.harness import ControlPlane, eventually
 from tests.harness.binaries import REPO_ROOT
 from tests.harness.procs import stop
-from tests.k8s.operator.conftest import BASE_SPEC
+from tests.k8s.operator.cluster import BASE_SPEC
 
 POOL_KEY = "kubetune.dev/test-pool"
 GPU = "nvidia.com/gpu"
