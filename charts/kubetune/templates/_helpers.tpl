@@ -115,10 +115,11 @@ Enforcement admission plugin is on (OpenShift); it changes no object by itself.
   verbs: ["patch"]
 {{- end }}
 {{- if .Values.queueing.gangSchedulers }}
-# Gang schedulers: the PodGroup of each gang-scheduled job.
+# Gang schedulers: the PodGroup of each gang-scheduled job (read before a later attempt
+# applies it, so a namesake the job does not own is never taken over).
 - apiGroups: ["scheduling.x-k8s.io", "scheduling.volcano.sh"]
   resources: ["podgroups"]
-  verbs: ["create", "patch"]
+  verbs: ["create", "get", "patch"]
 {{- end }}
 {{- end -}}
 

@@ -301,8 +301,8 @@ def test_queued_and_gang_jobs_are_granted_their_workloads_and_pod_groups(tmp_pat
     g = grants(role)
     assert g[("kueue.x-k8s.io", "workloads")] >= {"list", "watch", "create", "patch"}
     assert g[("kueue.x-k8s.io", "workloads/status")] == {"patch"}
-    assert g[("scheduling.x-k8s.io", "podgroups")] == {"create", "patch"}
-    assert g[("scheduling.volcano.sh", "podgroups")] == {"create", "patch"}
+    assert g[("scheduling.x-k8s.io", "podgroups")] == {"create", "get", "patch"}
+    assert g[("scheduling.volcano.sh", "podgroups")] == {"create", "get", "patch"}
     for read in [("kueue.x-k8s.io", "resourceflavors"), ("scheduling.k8s.io", "priorityclasses")]:
         assert g[read] == {"get"}
 
