@@ -30,6 +30,12 @@ BASE_SUITE=bookworm
 
 log() { echo "[build-images] $*" >&2; }
 
+# One build at a time per machine: parallel builds of the same steps each redo them (the
+# layer cache only helps the next build) and each writes its multi-GB layers.
+mkdir -p "$(dirname "$CACHE")"
+exec 9>"$CACHE.build.lock"
+flock -n 9 || { log "waiting for another image build on this machine"; flock 9; }
+
 if docker info >/dev/null 2>&1; then ENGINE=docker; else ENGINE=buildah; fi
 
 have_image() { # ref

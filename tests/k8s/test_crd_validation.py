@@ -54,7 +54,8 @@ def test_example_is_accepted_by_the_apiserver(
     control_plane: Any, crd_installed: str, dry_run_namespace: str, path: Path
 ) -> None:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
-    assert any(d.get("kind") == c.KIND for d in docs), f"{path.name} holds no {c.KIND}"
+    kinds = (c.KIND, c.SWEEP_KIND, c.SCHEDULE_KIND)
+    assert any(d.get("kind") in kinds for d in docs), f"{path.name} holds none of {kinds}"
     out = control_plane.kubectl(
         "apply",
         "--dry-run=server",

@@ -172,6 +172,13 @@ class OutputConfig(_Config):
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Store connection.")
 
 
+class BenchmarkConfig(_Config):
+    """A fixed benchmark set, scored on the starting weights and on the exported ones."""
+
+    uri: str = Field(description="Benchmark data URI (.jsonl/.parquet file or folder).")
+    exact_match: bool = Field(False, description="Also score greedy exact match per record.")
+
+
 class ReportingConfig(_Config):
     """Where progress and metrics go."""
 
@@ -215,6 +222,9 @@ class TrainerConfig(_Config):
     output: OutputConfig | None = Field(None, description="Final model; None skips the export.")
     reporting: ReportingConfig = Field(
         default_factory=ReportingConfig, description="Progress/metrics."
+    )
+    benchmark: BenchmarkConfig | None = Field(
+        None, description="Benchmark scored before and after training (data's store)."
     )
     spec: dict[str, Any] = Field(
         default_factory=dict,

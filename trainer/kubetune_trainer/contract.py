@@ -51,6 +51,12 @@ MASTER_PORT = 29500
 TRAINER_METRICS_PORT = 9400
 """Prometheus port of local rank 0 in a worker; rank r serves on this + r."""
 
+# -- what the trainer reports in the job's status ---------------------------------------------------
+MAX_REPORTED_EVALS = 100
+"""Evaluations status.progress.evals lists (the latest): bounds the status a long run writes."""
+MAX_REPORTED_SOURCES = 32
+"""Data files status.dataSources lists (the first): bounds the status of a run over many files."""
+
 # -- credentials: one secret per store, passed as env, never in the config --------------------------
 StoreName = Literal["model", "dataset", "checkpoint", "output"]
 """The four object stores a job talks to; each has its own endpoint, region and credentials."""

@@ -69,6 +69,21 @@ def node(spec: Json, at: str) -> list[Json]:
     return [n for n in found if isinstance(n, dict)]
 
 
+def rule(cel: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL rule of a FineTuneSweep or FineTuneSchedule model (their rules sit on their own
+    models, each with a pydantic validator as its offline twin); `field_path` points the error
+    at the offending field."""
+    out = {"rule": cel, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+def cel_rules(*rules: dict[str, str]) -> dict[str, Any]:
+    """json_schema_extra carrying CEL rules of a sweep or schedule model into its CRD."""
+    return {"x-kubernetes-validations": list(rules)}
+
+
 # --- how fields of the spec go together ----------------------------------------------------
 _ADAPTERS = ("lora", "qlora")
 # CEL twin of _processes (and of FineTuneJobSpec.processes_per_node).

@@ -791,6 +791,23 @@ class RunPolicySpec(ApiModel):
     )
 
 
+class BenchmarkSpec(ApiModel):
+    """A fixed benchmark set, scored on the weights the job starts from and the ones it exports:
+    how a FineTuneSchedule's quality gate compares a run's model with the one it continues."""
+
+    uri: str = Field(
+        description="Benchmark records (.jsonl/.parquet file or folder, in the data's format), "
+        "read with spec.dataset's credentials, endpoint and region.",
+        pattern=DATA_URI_PATTERN,
+        max_length=1024,
+    )
+    exact_match: bool = Field(
+        False,
+        description="Also score exact match: the share of records whose whole completion "
+        "(assistant turns for chat) the model predicts greedily.",
+    )
+
+
 class QueueSpec(ApiModel):
     """Kueue admission."""
 
@@ -824,6 +841,10 @@ class FineTuneJobSpec(ApiModel):
         default_factory=RunPolicySpec, description="Restarts, deadlines, suspend."
     )
     queue: QueueSpec | None = Field(None, description="Kueue queue the job is admitted through.")
+    benchmark: BenchmarkSpec | None = Field(
+        None,
+        description="Score a fixed benchmark set before training and after it (status.benchmark).",
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> FineTuneJobSpec:

@@ -54,6 +54,13 @@ def localize(plan: Plan, workdir: Path, base: Path, console: bool) -> Plan:
         if cfg.output
         else None
     )
+    benchmark = (
+        cfg.benchmark.model_copy(
+            update={"uri": local_uri(cfg.benchmark.uri, "spec.benchmark.uri", base)}
+        )
+        if cfg.benchmark
+        else None
+    )
     reporting = ReportingConfig(
         progress_sink="file",
         progress_file=str(workdir / "progress.jsonl"),
@@ -68,6 +75,7 @@ def localize(plan: Plan, workdir: Path, base: Path, console: bool) -> Plan:
             "checkpoint": checkpoint,
             "output": output,
             "reporting": reporting,
+            "benchmark": benchmark,
         }
     )
     return dataclasses.replace(plan, trainer_config=config)

@@ -84,7 +84,26 @@ def summary(curve: Curve) -> list[str]:
     if curve.train:
         (s0, l0), (s1, l1) = curve.train[0], curve.train[-1]
         lines.append(f"train loss: {l0:.4f} (step {s0}) -> {l1:.4f} (step {s1})")
-    return lines + early_stop_lines(curve.end, dict(curve.evals))
+    return lines + early_stop_lines(curve.end, dict(curve.evals)) + benchmark_lines(curve.end)
+
+
+def benchmark_lines(end: dict[str, object]) -> list[str]:
+    """spec.benchmark's scores before and after training."""
+    bench = end.get("benchmark")
+    if not isinstance(bench, dict):
+        return []
+    before, after = bench.get("before") or {}, bench.get("after") or {}
+    parts = []
+    for key, label, fmt in (
+        ("evalLoss", "eval loss", "{:.4f}"),
+        ("exactMatch", "exact match", "{:.1%}"),
+    ):
+        if key in after:
+            was = fmt.format(before[key]) if key in before else "?"
+            parts.append(f"{label} {was} -> {fmt.format(after[key])}")
+    if not parts:
+        return []
+    return [f"benchmark ({bench.get('records')} records): " + ", ".join(parts)]
 
 
 def early_stop_lines(end: dict[str, object], evals: dict[int, float]) -> list[str]:

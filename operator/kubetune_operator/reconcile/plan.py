@@ -18,6 +18,7 @@ from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.parse import InvalidSpec
 from kubetune_operator.reconcile.workload import Placement
 from kubetune_trainer.config import (
+    BenchmarkConfig,
     CheckpointConfig,
     DataConfig,
     DeepSpeedConfig,
@@ -181,11 +182,12 @@ class Store:
 def stores(spec: FineTuneJobSpec, model_source: str) -> dict[StoreName, Store]:
     """The job's four stores, each with its own secret, endpoint and region.
 
-    Model and data use only their own fields. The output, when it does not say, uses the
-    checkpoint's (it goes to <checkpoint.uri>/output by default).
+    Model and data use only their own fields (the benchmark is data). The output, when it does
+    not say, uses the checkpoint's (it goes to <checkpoint.uri>/output by default).
     """
     m, d, ck, out = spec.model, spec.dataset, spec.checkpoint, spec.output
-    data_uris = tuple(u for u in (d.train, d.validation) if u)
+    bench = spec.benchmark.uri if spec.benchmark else None
+    data_uris = tuple(u for u in (d.train, d.validation, bench) if u)
     ck_secret, ck_endpoint, ck_region = (
         (ck.credentials_secret, ck.endpoint, ck.region) if ck else (None, None, None)
     )
@@ -401,6 +403,11 @@ def resolve(
             progress_interval_seconds=settings.progress_interval_seconds,
             metrics_port=c.TRAINER_METRICS_PORT,
         ),
+        benchmark=BenchmarkConfig(
+            uri=pvc_to_file(spec.benchmark.uri, claims), exact_match=spec.benchmark.exact_match
+        )
+        if spec.benchmark
+        else None,
         spec=redacted_spec(spec.model_dump(by_alias=True, exclude_unset=True, mode="json")),
     )
     return Plan(

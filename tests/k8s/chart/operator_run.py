@@ -97,6 +97,7 @@ def start_operator(
     argv, env = container_command(deployment)
     env.update(
         PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        # This checkout's operator, whatever checkout the environment's install points at.
         PYTHONPATH=f"{REPO_ROOT / 'operator'}:{REPO_ROOT / 'trainer'}",
         KUBECONFIG=str(kubeconfig), POD_ID=pod_id, HOME=str(log.parent),
         NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
