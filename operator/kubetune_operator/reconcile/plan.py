@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from kubetune_operator.api import constants as c
 from kubetune_operator.api.platform import PlatformPolicy, violations
 from kubetune_operator.api.spec import FineTuneJob, FineTuneJobSpec, LoraSpec
 from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.parse import InvalidSpec
+from kubetune_operator.reconcile.workload import Placement
 from kubetune_trainer.config import (
     BenchmarkConfig,
     CheckpointConfig,
@@ -94,12 +95,16 @@ class OperatorSettings:
     policy: PlatformPolicy = field(default_factory=PlatformPolicy)
     """What jobs may use (KUBETUNE_POLICY), checked before a job's first attempt."""
     default_checkpoint: DefaultCheckpointStore | None = None
+    coscheduling_scheduler: str = "scheduler-plugins-scheduler"
+    """schedulerName of gangs with scheduler coscheduling (scheduler-plugins' chart default)."""
+    volcano_scheduler: str = "volcano"
+    """schedulerName of gangs with scheduler volcano."""
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
         """Settings from KUBETUNE_TRAINER_IMAGE, KUBETUNE_GRACE_SECONDS, KUBETUNE_NETWORK_POLICY,
-        KUBETUNE_METRICS_NAMESPACE, KUBETUNE_POLICY and KUBETUNE_DEFAULT_CHECKPOINT_* (the chart
-        sets them)."""
+        KUBETUNE_METRICS_NAMESPACE, KUBETUNE_POLICY, KUBETUNE_DEFAULT_CHECKPOINT_*,
+        KUBETUNE_COSCHEDULING_SCHEDULER and KUBETUNE_VOLCANO_SCHEDULER (the chart sets them)."""
         return cls(
             trainer_image=os.environ.get("KUBETUNE_TRAINER_IMAGE", cls.trainer_image),
             image_pull_policy=os.environ.get("KUBETUNE_TRAINER_IMAGE_PULL_POLICY") or None,
@@ -108,6 +113,15 @@ class OperatorSettings:
             metrics_namespace=os.environ.get("KUBETUNE_METRICS_NAMESPACE") or None,
             policy=PlatformPolicy.from_env(),
             default_checkpoint=DefaultCheckpointStore.from_env(),
+            coscheduling_scheduler=os.environ.get("KUBETUNE_COSCHEDULING_SCHEDULER")
+            or cls.coscheduling_scheduler,
+            volcano_scheduler=os.environ.get("KUBETUNE_VOLCANO_SCHEDULER") or cls.volcano_scheduler,
+        )
+
+    def gang_scheduler(self, scheduler: str) -> str:
+        """The schedulerName a gang of `scheduler` (coscheduling, volcano) goes to."""
+        return (
+            self.coscheduling_scheduler if scheduler == "coscheduling" else self.volcano_scheduler
         )
 
 
@@ -137,6 +151,12 @@ class Plan:
     """Render the job's NetworkPolicy (OperatorSettings.network_policy)."""
     metrics_namespace: str | None = None
     """The namespace allowed to scrape the workers' metrics port, if any."""
+    scheduler_name: str | None = None
+    """resources.schedulerName, else the gang scheduler's name, else the cluster default."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """resources.nodeSelector plus the node labels of the flavors Kueue admitted the job on."""
+    tolerations: tuple[dict[str, Any], ...] = ()
+    """resources.tolerations plus the tolerations of the admitted flavors."""
 
     @property
     def config_path(self) -> str:
@@ -417,8 +437,10 @@ def resolve(
     attempt: int,
     settings: OperatorSettings,
     upstream_output: str | None = None,
+    placement: Placement | None = None,
 ) -> Plan:
-    """The Plan of `attempt` (from 1). `upstream_output` resolves an ftj:// model source."""
+    """The Plan of `attempt` (from 1). `upstream_output` resolves an ftj:// model source;
+    `placement` is what Kueue's admission adds to where the workers run."""
     spec, meta = job.spec, job.metadata
     namespace = meta.namespace or "default"
     claims: list[str] = []
@@ -491,4 +513,28 @@ def resolve(
         hub_token_secret=hub_token_secret(all_stores),
         network_policy=settings.network_policy,
         metrics_namespace=settings.metrics_namespace,
+        scheduler_name=scheduler_name(spec, settings),
+        node_selector={**(spec.resources.node_selector or {}), **placement.node_labels}
+        if placement
+        else dict(spec.resources.node_selector or {}),
+        tolerations=merged_tolerations(spec, placement),
     )
+
+
+def scheduler_name(spec: FineTuneJobSpec, settings: OperatorSettings) -> str | None:
+    """resources.schedulerName; with a gang and none set, the gang scheduler's name."""
+    r = spec.resources
+    if r.scheduler_name:
+        return r.scheduler_name
+    return settings.gang_scheduler(r.gang.scheduler) if r.gang else None
+
+
+def merged_tolerations(
+    spec: FineTuneJobSpec, placement: Placement | None
+) -> tuple[dict[str, Any], ...]:
+    """resources.tolerations, then those of the admitted flavors that are not among them."""
+    out = list(spec.resources.tolerations or [])
+    for tol in placement.tolerations if placement else ():
+        if tol not in out:
+            out.append(tol)
+    return tuple(out)
