@@ -18,6 +18,7 @@ from tests.unit.api_cases import (
     EXPONENT_YAML,
     INVALID_CASES,
     VALID_PREFERENCE,
+    VALID_VARIANTS,
     InvalidCase,
     valid_manifest,
 )
@@ -47,6 +48,13 @@ def test_preference_settings_are_accepted(
     k8s_api: Any, crd_installed: str, dry_run_namespace: str, manifest: dict[str, Any]
 ) -> None:
     assert server_dry_run(k8s_api, dry_run_namespace, manifest) is None
+
+
+@pytest.mark.parametrize("variant", sorted(VALID_VARIANTS))
+def test_valid_variants_are_accepted(
+    k8s_api: Any, crd_installed: str, dry_run_namespace: str, variant: str
+) -> None:
+    assert server_dry_run(k8s_api, dry_run_namespace, VALID_VARIANTS[variant]) is None
 
 
 @pytest.mark.parametrize("case", INVALID_CASES, ids=lambda x: x.id)

@@ -18,6 +18,7 @@ from tests.unit.api_cases import (
     EXPONENT_YAML,
     INVALID_CASES,
     VALID_PREFERENCE,
+    VALID_VARIANTS,
     InvalidCase,
     valid_manifest,
 )
@@ -43,6 +44,11 @@ def test_valid_manifest_is_accepted() -> None:
 @pytest.mark.parametrize("manifest", VALID_PREFERENCE, ids=lambda m: str(m["spec"]["method"]))
 def test_preference_settings_are_accepted(manifest: dict[str, object]) -> None:
     assert offline_errors(manifest) is None
+
+
+@pytest.mark.parametrize("variant", sorted(VALID_VARIANTS))
+def test_valid_variants_are_accepted(variant: str) -> None:
+    assert offline_errors(VALID_VARIANTS[variant]) is None
 
 
 def test_table_is_large_enough() -> None:

@@ -178,8 +178,10 @@ def test_kubetune_run_summary_shows_accuracy_margin_and_reference(tmp_path: Path
     dpo = dpo_after_a_step("lora")
     before = {"reference": "adapter-disabled", "evalAccuracy": 0.0, "evalRewardMargin": 0.0,
               "evalRewardChosen": 0.0, "evalRewardRejected": 0.0}  # fmt: skip
-    sink.report(progress.Progress(1, 2, 0.5, 0.69, 0.69, preference=before))
-    sink.report(progress.Progress(2, 2, 1.0, 0.2, 0.3, preference=dpo.progress()), force=True)
+    sink.report(progress.Progress(1, 2, 0.5, 0.69, 0.69, eval_step=0, preference=before))
+    sink.report(
+        progress.Progress(2, 2, 1.0, 0.2, 0.3, eval_step=2, preference=dpo.progress()), force=True
+    )
     lines = summary(read_curve(tmp_path / "progress.jsonl"))
     assert "preference accuracy (validation): 0% (step 0) -> 67% (step 2)" in lines
     assert any(x.startswith("reward margin (validation): 0.0000 -> 0.8333") for x in lines), lines
