@@ -27,6 +27,20 @@ S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOK
 S3_REQUIRED_KEYS = S3_SECRET_KEYS[:2]
 HUB_TOKEN_KEY = "HF_TOKEN"
 """The key of a hub-token secret (an hf:// source's credentialsSecret), and the worker's variable."""
+HUB_PUSH_TOKEN_ENV = "KUBETUNE_HF_PUSH_TOKEN"
+"""The worker's variable for output.push's token (HF_TOKEN of its credentialsSecret): apart from
+HF_TOKEN, which a read-only token of the hf:// model or data may hold."""
+MLFLOW_SECRET_KEYS = (
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+)
+"""Keys a tracking.mlflow credentialsSecret may hold (a bearer token, or basic auth); each becomes
+the worker variable of the same name, which the MLflow client reads."""
+WANDB_SECRET_KEY = "WANDB_API_KEY"
+"""The key of a tracking.wandb credentialsSecret, and the worker's variable."""
+MAX_LISTED_CHECKPOINTS = 20
+"""Committed checkpoints status.checkpoints.committed lists at most (newest first, the best kept)."""
 
 
 def s3_credential_env(store: StoreName) -> dict[str, str]:
@@ -182,12 +196,63 @@ class CheckpointConfig(_Config):
     local_dir: str = Field("/tmp/kubetune/checkpoints", description="Local staging dir for shards.")
 
 
+class RegisterConfig(_Config):
+    """A model registry the exported model is registered in (a new version per job)."""
+
+    name: str = Field(description="Registered model name in tracking.mlflow's registry.")
+
+
+class PushConfig(_Config):
+    """A Hugging Face Hub repository the exported model is pushed to."""
+
+    repo: str = Field(description="Repository id, org/name.")
+    private: bool = Field(True, description="Create the repository private if it does not exist.")
+    revision: str = Field("main", description="Branch to commit to.")
+
+
 class OutputConfig(_Config):
     """The final model."""
 
     uri: str = Field(description="Output URI (s3:// or file://).")
     format: Literal["merged", "adapter", "both"] = Field("merged", description="What to export.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Store connection.")
+    select: Literal["last", "best"] = Field(
+        "last",
+        description="last: the final weights; best: the committed checkpoint with the lowest "
+        "eval loss (select best saves one at every evaluation that improves on it).",
+    )
+    registry: RegisterConfig | None = Field(None, description="MLflow model registry entry.")
+    push: PushConfig | None = Field(None, description="Hugging Face Hub repository.")
+
+
+class MlflowConfig(_Config):
+    """An MLflow tracking server: one run per job, continued by every attempt."""
+
+    tracking_uri: str = Field(description="Tracking server URI (http:// or https://).")
+    experiment: str = Field(description="Experiment name (created if missing).")
+    run_name: str = Field(description="Run name shown in the UI.")
+
+
+class WandbConfig(_Config):
+    """Weights & Biases, through its own client (wandb must be installed in the image)."""
+
+    project: str = Field(description="W&B project.")
+    entity: str | None = Field(None, description="W&B entity (user or team).")
+    run_name: str = Field(description="Run name.")
+    base_url: str | None = Field(None, description="Self-hosted W&B server URL.")
+
+
+class TrackingConfig(_Config):
+    """Where rank 0 logs params, per-step metrics and artifacts."""
+
+    mlflow: MlflowConfig | None = Field(None, description="MLflow tracking server.")
+    tensorboard_uri: str | None = Field(
+        None, description="Folder for TensorBoard event files (beside the checkpoints)."
+    )
+    tensorboard_storage: StorageConfig = Field(
+        default_factory=StorageConfig, description="Store connection of tensorboard_uri."
+    )
+    wandb: WandbConfig | None = Field(None, description="Weights & Biases.")
 
 
 class ReportingConfig(_Config):
@@ -233,6 +298,9 @@ class TrainerConfig(_Config):
     output: OutputConfig | None = Field(None, description="Final model; None skips the export.")
     reporting: ReportingConfig = Field(
         default_factory=ReportingConfig, description="Progress/metrics."
+    )
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="Experiment tracking."
     )
     spec: dict[str, Any] = Field(
         default_factory=dict, description="The FineTuneJob spec as applied (for the run card)."

@@ -50,6 +50,29 @@ _EARLY_STOPPING_NEEDS_EVALS = (
 )
 
 
+_SELECT_BEST_NEEDS_EVALS = (
+    "spec.output.select best needs periodic evaluations: set spec.training.evalEverySteps"
+)
+_SELECT_BEST_NEEDS_VALIDATION = (
+    "spec.output.select best needs validation data: set spec.dataset.validation or "
+    "spec.dataset.validationSplit"
+)
+_SELECT_BEST_NEEDS_CHECKPOINT = (
+    "spec.output.select best needs spec.checkpoint: the best weights are exported from the "
+    "checkpoint saved at that evaluation"
+)
+_REGISTER_NEEDS_MLFLOW = (
+    "spec.output.register needs spec.tracking.mlflow: the new model version is linked to the "
+    "job's MLflow run"
+)
+_TENSORBOARD_NEEDS_CHECKPOINT = (
+    "spec.tracking.tensorboard needs spec.checkpoint: event files are written beside the "
+    "checkpoints"
+)
+HUB_REPO_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9_.]*/[A-Za-z0-9][-A-Za-z0-9_.]*$"
+HTTP_URI_PATTERN = r"^https?://[^\s]+$"
+
+
 def _needs_gpu(lever: str) -> str:
     """Message of the rule that a lever forced on needs GPU workers."""
     return (
@@ -583,6 +606,37 @@ class CheckpointSpec(ApiModel):
     )
 
 
+class RegisterSpec(ApiModel):
+    """A model registry entry for the exported model."""
+
+    name: str = Field(
+        description="Registered model name in the model registry of spec.tracking.mlflow's "
+        "server; each job adds a new version, linked to its run.",
+        min_length=1,
+        max_length=256,
+    )
+
+
+class PushSpec(ApiModel):
+    """A Hugging Face Hub repository the exported model is pushed to, with the run card as its
+    model card."""
+
+    repo: str = Field(
+        description="Repository id, org/name (created if missing). The hub is HF_ENDPOINT of "
+        "the workers (spec.resources.env), else huggingface.co.",
+        pattern=HUB_REPO_PATTERN,
+        max_length=200,
+    )
+    private: bool = Field(True, description="Create the repository private if it is missing.")
+    revision: str = Field("main", description="Branch to commit to.", min_length=1, max_length=256)
+    credentials_secret: str | None = Field(
+        None,
+        description="Secret whose HF_TOKEN (a token with write access) pushes; read for nothing "
+        "else.",
+        max_length=253,
+    )
+
+
 class OutputSpec(ApiModel):
     """Where the final model goes."""
 
@@ -606,6 +660,80 @@ class OutputSpec(ApiModel):
         None,
         description="Secret for the output store (default: checkpoint.credentialsSecret).",
         max_length=253,
+    )
+    select: Literal["last", "best"] = Field(
+        "last",
+        description="Which weights are exported: last, the final ones; best, those of the "
+        "evaluation with the lowest eval loss after step 0 (a checkpoint is saved at every "
+        "evaluation that improves on the best, and kept from pruning). best needs "
+        "training.evalEverySteps, validation data and spec.checkpoint.",
+    )
+    register_model: RegisterSpec | None = Field(
+        None,
+        alias="register",  # `register` itself would shadow a method of pydantic's models
+        description="Register the exported model in spec.tracking.mlflow's model registry.",
+    )
+    push: PushSpec | None = Field(
+        None, description="Push the exported model to a Hugging Face Hub repository."
+    )
+
+
+class MlflowSpec(ApiModel):
+    """An MLflow tracking server. One run per job: params (the resolved spec), metrics per
+    step, the run card and loss curve as artifacts; a restarted attempt continues the run."""
+
+    tracking_uri: str = Field(
+        description="Tracking server URI, e.g. http://mlflow.mlflow.svc:5000.",
+        pattern=HTTP_URI_PATTERN,
+        max_length=1024,
+    )
+    experiment: str | None = Field(
+        None,
+        description="Experiment name, created if missing (default: the job's namespace).",
+        min_length=1,
+        max_length=256,
+    )
+    run_name: str | None = Field(
+        None, description="Run name (default: the job name).", min_length=1, max_length=256
+    )
+    credentials_secret: str | None = Field(
+        None,
+        description="Secret with MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and "
+        "MLFLOW_TRACKING_PASSWORD (each optional), passed to the workers under those names.",
+        max_length=253,
+    )
+
+
+class WandbSpec(ApiModel):
+    """Weights & Biases, logged through its own client (the trainer image must include wandb)."""
+
+    project: str = Field(description="W&B project.", min_length=1, max_length=256)
+    entity: str | None = Field(None, description="W&B entity (user or team).", max_length=256)
+    run_name: str | None = Field(
+        None, description="Run name (default: the job name).", min_length=1, max_length=256
+    )
+    base_url: str | None = Field(
+        None,
+        description="URL of a self-hosted W&B server (WANDB_BASE_URL).",
+        pattern=HTTP_URI_PATTERN,
+        max_length=1024,
+    )
+    credentials_secret: str | None = Field(
+        None, description="Secret with WANDB_API_KEY.", max_length=253
+    )
+
+
+class TrackingSpec(ApiModel):
+    """Experiment tracking; only rank 0 of the trainer logs."""
+
+    mlflow: MlflowSpec | None = Field(None, description="Log to an MLflow tracking server.")
+    tensorboard: bool = Field(
+        False,
+        description="Write TensorBoard event files to <checkpoint.uri>/tensorboard (needs "
+        "spec.checkpoint).",
+    )
+    wandb: WandbSpec | None = Field(
+        None, description="Log to Weights & Biases (not exercised by kubetune's tests)."
     )
 
 
@@ -724,7 +852,11 @@ IMMUTABLE_FIELDS = [
     "checkpoint",
     "output",
     "queue",
+    "tracking",
 ]
+
+# CEL: the job does not export the best weights (each select-best rule starts with it).
+_SELECTS_BEST = "!has(self.output) || !has(self.output.select) || self.output.select != 'best'"
 
 _PROCESSES = (
     "(has(self.resources.processesPerNode) ? self.resources.processesPerNode : "
@@ -771,6 +903,34 @@ class FineTuneJobSpec(ApiModel):
                 "or spec.dataset.validationSplit",
                 ".training.earlyStopping",
             ),
+            rule(
+                f"{_SELECTS_BEST} || (has(self.training) && has(self.training.evalEverySteps))",
+                _SELECT_BEST_NEEDS_EVALS,
+                ".output.select",
+            ),
+            rule(
+                f"{_SELECTS_BEST} || has(self.dataset.validation) || "
+                "has(self.dataset.validationSplit)",
+                _SELECT_BEST_NEEDS_VALIDATION,
+                ".output.select",
+            ),
+            rule(
+                f"{_SELECTS_BEST} || has(self.checkpoint)",
+                _SELECT_BEST_NEEDS_CHECKPOINT,
+                ".output.select",
+            ),
+            rule(
+                "!has(self.output) || !has(self.output.register) || "
+                "(has(self.tracking) && has(self.tracking.mlflow))",
+                _REGISTER_NEEDS_MLFLOW,
+                ".output.register",
+            ),
+            rule(
+                "!has(self.tracking) || !has(self.tracking.tensorboard) || "
+                "!self.tracking.tensorboard || has(self.checkpoint)",
+                _TENSORBOARD_NEEDS_CHECKPOINT,
+                ".tracking.tensorboard",
+            ),
             *[_same(f) for f in IMMUTABLE_FIELDS],
             _same_run_policy(),
         )
@@ -793,6 +953,9 @@ class FineTuneJobSpec(ApiModel):
         default_factory=RunPolicySpec, description="Restarts, deadlines, suspend."
     )
     queue: QueueSpec | None = Field(None, description="Kueue queue the job is admitted through.")
+    tracking: TrackingSpec | None = Field(
+        None, description="Experiment tracking: MLflow, TensorBoard, Weights & Biases."
+    )
 
     @model_validator(mode="after")
     def _cross_field(self) -> FineTuneJobSpec:
@@ -880,6 +1043,28 @@ def cross_field_problems(spec: FineTuneJobSpec) -> list[str]:
             "spec.training.earlyStopping needs validation data: set spec.dataset.validation "
             "or spec.dataset.validationSplit"
         )
+    return problems + results_problems(spec)
+
+
+def results_problems(spec: FineTuneJobSpec) -> list[str]:
+    """The cross-field rules of output selection, registries and tracking (CEL twins above)."""
+    problems: list[str] = []
+    out, tracking = spec.output, spec.tracking
+    if out is not None and out.select == "best":
+        if spec.training.eval_every_steps is None:
+            problems.append(_SELECT_BEST_NEEDS_EVALS)
+        if spec.dataset.validation is None and spec.dataset.validation_split is None:
+            problems.append(_SELECT_BEST_NEEDS_VALIDATION)
+        if spec.checkpoint is None:
+            problems.append(_SELECT_BEST_NEEDS_CHECKPOINT)
+    if (
+        out is not None
+        and out.register_model is not None
+        and (tracking is None or tracking.mlflow is None)
+    ):
+        problems.append(_REGISTER_NEEDS_MLFLOW)
+    if tracking is not None and tracking.tensorboard and spec.checkpoint is None:
+        problems.append(_TENSORBOARD_NEEDS_CHECKPOINT)
     return problems
 
 

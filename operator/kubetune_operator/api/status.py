@@ -1,9 +1,9 @@
 """FineTuneJob status models.
 
-The operator owns everything here except `progress` and `checkpoints`, which rank 0 of the
-trainer patches through the status subresource (throttled) with its per-job ServiceAccount:
-only the trainer knows when a checkpoint is committed and what pruning kept, and the operator
-never holds the store's credentials to find out.
+The operator owns everything here except `progress`, `checkpoints`, `trainedTokens` and
+`export`, which rank 0 of the trainer patches through the status subresource (throttled) with
+its per-job ServiceAccount: only the trainer knows when a checkpoint is committed, what pruning
+kept and what it exported, and the operator never holds the store's credentials to find out.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from kubetune_operator.api.spec import ApiModel
+from kubetune_trainer.config import MAX_LISTED_CHECKPOINTS
 
 Phase = Literal[
     "Pending", "Initializing", "Running", "Restarting", "Suspended", "Succeeded", "Failed"
@@ -94,6 +95,21 @@ class CheckpointRef(ApiModel):
     time: str | None = Field(None, description="When it was committed (RFC 3339).")
 
 
+class CommittedCheckpoint(ApiModel):
+    """One committed checkpoint the store keeps, with the losses at its step."""
+
+    step: int = Field(description="Optimizer step it holds.")
+    time: str | None = Field(None, description="When it was committed (RFC 3339).")
+    train_loss: float | None = Field(None, description="Training loss of its step.")
+    eval_loss: float | None = Field(
+        None, description="Eval loss measured at its step (when an evaluation fell on it)."
+    )
+    uri: str = Field(description="Checkpoint URI (what `kubetune export` takes).", max_length=2048)
+    best: bool | None = Field(
+        None, description="true on the listed checkpoint with the lowest eval loss."
+    )
+
+
 class CheckpointStatus(ApiModel):
     """Checkpoints seen so far."""
 
@@ -103,6 +119,39 @@ class CheckpointStatus(ApiModel):
         description="Committed checkpoints kept in the store after pruning to spec.checkpoint.keepLast "
         "(written by the trainer with latest).",
     )
+    committed: list[CommittedCheckpoint] | None = Field(
+        None,
+        description=f"The committed checkpoints the store keeps, newest first (at most "
+        f"{MAX_LISTED_CHECKPOINTS}, the best by eval loss always among them).",
+        max_length=MAX_LISTED_CHECKPOINTS,
+    )
+
+
+class RegisteredModel(ApiModel):
+    """A model registry version created for the exported model."""
+
+    name: str = Field(description="Registered model name.", max_length=256)
+    version: str = Field(description="Version created by this job.", max_length=64)
+
+
+class HubCommit(ApiModel):
+    """A commit pushed to a Hugging Face Hub repository."""
+
+    repo: str = Field(description="Repository id.", max_length=256)
+    commit: str = Field(description="Commit id.", max_length=128)
+
+
+class ExportStatus(ApiModel):
+    """What the trainer exported (written by it when the export finished)."""
+
+    step: int | None = Field(None, description="Step whose weights were exported.")
+    select: str | None = Field(
+        None, description="last or best (spec.output.select).", max_length=16
+    )
+    eval_loss: float | None = Field(None, description="Eval loss at that step, if measured.")
+    time: str | None = Field(None, description="When the export finished (RFC 3339).")
+    registered: RegisteredModel | None = Field(None, description="spec.output.register result.")
+    pushed: HubCommit | None = Field(None, description="spec.output.push result.")
 
 
 class OutputStatus(ApiModel):
@@ -154,4 +203,10 @@ class FineTuneJobStatus(ApiModel):
         description="Committed checkpoints (written by the trainer when it commits one).",
     )
     output: OutputStatus | None = Field(None, description="The exported model.")
+    trained_tokens: int | None = Field(
+        None, description="Training tokens processed over all ranks and attempts (by the trainer)."
+    )
+    export: ExportStatus | None = Field(
+        None, description="Which weights were exported and where they were registered."
+    )
     workers: WorkerCounts | None = Field(None, description="Worker pods of the current attempt.")

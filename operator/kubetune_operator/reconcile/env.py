@@ -9,7 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune_operator.reconcile.plan import Plan
-from kubetune_trainer.config import HUB_TOKEN_KEY, S3_REQUIRED_KEYS, s3_credential_env
+from kubetune_trainer.config import (
+    HUB_PUSH_TOKEN_ENV,
+    HUB_TOKEN_KEY,
+    MLFLOW_SECRET_KEYS,
+    S3_REQUIRED_KEYS,
+    WANDB_SECRET_KEY,
+    s3_credential_env,
+)
 
 
 def torchrun_env(plan: Plan, node_rank: int, master_addr: str, master_port: int) -> dict[str, str]:
@@ -58,6 +65,23 @@ def secret_env(plan: Plan) -> list[dict[str, Any]]:
             env.append(_secret_ref(var, secret, key, optional=key not in S3_REQUIRED_KEYS))
     if plan.hub_token_secret:
         env.append(_secret_ref(HUB_TOKEN_KEY, plan.hub_token_secret, HUB_TOKEN_KEY, False))
+    env.extend(tracking_secret_env(plan))
+    return env
+
+
+def tracking_secret_env(plan: Plan) -> list[dict[str, Any]]:
+    """Tracking and registry credentials, each secret read only for its own keys: MLflow's
+    (token or basic auth, each optional) under the names its client reads, W&B's API key, and
+    the hub push token under a name of its own (HF_TOKEN may hold a read-only token)."""
+    env = [
+        _secret_ref(k, plan.mlflow_secret, k, True)
+        for k in MLFLOW_SECRET_KEYS
+        if plan.mlflow_secret
+    ]
+    if plan.wandb_secret:
+        env.append(_secret_ref(WANDB_SECRET_KEY, plan.wandb_secret, WANDB_SECRET_KEY, False))
+    if plan.push_secret:
+        env.append(_secret_ref(HUB_PUSH_TOKEN_ENV, plan.push_secret, HUB_TOKEN_KEY, False))
     return env
 
 

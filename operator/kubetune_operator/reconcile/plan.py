@@ -22,14 +22,19 @@ from kubetune_trainer.config import (
     DeepSpeedConfig,
     JobRef,
     MethodConfig,
+    MlflowConfig,
     ModelConfig,
     OutputConfig,
     PerfConfig,
+    PushConfig,
+    RegisterConfig,
     ReportingConfig,
     StorageConfig,
     StoreName,
+    TrackingConfig,
     TrainerConfig,
     TrainingConfig,
+    WandbConfig,
 )
 
 PVC_MOUNT_ROOT = "/mnt/kubetune/pvc"
@@ -80,6 +85,12 @@ class Plan:
     """(store, secret) for each s3:// store with a credentialsSecret: its keys go to that store."""
     hub_token_secret: str | None = None
     """The secret whose HF_TOKEN the hf:// model or data read; never read for S3 keys."""
+    mlflow_secret: str | None = None
+    """tracking.mlflow's secret: its MLFLOW_TRACKING_* keys go to the workers."""
+    wandb_secret: str | None = None
+    """tracking.wandb's secret: its WANDB_API_KEY goes to the workers."""
+    push_secret: str | None = None
+    """output.push's secret: its HF_TOKEN becomes the workers' push token."""
 
     @property
     def config_path(self) -> str:
@@ -266,6 +277,58 @@ def perf_config(spec: FineTuneJobSpec) -> PerfConfig:
     )
 
 
+def output_config(spec: FineTuneJobSpec, uri: str, storage: StorageConfig) -> OutputConfig:
+    """The export: where, in what format, which weights, and which registries get it."""
+    out = spec.output
+    push = out.push if out else None
+    return OutputConfig(
+        uri=uri,
+        format=output_format(spec),
+        storage=storage,
+        select=out.select if out else "last",
+        registry=RegisterConfig(name=out.register_model.name)
+        if out and out.register_model
+        else None,
+        push=PushConfig(repo=push.repo, private=push.private, revision=push.revision)
+        if push
+        else None,
+    )
+
+
+def tracking_config(
+    spec: FineTuneJobSpec,
+    name: str,
+    namespace: str,
+    claims: list[str],
+    checkpoint_store: StorageConfig,
+) -> TrackingConfig:
+    """Tracking with its defaults filled in: experiment = namespace, run name = job name, and
+    TensorBoard event files in <checkpoint.uri>/tensorboard through the checkpoint store."""
+    t, ck = spec.tracking, spec.checkpoint
+    if t is None:
+        return TrackingConfig()
+    ml, wb = t.mlflow, t.wandb
+    tensorboard = t.tensorboard and ck is not None
+    return TrackingConfig(
+        mlflow=MlflowConfig(
+            tracking_uri=ml.tracking_uri,
+            experiment=ml.experiment or namespace,
+            run_name=ml.run_name or name,
+        )
+        if ml
+        else None,
+        tensorboard_uri=pvc_to_file(ck.uri.rstrip("/") + "/tensorboard", claims)
+        if tensorboard and ck
+        else None,
+        tensorboard_storage=checkpoint_store if tensorboard else StorageConfig(),
+        wandb=WandbConfig(
+            project=wb.project, entity=wb.entity, run_name=wb.run_name or name, base_url=wb.base_url
+        )
+        if wb
+        else None,
+    )
+
+
 def resolve(
     job: FineTuneJob,
     attempt: int,
@@ -317,15 +380,14 @@ def resolve(
             resume=pvc_to_file(ckpt.resume, claims) if ckpt else "never",
             local_dir=f"{SCRATCH_DIR}/kubetune/checkpoints",
         ),
-        output=OutputConfig(
-            uri=pvc_to_file(out_uri, claims),
-            format=output_format(spec),
-            storage=all_stores["output"].connection(),
-        ),
+        output=output_config(spec, pvc_to_file(out_uri, claims), all_stores["output"].connection()),
         reporting=ReportingConfig(
             progress_sink="kubernetes",
             progress_interval_seconds=settings.progress_interval_seconds,
             metrics_port=c.TRAINER_METRICS_PORT,
+        ),
+        tracking=tracking_config(
+            spec, meta.name, namespace, claims, all_stores["checkpoint"].connection()
         ),
         spec=spec.model_dump(by_alias=True, exclude_unset=True, mode="json"),
     )
@@ -346,4 +408,13 @@ def resolve(
         pvc_claims=tuple(claims),
         s3_secrets=s3_secrets(all_stores),
         hub_token_secret=hub_token_secret(all_stores),
+        mlflow_secret=spec.tracking.mlflow.credentials_secret
+        if spec.tracking and spec.tracking.mlflow
+        else None,
+        wandb_secret=spec.tracking.wandb.credentials_secret
+        if spec.tracking and spec.tracking.wandb
+        else None,
+        push_secret=spec.output.push.credentials_secret
+        if spec.output and spec.output.push
+        else None,
     )
