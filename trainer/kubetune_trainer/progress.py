@@ -27,6 +27,8 @@ class Progress:
     attempt: int = 1
     event: str = "step"
     checkpoint: dict[str, Any] | None = None
+    trained_tokens: int | None = None  # all ranks, all attempts
+    export: dict[str, Any] | None = None  # status.export, once the export finished
 
 
 def human_eta(seconds: int) -> str:
@@ -69,8 +71,9 @@ def status_progress(
 
 
 def status_patch(p: Progress, start_step: int = 0) -> dict[str, Any]:
-    """The status merge patch rank 0 sends: progress, the newest committed checkpoint and how
-    many committed checkpoints the store keeps.
+    """The status merge patch rank 0 sends: progress, trained tokens, the newest committed
+    checkpoint, how many committed checkpoints the store keeps and their list, and (at the end)
+    what was exported.
 
     The trainer writes status.checkpoints itself because only it knows when a checkpoint is
     committed and what pruning left; the operator would need the store's credentials to find
@@ -82,9 +85,14 @@ def status_patch(p: Progress, start_step: int = 0) -> dict[str, Any]:
             k: p.checkpoint[k] for k in ("uri", "step", "time") if p.checkpoint.get(k) is not None
         }
         checkpoints: dict[str, Any] = {"latest": latest}
-        if p.checkpoint.get("count") is not None:
-            checkpoints["count"] = p.checkpoint["count"]
+        for key in ("count", "committed"):
+            if p.checkpoint.get(key) is not None:
+                checkpoints[key] = p.checkpoint[key]
         status["checkpoints"] = checkpoints
+    if p.trained_tokens is not None:
+        status["trainedTokens"] = p.trained_tokens
+    if p.export is not None:
+        status["export"] = p.export
     return {"status": status}
 
 
@@ -110,6 +118,10 @@ class FileSink:
         line = {"event": p.event, **status_progress(p, self.start_step)}
         if p.checkpoint:
             line["checkpoint"] = p.checkpoint
+        if p.trained_tokens is not None:
+            line["trainedTokens"] = p.trained_tokens
+        if p.export is not None:
+            line["export"] = p.export
         with self.path.open("a") as f:
             f.write(json.dumps(line) + "\n")
 
