@@ -21,6 +21,7 @@ class LoopState:
     step_ends: list[float] = field(default_factory=list)  # perf_counter at the end of each step
     stopped_early: bool = False
     preempted: bool = False
+    best_saved_eval: float | None = None  # lowest eval loss after step 0 (output.select: best)
 
     def client_state(self) -> dict[str, Any]:
         """The part saved inside checkpoints."""
@@ -29,6 +30,7 @@ class LoopState:
             "best_eval": self.best_eval,
             "evals_without_improvement": self.evals_without_improvement,
             "tokens": self.tokens,
+            "best_saved_eval": self.best_saved_eval,
         }
 
 
@@ -59,7 +61,7 @@ def run(t: Any, s: LoopState) -> LoopState:
             return s
         if s.stopped_early:
             break
-        if save_due:
+        if t.best_due(s) or save_due:
             t.save(s)
         s.step_ends.append(time.perf_counter())
     if not s.evals or s.evals[-1][0] != s.step:

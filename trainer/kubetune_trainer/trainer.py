@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -11,18 +12,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import checkpoint_export, gpu_oom, loop, tracking
 from . import data as data_mod
 from . import engine as engine_mod
 from . import export as export_mod
-from . import gpu_oom, loop
 from . import model as model_mod
 from . import perf as perf_mod
 from .checkpoint.manager import CheckpointManager, Restored
-from .checkpoint.manifest import reads_every_shard
+from .checkpoint.manifest import reads_every_shard, tag_for
+from .checkpoint.storage import join
 from .config import TrainerConfig
 from .dist import DistEnv
 from .flops import flops_per_token
 from .metrics import Metrics, memory_bytes, metrics_port, mfu, peak_flops
+from .model_card import write_model_card
 from .progress import ConsoleSink, FileSink, KubernetesSink, Progress, Sink
 
 log = logging.getLogger("kubetune_trainer")
@@ -67,13 +70,17 @@ class Trainer:
         cfg, env = self.cfg, self.env
         torch.manual_seed(cfg.training.seed)
         cache = Path(cfg.checkpoint.local_dir) / job_key(cfg) / f"rank-{env.rank:05d}" / "inputs"
+        self.results = tracking.Results.open(
+            cfg, env.is_main, Path(cfg.checkpoint.local_dir) / job_key(cfg) / "tracking"
+        )
         cuda = torch.cuda.is_available()
         self.precision = engine_mod.resolve_precision(
             cfg.training.precision, cuda, cuda and torch.cuda.is_bf16_supported()
         )
-        self.location, self.model_commit = model_mod.fetch_resolved(
-            cfg.model.source, cache, cfg.model.revision, cfg.model.storage
-        )
+        with self.results.model_download(cfg.model.source):
+            self.location, self.model_commit = model_mod.fetch_resolved(
+                cfg.model.source, cache, cfg.model.revision, cfg.model.storage
+            )
         self.hub = model_mod.hub_kwargs(cfg.model.source, cfg.model.revision)
         self.tokenizer = model_mod.load_tokenizer(self.location, self.hub)
         self.data = data_mod.build_dataset(self.tokenizer, cfg.data, cfg.training.seed, cache)
@@ -119,8 +126,9 @@ class Trainer:
             getattr(self.engine, "dp_world_size", env.world_size) != env.world_size
         )
         self.ckpt = CheckpointManager(
-            cfg.checkpoint, env.rank, env.world_size, job_key(cfg), every_shard
+            cfg.checkpoint, env.rank, env.world_size, job_key(cfg), every_shard, self.selects_best
         )
+        self.ckpt.lineage = checkpoint_export.lineage(cfg, self.precision, self.model_commit)
         state = loop.LoopState()
         self.restored = (
             self.ckpt.restore(self.engine, self.all_true, self.exclude_frozen)
@@ -133,6 +141,7 @@ class Trainer:
             state.best_eval = cs.get("best_eval")
             state.evals_without_improvement = int(cs.get("evals_without_improvement", 0))
             state.tokens = int(cs.get("tokens", 0))
+            state.best_saved_eval = cs.get("best_saved_eval")
         self.start_step, self.start_tokens = state.step, state.tokens
         self.last_save = time.monotonic()
         self.local_params, self.total_params = engine_mod.local_param_share(self.engine)
@@ -140,9 +149,32 @@ class Trainer:
         self.metrics = Metrics(cfg.job.name, env.rank)
         self.metrics.serve(metrics_port(cfg.reporting.metrics_port, env.local_rank))
         self.sink = self.make_sink()
+        self.results.start(cfg.model_dump(mode="json"), self.start_step)
         signal.signal(signal.SIGTERM, self._on_sigterm)
         self.engine.train()
         return state
+
+    @property
+    def selects_best(self) -> bool:
+        """Whether the job exports its best checkpoint (output.select: best) rather than the last
+        weights."""
+        return self.cfg.output is not None and self.cfg.output.select == "best"
+
+    def best_due(self, s: loop.LoopState) -> bool:
+        """Whether to checkpoint now because this step's evaluation is the lowest after step 0
+        (select: best exports from that checkpoint); records the new best. The eval loss is
+        the same on every rank, so every rank decides the same."""
+        if not (self.selects_best and self.ckpt.enabled and s.step > 0 and s.evals):
+            return False
+        at, value = s.evals[-1]
+        if at != s.step or (s.best_saved_eval is not None and value >= s.best_saved_eval):
+            return False
+        s.best_saved_eval = value
+        return True
+
+    def trained_tokens(self, s: loop.LoopState) -> int:
+        """Training tokens over all ranks (every rank's micro-batches have the same shape)."""
+        return s.tokens * self.env.world_size
 
     def trainable_params(self) -> int:
         """Elements that train (whole tensors, also when ZeRO-3 partitions them)."""
@@ -304,8 +336,20 @@ class Trainer:
         u = mfu(tps, self.flops_token, peak_flops(self._device_name()), self.env.world_size)
         if u is not None:
             m.mfu.set(u)
+        metrics = tracking.step_metrics(
+            s.losses[-1] if s.losses else None,
+            lr,
+            tps,
+            self.trained_tokens(s),
+            s.step * self.accumulation / self.micro_per_epoch,
+            float(gn) if gn is not None else None,
+        )
+        # trackers first: once progress shows a checkpoint, what it covers is tracked too
+        committed = self.ckpt.last_committed  # one snapshot: the upload thread may move it on
+        self.results.on_step(step, metrics, s.evals, committed)
         if self.sink and (force or step % self.cfg.training.log_every_steps == 0):
-            self.sink.report(self.progress(s, tps), force=force)
+            p = dataclasses.replace(self.progress(s, tps), checkpoint=committed)
+            self.sink.report(p, force=force)
 
     def tokens_per_second(self, s: loop.LoopState) -> float:
         """Training tokens per second over all ranks during this attempt."""
@@ -332,11 +376,19 @@ class Trainer:
             attempt=self.cfg.job.attempt,
             event=event,
             checkpoint=self.ckpt.last_committed,
+            trained_tokens=self.trained_tokens(s),
         )
 
     def save(self, s: loop.LoopState, wait: bool = False) -> None:
         """Checkpoint now (local save blocks; upload/commit continue in the background)."""
-        self.ckpt.save(self.engine, s.step, s.client_state(), self.exclude_frozen)
+        evaluated = s.evals[-1][1] if s.evals and s.evals[-1][0] == s.step else None
+        metrics = {
+            "train_loss": s.losses[-1] if s.losses else None,
+            "eval_loss": evaluated,
+            "trained_tokens": self.trained_tokens(s),
+        }
+        self.ckpt.save(self.engine, s.step, s.client_state(), self.exclude_frozen, metrics)
+        self.write_probe(s.step)
         self.last_save = time.monotonic()
         if wait or s.preempted:
             self.ckpt.wait()
@@ -357,28 +409,36 @@ class Trainer:
         if self.cfg.output is not None:
             self.export(s)
 
-    def write_probe(self) -> None:
-        """Engine logits for a fixed input, to KUBETUNE_EXPORT_PROBE (for export verification)."""
+    def write_probe(self, step: int | None = None) -> None:
+        """Engine logits for a fixed input, to KUBETUNE_EXPORT_PROBE (for export verification);
+        with a step (at each checkpoint), beside it as <name>-step-NNNNNNNN.safetensors."""
         import torch
 
         path = os.environ.get("KUBETUNE_EXPORT_PROBE")
         if not path:
             return
+        if step is not None:
+            p = Path(path)
+            path = str(p.with_name(f"{p.stem}-{tag_for(step)}{p.suffix}"))
         seq = (self.data.validation or self.data.train)[0].ids[:32]
         ids = torch.tensor([seq], device=self.engine.device)
         self.engine.eval()
         with torch.no_grad():
             logits = self.engine(input_ids=ids).logits.float().cpu()
+        self.engine.train()
         if self.env.is_main:
             from safetensors.torch import save_file
 
             save_file({"input_ids": ids.cpu(), "logits": logits}, path)
 
     def export(self, s: loop.LoopState) -> None:
-        """The model in HF layout plus the run card, to the output URI."""
+        """The model in HF layout plus the run card and model card, to the output URI; then
+        the registries. select: best exports the best checkpoint instead of the last weights."""
         out = self.cfg.output
         assert out is not None
-        sd = export_mod.full_state_dict(self.engine)
+        step = self.export_step(s)
+        from_engine = step == s.step
+        sd = export_mod.full_state_dict(self.engine) if from_engine else None
         shares = {
             "params": self.gather(self.local_params),
             "rss": self.gather(memory_bytes()),
@@ -386,15 +446,61 @@ class Trainer:
         }
         if not self.env.is_main:
             return
-        assert sd is not None
         staging = export_mod.fresh_dir(
             Path(self.cfg.checkpoint.local_dir) / job_key(self.cfg) / "export"
         )
-        written = export_mod.save_model(
-            self.engine.module, sd, out.format, staging, self.tokenizer, self.location, self.hub
-        )
-        export_mod.write_run_card(staging, self.run_card(s, written, shares))
+        if from_engine:
+            assert sd is not None
+            written = export_mod.save_model(
+                self.engine.module, sd, out.format, staging, self.tokenizer, self.location, self.hub
+            )
+        else:
+            written = self.export_checkpoint(step, staging)
+        evaluated = dict(s.evals).get(step) if from_engine else self.listed_eval(step)
+        exported = {"step": step, "select": out.select, "eval_loss": evaluated}
+        card = {**self.run_card(s, written, shares), "export": exported}
+        export_mod.write_run_card(staging, card)
+        write_model_card(staging, card)
         export_mod.upload_dir(staging, out.uri, out)
+        done: dict[str, Any] = {"step": step, "select": out.select, "evalLoss": evaluated}
+        done["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        status = self.results.exported(
+            staging, card, {k: v for k, v in done.items() if v is not None}
+        )
+        if self.sink:
+            p = self.progress(s, self.tokens_per_second(s), event="export")
+            self.sink.report(dataclasses.replace(p, export=status), force=True)
+
+    def export_step(self, s: loop.LoopState) -> int:
+        """The step whose weights are exported, the same on every rank: the last one, or with
+        select: best the committed checkpoint rank 0 found lowest in eval loss."""
+        if not (self.selects_best and self.ckpt.enabled):
+            return s.step
+        listed = (self.ckpt.last_committed or {}).get("committed") or []
+        best = next((c["step"] for c in listed if c.get("best")), s.step)
+        return int(self.all_sum([float(best) if self.env.is_main else 0.0])[0])
+
+    def listed_eval(self, step: int) -> float | None:
+        """The eval loss status lists for a committed checkpoint."""
+        listed = (self.ckpt.last_committed or {}).get("committed") or []
+        return next((c.get("evalLoss") for c in listed if c["step"] == step), None)
+
+    def export_checkpoint(self, step: int, staging: Path) -> list[str]:
+        """Rank 0: the weights of the committed checkpoint at `step`, rebuilt on CPU, written as
+        the job's output (the path `kubetune export` takes)."""
+        assert self.cfg.output is not None and self.cfg.checkpoint.uri
+        uri = join(self.cfg.checkpoint.uri, tag_for(step))
+        work = export_mod.fresh_dir(
+            Path(self.cfg.checkpoint.local_dir) / job_key(self.cfg) / "best"
+        )
+        c = checkpoint_export.fetch(uri, self.cfg.checkpoint.storage, work)
+        weights = checkpoint_export.checkpoint_weights(work, c.tag, self.cfg.deepspeed.zero_stage)
+        module = checkpoint_export.rebuild(self.cfg, self.location, self.precision, weights)
+        log.info("exporting checkpoint %s (lowest eval loss)", uri)
+        return export_mod.save_model(
+            module, module.state_dict(), self.cfg.output.format, staging, self.tokenizer,
+            self.location, self.hub,
+        )  # fmt: skip
 
     def gather(self, value: float) -> list[int]:
         """One number from every rank, in rank order."""
@@ -440,6 +546,7 @@ class Trainer:
                 "losses": s.losses,
                 "evals": s.evals,
                 "tokens": s.tokens,
+                "trained_tokens": self.trained_tokens(s),
                 "train_seconds": s.train_seconds,
                 "seconds_per_step": s.train_seconds / max(1, len(s.losses)),
                 "median_loop_seconds_per_step": median_step(s.step_ends),
