@@ -53,6 +53,13 @@ def localize(plan: Plan, workdir: Path, base: Path, console: bool) -> Plan:
         if cfg.output
         else None
     )
+    tracking = cfg.tracking.model_copy(
+        update={
+            "tensorboard_uri": local_uri(
+                cfg.tracking.tensorboard_uri, "spec.tracking.tensorboard", base
+            )
+        }
+    )
     reporting = ReportingConfig(
         progress_sink="file",
         progress_file=str(workdir / "progress.jsonl"),
@@ -67,6 +74,7 @@ def localize(plan: Plan, workdir: Path, base: Path, console: bool) -> Plan:
             "checkpoint": checkpoint,
             "output": output,
             "reporting": reporting,
+            "tracking": tracking,
         }
     )
     return dataclasses.replace(plan, trainer_config=config)
