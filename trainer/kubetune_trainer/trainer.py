@@ -392,6 +392,7 @@ class Trainer:
         self.last_save = time.monotonic()
         if wait or s.preempted:
             self.ckpt.wait()
+            self.results.committed(self.ckpt.last_committed)  # the loop may not report again
             if self.sink:
                 self.sink.report(self.progress(s, 0.0, event="checkpoint"), force=True)
 
@@ -408,6 +409,8 @@ class Trainer:
         self.write_probe()
         if self.cfg.output is not None:
             self.export(s)
+        else:
+            self.results.finished_without_export()
 
     def write_probe(self, step: int | None = None) -> None:
         """Engine logits for a fixed input, to KUBETUNE_EXPORT_PROBE (for export verification);

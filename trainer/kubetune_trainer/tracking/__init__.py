@@ -30,7 +30,7 @@ class Tracker(Protocol):
     def start(self, params: dict[str, Any], start_step: int) -> None: ...
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None: ...
     def checkpoint(self) -> None: ...
-    def finish(self, folder: Path, card: dict[str, Any]) -> None: ...
+    def finish(self, folder: Path | None, card: dict[str, Any]) -> None: ...
 
 
 def trackers_for(cfg: TrainerConfig, local_dir: Path) -> list[Tracker]:
@@ -160,15 +160,21 @@ class Results:
         if step > self.logged_step:
             self.logged_step = step
             self._each("logging", lambda t: t.log_metrics(step, metrics))
-        if committed and committed.get("step") != self.committed_seen:
-            self.committed_seen = committed.get("step")
-            self.post(
-                "CheckpointCommitted",
-                f"step {committed.get('step')}: {committed.get('uri')} "
-                f"({committed.get('count', '?')} kept)",
-                routine=True,
-            )
-            self._each("checkpoint upload", lambda t: t.checkpoint())
+        self.committed(committed)
+
+    def committed(self, checkpoint: dict[str, Any] | None) -> None:
+        """A newly committed checkpoint (rank 0's last_committed): an event, and the trackers
+        make what they logged durable (flushed, uploaded). Once per checkpoint."""
+        if not checkpoint or checkpoint.get("step") == self.committed_seen:
+            return
+        self.committed_seen = checkpoint.get("step")
+        self.post(
+            "CheckpointCommitted",
+            f"step {checkpoint.get('step')}: {checkpoint.get('uri')} "
+            f"({checkpoint.get('count', '?')} kept)",
+            routine=True,
+        )
+        self._each("checkpoint upload", lambda t: t.checkpoint())
 
     def exported(
         self, folder: Path, card: dict[str, Any], export: dict[str, Any]
@@ -193,6 +199,10 @@ class Results:
             self.post("PushedToHub", f"{out.push.repo} commit {status['pushed']['commit']}")
         self._each("finish", lambda t: t.finish(folder, card))
         return status
+
+    def finished_without_export(self) -> None:
+        """A run with no output: the trackers still end their runs."""
+        self._each("finish", lambda t: t.finish(None, {}))
 
     def _register(self, folder: Path, name: str, where: str) -> dict[str, str]:
         """A new model version in the MLflow registry, linked to the job's run."""

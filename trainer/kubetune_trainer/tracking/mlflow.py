@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -123,14 +124,16 @@ class MlflowTracker:
         """A checkpoint was committed: what it covers is logged too."""
         self.flush()
 
-    def finish(self, folder: Path, card: dict[str, Any]) -> None:
-        """Run card and loss curve as artifacts; the run is FINISHED."""
+    def finish(self, folder: Path | None, card: dict[str, Any]) -> None:
+        """Run card (of an export) and loss curve as artifacts; the run is FINISHED."""
         self.flush()
         c = self.client
-        c.log_artifact(self.run_id, str(folder / "kubetune_run.json"))
-        png = plot_curve(self.curve(), folder.parent / "loss.png", f"{self.job.name}: loss")
-        if png is not None:
-            c.log_artifact(self.run_id, str(png))
+        if folder is not None:
+            c.log_artifact(self.run_id, str(folder / "kubetune_run.json"))
+        with tempfile.TemporaryDirectory() as tmp:
+            png = plot_curve(self.curve(), Path(tmp) / "loss.png", f"{self.job.name}: loss")
+            if png is not None:
+                c.log_artifact(self.run_id, str(png))
         c.set_terminated(self.run_id, "FINISHED")
 
     def curve(self) -> Curve:

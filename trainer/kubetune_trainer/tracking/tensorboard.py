@@ -51,7 +51,7 @@ class TensorBoardTracker:
         """A checkpoint was committed: the curves up to it are in the store too."""
         self.upload()
 
-    def finish(self, folder: Path, card: dict[str, Any]) -> None:
+    def finish(self, folder: Path | None, card: dict[str, Any]) -> None:
         """Close the event file and copy it out."""
         self.upload()
         self.writer.close()

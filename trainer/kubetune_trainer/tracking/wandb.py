@@ -61,7 +61,8 @@ class WandbTracker:
     def checkpoint(self) -> None:
         """W&B streams on its own."""
 
-    def finish(self, folder: Path, card: dict[str, Any]) -> None:
-        """The run card as a file of the run; the run ends."""
-        self.run.save(str(folder / "kubetune_run.json"), base_path=str(folder))
+    def finish(self, folder: Path | None, card: dict[str, Any]) -> None:
+        """The run card (of an export) as a file of the run; the run ends."""
+        if folder is not None:
+            self.run.save(str(folder / "kubetune_run.json"), base_path=str(folder))
         self.run.finish()
