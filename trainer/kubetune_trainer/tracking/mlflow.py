@@ -4,13 +4,16 @@ sent in batches; the run card and the loss curve (from the run's own metric hist
 spans all attempts) become artifacts; output.register adds a model version linked to the run.
 
 Credentials come from the environment the MLflow client reads itself (MLFLOW_TRACKING_TOKEN,
-or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD), rendered from the secret.
+or MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD), rendered from the secret. The
+client's usage telemetry (calls to mlflow-telemetry.io) is off unless the job's env turns it on:
+workers talk to the tracking server they were given, nothing else.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -65,6 +68,7 @@ class MlflowTracker:
 
     def start(self, params: dict[str, Any], start_step: int) -> None:
         """Create the job's run, or continue the one an earlier attempt created."""
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # read when mlflow is imported
         from mlflow import MlflowClient
         from mlflow.entities import Param
 
