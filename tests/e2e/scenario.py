@@ -35,7 +35,11 @@ CREDENTIALS = {
 }
 S3_SECRET = "object-store"
 # What the trainer image defines; the node agent puts it in every container's environment.
+REPO = Path(__file__).resolve().parents[2]
 IMAGE_ENV = {
+    # The image holds the checkout under test, whichever checkout the environment's editable
+    # install points at.
+    "PYTHONPATH": f"{REPO / 'operator'}:{REPO / 'trainer'}",
     "DS_ACCELERATOR": "cpu",
     "OMP_NUM_THREADS": "1",
     # Its own op cache: torch keys rebuilds on ninja's command hashes, which differ between
