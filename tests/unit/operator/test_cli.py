@@ -46,3 +46,23 @@ def test_render_bad_manifest_names_the_field(
 def test_validate_quickstart(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(REPO / "examples" / "quickstart.yaml")]) == 0
     assert "quickstart is valid" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ("ck", "is not a checkpoint URI: it ends in step-NNNNNNNN"),
+        ("ck/step-00000010", "is not a committed checkpoint: no manifest"),
+        ("ck/step-00000020", "is not a committed checkpoint: nothing there"),
+    ],
+)
+def test_export_refuses_what_is_not_a_committed_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str, said: str
+) -> None:
+    (tmp_path / "ck" / "step-00000010").mkdir(parents=True)  # upload cut: no manifest
+    (tmp_path / "ck" / "step-00000010" / "mp_rank_00_model_states.pt").write_bytes(b"x")
+    uri = f"file://{tmp_path}/{where}"
+    assert main(["export", uri, str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert said in err and uri in err
+    assert not (tmp_path / "out").exists()
