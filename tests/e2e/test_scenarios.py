@@ -161,7 +161,8 @@ def test_happy_path(world: World) -> None:
     listed = st["checkpoints"]["committed"]
     assert [c["step"] for c in listed] == [30, 20, 10] and listed[0]["uri"] == latest["uri"]
     assert all(c["trainLoss"] > 0 for c in listed) and "evalLoss" in listed[0], listed
-    assert st["trainedTokens"] == 30 * 8 * 64 and st["export"]["step"] == 30, st
+    assert st["trainedTokens"] == 30 * 8 * 64 and st["output"]["step"] == 30, st
+    assert st["export"]["time"], st  # when the trainer finished the export
     events = client.CoreV1Api(world.api).list_namespaced_event(
         world.namespace, field_selector=f"involvedObject.name={name}"
     )

@@ -66,13 +66,12 @@ def test_per_job_identity_writes_results_status_and_events(
     as_trainer = config.new_client_from_config(config_file=str(kubeconfig))
 
     sink = KubernetesSink("reporting", namespace, 0.0, api=client.CustomObjectsApi(as_trainer))
-    export = {"step": 20, "select": "best", "evalLoss": 0.8, "time": "2026-11-26T07:01:00Z",
-              "registered": {"name": "m", "version": "3"},
+    export = {"time": "2026-11-26T07:01:00Z", "registered": {"name": "m", "version": "3"},
               "pushed": {"repo": "org/m", "commit": "abc123"}}  # fmt: skip
     latest = {"tag": "step-00000030", **COMMITTED[0], "count": 2, "committed": COMMITTED}
     sink.report(
         Progress(step=30, total_steps=30, epoch=1.0, tokens_per_second=512.0,
-                 checkpoint=latest, trained_tokens=61440, export=export),
+                 checkpoint=latest, trained_tokens=61440, export=export, exported_step=20),
         force=True,
     )  # fmt: skip
     status = admin.get_namespaced_custom_object(
@@ -80,7 +79,7 @@ def test_per_job_identity_writes_results_status_and_events(
     )["status"]
     assert status["checkpoints"]["committed"] == COMMITTED
     assert status["trainedTokens"] == 61440 and status["progress"]["tokensPerSecond"] == 512.0
-    assert status["export"] == export
+    assert status["export"] == export and status["progress"]["exportedStep"] == 20
 
     events = KubernetesEvents(
         "reporting", namespace, created["metadata"]["uid"], as_trainer, TokenBucket(2, 0.0)

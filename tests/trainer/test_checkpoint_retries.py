@@ -79,6 +79,7 @@ def test_gives_up_after_the_time_limit() -> None:
         ({"KUBETUNE_FAULT_UPLOAD_PAUSE": "1:10:30"}, "step-00000010", 30.0),
         ({"KUBETUNE_FAULT_UPLOAD_PAUSE": "1:10:30"}, "step-00000005", 0.0),
         ({"KUBETUNE_FAULT_UPLOAD_PAUSE": "1:10:30", "KUBETUNE_ATTEMPT": "2"}, "step-00000010", 0.0),
+        ({"KUBETUNE_FAULT_UPLOAD_PAUSE": "1:*:40"}, "step-00000007", 40.0),
     ],
 )
 def test_upload_pause_fault_hook(env: dict[str, str], tag: str, expected: float) -> None:

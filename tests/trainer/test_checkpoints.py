@@ -15,10 +15,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from kubetune_operator.api.spec import FineTuneJob
+from kubetune_operator.reconcile.plan import OperatorSettings, resolve
+from kubetune_operator.reconcile.render import render
 from kubetune_trainer import gpu_oom
+from kubetune_trainer.checkpoint.manager import FAULT_UPLOAD_PAUSE
 from kubetune_trainer.checkpoint.manifest import committed, files_to_fetch
 from kubetune_trainer.checkpoint.storage import S3Storage
-from kubetune_trainer.config import StorageConfig
+from kubetune_trainer.config import GRACE_ENV, StorageConfig
 from kubetune_trainer.errors import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_PREEMPTED
 
 from .harness import (
@@ -241,6 +245,50 @@ def test_sigterm_commits_a_checkpoint_and_exits_preempted(
     assert good and not skipped, (good, skipped)
     last = run.progress()[-1]
     assert last["event"] == "checkpoint" and last["checkpoint"]["step"] == good[0].step >= 5
+
+
+@pytest.mark.slow
+def test_sigterm_leaves_a_slow_upload_the_pods_grace_period(
+    tmp_path: Path, tiny_base: Path, task_data: Any, s3_server: Any, s3_bucket: str
+) -> None:
+    """The preemption checkpoint's upload takes 45 s (injected), past torchrun's default 30 s
+    shutdown timeout; the pod's grace period, which the operator renders into every worker,
+    is what the trainer gets, and the checkpoint commits."""
+    cfg = config(
+        tmp_path, tiny_base, task_data,
+        method={"type": "lora", "lora_dropout": 0.0},
+        training={"max_steps": 5000, "eval_every_steps": None},
+        checkpoint={"uri": f"s3://{s3_bucket}/slow", "storage": {"endpoint": s3_server.endpoint}},
+    )  # fmt: skip
+    env = {**s3_server.env(), FAULT_UPLOAD_PAUSE: "1:*:45", **grace_env(120)}
+    began = time.monotonic()
+    proc = start(tmp_path, cfg, env)
+    wait_for(lambda: len(run_progress(tmp_path)) >= 3, 180, "step 3")
+    proc.send_signal(signal.SIGTERM)
+    run = finish(proc, tmp_path, began, timeout=300)
+    assert run.code == EXIT_PREEMPTED, run.log[-4000:]
+    good, skipped = committed(store(s3_server, s3_bucket, "slow"))
+    assert good and not skipped, (good, skipped)
+    assert run.progress()[-1]["checkpoint"]["step"] == good[0].step >= 3
+
+
+def grace_env(seconds: int) -> dict[str, str]:
+    """The grace-period variable of a worker whose pod has terminationGracePeriodSeconds."""
+    job = FineTuneJob.model_validate(
+        {"metadata": {"name": "grace"}, "spec": {
+            "model": {"source": "file:///m"}, "dataset": {"train": "file:///d"},
+            "method": {"type": "full"}, "output": {"uri": "file:///o"}}}
+    )  # fmt: skip
+    plan = resolve(job, 1, OperatorSettings(termination_grace_seconds=seconds))
+    pod = render(plan)[-1]
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert pod["spec"]["terminationGracePeriodSeconds"] == seconds
+    return {GRACE_ENV: env[GRACE_ENV]}
+
+
+def run_progress(workdir: Path) -> list[str]:
+    path = workdir / "progress.jsonl"
+    return path.read_text().splitlines() if path.exists() else []
 
 
 @pytest.mark.slow

@@ -64,3 +64,28 @@ def test_sink_writes_status_progress_through_the_status_subresource(
         "time": "2026-11-26T07:00:00Z",
     }
     assert got["status"]["checkpoints"]["count"] == 2
+
+
+def test_a_run_stopped_early_leaves_a_final_state_in_status(
+    k8s_api: Any, crd_installed: str, namespace: str
+) -> None:
+    """After reports with an ETA, the early stop's report leaves 100%, no ETA, and which steps
+    were best and exported (fields the CRD schema keeps)."""
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(k8s_api)
+    api.create_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, JOB)
+    sink = KubernetesSink("progress", namespace, interval=0.1, api=api)
+    sink.report(Progress(step=60, total_steps=500, epoch=0.3, elapsed_seconds=60.0), force=True)
+    got = api.get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, "progress")
+    assert got["status"]["progress"]["eta"] == "7m20s"
+    sink.report(
+        Progress(step=60, total_steps=500, epoch=0.3, elapsed_seconds=60.0, event="end",
+                 stopped_early=True, best_step=40, exported_step=40),
+        force=True,
+    )  # fmt: skip
+    got = api.get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, "progress")
+    p = got["status"]["progress"]
+    assert (p["percent"], p["summary"]) == (100, "60/500 (stopped early)")
+    assert (p["stoppedEarly"], p["bestStep"], p["exportedStep"]) == (True, 40, 40)
+    assert "eta" not in p and "etaSeconds" not in p

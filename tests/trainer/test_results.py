@@ -220,13 +220,14 @@ def test_status_lists_checkpoints_and_select_best_exports_the_minimum(tracked: T
     assert all({"step", "time", "trainLoss", "uri"} <= e.keys() for e in listing)
     card = tracked.run.card()
     assert card["export"]["step"] == step and card["export"]["select"] == "best"
+    assert card["training"]["exported_step"] == step and card["export"]["from"] == "checkpoint"
     probe = probe_at(tracked.run.workdir, step)  # the engine's logits at that step
     logits = reload_logits(tracked.run.workdir / "out", probe["input_ids"])
     assert torch.allclose(logits, probe["logits"], atol=LOGIT_ATOL)
     final = probe_at(tracked.run.workdir)
     assert not torch.allclose(logits, final["logits"], atol=LOGIT_ATOL)  # not the last weights
     last = tracked.run.progress()[-1]
-    assert last["event"] == "export" and last["export"]["step"] == step
+    assert last["event"] == "end" and (last["bestStep"], last["exportedStep"]) == (step, step)
     assert last["trainedTokens"] == 40 * 8 * 64  # steps x sequences x tokens, all ranks
 
 

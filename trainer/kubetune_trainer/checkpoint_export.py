@@ -2,8 +2,9 @@
 the trainer's gang: `kubetune export CHECKPOINT_URI OUT`, and the job's own export of its best
 checkpoint (output.select: best).
 
-Every manifest records the trainer config, precision and base-model commit of its job, so the
-model is rebuilt exactly: the base fetched again (at the same hub commit), the method applied,
+Every manifest records the trainer config, precision and base model of its job, so the model
+is rebuilt exactly: the model source fetched again (an hf:// model at the commit the job used;
+a LoRA adapter source with the base it names), the method applied,
 the checkpoint's weights loaded (fp32 master weights, consolidated from the ZeRO shards by
 DeepSpeed's own zero_to_fp32, cast to the training precision like the engine's copy), and the
 same writer as the job's export produces merged and/or adapter safetensors, tokenizer, run card
@@ -16,13 +17,15 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from . import adapter as adapter_mod
 from . import export as export_mod
 from . import hub
 from . import model as model_mod
+from .adapter import BaseRef
 from .checkpoint.manager import download
 from .checkpoint.manifest import Committed, committed, step_of
 from .checkpoint.storage import open_storage
-from .config import OutputConfig, StorageConfig, TrainerConfig
+from .config import ModelConfig, OutputConfig, StorageConfig, TrainerConfig
 from .errors import BadInputError
 from .model_card import write_model_card
 
@@ -31,12 +34,18 @@ log = logging.getLogger("kubetune_trainer")
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
 
-def lineage(cfg: TrainerConfig, precision: str, model_commit: str | None) -> dict[str, Any]:
-    """What each manifest records so its checkpoint can be exported without the job."""
+def lineage(
+    cfg: TrainerConfig, precision: str, model_commit: str | None, base: BaseRef, adapter: bool
+) -> dict[str, Any]:
+    """What each manifest records so its checkpoint can be exported without the job: the
+    config, the precision, the base model (and its hub commit), and whether the model source
+    was a LoRA adapter (continued or merged)."""
     return {
         "trainer_config": cfg.model_dump(mode="json"),
         "precision": precision,
         "model_commit": model_commit,
+        "base": vars(base),
+        "source_is_adapter": adapter,
     }
 
 
@@ -77,12 +86,15 @@ def recorded_config(c: Committed) -> TrainerConfig:
     return TrainerConfig.model_validate(raw)
 
 
-def pinned(source: str, commit: str | None) -> str:
-    """The model source without its @revision when the job's resolved commit replaces it."""
-    if not commit or not source.startswith("hf://"):
-        return source
-    ref = hub.parse(source, "model.source", dataset=False)
-    return "hf://" + "/".join(x for x in (ref.repo_id, ref.path) if x)
+def pinned(cfg: ModelConfig, manifest: dict[str, Any]) -> ModelConfig:
+    """The job's model source at the hub commit it trained on (an hf:// model; an adapter
+    source pins its base through its own run card)."""
+    commit = manifest.get("model_commit")
+    if not commit or manifest.get("source_is_adapter") or not cfg.source.startswith("hf://"):
+        return cfg
+    ref = hub.parse(cfg.source, "model.source", dataset=False)
+    source = "hf://" + "/".join(x for x in (ref.repo_id, ref.path) if x)
+    return cfg.model_copy(update={"source": source, "revision": commit})
 
 
 def checkpoint_weights(root: Path, tag: str, zero_stage: int) -> dict[str, Any]:
@@ -102,8 +114,15 @@ def checkpoint_weights(root: Path, tag: str, zero_stage: int) -> dict[str, Any]:
     )
 
 
-def rebuild(cfg: TrainerConfig, location: str, precision: str, weights: dict[str, Any]) -> Any:
-    """The trained model on CPU: base + method + the checkpoint's weights.
+def rebuild(
+    cfg: TrainerConfig,
+    location: str,
+    precision: str,
+    weights: dict[str, Any],
+    adapter_dir: str | None = None,
+) -> Any:
+    """The trained model on CPU: base + method (+ the source adapter) + the checkpoint's
+    weights, in the training precision, as the engine held it.
 
     QLoRA's adapter is rebuilt on an unquantized base, which is how its merge is done anyway.
     """
@@ -111,8 +130,9 @@ def rebuild(cfg: TrainerConfig, location: str, precision: str, weights: dict[str
     if method.type == "qlora":
         method = method.model_copy(update={"type": "lora"})
     dtype = model_mod.torch_dtype(DTYPES[precision])
-    model = model_mod.load_model(location, cfg.model, method, {}, dtype)
-    model = model_mod.apply_method(model, method, cfg.training.seed, False)
+    read_as = model_mod.load_dtype(cfg.model.dtype, precision)
+    model = model_mod.load_model(location, cfg.model, method, {}, dtype, read_as).to(dtype)
+    model = model_mod.apply_method(model, method, cfg.training.seed, False, adapter_dir)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     missing, unexpected = model.load_state_dict(weights, strict=False)
     lost = sorted(trainable & set(missing))
@@ -125,11 +145,18 @@ def rebuild(cfg: TrainerConfig, location: str, precision: str, weights: dict[str
 
 
 def write_hf(
-    module: Any, fmt: str, dest: Path, tokenizer: Any, location: str, card: dict[str, Any]
+    module: Any,
+    fmt: str,
+    dest: Path,
+    tokenizer: Any,
+    location: str,
+    base: BaseRef,
+    card: dict[str, Any],
 ) -> list[str]:
     """Weights (merged and/or adapter), tokenizer, run card and model card, as a job writes
     them at its end; returns the folders written."""
-    written = export_mod.save_model(module, module.state_dict(), fmt, dest, tokenizer, location, {})
+    sd = module.state_dict()
+    written = export_mod.save_model(module, sd, fmt, dest, tokenizer, location, {}, base)
     card["output"] = {**card.get("output", {}), "folders": written}
     export_mod.write_run_card(dest, card)
     write_model_card(dest, card)
@@ -149,6 +176,7 @@ def checkpoint_card(
             "revision": cfg.model.revision,
             "commit": c.manifest.get("model_commit"),
             "dtype": cfg.model.dtype,
+            "base": c.manifest.get("base"),
         },
         "method": cfg.method.model_dump(),
         "output": {"uri": out, "format": fmt},
@@ -162,6 +190,7 @@ def checkpoint_card(
         },
         "training": {
             "steps": c.step,
+            "exported_step": c.step,
             "total_steps": cfg.training.max_steps,
             "trained_tokens": metrics.get("trained_tokens"),
         },
@@ -185,19 +214,16 @@ def export_checkpoint(
         raise BadInputError(
             f"--format {fmt} needs a LoRA checkpoint; this one is {cfg.method.type}"
         )
-    commit = c.manifest.get("model_commit")
-    location, _ = model_mod.fetch_resolved(
-        pinned(cfg.model.source, commit),
-        work / "inputs",
-        commit or cfg.model.revision,
-        cfg.model.storage,
+    source = model_mod.fetch_source(pinned(cfg.model, c.manifest), work / "inputs")
+    tokenizer = model_mod.load_tokenizer(
+        adapter_mod.tokenizer_folder(source.adapter, source.location), {}
     )
-    tokenizer = model_mod.load_tokenizer(location, {})
     weights = checkpoint_weights(work / "checkpoint", c.tag, cfg.deepspeed.zero_stage)
-    module = rebuild(cfg, location, c.manifest.get("precision", "fp32"), weights)
+    precision = c.manifest.get("precision", "fp32")
+    module = rebuild(cfg, source.location, precision, weights, source.adapter)
     staging = export_mod.fresh_dir(work / "export")
     card = checkpoint_card(cfg, c, uri, out, fmt)
-    write_hf(module, fmt, staging, tokenizer, location, card)
+    write_hf(module, fmt, staging, tokenizer, source.location, source.base, card)
     export_mod.upload_dir(
         staging, out, OutputConfig(uri=out, storage=out_storage or StorageConfig())
     )

@@ -41,6 +41,9 @@ WANDB_SECRET_KEY = "WANDB_API_KEY"
 """The key of a tracking.wandb credentialsSecret, and the worker's variable."""
 MAX_LISTED_CHECKPOINTS = 20
 """Committed checkpoints status.checkpoints.committed lists at most (newest first, the best kept)."""
+GRACE_ENV = "KUBETUNE_GRACE_SECONDS"
+"""Seconds a worker has after SIGTERM (its pod's terminationGracePeriodSeconds): the operator
+reads its setting from it and renders it into every worker; the launcher gives it to torchrun."""
 
 
 def s3_credential_env(store: StoreName) -> dict[str, str]:
@@ -74,8 +77,9 @@ class ModelConfig(_Config):
     )
     revision: str | None = Field(None, description="Hub revision for hf:// sources.")
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "bfloat16",
-        description="dtype the weights are loaded in (fp32 master weights come from DeepSpeed).",
+        "auto",
+        description="dtype the weights are read in (model.load_dtype checks it against the "
+        "precision; fp32 master weights come from DeepSpeed).",
     )
     trust_remote_code: bool = Field(False, description="Allow model repository code to run.")
     storage: StorageConfig = Field(

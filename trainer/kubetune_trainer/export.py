@@ -8,10 +8,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from .adapter import RUN_CARD, BaseRef, write_base
 from .checkpoint.storage import open_storage
 from .config import OutputConfig
-
-RUN_CARD = "kubetune_run.json"
 
 
 def full_state_dict(engine: Any) -> dict[str, Any] | None:
@@ -78,8 +77,13 @@ def save_model(
     tokenizer: Any,
     base_location: str,
     extra: dict[str, Any],
+    base: BaseRef | None = None,
 ) -> list[str]:
-    """Write merged and/or adapter folders under dest; returns the folders written."""
+    """Write merged and/or adapter folders under dest; returns the folders written.
+
+    An adapter names `base` (the source the base model came from) in its adapter_config.json,
+    so that a later job can continue it.
+    """
     is_peft = hasattr(module, "peft_config")
     written = []
     if not is_peft:
@@ -92,6 +96,8 @@ def save_model(
         if fmt in ("adapter", "both"):
             adapter_dir = dest / "adapter" if fmt == "both" else dest
             module.save_pretrained(adapter_dir, state_dict=sd, safe_serialization=True)
+            if base is not None:
+                write_base(adapter_dir, base)
             written.append(str(adapter_dir.relative_to(dest)))
     for folder in written:
         tokenizer.save_pretrained(dest / folder)

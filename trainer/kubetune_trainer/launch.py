@@ -2,7 +2,8 @@
 
     python -m kubetune_trainer.launch --config trainer.json
 
-Reads NNODES, NODE_RANK, NPROC_PER_NODE, MASTER_ADDR, MASTER_PORT (single node without them).
+Reads NNODES, NODE_RANK, NPROC_PER_NODE, MASTER_ADDR, MASTER_PORT (single node without them)
+and KUBETUNE_GRACE_SECONDS, the time the pod has after SIGTERM.
 torchrun itself exits 1 when it is sent SIGTERM, even when every rank saved a checkpoint and
 exited 43; this wrapper forwards SIGTERM and reports what the ranks reported instead.
 """
@@ -17,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from .config import GRACE_ENV
 from .errors import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_OK, EXIT_PREEMPTED
 
 
@@ -35,6 +37,24 @@ def torchrun_args(env: dict[str, str], config: str) -> list[str]:
             "--master-port", env.get("MASTER_PORT", "29500"),
         ]  # fmt: skip
     return [*cmd, "-m", "kubetune_trainer", "--config", config]
+
+
+# Left of the grace period for torchrun and this launcher to exit once the ranks are stopped.
+EXIT_MARGIN_SECONDS = 10
+
+
+def with_shutdown_timeout(env: dict[str, str]) -> dict[str, str]:
+    """env with torchrun's shutdown timeout set from the pod's grace period (GRACE_ENV).
+
+    On SIGTERM torchrun signals the ranks and kills them after its shutdown timeout, 30 s by
+    default: too short for a checkpoint of a large model, while the pod may have minutes. The
+    ranks get the grace period less a margin for torchrun and the launcher to exit.
+    """
+    grace = env.get(GRACE_ENV)
+    if not grace:
+        return env
+    seconds = max(1, int(grace) - EXIT_MARGIN_SECONDS)
+    return {**env, "TORCH_ELASTIC_SHUTDOWN_TIMEOUT": str(seconds)}
 
 
 def with_own_bin_first(env: dict[str, str]) -> dict[str, str]:
@@ -83,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=os.environ.get("KUBETUNE_CONFIG", "trainer.json"))
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kubetune-exit-") as folder:
-        env = with_own_bin_first({**os.environ, "KUBETUNE_EXIT_DIR": folder})
+        env = with_shutdown_timeout(with_own_bin_first({**os.environ, "KUBETUNE_EXIT_DIR": folder}))
         proc = subprocess.Popen(torchrun_args(env, args.config), env=env)
 
         def forward(signum: int, frame: object) -> None:

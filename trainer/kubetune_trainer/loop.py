@@ -1,4 +1,8 @@
-"""The training loop: step, report, evaluate, checkpoint, stop (early, on SIGTERM, or at the end)."""
+"""The training loop: step, report, evaluate, checkpoint, stop (early, on SIGTERM, or at the end).
+
+Each evaluation that improves on the best keeps its weights (t.keep_best: with early stopping)
+or checkpoints them (t.best_due: with output.select best): those, not the last, are exported.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ class LoopState:
 
     step: int = 0
     best_eval: float | None = None
+    best_step: int | None = None  # the step of best_eval
     evals_without_improvement: int = 0
     losses: list[float] = field(default_factory=list)
     evals: list[tuple[int, float]] = field(default_factory=list)
@@ -21,16 +26,15 @@ class LoopState:
     step_ends: list[float] = field(default_factory=list)  # perf_counter at the end of each step
     stopped_early: bool = False
     preempted: bool = False
-    best_saved_eval: float | None = None  # lowest eval loss after step 0 (output.select: best)
 
     def client_state(self) -> dict[str, Any]:
         """The part saved inside checkpoints."""
         return {
             "step": self.step,
             "best_eval": self.best_eval,
+            "best_step": self.best_step,
             "evals_without_improvement": self.evals_without_improvement,
             "tokens": self.tokens,
-            "best_saved_eval": self.best_saved_eval,
         }
 
 
@@ -66,7 +70,7 @@ def run(t: Any, s: LoopState) -> LoopState:
         s.step_ends.append(time.perf_counter())
     if not s.evals or s.evals[-1][0] != s.step:
         evaluate(t, s)
-    t.report(s, 0, force=True)
+    t.report(s, 0, force=True, final=True)
     return s
 
 
@@ -78,7 +82,8 @@ def evaluate(t: Any, s: LoopState) -> None:
     s.evals.append((s.step, value))
     cfg = t.cfg.training
     if improved(s.best_eval, value, cfg.early_stopping_min_delta):
-        s.best_eval, s.evals_without_improvement = value, 0
+        s.best_eval, s.best_step, s.evals_without_improvement = value, s.step, 0
+        t.keep_best(s.step)
     else:
         s.evals_without_improvement += 1
         if (

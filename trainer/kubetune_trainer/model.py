@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlparse
 
-from . import hub
+from . import adapter, hub
+from .adapter import BaseRef
 from .checkpoint.storage import download, local_path
 from .config import MethodConfig, ModelConfig, StorageConfig
 from .errors import BadInputError
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """The model source on local disk: the base model's folder and, when the source is a LoRA
+    adapter, the adapter's folder too (see adapter.py)."""
+
+    location: str
+    commit: str | None  # hub commit of the base, for hf:// bases
+    base: BaseRef  # the base model as a source URI and revision, for the run card and export
+    adapter: str | None = None
 
 
 def fetch(
@@ -20,10 +33,54 @@ def fetch(
     return fetch_resolved(source, cache_dir, revision, storage)[0]
 
 
+def fetch_source(cfg: ModelConfig, cache_dir: Path) -> Fetched:
+    """The model source, and the base it needs when it is a LoRA adapter.
+
+    The base is found where adapter.base_of says and read from the same store as the adapter
+    (spec.model's endpoint and credentials).
+    """
+    folder, commit = fetch_folder(cfg.source, cache_dir, cfg.revision, cfg.storage)
+    if not adapter.is_adapter(Path(folder)):
+        model_folder(folder, cfg.source, commit)
+        return Fetched(folder, commit, BaseRef(cfg.source, commit or cfg.revision))
+    base = adapter.base_of(Path(folder))
+    try:
+        location, base_commit = fetch_resolved(
+            base.source, cache_dir / "base", base.revision, cfg.storage
+        )
+    except BadInputError as e:
+        raise BadInputError(
+            f"spec.model.source {cfg.source!r} is a LoRA adapter whose base model "
+            f"{base.source!r} could not be read: {e}"
+        ) from None
+    return Fetched(
+        location,
+        base_commit,
+        BaseRef(base.source, base_commit or base.revision),
+        adapter=folder,
+    )
+
+
 def fetch_resolved(
     source: str, cache_dir: Path, revision: str | None = None, storage: StorageConfig | None = None
 ) -> tuple[str, str | None]:
-    """A local directory holding the model, and the hub commit it came from (hf:// only).
+    """A local directory holding a model (config.json), and its hub commit (hf:// only)."""
+    folder, commit = fetch_folder(source, cache_dir, revision, storage)
+    return model_folder(folder, source, commit), commit
+
+
+def model_folder(folder: str, source: str, commit: str | None) -> str:
+    """folder, if it holds a model (config.json); else bad input naming the source."""
+    if not Path(folder, "config.json").is_file():
+        where = f"at commit {commit}" if commit else f"in {folder}"
+        raise BadInputError(f"model.source {source!r}: no config.json {where}")
+    return folder
+
+
+def fetch_folder(
+    source: str, cache_dir: Path, revision: str | None = None, storage: StorageConfig | None = None
+) -> tuple[str, str | None]:
+    """The local folder a model source names, and the hub commit it came from (hf:// only).
 
     s3:// and hf:// are downloaded; hf:// resolves its revision to a commit first.
     """
@@ -42,13 +99,8 @@ def fetch_resolved(
         rev = hub.pick_revision(ref, revision, "model.revision")
         snap = hub.download(ref, rev, "model", "model.source")
         folder = snap.local / ref.path if ref.path else snap.local
-        if not (folder / "config.json").is_file():
-            raise BadInputError(f"model.source {source!r}: no config.json at commit {snap.commit}")
         return str(folder), snap.commit
-    path = local_path(source)
-    if not Path(path, "config.json").is_file():
-        raise BadInputError(f"model.source {source!r}: no config.json in {path}")
-    return path, None
+    return local_path(source), None
 
 
 def hub_kwargs(source: str, revision: str | None) -> dict[str, Any]:
@@ -68,6 +120,34 @@ def torch_dtype(name: str) -> Any:
     }[name]
 
 
+# The 16-bit training precision each 16-bit dtype belongs to, and back.
+HALF_PRECISION = {"bfloat16": "bf16", "float16": "fp16"}
+PRECISION_DTYPE = {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}
+
+
+def load_dtype(dtype: str, precision: str) -> str:
+    """The dtype the weights are read in: spec.model.dtype, checked against the resolved
+    training precision (the engine casts the weights to that precision afterwards).
+
+    auto reads them as stored and float32 loses nothing, so both fit any precision; a 16-bit
+    dtype fits only its own 16-bit precision: read in one format and trained in another (or
+    in fp32), the weights would be rounded for nothing.
+    """
+    if dtype not in ("auto", "float32") and HALF_PRECISION[dtype] != precision:
+        _refuse_dtype(dtype, precision)
+    return dtype
+
+
+def _refuse_dtype(dtype: str, precision: str) -> NoReturn:
+    fitting = " or ".join(dict.fromkeys(["auto", "float32", PRECISION_DTYPE[precision]]))
+    raise BadInputError(
+        f"spec.model.dtype {dtype} contradicts spec.training.precision, which is {precision} "
+        f"on these workers: the weights would be rounded to {dtype} and then trained in "
+        f"{precision}; set spec.model.dtype to {fitting}, or spec.training.precision to "
+        f"{HALF_PRECISION[dtype]}"
+    )
+
+
 def load_tokenizer(location: str, extra: dict[str, Any]) -> Any:
     """The tokenizer shipped with the model; a pad token is added if missing (eos reused)."""
     from transformers import AutoTokenizer
@@ -79,13 +159,24 @@ def load_tokenizer(location: str, extra: dict[str, Any]) -> Any:
 
 
 def load_model(
-    location: str, cfg: ModelConfig, method: MethodConfig, extra: dict[str, Any], dtype: Any
+    location: str,
+    cfg: ModelConfig,
+    method: MethodConfig,
+    extra: dict[str, Any],
+    dtype: Any,
+    read_as: str = "auto",
 ) -> Any:
-    """The causal LM in the training dtype; QLoRA loads 4-bit weights (GPU only)."""
+    """The causal LM read in `read_as` (load_dtype) for training in `dtype`: fp32 training
+    casts here, bf16/fp16 in DeepSpeed; QLoRA loads 4-bit weights that compute in dtype (GPU
+    only)."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": dtype, "trust_remote_code": cfg.trust_remote_code, **extra}
+    kwargs: dict[str, Any] = {
+        "dtype": torch_dtype(read_as),
+        "trust_remote_code": cfg.trust_remote_code,
+        **extra,
+    }
     if method.type == "qlora":
         if not torch.cuda.is_available():
             raise BadInputError(
@@ -100,7 +191,11 @@ def load_model(
             bnb_4bit_use_double_quant=True,
         )
         kwargs["device_map"] = {"": torch.cuda.current_device()}
-    return AutoModelForCausalLM.from_pretrained(location, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+    if dtype == torch.float32 and model.dtype != torch.float32:
+        model = model.float()  # DeepSpeed casts to bf16/fp16 itself, never up to fp32
+    return model
 
 
 def layer_index(name: str) -> int | None:
@@ -127,10 +222,22 @@ def partial_trainable(
     return chosen
 
 
-def apply_method(model: Any, method: MethodConfig, seed: int, gradient_checkpointing: bool) -> Any:
-    """Freeze/unfreeze for full and partial; wrap with LoRA/DoRA adapters for lora and qlora."""
+def apply_method(
+    model: Any,
+    method: MethodConfig,
+    seed: int,
+    gradient_checkpointing: bool,
+    adapter_dir: str | None = None,
+) -> Any:
+    """Freeze/unfreeze for full and partial; wrap with LoRA/DoRA adapters for lora and qlora.
+
+    With adapter_dir (the source was a LoRA adapter), lora and qlora continue training that
+    adapter; full and partial train the base with the adapter merged in.
+    """
     import torch
 
+    if adapter_dir is not None and method.type in ("full", "partial"):
+        model = adapter.merge_into(model, Path(adapter_dir))
     if gradient_checkpointing:
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -150,6 +257,10 @@ def apply_method(model: Any, method: MethodConfig, seed: int, gradient_checkpoin
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing
         )
+    if gradient_checkpointing:
+        model.enable_input_require_grads()
+    if adapter_dir is not None:
+        return adapter.continue_training(model, Path(adapter_dir), method.lora_dropout)
     targets: str | list[str] = (
         "all-linear" if method.target_modules == ["all-linear"] else method.target_modules
     )
@@ -162,8 +273,6 @@ def apply_method(model: Any, method: MethodConfig, seed: int, gradient_checkpoin
         task_type="CAUSAL_LM",
     )
     torch.manual_seed(seed)  # every rank must start from the same adapter weights
-    if gradient_checkpointing:
-        model.enable_input_require_grads()
     return get_peft_model(model, lora)
 
 

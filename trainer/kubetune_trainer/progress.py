@@ -29,6 +29,9 @@ class Progress:
     checkpoint: dict[str, Any] | None = None
     trained_tokens: int | None = None  # all ranks, all attempts
     export: dict[str, Any] | None = None  # status.export, once the export finished
+    stopped_early: bool = False  # early stopping ended training before total_steps
+    best_step: int | None = None  # the best evaluation's step (early stopping, select: best)
+    exported_step: int | None = None  # whose weights the export holds (final report)
 
 
 def human_eta(seconds: int) -> str:
@@ -49,15 +52,21 @@ def eta_seconds(step: int, total: int, elapsed: float, start_step: int = 0) -> i
 def status_progress(
     p: Progress, start_step: int = 0, now: datetime | None = None
 ) -> dict[str, Any]:
-    """The FineTuneJob status.progress object (camelCase, as the CRD names the fields)."""
-    percent = int(100 * p.step / p.total_steps) if p.total_steps else 0
+    """The FineTuneJob status.progress object (camelCase, as the CRD names the fields).
+
+    A run that stopped early is done: 100%, no ETA, and the summary says so.
+    """
+    percent = min(100, int(100 * p.step / p.total_steps) if p.total_steps else 0)
     eta = eta_seconds(p.step, p.total_steps, p.elapsed_seconds, start_step)
+    summary = f"{p.step}/{p.total_steps} ({percent}%)"
+    if p.stopped_early:
+        percent, eta, summary = 100, None, f"{p.step}/{p.total_steps} (stopped early)"
     out: dict[str, Any] = {
         "step": p.step,
         "totalSteps": p.total_steps,
         "epoch": round(p.epoch, 4),
-        "percent": min(100, percent),
-        "summary": f"{p.step}/{p.total_steps} ({min(100, percent)}%)",
+        "percent": percent,
+        "summary": summary,
         "loss": _num(p.loss),
         "evalLoss": _num(p.eval_loss),
         "learningRate": _num(p.learning_rate),
@@ -66,6 +75,9 @@ def status_progress(
         "eta": human_eta(eta) if eta is not None else None,
         "updatedAt": (now or datetime.now(UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "attempt": p.attempt,
+        "stoppedEarly": p.stopped_early or None,
+        "bestStep": p.best_step,
+        "exportedStep": p.exported_step,
     }
     return {k: v for k, v in out.items() if v is not None}
 
@@ -79,7 +91,9 @@ def status_patch(p: Progress, start_step: int = 0) -> dict[str, Any]:
     committed and what pruning left; the operator would need the store's credentials to find
     out, and it never holds them.
     """
-    status: dict[str, Any] = {"progress": status_progress(p, start_step)}
+    # A merge patch keeps keys it does not name: an ETA no longer estimated is removed.
+    progress = {"eta": None, "etaSeconds": None, **status_progress(p, start_step)}
+    status: dict[str, Any] = {"progress": progress}
     if p.checkpoint:
         latest = {
             k: p.checkpoint[k] for k in ("uri", "step", "time") if p.checkpoint.get(k) is not None

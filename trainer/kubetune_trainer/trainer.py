@@ -12,12 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import adapter as adapter_mod
+from . import best as best_mod
 from . import checkpoint_export, gpu_oom, loop, tracking
 from . import data as data_mod
 from . import engine as engine_mod
 from . import export as export_mod
 from . import model as model_mod
 from . import perf as perf_mod
+from .checkpoint.listing import best_evaluated
 from .checkpoint.manager import CheckpointManager, Restored
 from .checkpoint.manifest import reads_every_shard, tag_for
 from .checkpoint.storage import join
@@ -77,12 +80,16 @@ class Trainer:
         self.precision = engine_mod.resolve_precision(
             cfg.training.precision, cuda, cuda and torch.cuda.is_bf16_supported()
         )
+        self.read_as = model_mod.load_dtype(cfg.model.dtype, self.precision)
         with self.results.model_download(cfg.model.source):
-            self.location, self.model_commit = model_mod.fetch_resolved(
-                cfg.model.source, cache, cfg.model.revision, cfg.model.storage
-            )
+            self.source = model_mod.fetch_source(cfg.model, cache)
+        self.location, self.model_commit = self.source.location, self.source.commit
+        if self.source.adapter and cfg.method.type in ("lora", "qlora"):
+            adapter_mod.check_shape(Path(self.source.adapter), cfg.spec)
         self.hub = model_mod.hub_kwargs(cfg.model.source, cfg.model.revision)
-        self.tokenizer = model_mod.load_tokenizer(self.location, self.hub)
+        self.tokenizer = model_mod.load_tokenizer(
+            adapter_mod.tokenizer_folder(self.source.adapter, self.location), self.hub
+        )
         self.data = data_mod.build_dataset(self.tokenizer, cfg.data, cfg.training.seed, cache)
         self.accumulation = engine_mod.grad_accumulation(
             cfg.training.global_batch_size, cfg.training.micro_batch_size, env.world_size
@@ -101,18 +108,25 @@ class Trainer:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
             self.precision
         ]
-        if cfg.deepspeed.zero_stage == 3 and cfg.method.type != "qlora":
+        merges = self.source.adapter is not None and cfg.method.type in ("full", "partial")
+        if cfg.deepspeed.zero_stage == 3 and cfg.method.type != "qlora" and not merges:
             from transformers.integrations import HfDeepSpeedConfig
 
             self._zero3_hook = HfDeepSpeedConfig(
                 self.ds_config
             )  # from_pretrained partitions while loading
-        model = model_mod.load_model(self.location, cfg.model, cfg.method, self.hub, dtype)
+        model = model_mod.load_model(
+            self.location, cfg.model, cfg.method, self.hub, dtype, self.read_as
+        )
         model_mod.unset_zero3_init()
         self.perf_applied = perf_mod.apply(model, self.levers)
         log.info("perf levers %s, applied %s", self.levers, self.perf_applied)
         model = model_mod.apply_method(
-            model, cfg.method, cfg.training.seed, self.levers.checkpoint_every > 0
+            model,
+            cfg.method,
+            cfg.training.seed,
+            self.levers.checkpoint_every > 0,
+            self.source.adapter,
         )
         if self.levers.checkpoint_every > 1:  # selective; full checkpointing is apply_method's
             perf_mod.checkpoint_layers(model, self.levers.checkpoint_every)
@@ -126,22 +140,31 @@ class Trainer:
             getattr(self.engine, "dp_world_size", env.world_size) != env.world_size
         )
         self.ckpt = CheckpointManager(
-            cfg.checkpoint, env.rank, env.world_size, job_key(cfg), every_shard, self.selects_best
+            cfg.checkpoint, env.rank, env.world_size, job_key(cfg), every_shard, self.exports_best
         )
-        self.ckpt.lineage = checkpoint_export.lineage(cfg, self.precision, self.model_commit)
+        self.ckpt.lineage = checkpoint_export.lineage(
+            cfg, self.precision, self.model_commit, self.source.base, bool(self.source.adapter)
+        )
         state = loop.LoopState()
         self.restored = (
             self.ckpt.restore(self.engine, self.all_true, self.exclude_frozen)
             if self.ckpt.enabled
             else None
         )
+        self.best = best_mod.BestWeights(
+            self.ckpt.local,
+            bool(cfg.training.early_stopping_patience)
+            and (env.is_main or best_mod.is_partitioned(self.engine.module)),
+        )
+        self.export_step: int | None = None
+        self.export_from = "engine"  # where the exported weights are: engine | checkpoint
         if self.restored:
             cs = self.restored.client_state
             state.step = int(cs.get("step", self.restored.step))
             state.best_eval = cs.get("best_eval")
+            state.best_step = cs.get("best_step")
             state.evals_without_improvement = int(cs.get("evals_without_improvement", 0))
             state.tokens = int(cs.get("tokens", 0))
-            state.best_saved_eval = cs.get("best_saved_eval")
         self.start_step, self.start_tokens = state.step, state.tokens
         self.last_save = time.monotonic()
         self.local_params, self.total_params = engine_mod.local_param_share(self.engine)
@@ -160,17 +183,24 @@ class Trainer:
         weights."""
         return self.cfg.output is not None and self.cfg.output.select == "best"
 
+    @property
+    def exports_best(self) -> bool:
+        """Whether the best evaluation's weights are exported: output.select best, or early
+        stopping (by then the last `patience` evaluations were worse)."""
+        return self.selects_best or bool(self.cfg.training.early_stopping_patience)
+
     def best_due(self, s: loop.LoopState) -> bool:
-        """Whether to checkpoint now because this step's evaluation is the lowest after step 0
-        (select: best exports from that checkpoint); records the new best. The eval loss is
-        the same on every rank, so every rank decides the same."""
-        if not (self.selects_best and self.ckpt.enabled and s.step > 0 and s.evals):
-            return False
-        at, value = s.evals[-1]
-        if at != s.step or (s.best_saved_eval is not None and value >= s.best_saved_eval):
-            return False
-        s.best_saved_eval = value
-        return True
+        """Whether to checkpoint now because this step's evaluation became the best
+        (output.select: best exports from that checkpoint, which outlives a restart). The eval
+        loss is the same on every rank, so every rank decides the same."""
+        return bool(
+            self.selects_best
+            and self.ckpt.enabled
+            and s.step > 0
+            and s.best_step == s.step
+            and s.evals
+            and s.evals[-1][0] == s.step
+        )
 
     def trained_tokens(self, s: loop.LoopState) -> int:
         """Training tokens over all ranks (every rank's micro-batches have the same shape)."""
@@ -315,8 +345,57 @@ class Trainer:
         total, count = self.all_sum([total, count])
         return total / count if count else None
 
-    def report(self, s: loop.LoopState, tokens: int, force: bool = False) -> None:
-        """Metrics every step, progress at the configured interval."""
+    def keep_best(self, step: int) -> None:
+        """Keep the weights of a new best evaluation (with early stopping, they are exported)."""
+        self.best.save(self.engine.module, step)
+
+    def choose_export_step(self, s: loop.LoopState) -> int:
+        """The step whose weights the export holds, the same on every rank (a collective).
+
+        The last, unless early stopping or output.select: best asks for the best evaluation's.
+        Those come from the copy early stopping keeps where every rank still has it (a restart
+        in a fresh pod loses it), else from the committed checkpoint with the lowest eval loss
+        (select: best saves one at each new best, and pruning spares it), else the last weights
+        are exported and the log says why.
+        """
+        if not self.exports_best or s.best_step in (None, s.step):
+            return s.step
+        early = bool(self.cfg.training.early_stopping_patience)
+        if early and self.all_true(not self.best.enabled or self.best.step() == s.best_step):
+            return int(s.best_step or 0)
+        self.ckpt.wait()  # a checkpoint of a new best may still be on its way
+        mine = best_evaluated(self.listed(), (s.step, self.eval_at(s, s.step)))
+        step = int(self.all_sum([float(mine if self.env.is_main else 0)])[0])
+        if step != s.step:
+            self.export_from = "checkpoint"
+            return step
+        if early:
+            log.warning(
+                "the weights of the best evaluation (step %s) were lost in a restart and no "
+                "checkpoint holds them: exporting the last ones (step %d)",
+                s.best_step,
+                s.step,
+            )
+        return s.step
+
+    def listed(self) -> list[dict[str, Any]]:
+        """The committed checkpoints rank 0 last listed (status.checkpoints.committed)."""
+        return list((self.ckpt.last_committed or {}).get("committed") or [])
+
+    def eval_at(self, s: loop.LoopState, step: int) -> float | None:
+        """The eval loss measured at a step, in this attempt or in a listed checkpoint."""
+        here = dict(s.evals).get(step)
+        if here is not None:
+            return here
+        return next((c.get("evalLoss") for c in self.listed() if c["step"] == step), None)
+
+    def report(
+        self, s: loop.LoopState, tokens: int, force: bool = False, final: bool = False
+    ) -> None:
+        """Metrics every step, progress at the configured interval; the final report also says
+        which step's weights are exported (a collective: every rank makes it)."""
+        if final:
+            self.export_step = self.choose_export_step(s)
         m, step = self.metrics, s.step
         tps = self.tokens_per_second(s)
         lr = self.engine.get_lr()[0] if self.engine.get_lr() else None
@@ -348,8 +427,8 @@ class Trainer:
         committed = self.ckpt.last_committed  # one snapshot: the upload thread may move it on
         self.results.on_step(step, metrics, s.evals, committed)
         if self.sink and (force or step % self.cfg.training.log_every_steps == 0):
-            p = dataclasses.replace(self.progress(s, tps), checkpoint=committed)
-            self.sink.report(p, force=force)
+            p = self.progress(s, tps, "end" if final else "step")
+            self.sink.report(dataclasses.replace(p, checkpoint=committed), force=force)
 
     def tokens_per_second(self, s: loop.LoopState) -> float:
         """Training tokens per second over all ranks during this attempt."""
@@ -376,15 +455,17 @@ class Trainer:
             attempt=self.cfg.job.attempt,
             event=event,
             checkpoint=self.ckpt.last_committed,
+            stopped_early=s.stopped_early,
+            best_step=s.best_step if self.exports_best else None,
+            exported_step=self.export_step,
             trained_tokens=self.trained_tokens(s),
         )
 
     def save(self, s: loop.LoopState, wait: bool = False) -> None:
         """Checkpoint now (local save blocks; upload/commit continue in the background)."""
-        evaluated = s.evals[-1][1] if s.evals and s.evals[-1][0] == s.step else None
         metrics = {
             "train_loss": s.losses[-1] if s.losses else None,
-            "eval_loss": evaluated,
+            "eval_loss": dict(s.evals).get(s.step),
             "trained_tokens": self.trained_tokens(s),
         }
         self.ckpt.save(self.engine, s.step, s.client_state(), self.exclude_frozen, metrics)
@@ -406,6 +487,9 @@ class Trainer:
         ):
             self.save(s, wait=True)
         self.ckpt.wait()
+        kept = self.export_from == "engine" and self.export_step not in (None, s.step)
+        if kept and self.best.enabled:
+            self.best.restore(self.engine.module)  # checkpoints keep the last, export the best
         self.write_probe()
         if self.cfg.output is not None:
             self.export(s)
@@ -436,11 +520,12 @@ class Trainer:
 
     def export(self, s: loop.LoopState) -> None:
         """The model in HF layout plus the run card and model card, to the output URI; then
-        the registries. select: best exports the best checkpoint instead of the last weights."""
+        the registries. The weights are the engine's (the last, or the best kept ones put back)
+        or, when choose_export_step says so, the best committed checkpoint's."""
         out = self.cfg.output
         assert out is not None
-        step = self.export_step(s)
-        from_engine = step == s.step
+        step = s.step if self.export_step is None else self.export_step
+        from_engine = self.export_from == "engine"
         sd = export_mod.full_state_dict(self.engine) if from_engine else None
         shares = {
             "params": self.gather(self.local_params),
@@ -454,56 +539,46 @@ class Trainer:
         )
         if from_engine:
             assert sd is not None
-            written = export_mod.save_model(
-                self.engine.module, sd, out.format, staging, self.tokenizer, self.location, self.hub
-            )
+            module = self.engine.module
         else:
-            written = self.export_checkpoint(step, staging)
-        evaluated = dict(s.evals).get(step) if from_engine else self.listed_eval(step)
-        exported = {"step": step, "select": out.select, "eval_loss": evaluated}
-        card = {**self.run_card(s, written, shares), "export": exported}
+            module = self.checkpoint_module(step)
+            sd = module.state_dict()
+        written = export_mod.save_model(
+            module, sd, out.format, staging, self.tokenizer, self.location, self.hub,
+            self.source.base,
+        )  # fmt: skip
+        card = self.run_card(s, written, shares)
+        card["export"] = {"select": out.select, "from": self.export_from, "step": step,
+                          "eval_loss": self.eval_at(s, step)}  # fmt: skip
         export_mod.write_run_card(staging, card)
         write_model_card(staging, card)
         export_mod.upload_dir(staging, out.uri, out)
-        done: dict[str, Any] = {"step": step, "select": out.select, "evalLoss": evaluated}
-        done["time"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        status = self.results.exported(
-            staging, card, {k: v for k, v in done.items() if v is not None}
-        )
-        if self.sink:
-            p = self.progress(s, self.tokens_per_second(s), event="export")
+        status = self.results.exported(staging, card, step)
+        if self.sink:  # the final state again, now with the registries' results
+            p = self.progress(s, self.tokens_per_second(s), event="end")
             self.sink.report(dataclasses.replace(p, export=status), force=True)
 
-    def export_step(self, s: loop.LoopState) -> int:
-        """The step whose weights are exported, the same on every rank: the last one, or with
-        select: best the committed checkpoint rank 0 found lowest in eval loss."""
-        if not (self.selects_best and self.ckpt.enabled):
-            return s.step
-        listed = (self.ckpt.last_committed or {}).get("committed") or []
-        best = next((c["step"] for c in listed if c.get("best")), s.step)
-        return int(self.all_sum([float(best) if self.env.is_main else 0.0])[0])
-
-    def listed_eval(self, step: int) -> float | None:
-        """The eval loss status lists for a committed checkpoint."""
-        listed = (self.ckpt.last_committed or {}).get("committed") or []
-        return next((c.get("evalLoss") for c in listed if c["step"] == step), None)
-
-    def export_checkpoint(self, step: int, staging: Path) -> list[str]:
-        """Rank 0: the weights of the committed checkpoint at `step`, rebuilt on CPU, written as
-        the job's output (the path `kubetune export` takes)."""
-        assert self.cfg.output is not None and self.cfg.checkpoint.uri
+    def checkpoint_module(self, step: int) -> Any:
+        """Rank 0: the model with the weights of the committed checkpoint at `step`, rebuilt on
+        CPU (what `kubetune export` does)."""
+        assert self.cfg.checkpoint.uri
         uri = join(self.cfg.checkpoint.uri, tag_for(step))
         work = export_mod.fresh_dir(
             Path(self.cfg.checkpoint.local_dir) / job_key(self.cfg) / "best"
         )
         c = checkpoint_export.fetch(uri, self.cfg.checkpoint.storage, work)
         weights = checkpoint_export.checkpoint_weights(work, c.tag, self.cfg.deepspeed.zero_stage)
-        module = checkpoint_export.rebuild(self.cfg, self.location, self.precision, weights)
         log.info("exporting checkpoint %s (lowest eval loss)", uri)
-        return export_mod.save_model(
-            module, module.state_dict(), self.cfg.output.format, staging, self.tokenizer,
-            self.location, self.hub,
-        )  # fmt: skip
+        return checkpoint_export.rebuild(
+            self.cfg, self.location, self.precision, weights, self.source.adapter
+        )
+
+    def adapter_card(self) -> dict[str, str] | None:
+        """What became of an adapter source: continued (lora, qlora) or merged (full, partial)."""
+        if self.source.adapter is None:
+            return None
+        how = "continued" if self.cfg.method.type in ("lora", "qlora") else "merged"
+        return {"source": self.cfg.model.source, "how": how}
 
     def gather(self, value: float) -> list[int]:
         """One number from every rank, in rank order."""
@@ -525,6 +600,8 @@ class Trainer:
                 "revision": cfg.model.revision,
                 "commit": self.model_commit,
                 "dtype": cfg.model.dtype,
+                "base": vars(self.source.base),
+                "adapter": self.adapter_card(),
             },
             "method": cfg.method.model_dump(),
             "output": {
@@ -543,6 +620,9 @@ class Trainer:
                 "total_steps": self.total_steps,
                 "start_step": self.start_step,
                 "stopped_early": s.stopped_early,
+                "best_step": s.best_step,
+                "best_eval_loss": s.best_eval,
+                "exported_step": self.export_step,
                 "preempted": s.preempted,
                 "first_loss": s.losses[0] if s.losses else None,
                 "final_loss": s.losses[-1] if s.losses else None,

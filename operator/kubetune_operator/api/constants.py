@@ -21,7 +21,8 @@ FIELD_MANAGER = "kubetune-operator"
 
 # Ports inside each trainer pod.
 MASTER_PORT = 29500
-TRAINER_METRICS_PORT = 9400
+TRAINER_METRICS_PORT = 9400  # of local rank 0; rank r of a pod serves on 9400 + r
+TRAINER_METRICS_PORT_NAME = "metrics"  # of local rank 0; rank r's is metrics-r (the chart's too)
 OPERATOR_METRICS_PORT = 8080
 
 # Exit code the trainer uses after SIGTERM made it save a checkpoint and stop.

@@ -120,7 +120,9 @@ class ModelSpec(ApiModel):
         description="Where the base model (weights, config and tokenizer) comes from: "
         "hf://org/name (Hugging Face Hub), s3://bucket/prefix, pvc://claim/path, "
         "file:///path, or ftj://other-job to continue from the output of another "
-        "FineTuneJob in this namespace once it has succeeded.",
+        "FineTuneJob in this namespace once it has succeeded. A LoRA adapter output (by "
+        "ftj:// or its URI) is trained further with method lora or qlora, and merged into its "
+        "base with full or partial.",
         pattern=URI_PATTERN,
         max_length=1024,
     )
@@ -128,7 +130,10 @@ class ModelSpec(ApiModel):
         None, description="Hub revision (branch, tag or commit) for hf:// sources.", max_length=256
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "bfloat16", description="Data type the weights are loaded in."
+        "auto",
+        description="Data type the weights are read in, before training casts them to "
+        "training.precision: auto reads them as stored; float32 fits any precision; bfloat16 "
+        "and float16 only their own (bf16, fp16), anything else is refused.",
     )
     credentials_secret: str | None = Field(
         None,
@@ -406,7 +411,8 @@ class TrainingSpec(ApiModel):
     early_stopping: EarlyStoppingSpec | None = Field(
         None,
         description="Stop early when the eval loss stops improving over evaluations made "
-        "every evalEverySteps (required with it).",
+        "every evalEverySteps (required with it); the output then holds the weights of the "
+        "best evaluation (status.output.step).",
     )
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="Training precision; auto picks bf16 on GPUs that have it, else fp32."

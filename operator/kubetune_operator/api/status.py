@@ -73,7 +73,12 @@ class Progress(ApiModel):
     step: int | None = Field(None, description="Optimizer steps done.")
     total_steps: int | None = Field(None, description="Optimizer steps planned.")
     epoch: float | None = Field(None, description="Fractional epoch.")
-    percent: int | None = Field(None, description="step / totalSteps in percent.", ge=0, le=100)
+    percent: int | None = Field(
+        None,
+        description="step / totalSteps in percent; 100 once training stopped early.",
+        ge=0,
+        le=100,
+    )
     summary: str | None = Field(
         None, description="step/totalSteps (percent%), for kubectl get.", max_length=64
     )
@@ -85,6 +90,22 @@ class Progress(ApiModel):
     eta: str | None = Field(None, description="ETA, human readable (e.g. 1h12m).", max_length=32)
     updated_at: str | None = Field(None, description="When rank 0 last reported (RFC 3339).")
     attempt: int | None = Field(None, description="Attempt that reported this progress.")
+    stopped_early: bool | None = Field(
+        None,
+        description="Training ended before totalSteps: the eval loss stopped improving "
+        "(spec.training.earlyStopping).",
+    )
+    best_step: int | None = Field(
+        None,
+        description="Step of the best eval loss so far (with spec.training.earlyStopping or "
+        "spec.output.select best).",
+    )
+    exported_step: int | None = Field(
+        None,
+        description="Step whose weights the output holds (reported when training ends): the "
+        "best eval loss's with spec.training.earlyStopping or spec.output.select best, else "
+        "the last.",
+    )
 
 
 class CheckpointRef(ApiModel):
@@ -142,13 +163,9 @@ class HubCommit(ApiModel):
 
 
 class ExportStatus(ApiModel):
-    """What the trainer exported (written by it when the export finished)."""
+    """Where the exported model went beyond spec.output.uri (written by the trainer when the
+    export finished; status.output.step names the step whose weights it holds)."""
 
-    step: int | None = Field(None, description="Step whose weights were exported.")
-    select: str | None = Field(
-        None, description="last or best (spec.output.select).", max_length=16
-    )
-    eval_loss: float | None = Field(None, description="Eval loss at that step, if measured.")
     time: str | None = Field(None, description="When the export finished (RFC 3339).")
     registered: RegisteredModel | None = Field(None, description="spec.output.register result.")
     pushed: HubCommit | None = Field(None, description="spec.output.push result.")
@@ -159,6 +176,11 @@ class OutputStatus(ApiModel):
 
     uri: str | None = Field(
         None, description="Where the fine-tuned model was written.", max_length=2048
+    )
+    step: int | None = Field(
+        None,
+        description="Optimizer step whose weights were written (the best eval loss's with "
+        "spec.output.select best or spec.training.earlyStopping).",
     )
 
 
@@ -207,6 +229,6 @@ class FineTuneJobStatus(ApiModel):
         None, description="Training tokens processed over all ranks and attempts (by the trainer)."
     )
     export: ExportStatus | None = Field(
-        None, description="Which weights were exported and where they were registered."
+        None, description="When the export finished and where it was registered or pushed."
     )
     workers: WorkerCounts | None = Field(None, description="Worker pods of the current attempt.")

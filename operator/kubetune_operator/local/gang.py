@@ -16,10 +16,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubetune_operator.local.devices import VISIBLE, device_slices, visible_devices
 from kubetune_operator.reconcile.env import launcher_args, torchrun_env
 from kubetune_operator.reconcile.plan import Plan
-
-STOP_GRACE_SECONDS = 60.0
 
 
 def free_port() -> int:
@@ -30,11 +29,19 @@ def free_port() -> int:
 
 
 def worker_env(
-    plan: Plan, rank: int, port: int, config_file: Path, base: dict[str, str]
+    plan: Plan,
+    rank: int,
+    port: int,
+    config_file: Path,
+    base: dict[str, str],
+    devices: str | None = None,
 ) -> dict[str, str]:
-    """The pod's env for node `rank`, on loopback, plus the user's literal env values."""
+    """The pod's env for node `rank`, on loopback, with its own GPUs (`devices`, a
+    CUDA_VISIBLE_DEVICES value) like a pod, plus the user's literal env values."""
     env = dict(base)
     env.update(torchrun_env(plan, rank, "127.0.0.1", port))
+    if devices is not None:
+        env[VISIBLE] = devices
     env["KUBETUNE_CONFIG"] = str(config_file)
     env.setdefault("OMP_NUM_THREADS", "1")
     # DeepSpeed JIT-builds its CPU ops once; one cache per machine keeps later runs fast.
@@ -75,12 +82,18 @@ def run_gang(
 ) -> GangResult:
     """Run every worker to completion; `command` replaces the trainer (tests use a stand-in)."""
     port = free_port()
+    base = dict(os.environ)
+    slices = device_slices(
+        visible_devices(base) if plan.spec.resources.gpus_per_node else None,
+        plan.nodes,
+        plan.spec.resources.gpus_per_node,
+    )
     log_dir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen[bytes]] = []
     logs = []
     try:
         for rank in range(plan.nodes):
-            env = worker_env(plan, rank, port, config_file, dict(os.environ))
+            env = worker_env(plan, rank, port, config_file, base, slices[rank])
             argv = command or worker_argv(config_file)
             log = (log_dir / f"worker-{rank}.log").open("wb")
             logs.append(log)
@@ -95,35 +108,38 @@ def run_gang(
                     start_new_session=True,
                 )
             )
-        return _wait(procs)
+        return _wait(procs, plan.grace_seconds)
     except BaseException:
-        _stop(procs)
+        _stop(procs, plan.grace_seconds)
         raise
     finally:
         for log in logs:
             log.close()
 
 
-def _wait(procs: list[subprocess.Popen[bytes]]) -> GangResult:
+def _wait(procs: list[subprocess.Popen[bytes]], grace: float) -> GangResult:
     """Wait for all; on the first failure stop the rest (gang semantics)."""
     failed: int | None = None
     while any(p.poll() is None for p in procs):
         for rank, p in enumerate(procs):
             if failed is None and p.poll() not in (None, 0):
                 failed = rank
-                _stop(procs)
+                _stop(procs, grace)
         time.sleep(0.2)
     if failed is None:
         failed = next((r for r, p in enumerate(procs) if p.returncode != 0), None)
     return GangResult(tuple(int(p.returncode) for p in procs), failed)
 
 
-def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM each worker's process group, SIGKILL after the grace period."""
+def _stop(procs: list[subprocess.Popen[bytes]], grace: float) -> None:
+    """SIGTERM each worker, SIGKILL its process group after the grace period: what the kubelet
+    does to a pod (the launcher forwards the SIGTERM to torchrun once; a second one, to the
+    whole group, would cut torchrun's wait for the ranks' checkpoint short)."""
     for p in procs:
         if p.poll() is None:
-            _signal(p.pid, signal.SIGTERM)
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
     for p in procs:
         try:
             p.wait(max(0.1, deadline - time.monotonic()))

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from kubetune_trainer.tracking.plot import Curve, plot_curve
+from kubetune_trainer.tracking.plot import plot_losses
 
-__all__ = ["Curve", "plot_curve", "read_curve", "summary"]
+
+@dataclass
+class Curve:
+    """Training and evaluation loss by step, as the trainer reported them."""
+
+    train: list[tuple[int, float]] = field(default_factory=list)
+    evals: list[tuple[int, float]] = field(default_factory=list)
+    end: dict[str, object] = field(default_factory=dict)  # the trainer's final report
 
 
 def read_curve(progress_file: Path) -> Curve:
@@ -18,6 +26,7 @@ def read_curve(progress_file: Path) -> Curve:
     """
     train: dict[int, float] = {}
     evals: dict[int, float] = {}
+    end: dict[str, object] = {}
     last_eval: float | None = None
     if not progress_file.exists():
         return Curve()
@@ -35,7 +44,14 @@ def read_curve(progress_file: Path) -> Curve:
         if value is not None and (value != last_eval or rec.get("event") == "eval"):
             evals[0 if int(step) == 1 and not evals else int(step)] = float(value)
             last_eval = value
-    return Curve(sorted(train.items()), sorted(evals.items()))
+        if rec.get("event") == "end":
+            end = rec
+    return Curve(sorted(train.items()), sorted(evals.items()), end)
+
+
+def plot_curve(curve: Curve, path: Path, title: str) -> Path | None:
+    """A PNG of the loss curve (None when matplotlib is missing or nothing was reported)."""
+    return plot_losses(curve.train, curve.evals, path, title)
 
 
 def summary(curve: Curve) -> list[str]:
@@ -47,4 +63,23 @@ def summary(curve: Curve) -> list[str]:
     if curve.train:
         (s0, l0), (s1, l1) = curve.train[0], curve.train[-1]
         lines.append(f"train loss: {l0:.4f} (step {s0}) -> {l1:.4f} (step {s1})")
+    return lines + early_stop_lines(curve.end, dict(curve.evals))
+
+
+def early_stop_lines(end: dict[str, object], evals: dict[int, float]) -> list[str]:
+    """Where early stopping ended training and which step's weights were exported."""
+    if not end.get("stoppedEarly"):
+        return []
+    best, exported = end.get("bestStep"), end.get("exportedStep")
+    lines = [
+        f"stopped early at step {end.get('step')} of {end.get('totalSteps')}: the eval loss "
+        "stopped improving (spec.training.earlyStopping)"
+    ]
+    if exported == best and isinstance(best, int):
+        loss = f", eval loss {evals[best]:.4f}" if best in evals else ""
+        lines.append(f"exported the best weights: step {best}{loss}")
+    else:
+        lines.append(
+            f"the best weights (step {best}) were lost in a restart: exported step {exported}"
+        )
     return lines

@@ -10,6 +10,7 @@ from typing import Any
 
 from kubetune_operator.reconcile.plan import Plan
 from kubetune_trainer.config import (
+    GRACE_ENV,
     HUB_PUSH_TOKEN_ENV,
     HUB_TOKEN_KEY,
     MLFLOW_SECRET_KEYS,
@@ -20,7 +21,8 @@ from kubetune_trainer.config import (
 
 
 def torchrun_env(plan: Plan, node_rank: int, master_addr: str, master_port: int) -> dict[str, str]:
-    """Rendezvous variables torchrun and DeepSpeed read, plus the job identity."""
+    """Rendezvous variables torchrun and DeepSpeed read, the job identity, and the pod's
+    termination grace period (the time a SIGTERM leaves the trainer to save a checkpoint)."""
     return {
         "MASTER_ADDR": master_addr,
         "MASTER_PORT": str(master_port),
@@ -32,6 +34,7 @@ def torchrun_env(plan: Plan, node_rank: int, master_addr: str, master_port: int)
         "KUBETUNE_JOB_NAME": plan.name,
         "KUBETUNE_NAMESPACE": plan.namespace,
         "KUBETUNE_ATTEMPT": str(plan.attempt),
+        GRACE_ENV: str(plan.grace_seconds),
         "PYTHONUNBUFFERED": "1",
     }
 

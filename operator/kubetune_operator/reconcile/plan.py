@@ -17,6 +17,7 @@ from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.parse import InvalidSpec
 from kubetune_trainer.config import (
     CONFIG_FILE_NAME,
+    GRACE_ENV,
     CheckpointConfig,
     DataConfig,
     DeepSpeedConfig,
@@ -57,9 +58,7 @@ class OperatorSettings:
         return cls(
             trainer_image=os.environ.get("KUBETUNE_TRAINER_IMAGE", cls.trainer_image),
             image_pull_policy=os.environ.get("KUBETUNE_TRAINER_IMAGE_PULL_POLICY") or None,
-            termination_grace_seconds=int(
-                os.environ.get("KUBETUNE_GRACE_SECONDS", cls.termination_grace_seconds)
-            ),
+            termination_grace_seconds=int(os.environ.get(GRACE_ENV, cls.termination_grace_seconds)),
         )
 
 

@@ -221,6 +221,18 @@ def container_security() -> dict[str, Any]:
     }
 
 
+def metrics_ports(processes: int) -> list[dict[str, Any]]:
+    """One container port per trainer process: each rank serves its own metrics on 9400 + its
+    local rank, and the PodMonitor scrapes every port named metrics or metrics-<local rank>."""
+    return [
+        {
+            "name": c.TRAINER_METRICS_PORT_NAME + (f"-{r}" if r else ""),
+            "containerPort": c.TRAINER_METRICS_PORT + r,
+        }
+        for r in range(processes)
+    ]
+
+
 def worker_pod(plan: Plan, index: int) -> dict[str, Any]:
     """Worker `index` of the attempt: stable hostname under the headless Service."""
     r = plan.spec.resources
@@ -235,7 +247,7 @@ def worker_pod(plan: Plan, index: int) -> dict[str, Any]:
         "env": container_env(plan, index),
         "ports": [
             {"name": "rendezvous", "containerPort": plan.master_port},
-            {"name": "metrics", "containerPort": c.TRAINER_METRICS_PORT},
+            *metrics_ports(plan.processes_per_node),
         ],
         "resources": resources(plan),
         "volumeMounts": volume_mounts(plan),

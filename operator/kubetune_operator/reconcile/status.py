@@ -24,6 +24,7 @@ from kubetune_operator.reconcile.policies import (
     peers,
     stall,
     startup,
+    success,
     suspend,
     ttl,
 )
@@ -289,9 +290,9 @@ def decide(
     counts = obs.counts
     p.st["workers"] = counts
     if counts["succeeded"] == spec.resources.nodes:
-        p.st["output"] = {"uri": output_location(spec)}
+        p.st["output"] = success.output_status(output_location(spec), status.get("progress"))
         p.cond("Restarting", False, "Succeeded", "finished")
-        return p.finish("Succeeded", "Succeeded", f"training finished in attempt {attempt}", obs)
+        return p.finish("Succeeded", *success.outcome(attempt, status.get("progress")), obs)
 
     stale = _live_others(obs, now)
     if stale:

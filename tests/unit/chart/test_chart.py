@@ -142,6 +142,53 @@ def test_monitoring_objects_render_when_enabled(tmp_path: Path) -> None:
     assert {"KubetuneJobFailed", "KubetuneJobStalled", "KubetuneJobRestartsRising"} <= alerts
 
 
+def scraped_ports(endpoint: dict[str, Any], pod: dict[str, Any]) -> set[int]:
+    """The container ports of `pod` that Prometheus scrapes for a PodMonitor endpoint: pod
+    discovery makes one target per declared port, the Prometheus Operator keeps those named
+    `port` when the endpoint sets it, then the endpoint's keep/drop relabelings apply (regexes
+    anchored at both ends, as in Prometheus)."""
+    kept = set()
+    for container in pod["spec"]["containers"]:
+        for port in container.get("ports", []):
+            labels = {
+                "__meta_kubernetes_pod_container_port_name": port.get("name", ""),
+                "__meta_kubernetes_pod_container_port_number": str(port["containerPort"]),
+            }
+            rules = [
+                {"sourceLabels": ["__meta_kubernetes_pod_container_port_name"],
+                 "regex": endpoint["port"], "action": "keep"}
+            ] if endpoint.get("port") else []  # fmt: skip
+            rules += endpoint.get("relabelings", [])
+            if all(_keeps(rule, labels) for rule in rules):
+                kept.add(int(port["containerPort"]))
+    return kept
+
+
+def _keeps(rule: dict[str, Any], labels: dict[str, str]) -> bool:
+    action = rule.get("action", "replace")
+    if action not in ("keep", "drop"):
+        return True
+    value = ";".join(labels.get(s, "") for s in rule["sourceLabels"])
+    matched = re.fullmatch(rule.get("regex", "(.*)"), value) is not None
+    return matched if action == "keep" else not matched
+
+
+def test_podmonitor_scrapes_every_trainer_process(tmp_path: Path) -> None:
+    """A pod of 4 trainer processes serves metrics on 4 ports; the PodMonitor scrapes each one
+    (not only local rank 0), and not the rendezvous port."""
+    from kubetune_operator.reconcile.plan import OperatorSettings, resolve
+    from kubetune_operator.reconcile.render import render as render_children
+    from tests.unit.operator.helpers import job
+
+    docs = render(tmp_path, [CHART / "values-examples" / "monitoring.yaml"])
+    (endpoint,) = by_kind(docs, "PodMonitor")[0]["spec"]["podMetricsEndpoints"]
+    children = render_children(resolve(job(), 1, OperatorSettings()))
+    pod = by_kind(children, "Pod")[0]
+    env = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert env["NPROC_PER_NODE"] == "4"
+    assert scraped_ports(endpoint, pod) == {9400, 9401, 9402, 9403}
+
+
 def test_standalone_mode_has_no_peering(tmp_path: Path) -> None:
     docs = render(tmp_path, [CHART / "values-examples" / "minimal.yaml"])
     kinds = {d["kind"] for d in docs}

@@ -7,6 +7,7 @@ the trainer, and it fails on purpose where the test says.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -25,7 +26,8 @@ import json, os, sys
 cfg = json.load(open(os.environ["KUBETUNE_CONFIG"]))
 rank, attempt = int(os.environ["NODE_RANK"]), int(os.environ["KUBETUNE_ATTEMPT"])
 out = os.path.dirname(os.environ["KUBETUNE_CONFIG"])
-keys = ["MASTER_ADDR", "MASTER_PORT", "NNODES", "NODE_RANK", "NPROC_PER_NODE", "WORLD_SIZE", "EXTRA"]
+keys = ["MASTER_ADDR", "MASTER_PORT", "NNODES", "NODE_RANK", "NPROC_PER_NODE", "WORLD_SIZE", "EXTRA",
+        "CUDA_VISIBLE_DEVICES", "KUBETUNE_GRACE_SECONDS"]
 json.dump({k: os.environ.get(k) for k in keys}, open(f"{out}/env-{rank}.json", "w"))
 if rank == 0:
     with open(cfg["reporting"]["progress_file"], "a") as f:
@@ -178,3 +180,81 @@ def test_curve_from_progress_file(tmp_path: Path) -> None:
     assert curve.train == [(1, 3.0), (2, 1.5), (3, 1.0), (4, 0.7)]
     assert curve.evals == [(0, 2.5), (4, 0.9)]
     assert summary(curve)[0] == "eval loss: 2.5000 (step 0, before training) -> 0.9000 (step 4)"
+
+
+def gpu_job(tmp_path: Path, nodes: int, gpus: int) -> FineTuneJob:
+    doc = manifest(tmp_path).model_dump(by_alias=True, exclude_none=True)
+    doc["spec"]["resources"].update(nodes=nodes, gpusPerNode=gpus)
+    return FineTuneJob.model_validate(doc)
+
+
+def fake_nvidia_smi(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, gpus: int) -> None:
+    """An nvidia-smi that lists `gpus` GPUs (this machine has none)."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    smi = folder / "nvidia-smi"
+    lines = "".join(f"GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i:04d})\\n" for i in range(gpus))
+    smi.write_text(f"#!/bin/sh\nprintf '{lines}'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{folder}:{os.environ['PATH']}")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def worker_envs(tmp_path: Path, job: FineTuneJob) -> list[dict[str, str]]:
+    assert run_job(job, tmp_path / "run", tmp_path, console=False, command=command()) == 0
+    nodes = job.spec.resources.nodes
+    return [
+        json.loads((tmp_path / f"run/attempt-1/env-{r}.json").read_text()) for r in range(nodes)
+    ]
+
+
+def test_each_local_gpu_worker_gets_its_own_gpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """2 workers x 2 GPUs on a 4-GPU machine: torchrun numbers each worker's ranks from local
+    rank 0, so each worker must see its own 2 GPUs, not all four."""
+    fake_nvidia_smi(tmp_path, monkeypatch, 4)
+    envs = worker_envs(tmp_path, gpu_job(tmp_path, nodes=2, gpus=2))
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0,1", "2,3"]
+    assert [e["NPROC_PER_NODE"] for e in envs] == ["2", "2"]
+
+
+def test_local_gpu_workers_slice_the_users_visible_devices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    envs = worker_envs(tmp_path, gpu_job(tmp_path, nodes=2, gpus=2))
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["4,5", "6,7"]
+
+
+def test_too_few_local_gpus_are_refused_naming_the_fields(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake_nvidia_smi(tmp_path, monkeypatch, 3)
+    with pytest.raises(InvalidSpec, match=r"2 nodes x gpusPerNode 2 need 4 GPUs.*has 3"):
+        run_job(
+            gpu_job(tmp_path, 2, 2), tmp_path / "run", tmp_path, console=False, command=command()
+        )
+
+
+def test_local_workers_get_the_pods_grace_period(tmp_path: Path) -> None:
+    envs = worker_envs(tmp_path, manifest(tmp_path))
+    assert [e["KUBETUNE_GRACE_SECONDS"] for e in envs] == ["300", "300"]
+
+
+def test_summary_announces_an_early_stop(tmp_path: Path) -> None:
+    from kubetune_operator.local.report import read_curve, summary
+
+    lines = [
+        {"event": "step", "step": 1, "loss": 2.0, "evalLoss": 1.5},
+        {"event": "step", "step": 3, "loss": 1.8, "evalLoss": 1.25},
+        {"event": "step", "step": 6, "loss": 1.6, "evalLoss": 1.4},
+        {"event": "step", "step": 9, "loss": 1.5, "evalLoss": 1.6},
+        {"event": "end", "step": 9, "totalSteps": 60, "loss": 1.5, "evalLoss": 1.6,
+         "stoppedEarly": True, "bestStep": 3, "exportedStep": 3, "percent": 100},
+    ]  # fmt: skip
+    path = tmp_path / "progress.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = summary(read_curve(path))
+    assert "stopped early at step 9 of 60: the eval loss stopped improving" in out[-2]
+    assert out[-1] == "exported the best weights: step 3, eval loss 1.2500"

@@ -12,7 +12,7 @@ from kubetune_operator.api import constants as c
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.plan import OperatorSettings, resolve
 from kubetune_operator.reconcile.render import render
-from kubetune_trainer.config import TrainerConfig
+from kubetune_trainer.config import GRACE_ENV, TrainerConfig
 from tests.unit.operator.helpers import HERE, job, manifest
 
 pytestmark = pytest.mark.unit
@@ -89,6 +89,27 @@ def test_worker_env_is_torchrun_rendezvous() -> None:
         )
         assert pod["spec"]["hostname"] == pod["metadata"]["name"]
         assert pod["spec"]["subdomain"] == "llama-lora-workers"
+
+
+def test_workers_know_the_grace_period_their_pods_have() -> None:
+    """The trainer lets torchrun wait this long for the ranks' preemption checkpoint."""
+    plan = resolve(job(), 1, OperatorSettings(termination_grace_seconds=600))
+    for pod in by_kind(render(plan), "Pod"):
+        assert pod["spec"]["terminationGracePeriodSeconds"] == 600
+        assert env_of(pod)[GRACE_ENV] == "600"
+
+
+def test_pod_declares_the_metrics_port_of_every_local_rank() -> None:
+    """4 processes per pod serve metrics on 9400..9403; each port is declared, uniquely named."""
+    for pod in by_kind(objects(), "Pod"):
+        ports = {p["name"]: p["containerPort"] for p in pod["spec"]["containers"][0]["ports"]}
+        assert ports == {
+            "rendezvous": 29500,
+            "metrics": 9400,
+            "metrics-1": 9401,
+            "metrics-2": 9402,
+            "metrics-3": 9403,
+        }
 
 
 def test_secrets_are_references_never_values() -> None:

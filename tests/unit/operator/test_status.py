@@ -85,6 +85,28 @@ def test_all_workers_succeeded_is_success() -> None:
     assert sorted(d.delete_pods) == ["llama-lora-a1-0", "llama-lora-a1-1"]  # cleanPodPolicy All
 
 
+def test_early_stop_is_announced_and_the_output_names_the_exported_step() -> None:
+    """The trainer's last report says training stopped early at step 60 of 500 and exported
+    step 40; the job succeeds saying so, in its message, condition and event."""
+    progress = {"step": 60, "totalSteps": 500, "percent": 100, "stoppedEarly": True,
+                "bestStep": 40, "exportedStep": 40, "attempt": 1}  # fmt: skip
+    d = decide(job(), {**running_status(), "progress": progress}, gang("Succeeded"), at(60))
+    assert d.status["phase"] == "Succeeded"
+    assert d.status["output"] == {"uri": "s3://models/llama-lora", "step": 40}
+    assert cond(d.status, "Succeeded")["reason"] == "StoppedEarly"
+    (event,) = d.events
+    assert (event.type, event.reason) == ("Normal", "StoppedEarly")
+    assert "stopped early at step 60 of 500" in event.message
+    assert "the output holds the best weights, step 40" in d.status["message"]
+
+
+def test_a_full_run_names_its_last_step_as_exported() -> None:
+    progress = {"step": 500, "totalSteps": 500, "exportedStep": 500}
+    d = decide(job(), {**running_status(), "progress": progress}, gang("Succeeded"), at(60))
+    assert d.status["output"] == {"uri": "s3://models/llama-lora", "step": 500}
+    assert cond(d.status, "Succeeded")["reason"] == "Succeeded"
+
+
 def test_one_success_is_not_yet_success() -> None:
     d = decide(job(), running_status(), [pod(0, phase="Succeeded"), pod(1)], at(60))
     assert d.status["phase"] == "Running"

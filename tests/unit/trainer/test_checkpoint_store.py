@@ -142,6 +142,18 @@ def test_listing_is_newest_first_bounded_with_the_best_marked_and_kept(tmp_path:
     assert [e["step"] for e in listing.listing(good, "s3://b/ck", limit=2)] == [40, 10]
 
 
+@pytest.mark.parametrize(
+    ("last", "expected"),
+    [((40, 0.9), 10), ((40, 0.3), 40), ((40, None), 10), ((40, 0.4), 10)],
+)
+def test_best_evaluated_weighs_the_last_step_against_the_listed_checkpoints(
+    last: tuple[int, float | None], expected: int
+) -> None:
+    listed = [{"step": 30, "evalLoss": 0.8}, {"step": 20}, {"step": 10, "evalLoss": 0.4}]
+    assert listing.best_evaluated(listed, last) == expected  # a tie goes to the earlier step
+    assert listing.best_evaluated([], (40, None)) == 40
+
+
 def rank0_manager(tmp: Path, keep_last: int) -> manager.CheckpointManager:
     """Rank 0 of a one-rank run with a file:// store under tmp."""
     cfg = CheckpointConfig(

@@ -129,3 +129,36 @@ def test_qlora_without_cuda_is_a_clear_error() -> None:
 def test_fetch_reports_missing_model(tmp_path) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(BadInputError, match=r"no config\.json"):
         model.fetch(f"file://{tmp_path}", tmp_path / "cache")
+
+
+@pytest.mark.parametrize(
+    ("dtype", "precision", "read_as"),
+    [
+        ("auto", "fp32", "auto"),
+        ("auto", "bf16", "auto"),
+        ("float32", "bf16", "float32"),
+        ("float32", "fp16", "float32"),
+        ("bfloat16", "bf16", "bfloat16"),
+        ("float16", "fp16", "float16"),
+    ],
+)
+def test_model_dtype_fits_the_precision(dtype: str, precision: str, read_as: str) -> None:
+    assert model.load_dtype(dtype, precision) == read_as
+
+
+@pytest.mark.parametrize(
+    ("dtype", "precision", "advice"),
+    [
+        ("bfloat16", "fp32", "auto or float32, or spec.training.precision to bf16"),
+        ("bfloat16", "fp16", "auto or float32 or float16, or spec.training.precision to bf16"),
+        ("float16", "bf16", "auto or float32 or bfloat16, or spec.training.precision to fp16"),
+        ("float16", "fp32", "auto or float32, or spec.training.precision to fp16"),
+    ],
+)
+def test_model_dtype_contradicting_the_precision_is_refused(
+    dtype: str, precision: str, advice: str
+) -> None:
+    with pytest.raises(BadInputError) as err:
+        model.load_dtype(dtype, precision)
+    assert f"spec.model.dtype {dtype} contradicts spec.training.precision" in str(err.value)
+    assert advice in str(err.value)

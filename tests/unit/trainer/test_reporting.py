@@ -34,6 +34,22 @@ def test_status_progress_validates_against_the_operator_model() -> None:
     assert body["updatedAt"] == "2026-01-01T00:00:00Z"
 
 
+def test_a_run_stopped_early_reports_a_final_state() -> None:
+    """No 12% with an ETA once early stopping ended the run: 100%, no ETA, and the patch removes
+    the ETA an earlier report left in status."""
+    from kubetune_operator.api.status import Progress
+
+    p = progress.Progress(step=60, total_steps=500, epoch=0.3, elapsed_seconds=60.0,
+                          stopped_early=True, best_step=40, exported_step=40)  # fmt: skip
+    body = progress.status_progress(p)
+    assert (body["percent"], body["summary"]) == (100, "60/500 (stopped early)")
+    assert (body["stoppedEarly"], body["bestStep"], body["exportedStep"]) == (True, 40, 40)
+    assert "eta" not in body and "etaSeconds" not in body
+    Progress.model_validate(body)
+    patch = progress.status_patch(p)["status"]["progress"]
+    assert patch["eta"] is None and patch["etaSeconds"] is None
+
+
 def test_exit_code_matches_the_operator_constant() -> None:
     from kubetune_operator.api import constants
 

@@ -108,12 +108,16 @@ def test_status_patch_carries_the_checkpoint_list_trained_tokens_and_export() ->
     ]
     p = progress.Progress(step=20, total_steps=20, epoch=1.0, trained_tokens=4096,
                           checkpoint={"step": 20, "uri": "s3://c/s", "count": 1, "committed": listed},
-                          export={"step": 20, "select": "best", "evalLoss": 0.7})  # fmt: skip
+                          exported_step=20, export={"time": "t", "registered": {"name": "m", "version": "2"}})  # fmt: skip
     status = progress.status_patch(p)["status"]
     assert status["checkpoints"]["committed"] == listed and status["trainedTokens"] == 4096
     parsed = FineTuneJobStatus.model_validate(status)  # the CRD's models accept every field
     assert parsed.checkpoints is not None and parsed.checkpoints.committed is not None
     assert parsed.checkpoints.committed[0].best and parsed.export is not None
+    assert (
+        status["progress"]["exportedStep"] == 20
+        and status["export"]["registered"]["version"] == "2"
+    )
 
 
 def test_model_card_names_the_hub_base_and_the_exported_step() -> None:

@@ -50,3 +50,14 @@ def listing(
     if top is not None and top not in shown:
         shown = [*newest[: limit - 1], top]
     return [entry(c, root_uri, c is top) for c in shown]
+
+
+def best_evaluated(listed: list[dict[str, Any]], last: tuple[int, float | None]) -> int:
+    """The step of the lowest eval loss among listed checkpoints (status entries) and the last
+    step (which is checkpointed at the end); the last step when nothing was evaluated, the
+    earliest on a tie."""
+    step, value = last
+    scored = [(e["evalLoss"], e["step"]) for e in listed if e.get("evalLoss") is not None]
+    if value is not None:
+        scored.append((value, step))
+    return min(scored)[1] if scored else step

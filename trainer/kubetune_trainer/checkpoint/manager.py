@@ -91,13 +91,15 @@ FAULT_UPLOAD_PAUSE = "KUBETUNE_FAULT_UPLOAD_PAUSE"
 
 def injected_upload_pause(tag: str, env: Mapping[str, str] = os.environ) -> float:
     """Seconds to pause after the first file of checkpoint `tag`: a fault hook for end-to-end
-    tests, which cannot otherwise kill a worker while a checkpoint is half uploaded.
-    KUBETUNE_FAULT_UPLOAD_PAUSE="ATTEMPT:STEP:SECONDS" (KUBETUNE_ATTEMPT must match); unset: 0."""
+    tests, which cannot otherwise kill a worker while a checkpoint is half uploaded, nor make an
+    upload outlast torchrun's default shutdown timeout.
+    KUBETUNE_FAULT_UPLOAD_PAUSE="ATTEMPT:STEP:SECONDS" (KUBETUNE_ATTEMPT must match; STEP * is
+    every checkpoint); unset: 0."""
     value = env.get(FAULT_UPLOAD_PAUSE)
     if not value:
         return 0.0
     attempt, step, seconds = value.split(":")
-    if env.get("KUBETUNE_ATTEMPT", "1") == attempt and tag == tag_for(int(step)):
+    if env.get("KUBETUNE_ATTEMPT", "1") == attempt and (step == "*" or tag == tag_for(int(step))):
         return float(seconds)
     return 0.0
 

@@ -176,16 +176,13 @@ class Results:
         )
         self._each("checkpoint upload", lambda t: t.checkpoint())
 
-    def exported(
-        self, folder: Path, card: dict[str, Any], export: dict[str, Any]
-    ) -> dict[str, Any]:
-        """After the export: registries, then the trackers' artifacts and end of run.
-
-        Returns status.export: the step and selection, plus what registries made of it."""
+    def exported(self, folder: Path, card: dict[str, Any], step: int) -> dict[str, Any]:
+        """After the export of `step`'s weights: registries, then the trackers' artifacts and
+        end of run. Returns status.export: when it finished and what registries made of it."""
         out = self.cfg.output
         assert out is not None
-        status = dict(export)
-        where = f"{out.uri} (step {export.get('step')}, {export.get('select')})"
+        status: dict[str, Any] = {"time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        where = f"{out.uri} (step {step})"
         self.post("ExportFinished", f"model written to {where}")
         if out.registry is not None:
             status["registered"] = self._register(folder, out.registry.name, where)

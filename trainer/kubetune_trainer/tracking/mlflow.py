@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import JobRef, MlflowConfig
-from .plot import Curve, plot_curve
+from .plot import Points, plot_losses
 
 log = logging.getLogger("kubetune_trainer")
 
@@ -135,22 +135,23 @@ class MlflowTracker:
         if folder is not None:
             c.log_artifact(self.run_id, str(folder / "kubetune_run.json"))
         with tempfile.TemporaryDirectory() as tmp:
-            png = plot_curve(self.curve(), Path(tmp) / "loss.png", f"{self.job.name}: loss")
+            train, evals = self.curve()
+            png = plot_losses(train, evals, Path(tmp) / "loss.png", f"{self.job.name}: loss")
             if png is not None:
                 c.log_artifact(self.run_id, str(png))
         c.set_terminated(self.run_id, "FINISHED")
 
-    def curve(self) -> Curve:
+    def curve(self) -> tuple[Points, Points]:
         """Train and eval loss of every attempt, from the run's metric history (latest value
         per step: a resumed attempt redoes the steps after its checkpoint)."""
 
-        def points(key: str) -> list[tuple[int, float]]:
+        def points(key: str) -> Points:
             history = sorted(
                 self.client.get_metric_history(self.run_id, key), key=lambda m: m.timestamp
             )
             return sorted({m.step: m.value for m in history}.items())
 
-        return Curve(points(LOSS), points(EVAL_LOSS))
+        return points(LOSS), points(EVAL_LOSS)
 
     def register(self, folder: Path, name: str, description: str) -> dict[str, str]:
         """The exported model as the run's `model` artifacts, and a new version of the

@@ -3,21 +3,15 @@ its metric history."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
-
-@dataclass
-class Curve:
-    """Training and evaluation loss by step, as the trainer reported them."""
-
-    train: list[tuple[int, float]] = field(default_factory=list)
-    evals: list[tuple[int, float]] = field(default_factory=list)
+Points = list[tuple[int, float]]
 
 
-def plot_curve(curve: Curve, path: Path, title: str) -> Path | None:
-    """A PNG of the loss curve (None when matplotlib is missing or nothing was reported)."""
-    if not curve.train and not curve.evals:
+def plot_losses(train: Points, evals: Points, path: Path, title: str) -> Path | None:
+    """A PNG of train and eval loss by step (None when matplotlib is missing or nothing was
+    reported)."""
+    if not train and not evals:
         return None
     try:
         import matplotlib
@@ -27,10 +21,10 @@ def plot_curve(curve: Curve, path: Path, title: str) -> Path | None:
     except ImportError:
         return None
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    if curve.train:
-        ax.plot(*zip(*curve.train, strict=True), label="train loss")
-    if curve.evals:
-        ax.plot(*zip(*curve.evals, strict=True), "o-", label="eval loss")
+    if train:
+        ax.plot(*zip(*train, strict=True), label="train loss")
+    if evals:
+        ax.plot(*zip(*evals, strict=True), "o-", label="eval loss")
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("loss")
     ax.set_title(title)
