@@ -8,7 +8,7 @@ export NO_PROXY := 127.0.0.1,localhost
 export no_proxy := 127.0.0.1,localhost
 PYTEST_ARGS ?=
 
-.PHONY: help setup control-plane test test-unit test-k8s test-e2e lint typecheck crds check-crds chart docs demo bench-trainer bench-scale bench-gpu images clean
+.PHONY: help setup control-plane node test-images test test-unit test-k8s test-e2e lint typecheck crds check-crds chart docs demo bench-trainer bench-scale bench-gpu images clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -19,7 +19,14 @@ setup: ## Create the Python environment (once per machine) and install this chec
 control-plane: ## Build etcd, kube-apiserver, controller-manager, scheduler, kwok, helm (cached)
 	@bash hack/build-control-plane.sh all
 
-test: setup control-plane ## Run every test CI can run (unit, k8s, e2e; gpu tests skip without CUDA)
+node: ## Build kubelet, containerd, crictl, CoreDNS, MinIO (cached); install runc, CNI plugins, buildah, mmdebstrap
+	@bash hack/install-node-packages.sh
+	@bash hack/build-node.sh all >/dev/null
+
+test-images: setup node ## Build (or find cached) the operator and CPU trainer images the e2e tests run
+	@bash hack/build-images.sh --test all >/dev/null
+
+test: setup control-plane node test-images ## Run every test CI can run (unit, k8s, e2e on a real node; gpu tests skip without CUDA)
 	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup ## Unit tests only (no cluster)
@@ -28,7 +35,7 @@ test-unit: setup ## Unit tests only (no cluster)
 test-k8s: setup control-plane ## Tests against the real kube-apiserver only
 	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m k8s $(PYTEST_ARGS)
 
-test-e2e: setup control-plane ## Whole-system tests only
+test-e2e: setup control-plane node test-images ## Whole-system tests only (a real node: needs root)
 	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 lint: setup ## ruff
@@ -63,9 +70,8 @@ bench-scale: setup control-plane ## Control-plane scale benchmark, N=100
 bench-gpu: setup ## GPU throughput vs a plain DeepSpeed loop (needs a GPU)
 	$(PY) bench/gpu_throughput.py
 
-images: ## Build the operator and trainer images (needs a Docker engine)
-	docker build -f operator/Dockerfile -t kubetune/operator:dev .
-	docker build -f trainer/Dockerfile -t kubetune/trainer:dev .
+images: ## Build both images (docker, else buildah); BASE=local: Debian base, TRAINER=cpu: CPU trainer
+	BASE=$(or $(BASE),registry) TRAINER=$(or $(TRAINER),cuda) TAG=$(or $(TAG),dev) bash hack/build-images.sh all
 
 clean: ## Remove build and test leftovers from the checkout
 	rm -rf build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache runs kubetune-output

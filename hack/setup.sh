@@ -15,7 +15,7 @@ if [ ! -f "$stamp" ]; then
   "$PY" -m pip install -q "torch>=2.4"
   "$PY" -m pip install -q "setuptools>=69" ninja py-cpuinfo hjson msgpack psutil packaging
   DS_BUILD_OPS=0 "$PY" -m pip install -q --no-build-isolation "deepspeed>=0.16"
-  "$PY" -m pip install -q -e "$ROOT[trainer,dev]"
+  "$PY" -m pip install -q -e "$ROOT[trainer,gpu,dev]"
   touch "$stamp"
 fi
 # Point the editable install at this checkout (cheap; several clones may share the venv).

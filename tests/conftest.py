@@ -11,7 +11,6 @@ import pytest
 pytest_plugins = [
     "tests.fixtures.controlplane",
     "tests.fixtures.s3",
-    "tests.fixtures.nodeagent",
     "tests.fixtures.mlflow",
 ]
 

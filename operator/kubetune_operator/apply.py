@@ -2,15 +2,17 @@
 
 Children have deterministic names and are created; a supporting child that exists already (a
 later attempt, an upgraded operator) is then server-side applied under one field manager, so
-re-applying is idempotent and another actor's fields are never clobbered silently. Pods are
-never updated (a new attempt has new pod names). Status is written with a
+re-applying is idempotent and another actor's fields are never clobbered silently. An object of
+that name the job does not own (no controller reference to the job's uid) is never applied,
+adopted or deleted: ForeignObject says which it is. Pods are never updated (a new attempt has
+new pod names). Status is written with a
 merge patch carrying the resourceVersion the decision was made on: a concurrent writer (a
 second replica, a stale event) gets 409 Conflict and the decision is made again on fresh data.
 """
 
 from __future__ import annotations
 
-import json
+import secrets
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,10 +20,28 @@ from kubernetes import client
 
 from kubetune_operator import metrics
 from kubetune_operator.api import constants as c
+from kubetune_operator.decode import loads
 from kubetune_operator.reconcile.status import Event
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
+
+
+class ForeignObject(Exception):
+    """A child's name is taken by an object this job does not own; the message says which."""
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        kind, name = obj["kind"], obj["metadata"]["name"]
+        super().__init__(
+            f"{kind} {name} exists and does not belong to this job: the operator does not take "
+            f"it over; delete or rename that {kind}, or give the job another name"
+        )
+
+
+def owner_uid(obj: dict[str, Any]) -> str | None:
+    """The uid of the controller owner reference of a (rendered or read) object."""
+    refs = obj.get("metadata", {}).get("ownerReferences") or []
+    return next((r.get("uid") for r in refs if r.get("controller")), None)
 
 
 class Writer:
@@ -30,11 +50,12 @@ class Writer:
     def __init__(self, api: client.ApiClient) -> None:
         self.core = client.CoreV1Api(api)
         self.rbac = client.RbacAuthorizationV1Api(api)
+        self.networking = client.NetworkingV1Api(api)
         self.custom = client.CustomObjectsApi(api)
 
     def apply(self, obj: dict[str, Any]) -> None:
         """Server-side apply one supporting child (ServiceAccount, Role, RoleBinding, ConfigMap,
-        Service) that exists already; pods are only ever created."""
+        Service, NetworkPolicy) that exists already; pods are only ever created."""
         kind, meta = obj["kind"], obj["metadata"]
         patchers = {
             "ServiceAccount": self.core.patch_namespaced_service_account,
@@ -42,6 +63,7 @@ class Writer:
             "Service": self.core.patch_namespaced_service,
             "Role": self.rbac.patch_namespaced_role,
             "RoleBinding": self.rbac.patch_namespaced_role_binding,
+            "NetworkPolicy": self.networking.patch_namespaced_network_policy,
         }
         with metrics.api_call("apply"):
             done(
@@ -70,6 +92,7 @@ class Writer:
             "Pod": self.core.create_namespaced_pod,
             "Role": self.rbac.create_namespaced_role,
             "RoleBinding": self.rbac.create_namespaced_role_binding,
+            "NetworkPolicy": self.networking.create_namespaced_network_policy,
         }
         with metrics.api_call("create"):
             try:
@@ -88,10 +111,66 @@ class Writer:
         return True
 
     def ensure(self, obj: dict[str, Any]) -> None:
-        """Create a supporting child, or apply it when it exists (a later attempt, an upgraded
-        operator), so it matches what this operator renders now."""
+        """Create a supporting child, or apply it when it exists and is the job's own (a later
+        attempt, an upgraded operator), so it matches what this operator renders now."""
         if not self.create(obj):
+            self.check_owned(obj)
             self.apply(obj)
+
+    def check_owned(self, obj: dict[str, Any]) -> None:
+        """Raise ForeignObject unless the existing object of `obj`'s name is controlled by the
+        same job (uid) as `obj`; gone meanwhile is fine (the next pass creates it)."""
+        kind, meta = obj["kind"], obj["metadata"]
+        readers: dict[str, Any] = {
+            "ServiceAccount": self.core.read_namespaced_service_account,
+            "ConfigMap": self.core.read_namespaced_config_map,
+            "Service": self.core.read_namespaced_service,
+            "Pod": self.core.read_namespaced_pod,
+            "Role": self.rbac.read_namespaced_role,
+            "RoleBinding": self.rbac.read_namespaced_role_binding,
+            "NetworkPolicy": self.networking.read_namespaced_network_policy,
+        }
+        try:
+            with metrics.api_call("get"):
+                resp = readers[kind](meta["name"], meta["namespace"], _preload_content=False)
+                try:
+                    existing = as_json(resp)
+                finally:
+                    resp.release_conn()
+        except client.ApiException as err:
+            if err.status == 404:
+                return
+            raise
+        if owner_uid(existing) != owner_uid(obj):
+            raise ForeignObject(obj)
+
+    def ensure_key_secret(self, namespace: str, name: str, key: str) -> None:
+        """Create Secret `name` holding a new random `key` unless one of that name exists: a
+        key that signed checkpoints is never replaced."""
+        body = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {c.LABEL_MANAGED_BY: c.MANAGED_BY},
+            },
+            "type": "Opaque",
+            "stringData": {key: secrets.token_hex(32)},
+        }
+        with metrics.api_call("create"):
+            try:
+                done(
+                    self.core.create_namespaced_secret(
+                        namespace,
+                        body,  # type: ignore[arg-type]
+                        field_manager=c.FIELD_MANAGER,
+                        _preload_content=False,
+                    )
+                )
+            except client.ApiException as err:
+                if err.status != 409:
+                    raise
 
     def delete_pod(self, namespace: str, name: str) -> None:
         """Delete a worker; its grace period lets the trainer checkpoint on SIGTERM. Gone is fine."""
@@ -175,5 +254,6 @@ def done(response: Any) -> None:
 
 
 def as_json(response: Any) -> Any:
-    """Body of a raw (not preloaded) response as plain JSON data."""
-    return json.loads(response.data)
+    """Body of a raw (not preloaded) response as plain JSON data, however deep it nests
+    (decode.loads)."""
+    return loads(response.data)

@@ -11,8 +11,10 @@ from pydantic import ValidationError
 
 from kubetune_operator.api.crd import crd_yaml
 from kubetune_operator.api.manifests import ManifestError, load_documents
+from kubetune_operator.api.platform import PlatformPolicy
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.parse import validation_problems
+from kubetune_operator.reconcile.plan import OperatorSettings, policy_violations
 
 
 def load_manifest(path: str) -> FineTuneJob:
@@ -37,8 +39,18 @@ def cmd_crd(_: argparse.Namespace) -> int:
     return 0
 
 
-def validate_documents(path: str) -> tuple[list[str], list[str]]:
-    """Every FineTuneJob document of the file checked: (lines for valid ones, errors)."""
+def load_policy(path: str | None) -> PlatformPolicy | None:
+    """The platform policy in a YAML or JSON file (the chart's `policy` values), if given."""
+    if path is None:
+        return None
+    return PlatformPolicy.model_validate(yaml.safe_load(Path(path).read_text()) or {})
+
+
+def validate_documents(
+    path: str, policy: PlatformPolicy | None = None
+) -> tuple[list[str], list[str]]:
+    """Every FineTuneJob document of the file checked (and against `policy` when given):
+    (lines for valid ones, errors)."""
     ok: list[str] = []
     errors: list[str] = []
     try:
@@ -64,12 +76,22 @@ def validate_documents(path: str) -> tuple[list[str], list[str]]:
         except ValidationError as err:
             errors += [f"error: {where}: {line}" for line in validation_problems(err)]
             continue
+        if policy is not None:
+            refused = policy_violations(job.spec, OperatorSettings(policy=policy))
+            if refused:
+                errors += [f"error: {where}: {line}" for line in refused]
+                continue
         ok.append(f"{where}: FineTuneJob {job.metadata.name} is valid")
     return ok, errors
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    ok, errors = validate_documents(args.manifest)
+    try:
+        policy = load_policy(args.policy)
+    except (ValueError, OSError, yaml.YAMLError) as err:
+        print(f"error: {args.policy}: {err}", file=sys.stderr)
+        return 1
+    ok, errors = validate_documents(args.manifest, policy)
     for line in ok:
         print(line)
     for line in errors:
@@ -80,7 +102,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 def cmd_render(args: argparse.Namespace) -> int:
     """Print the child objects the operator would create for attempt N of the job."""
     from kubetune_operator.reconcile.parse import InvalidSpec
-    from kubetune_operator.reconcile.plan import OperatorSettings, resolve
+    from kubetune_operator.reconcile.plan import cluster_problems, resolve
     from kubetune_operator.reconcile.render import render
 
     try:
@@ -88,6 +110,8 @@ def cmd_render(args: argparse.Namespace) -> int:
         settings = OperatorSettings.from_env()
         if args.image:
             settings = OperatorSettings(trainer_image=args.image)
+        if cluster_problems(job.spec):
+            raise InvalidSpec("; ".join(cluster_problems(job.spec)))
         plan = resolve(job, args.attempt, settings, upstream_output=args.upstream_output)
     except ValidationError as err:
         print(
@@ -117,6 +141,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         print("error: kubetune export needs the trainer extra: pip install 'kubetune[trainer]'",
               file=sys.stderr)  # fmt: skip
         return 1
+    from kubetune_trainer.checkpoint.seal import for_reading
     from kubetune_trainer.checkpoint_export import export_checkpoint
     from kubetune_trainer.config import StorageConfig
     from kubetune_trainer.errors import BadInputError
@@ -125,8 +150,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     storage = StorageConfig(endpoint=args.endpoint, region=args.region)
     with tempfile.TemporaryDirectory(prefix="kubetune-export-") as work:
         try:
+            seal = for_reading(args.key_file)
             card = export_checkpoint(
-                args.checkpoint, out, Path(work), args.format, storage, storage
+                args.checkpoint, out, Path(work), seal, args.format, storage, storage
             )
         except (BadInputError, OSError) as err:
             print(f"error: {err}", file=sys.stderr)
@@ -143,6 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("crd", help="print the FineTuneJob CRD").set_defaults(func=cmd_crd)
     v = sub.add_parser("validate", help="check a FineTuneJob manifest offline")
     v.add_argument("manifest")
+    v.add_argument("--policy", help="also check against this platform policy (YAML or JSON)")
     v.set_defaults(func=cmd_validate)
     r = sub.add_parser("render", help="print the child objects the operator creates for a job")
     r.add_argument("manifest")
@@ -161,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Write the model of a committed checkpoint (a URI from "
         "status.checkpoints.committed) the way its job writes its final model: merged weights "
         "and/or the LoRA adapter as safetensors, tokenizer, run card and model card. Runs on "
-        "CPU; S3 keys come from the usual AWS variables.",
+        "CPU; S3 keys come from the usual AWS variables. Only a checkpoint whose manifest is "
+        "signed with the namespace's checkpoint key is read (DeepSpeed's files are pickles).",
         epilog="example: kubetune export s3://ckpts/my-job/step-00000400 ./my-job-step400",
     )
     ex.add_argument("checkpoint", help="checkpoint URI, <checkpoint.uri>/step-NNNNNNNN")
@@ -170,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default: the job's spec.output.format")  # fmt: skip
     ex.add_argument("--endpoint", help="S3 endpoint URL of the checkpoint and output stores")
     ex.add_argument("--region", help="S3 region")
+    ex.add_argument(
+        "--key-file",
+        help="file holding the namespace's checkpoint key (default: $KUBETUNE_CHECKPOINT_KEY, "
+        "else the key of `kubetune run`)",
+    )
     ex.set_defaults(func=cmd_export)
     return parser
 

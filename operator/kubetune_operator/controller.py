@@ -8,6 +8,7 @@ leftovers of older attempts as such.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -18,19 +19,30 @@ from typing import Any
 from kubernetes.client import ApiException
 
 from kubetune_operator import metrics
-from kubetune_operator.apply import Writer
+from kubetune_operator.api.status import TERMINAL_PHASES
+from kubetune_operator.apply import ForeignObject, Writer
 from kubetune_operator.fetch import Reader
+from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.parse import InvalidSpec, parse_job
-from kubetune_operator.reconcile.plan import OperatorSettings, resolve, upstream_job
+from kubetune_operator.reconcile.plan import (
+    OperatorSettings,
+    cluster_problems,
+    output_location,
+    policy_violations,
+    resolve,
+    upstream_job,
+)
 from kubetune_operator.reconcile.render import render
 from kubetune_operator.reconcile.status import (
     Decision,
+    Event,
     Upstream,
     can_coalesce,
     decide,
     invalid_spec,
     status_patch,
 )
+from kubetune_trainer.checkpoint.seal import SECRET_KEY
 
 log = logging.getLogger(__name__)
 # Writes in flight at once across all passes (pod creates of a gang go out concurrently).
@@ -40,6 +52,26 @@ COUNTS_INTERVAL = 1.0
 # How long a pod this operator created counts as existing although the pod watch has not
 # shown it yet (its ADDED event is normally a few milliseconds behind the create call).
 EXPECT_SECONDS = 30.0
+
+
+def refusal(err: ApiException) -> str:
+    """The apiserver's reason for refusing a child as invalid, for the job's status."""
+    try:
+        message = json.loads(err.body or "{}").get("message") or err.reason
+    except ValueError:
+        message = err.body or err.reason
+    return f"the apiserver refused a child object of the job: {message}"[:4096]
+
+
+def declared_output(body: dict[str, Any] | None) -> str | None:
+    """Where an upstream job's model goes, from its spec: validated by the API, immutable, and
+    out of reach of its trainer, which can write its status. None when it cannot be parsed."""
+    if body is None:
+        return None
+    try:
+        return output_location(parse_job(body).spec)
+    except InvalidSpec:
+        return None
 
 
 def waves(objs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -75,6 +107,12 @@ class Controller:
         self.waiting: dict[tuple[str, str], set[str]] = {}
         # (namespace, job) -> when its status was last written (time.monotonic).
         self.written_at: dict[tuple[str, str], float] = {}
+        # (namespace, job) -> why its children could not be created (ForeignObject), until
+        # a pass creates them; the next decision reports it.
+        self.conflicts: dict[tuple[str, str], str] = {}
+        # (namespace, job) -> why the apiserver refused one of its children as invalid (422):
+        # the spec cannot work, and the next pass fails the job with that message.
+        self.refused: dict[tuple[str, str], str] = {}
 
     def reconcile(self, namespace: str, name: str) -> float | None:
         """Bring one job one step closer to its spec; returns seconds until it wants another look."""
@@ -84,23 +122,51 @@ class Controller:
                 metrics.record_phase(namespace, name, None)
                 self.expected.pop((namespace, name), None)
                 self.written_at.pop((namespace, name), None)
+                self.conflicts.pop((namespace, name), None)
+                self.refused.pop((namespace, name), None)
                 return None
             status = body.get("status") or {}
             try:
                 job = parse_job(body)
+                if cluster_problems(job.spec):
+                    raise InvalidSpec("; ".join(cluster_problems(job.spec)))
+                if (namespace, name) in self.refused:
+                    raise InvalidSpec(self.refused.pop((namespace, name)))
             except InvalidSpec as err:
-                desired = invalid_spec(
-                    status, body["metadata"].get("generation"), str(err), self.clock()
-                )
-                self._write_status(body, status, desired)
+                self._refuse(body, status, str(err))
                 metrics.record_phase(namespace, name, "Failed")
                 return None
+            if not status.get("startTime") and status.get("phase") not in TERMINAL_PHASES:
+                problems = policy_violations(job.spec, self.settings)  # before the first attempt
+                if problems:
+                    self._refuse(body, status, "; ".join(problems), "PolicyViolation")
+                    metrics.record_phase(namespace, name, "Failed")
+                    return None
             upstream = self._upstream(namespace, name, job.spec.model.source)
             pods = self.reader.pods(namespace, name, body["metadata"].get("uid"))
-            decision = decide(job, status, pods, self.clock(), upstream)
+            conflict = self.conflicts.get((namespace, name))
+            decision = decide(job, status, pods, self.clock(), upstream, conflict)
             self._execute(body, job, status, pods, decision, upstream)
             metrics.record_phase(namespace, name, decision.status.get("phase"))
             return decision.requeue_after
+
+    def _refuse(
+        self,
+        body: dict[str, Any],
+        status: dict[str, Any],
+        message: str,
+        reason: str = "InvalidSpec",
+    ) -> None:
+        """Fail a job whose spec cannot be planned (InvalidSpec) or that the platform policy
+        does not allow (PolicyViolation): status Failed with that reason, and a Warning event
+        the first time (kubectl describe shows why)."""
+        generation = body["metadata"].get("generation")
+        desired = invalid_spec(status, generation, message, self.clock(), reason)
+        if self._write_status(body, status, desired) and status.get("phase") != "Failed":
+            try:
+                self.writer.post_event(body, Event("Warning", reason, message))
+            except Exception:  # an event is a courtesy; the status says it all
+                log.warning("could not post the %s event", reason, exc_info=True)
 
     def dependents(self, namespace: str, name: str) -> list[str]:
         """Jobs in `namespace` waiting for the model of job `name`."""
@@ -118,9 +184,7 @@ class Controller:
             waiting.discard(source_job)
         else:
             waiting.add(source_job)
-        return Upstream(
-            name=other, phase=st.get("phase"), output_uri=(st.get("output") or {}).get("uri")
-        )
+        return Upstream(name=other, phase=st.get("phase"), output_uri=declared_output(body))
 
     def _write_status(
         self,
@@ -181,10 +245,12 @@ class Controller:
         list(self.pool.map(self._write_child, second))
 
     def _write_child(self, obj: dict[str, Any]) -> None:
-        """Pods are created (one already there is fine: a new attempt has new pod names, so a
-        pod is never updated); everything else created, or applied if it exists."""
+        """Pods are created (one already there is fine if the job owns it: a new attempt has
+        new pod names, so a pod is never updated); everything else created, or applied if it
+        exists and is the job's. A namesake the job does not own raises ForeignObject."""
         if obj["kind"] == "Pod":
-            self.writer.create(obj)
+            if not self.writer.create(obj):
+                self.writer.check_owned(obj)
         else:
             self.writer.ensure(obj)
 
@@ -225,7 +291,24 @@ class Controller:
             ]
             new_pods = [o["metadata"]["name"] for o in wanted if o["kind"] == "Pod"]
             if new_pods:  # else every pod is created and merely not observed yet
-                self._apply_all(wanted)
+                if job.spec.checkpoint is not None:  # one create per attempt; 409 is fine
+                    self.writer.ensure_key_secret(ns, names.CHECKPOINT_KEY_SECRET, SECRET_KEY)
+                try:
+                    self._apply_all(wanted)
+                except ForeignObject as err:
+                    if self.conflicts.get((ns, name)) != str(err):
+                        d.requeue_after = None
+                        d.requeue(0)  # the next pass reports it at once
+                    self.conflicts[(ns, name)] = str(err)
+                    return
+                except ApiException as err:
+                    if err.status != 422:
+                        raise
+                    self.refused[(ns, name)] = refusal(err)
+                    d.requeue_after = None
+                    d.requeue(0)
+                    return
+                self.conflicts.pop((ns, name), None)
                 now = time.monotonic()
                 self.expected.setdefault((ns, name), {}).update(dict.fromkeys(new_pods, now))
         if d.delete_job:

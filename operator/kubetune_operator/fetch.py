@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -11,6 +10,7 @@ from kubernetes import client
 from kubetune_operator import metrics
 from kubetune_operator.api import constants as c
 from kubetune_operator.apply import as_json
+from kubetune_operator.decode import bounded_copy
 
 PodIndex = Mapping[tuple[str, str], Iterable[dict[str, Any]]]
 JobIndex = Mapping[tuple[str, str], Iterable[dict[str, Any]]]
@@ -53,7 +53,7 @@ class Reader:
         body = choose_newer(indexed, self.newer.get(key))
         if body is indexed:
             self.newer.pop(key, None)
-        return copy.deepcopy(body)
+        return bounded_copy(body)
 
     def remember(self, body: dict[str, Any], replaces: str | None) -> None:
         """`body` is newer than version `replaces`, which the index may still hold a while.
@@ -82,7 +82,7 @@ class Reader:
                 self.newer.pop(key, None)
                 return None
             raise
-        body = dict(as_json(resp))
+        body = job_entry(as_json(resp))
         self.stale.discard(key)
         if self.job_index is not None:
             indexed = _first(self.job_index.get(key, ()))
@@ -121,9 +121,12 @@ def choose_newer(
 
 
 def job_entry(body: Mapping[str, Any]) -> dict[str, Any]:
-    """What the job index keeps of a FineTuneJob: everything but managedFields, a private copy."""
+    """What the job index keeps of a FineTuneJob: everything but managedFields, a private copy
+    whose depth is bounded (decode.bounded_copy), so no job nests deeper than a pass can take."""
     meta = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
-    return copy.deepcopy({**{k: v for k, v in body.items() if k != "metadata"}, "metadata": meta})
+    return dict(
+        bounded_copy({**{k: v for k, v in body.items() if k != "metadata"}, "metadata": meta})
+    )
 
 
 def _first(values: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
@@ -138,12 +141,12 @@ def index_entry(pod: Mapping[str, Any]) -> dict[str, Any]:
     """What the pod index keeps of a pod: all that observing a worker reads (metadata without
     managedFields, status, two spec fields), a private copy. A few hundred bytes instead of
     the whole pod keeps the operator small with ten thousand pods."""
-    meta = {k: copy.deepcopy(v) for k, v in pod.get("metadata", {}).items() if k != "managedFields"}
+    meta = {k: bounded_copy(v) for k, v in pod.get("metadata", {}).items() if k != "managedFields"}
     spec = pod.get("spec") or {}
     return {
         "metadata": meta,
         "spec": {k: spec[k] for k in ("nodeName", "terminationGracePeriodSeconds") if k in spec},
-        "status": copy.deepcopy(dict(pod.get("status") or {})),
+        "status": bounded_copy(dict(pod.get("status") or {})),
     }
 
 

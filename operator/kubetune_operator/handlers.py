@@ -15,7 +15,7 @@ from typing import Any
 import kopf
 from kubernetes import client, config
 
-from kubetune_operator import metrics
+from kubetune_operator import decode, metrics
 from kubetune_operator.api import constants as c
 from kubetune_operator.apply import Writer
 from kubetune_operator.changes import WorkerChanges
@@ -26,6 +26,9 @@ from kubetune_operator.queue import RECONCILE_WORKERS, JobQueue
 from kubetune_operator.reconcile.plan import OperatorSettings
 
 METRICS_PORT_ENV = "KUBETUNE_METRICS_PORT"
+
+# Before Kopf reads anything: no object, however deep it nests, may end its watch streams.
+decode.guard_kopf()
 
 
 def api_client(connections: int = RECONCILE_WORKERS + APPLY_WORKERS) -> client.ApiClient:

@@ -1,14 +1,14 @@
-"""Helpers for the end-to-end scenarios: one world (control plane, operator, node agent, S3)
-shared by a test module, FineTuneJobs applied with kubectl, and measurements of each fault.
+"""Helpers for the end-to-end scenarios: one world (control plane, a real node, the operator
+installed by helm from its built image, an S3 server) shared by a test module, FineTuneJobs
+applied with kubectl, and measurements of each fault.
 
-Nothing here fakes a component: the operator is `kopf run`, the pods are real trainer process
-trees run by the node agent, the bucket is moto's S3 HTTP server on 127.0.0.1.
+Nothing here fakes a component: kubelet runs the pods from the built images with containerd and
+runc, the operator is the chart's Deployment, the bucket is MinIO on the node's bridge address.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -23,9 +23,12 @@ from kubernetes import client
 
 from kubetune_operator.api import constants as c
 from kubetune_operator.reconcile import names
-from tests.e2e.nodeagent import NodeAgent
-from tests.harness import ControlPlane, eventually
-from tests.harness.procs import free_port
+from tests.harness import ControlPlane, eventually, network
+from tests.harness.images import Image
+from tests.harness.node import Node
+from tests.harness.procs import spawn, stop
+from tests.k8s.chart.test_install import helm
+from tests.unit.chart.helm import CHART
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 CREDENTIALS = {
@@ -34,47 +37,73 @@ CREDENTIALS = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 S3_SECRET = "object-store"
-# What the trainer image defines; the node agent puts it in every container's environment.
-REPO = Path(__file__).resolve().parents[2]
-IMAGE_ENV = {
-    # The image holds the checkout under test, whichever checkout the environment's editable
-    # install points at.
-    "PYTHONPATH": f"{REPO / 'operator'}:{REPO / 'trainer'}",
-    "DS_ACCELERATOR": "cpu",
-    "OMP_NUM_THREADS": "1",
-    # Its own op cache: torch keys rebuilds on ninja's command hashes, which differ between
-    # ninja versions, so a cache shared with runs that use another ninja is rebuilt every time.
-    "TORCH_EXTENSIONS_DIR": str(Path.home() / ".cache" / "kubetune" / "torch_extensions-e2e"),
-    "TOKENIZERS_PARALLELISM": "false",
-}
+OPERATOR_NAMESPACE = "kubetune-system"
+# One trainer thread per process: two workers share this machine's two cores.
+TRAINER_ENV = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def free_port_on(host: str) -> int:
+    """A TCP port nothing listens on at `host` right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 class S3:
-    """moto's S3 server in a thread on a fixed 127.0.0.1 port, stoppable and restartable
-    (objects live in moto's in-process backend, so they survive a restart)."""
+    """The S3 server of the scenarios, on the node's bridge address (pods and the tests reach it
+    there); stoppable and restartable, its objects kept across a restart.
 
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.endpoint = f"http://127.0.0.1:{self.port}"
-        self.server: Any = None
+    MinIO, the S3 server on-premises clusters run, built by hack/build-node.sh; where that
+    binary is missing, moto's S3 server in this process (its objects live in memory)."""
+
+    def __init__(self, minio: Path, data_dir: Path, log: Path) -> None:
+        self.minio, self.data_dir, self.log = minio, data_dir, log
+        self.port = free_port_on(network.NODE_IP)
+        self.endpoint = f"http://{network.NODE_IP}:{self.port}"
+        self.kind = "MinIO" if minio.exists() else "moto"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.moto: Any = None
 
     def start(self) -> S3:
-        import logging
+        if self.kind == "MinIO":
+            self._start_minio()
+        else:
+            from moto.server import ThreadedMotoServer
 
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
-        eventually(self._answers, 15, "S3 server answering")
+            self.moto = ThreadedMotoServer(ip_address=network.NODE_IP, port=self.port)
+            self.moto.start()
+        eventually(self._answers, 60, f"{self.kind} answering", self.log)
         return self
 
+    def _start_minio(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(self.data_dir.parent),
+            "MINIO_ROOT_USER": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "MINIO_ROOT_PASSWORD": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+            "MINIO_BROWSER": "off",
+            "MINIO_UPDATE": "off",
+        }
+        self.proc = spawn(
+            [str(self.minio), "server", str(self.data_dir), "--quiet",
+             "--address", f"{network.NODE_IP}:{self.port}", "--console-address", "127.0.0.1:0"],
+            self.log, env,
+        )  # fmt: skip
+
     def stop(self) -> None:
-        if self.server is not None:
-            self.server.stop()
-            self.server = None
+        if self.proc is not None:
+            stop(self.proc)
+            self.proc = None
+        if self.moto is not None:
+            self.moto.stop()
+            self.moto = None
 
     def _answers(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"MinIO exited with {self.proc.returncode}; log {self.log}")
         try:
             self.client().list_buckets()
             return True
@@ -114,16 +143,83 @@ class S3:
         return json.loads(self.client().get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
-def build_deepspeed_ops() -> float:
-    """Build (or find up to date) DeepSpeed's CPU comm op in the pods' op cache, with the
-    project environment's ninja first on PATH as in the pods; returns the seconds it took."""
-    started = time.monotonic()
-    env = {**os.environ, **IMAGE_ENV, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    code = "from deepspeed.ops.op_builder.cpu import ShareMemCommBuilder as B; B().load()"
-    subprocess.run(
-        [sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=600
-    )
-    return time.monotonic() - started
+class ChartOperator:
+    """The operator as users install it: `helm install` of charts/kubetune with the built
+    operator image, its trainer image the built CPU trainer; on the real node."""
+
+    def __init__(
+        self, cp: ControlPlane, node: Node, images: dict[str, Image], workdir: Path
+    ) -> None:
+        self.cp, self.node, self.images, self.workdir = cp, node, images, workdir
+        self.release = "kubetune"
+        self.namespace = OPERATOR_NAMESPACE
+
+    def values(self) -> list[str]:
+        """--set values: the built images (never pulled), a shorter SIGTERM grace for tests."""
+        op_repo, op_tag = self.images["operator"].ref.rsplit(":", 1)
+        tr_repo, tr_tag = self.images["trainer"].ref.rsplit(":", 1)
+        sets = [
+            f"image.repository={op_repo}", f"image.tag={op_tag}", "image.pullPolicy=Never",
+            f"trainer.image.repository={tr_repo}", f"trainer.image.tag={tr_tag}",
+            "trainer.imagePullPolicy=Never", "trainer.terminationGracePeriodSeconds=60",
+        ]  # fmt: skip
+        return [arg for s in sets for arg in ("--set", s)]
+
+    def install(self) -> float:
+        """helm install, then wait until the operator pod is Ready; the seconds it took."""
+        started = time.monotonic()
+        helm(
+            self.cp, self.workdir, "install", self.release, str(CHART), "-n", self.namespace,
+            "--create-namespace", *self.values(),
+        )  # fmt: skip
+        self.wait_ready(180)
+        return time.monotonic() - started
+
+    def uninstall(self) -> None:
+        helm(self.cp, self.workdir, "uninstall", self.release, "-n", self.namespace, check=False)
+
+    def pod(self) -> dict[str, Any]:
+        """The operator's (only) pod."""
+        out = self.cp.kubectl(
+            "get", "pods", "-n", self.namespace, "-l", "app.kubernetes.io/name=kubetune",
+            "-o", "json",
+        )  # fmt: skip
+        items = json.loads(out.stdout)["items"]
+        assert len(items) == 1, [p["metadata"]["name"] for p in items]
+        return dict(items[0])
+
+    def ready(self) -> bool:
+        conds = (self.pod().get("status") or {}).get("conditions") or []
+        return any(x["type"] == "Ready" and x["status"] == "True" for x in conds)
+
+    def wait_ready(self, timeout: float) -> None:
+        eventually(self.ready, timeout, "operator pod Ready")
+
+    def metrics(self) -> str:
+        """The operator's /metrics, scraped at its pod address as Prometheus would."""
+        ip = self.pod()["status"]["podIP"]
+        with NO_PROXY.open(f"http://{ip}:8080/metrics", timeout=5) as r:
+            return str(r.read().decode())
+
+    def kill(self) -> None:
+        """SIGKILL the operator's process; kubelet restarts the container."""
+        pod = self.pod()
+        self.node.kill_container(self.namespace, pod["metadata"]["name"], "operator")
+
+    def restarts(self) -> int:
+        statuses = (self.pod().get("status") or {}).get("containerStatuses") or [{}]
+        return int(statuses[0].get("restartCount", 0))
+
+    def log(self) -> str:
+        return self.cp.kubectl(
+            "logs",
+            "-n",
+            self.namespace,
+            "-l",
+            "app.kubernetes.io/name=kubetune",
+            "--tail=300",
+            check=False,
+        ).stdout
 
 
 def build_tiny_model(folder: Path) -> tuple[Path, Path]:
@@ -146,9 +242,10 @@ def job_manifest(
     backoff_limit: int = 2,
     keep_last: int = 10,
     env: dict[str, str] | None = None,
+    limits: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """A 2-worker LoRA job (ZeRO-2, fp32, CPU): model, data, checkpoints and output in one
-    bucket."""
+    bucket, on the S3 server the pods reach on the node's bridge address."""
     return {
         "apiVersion": c.API_VERSION,
         "kind": c.KIND,
@@ -189,8 +286,9 @@ def job_manifest(
                         "name": "KUBETUNE_METRICS_ADDR",
                         "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
                     },
-                    *({"name": k, "value": v} for k, v in (env or {}).items()),
+                    *({"name": k, "value": v} for k, v in {**TRAINER_ENV, **(env or {})}.items()),
                 ],
+                **({"limits": limits} if limits else {}),
             },
             "checkpoint": {
                 "uri": f"s3://{bucket}/checkpoints",
@@ -214,12 +312,13 @@ class World:
     api: client.ApiClient
     namespace: str
     s3: S3
-    agent: NodeAgent
-    operator: Any
+    node: Node
+    operator: ChartOperator
     model: Path
     data: Path
     workdir: Path
     results: list[dict[str, Any]] = field(default_factory=list)
+    waits: dict[str, float] = field(default_factory=dict)
 
     # -- jobs --------------------------------------------------------------------------------
     def new_bucket(self, name: str) -> str:
@@ -248,7 +347,9 @@ class World:
     def status(self, name: str) -> dict[str, Any]:
         return dict(self.job(name).get("status") or {})
 
-    def wait_phase(self, name: str, phases: tuple[str, ...], timeout: float) -> dict[str, Any]:
+    def wait_phase(
+        self, name: str, phases: tuple[str, ...], timeout: float, poll: float = 0.25
+    ) -> dict[str, Any]:
         """The status once its phase is one of `phases`; fails early on an unexpected Failed."""
 
         def check() -> dict[str, Any] | None:
@@ -260,7 +361,7 @@ class World:
             return None
 
         try:
-            return dict(eventually(check, timeout, f"job {name} reaching {phases}"))
+            return dict(eventually(check, timeout, f"job {name} reaching {phases}", poll=poll))
         except AssertionError as err:
             raise AssertionError(f"{err}\n{self.debug(name)}") from None
 
@@ -282,7 +383,7 @@ class World:
             "--wait=false",
             check=False,
         )
-        eventually(lambda: not self.pods(name), 60, f"pods of {name} gone")
+        eventually(lambda: not self.pods(name), 120, f"pods of {name} gone")
 
     # -- pods and metrics --------------------------------------------------------------------
     def pods(self, job: str) -> list[dict[str, Any]]:
@@ -299,13 +400,22 @@ class World:
     def worker(self, job: str, attempt: int, index: int = 0) -> str:
         return names.worker_pod(job, attempt, index)
 
+    def pod_ip(self, pod: str) -> str | None:
+        try:
+            body = client.CoreV1Api(self.api).read_namespaced_pod(pod, self.namespace)
+        except client.ApiException:
+            return None
+        return body.status.pod_ip if body.status else None
+
     def trainer_metrics(self, job: str, attempt: int, index: int = 0) -> str | None:
         """The /metrics text of a worker's rank, scraped at its pod address (None if down)."""
+        ip = self.pod_ip(self.worker(job, attempt, index))
+        if not ip:
+            return None
         try:
-            ip = self.agent.pod_ip(self.namespace, self.worker(job, attempt, index))
             with NO_PROXY.open(f"http://{ip}:{c.TRAINER_METRICS_PORT}/metrics", timeout=2) as r:
                 return str(r.read().decode())
-        except (KeyError, OSError):
+        except OSError:
             return None
 
     def trainer_step(self, job: str, attempt: int) -> int | None:
@@ -334,9 +444,12 @@ class World:
             raise AssertionError(f"{err}\n{self.debug(job)}") from None
 
     def kill_worker(self, job: str, attempt: int, index: int) -> None:
-        import signal
+        """SIGKILL the trainer container's process, as the kernel or a crash would."""
+        self.node.kill_container(self.namespace, self.worker(job, attempt, index), "trainer")
 
-        self.agent.kill_pod(self.namespace, self.worker(job, attempt, index), signal.SIGKILL)
+    def pod_logs(self, job: str) -> list[Path]:
+        """Every trainer log kubelet wrote for the job's pods, attempt by attempt."""
+        return sorted(self.node.pod_log_dir.glob(f"{self.namespace}_{job}-*/trainer/*.log"))
 
     def run_card(self, bucket: str) -> dict[str, Any]:
         return dict(self.s3.read_json(bucket, "model/kubetune_run.json"))
@@ -346,9 +459,9 @@ class World:
         lines = [f"status: {json.dumps(self.status(job), indent=1)[:3000]}"]
         for pod in self.pods(job):
             lines.append(f"pod {pod['metadata']['name']}: {pod.get('status', {}).get('phase')}")
-        for log in sorted(self.agent.log_dir.glob(f"{self.namespace}_{job}-*.log")):
+        for log in self.pod_logs(job):
             tail = log.read_text(errors="replace").splitlines()[-25:]
-            lines += [f"--- {log.name}", *tail]
+            lines += [f"--- {log.parent.parent.name}", *tail]
         return "\n".join(lines)
 
     # -- results -----------------------------------------------------------------------------

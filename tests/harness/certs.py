@@ -1,5 +1,6 @@
 """Certificates for a throwaway control plane: a CA, the apiserver's serving cert, an admin
-client cert and the service-account signing key pair, all written as PEM files."""
+client cert, the apiserver's client cert for kubelets and the service-account signing key pair,
+all written as PEM files. A node signs its own certificates with the same CA (`issue`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from tests.harness import network
 
 VALIDITY = datetime.timedelta(days=2)
 
@@ -28,6 +31,8 @@ class CertFiles:
     admin_key: Path
     sa_public: Path
     sa_private: Path
+    kubelet_client_cert: Path
+    kubelet_client_key: Path
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -99,8 +104,11 @@ def issue(
     *,
     organization: str | None = None,
     server: bool = False,
+    dns_names: tuple[str, ...] = (),
+    ips: tuple[str, ...] = (),
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    """A leaf cert signed by the CA: a serving cert for 127.0.0.1/localhost, or a client cert."""
+    """A leaf cert signed by the CA: a serving cert for 127.0.0.1/localhost (and the extra
+    names and addresses given), or a client cert."""
     key = _new_key()
     usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
     builder = _builder(_name(common_name, organization), ca_cert.subject, key.public_key())
@@ -110,8 +118,8 @@ def issue(
     )
     if server:
         sans: list[x509.GeneralName] = [
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            *(x509.DNSName(d) for d in ("localhost", *dns_names)),
+            *(x509.IPAddress(ipaddress.ip_address(i)) for i in ("127.0.0.1", *ips)),
         ]
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return builder.sign(ca_key, hashes.SHA256()), key
@@ -128,12 +136,44 @@ def _cert_pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
+def write_pair(
+    directory: Path, name: str, pair: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+) -> tuple[Path, Path]:
+    """Write <name>.crt and <name>.key; returns both paths."""
+    cert, key = pair
+    return _write(directory / f"{name}.crt", _cert_pem(cert)), _write(
+        directory / f"{name}.key", _key_pem(key)
+    )
+
+
+def load_ca(files: CertFiles) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """The CA certificate and key back from their files (a node signs its certs with them)."""
+    cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return cert, key
+
+
 def write_all(directory: Path) -> CertFiles:
     """Generate every certificate and key the control plane needs into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     ca_cert, ca_key = make_ca()
-    serving_cert, serving_key = issue(ca_cert, ca_key, "kube-apiserver", server=True)
+    # In-cluster clients (pods of a real node) reach the apiserver as the `kubernetes` Service.
+    serving_cert, serving_key = issue(
+        ca_cert,
+        ca_key,
+        "kube-apiserver",
+        server=True,
+        dns_names=network.API_SERVICE_NAMES,
+        ips=(network.API_SERVICE_IP,),
+    )
     admin_cert, admin_key = issue(ca_cert, ca_key, "kubetune-admin", organization="system:masters")
+    kubelet_client = issue(
+        ca_cert, ca_key, "kube-apiserver-kubelet-client", organization="system:masters"
+    )
+    kubelet_client_cert, kubelet_client_key = write_pair(
+        directory, "apiserver-kubelet-client", kubelet_client
+    )
     sa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     sa_public = sa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -147,4 +187,6 @@ def write_all(directory: Path) -> CertFiles:
         admin_key=_write(directory / "admin.key", _key_pem(admin_key)),
         sa_public=_write(directory / "sa.pub", sa_public),
         sa_private=_write(directory / "sa.key", _key_pem(sa_key)),
+        kubelet_client_cert=kubelet_client_cert,
+        kubelet_client_key=kubelet_client_key,
     )

@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness import binaries, certs, kubeconfig, procs
+from tests.harness import binaries, certs, kubeconfig, network, procs
 
 LOOPBACK_NO_PROXY = "127.0.0.1,localhost"
-SERVICE_CIDR = "10.0.0.0/24"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 ADMIN_SA_NAMESPACE = "kube-system"
 ADMIN_SA_NAME = "kubetune-test-admin"
@@ -184,7 +183,9 @@ def etcd_args(data_dir: Path, client_port: int, peer_port: int) -> list[str]:
 
 
 def apiserver_args(c: certs.CertFiles, etcd_url: str, port: int, cert_dir: Path) -> list[str]:
-    """kube-apiserver flags: loopback only, client-cert + SA token auth, RBAC."""
+    """kube-apiserver flags: loopback only, client-cert + SA token auth, Node + RBAC
+    authorization, and what a real node needs: the kubelet client cert (logs, exec) and
+    node addresses by InternalIP (the bridge address of tests.harness.node)."""
     return [
         f"--etcd-servers={etcd_url}",
         "--bind-address=127.0.0.1",
@@ -198,8 +199,12 @@ def apiserver_args(c: certs.CertFiles, etcd_url: str, port: int, cert_dir: Path)
         f"--service-account-issuer={SA_ISSUER}",
         f"--service-account-key-file={c.sa_public}",
         f"--service-account-signing-key-file={c.sa_private}",
-        f"--service-cluster-ip-range={SERVICE_CIDR}",
-        "--authorization-mode=RBAC",
+        f"--service-cluster-ip-range={network.SERVICE_CIDR}",
+        "--authorization-mode=Node,RBAC",
+        f"--kubelet-client-certificate={c.kubelet_client_cert}",
+        f"--kubelet-client-key={c.kubelet_client_key}",
+        f"--kubelet-certificate-authority={c.ca_cert}",
+        "--kubelet-preferred-address-types=InternalIP",
         "--allow-privileged=true",
         "--profiling=false",
         "--v=1",

@@ -14,10 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from kubetune_trainer import tiny
+from kubetune_trainer.checkpoint.seal import Seal
 from tests.harness import eventually
 
 LOGIT_ATOL = 1e-4  # fp32 export and reload of the same weights; only op order may differ
 EXTENSIONS_DIR = Path.home() / ".cache" / "kubetune" / "torch_extensions"
+# The namespace's checkpoint key, as the operator's Secret gives it to every worker.
+CHECKPOINT_KEY = "kubetune-test-checkpoint-key"
 CLI = [sys.executable, "-m", "kubetune_trainer.launch"]
 
 
@@ -38,6 +41,11 @@ class Run:
         """The JSON-lines progress events."""
         path = self.workdir / "progress.jsonl"
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def seal_of(workdir: Path) -> Seal:
+    """What signs the checkpoints of the run in `workdir` (job name = folder name)."""
+    return Seal(CHECKPOINT_KEY.encode(), f"default/{workdir.name}")
 
 
 def make_data(folder: Path) -> tuple[Path, Path]:
@@ -81,6 +89,7 @@ def env_for(workdir: Path, extra: dict[str, str] | None = None) -> dict[str, str
         DS_ACCELERATOR="cpu",
         OMP_NUM_THREADS="1",
         KUBETUNE_EXPORT_PROBE=str(workdir / "probe.safetensors"),
+        KUBETUNE_CHECKPOINT_KEY=CHECKPOINT_KEY,
         NO_PROXY="127.0.0.1,localhost",
     )
     env.update(extra or {})
@@ -174,6 +183,5 @@ def kubetune_export(
 ) -> subprocess.CompletedProcess[str]:
     """`kubetune export CHECKPOINT OUT [args]`, as a user runs it."""
     cmd = [sys.executable, "-m", "kubetune_operator.cli", "export", checkpoint, str(out), *args]
-    return subprocess.run(
-        cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600
-    )
+    env = {**os.environ, "KUBETUNE_CHECKPOINT_KEY": CHECKPOINT_KEY, **(env or {})}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

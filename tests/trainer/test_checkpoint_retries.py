@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from kubetune_trainer.checkpoint.manager import upload_rank, with_retries
+from kubetune_trainer.checkpoint.seal import Seal
 from kubetune_trainer.checkpoint.storage import FileStorage
 
 pytestmark = pytest.mark.unit
@@ -47,7 +48,7 @@ def test_retries_with_backoff_until_it_works(tmp_path: Path) -> None:
     store = Outage(str(tmp_path / "store"), failures=4)
 
     record = with_retries(
-        lambda: upload_rank(store, folder, "step-00000010", 0),
+        lambda: upload_rank(store, folder, "step-00000010", 0, Seal(b"key", "team/job")),
         "upload",
         give_up_after=60,
         sleep=clock.sleep,

@@ -21,6 +21,7 @@ from kubetune_operator.reconcile.render import render
 from kubetune_trainer import gpu_oom
 from kubetune_trainer.checkpoint.manager import FAULT_UPLOAD_PAUSE
 from kubetune_trainer.checkpoint.manifest import committed, files_to_fetch
+from kubetune_trainer.checkpoint.seal import Seal
 from kubetune_trainer.checkpoint.storage import S3Storage
 from kubetune_trainer.config import GRACE_ENV, StorageConfig
 from kubetune_trainer.errors import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_PREEMPTED
@@ -35,6 +36,7 @@ from .harness import (
     launch,
     probe_at,
     reload_logits,
+    seal_of,
     start,
     wait_for,
 )
@@ -77,6 +79,7 @@ def fake_torn(
     st: S3Storage,
     source: str,
     tag: str,
+    seal: Seal,
     *,
     manifest: str,
     drop: str | None = None,
@@ -91,10 +94,10 @@ def fake_torn(
         if drop and name.startswith(drop):
             continue
         body = st.get_bytes(key) or b""
-        if name == "manifest.json":
+        if name == "manifest.json":  # as the job itself would have committed it
             m = json.loads(body)
             m.update(tag=tag, step=int(tag.split("-")[1]))
-            body = json.dumps(m).encode()
+            body = json.dumps(seal.sign(m)).encode()
         if corrupt and name.startswith(corrupt):
             body = bytes(b ^ 0xFF for b in body[:64]) + body[64:]
         client.put_object(Bucket=st.bucket, Key=f"{st.prefix}/{tag}/{name}", Body=body)
@@ -178,20 +181,26 @@ def test_kill_resume_from_s3_skips_torn_and_matches_uninterrupted(
     kill_after_a_checkpoint(work, cfg, env)
 
     st = store(s3_server, s3_bucket, "run")
-    good, _ = committed(st)
+    good, _ = committed(st, seal_of(work))
     latest = good[0]
     fake_torn(
-        st, latest.tag, "step-00000025", manifest="absent", drop="zero_pp_rank_1"
+        st, latest.tag, "step-00000025", seal_of(work), manifest="absent", drop="zero_pp_rank_1"
     )  # upload cut
     fake_torn(
         st,
         latest.tag,
         "step-00000026",
+        seal_of(work),
         manifest="present",
         corrupt="zero_pp_rank_0_mp_rank_00_optim",
     )  # bad sha256
     fake_torn(
-        st, latest.tag, "step-00000027", manifest="present", drop="zero_pp_rank_1_mp_rank_00_model"
+        st,
+        latest.tag,
+        "step-00000027",
+        seal_of(work),
+        manifest="present",
+        drop="zero_pp_rank_1_mp_rank_00_model",
     )  # file lost
 
     resumed = launch(work, cfg, env)
@@ -241,7 +250,7 @@ def test_sigterm_commits_a_checkpoint_and_exits_preempted(
     proc.send_signal(signal.SIGTERM)  # what the kubelet sends to the container's first process
     run = finish(proc, tmp_path, began)
     assert run.code == EXIT_PREEMPTED, run.log[-4000:]
-    good, skipped = committed(store(s3_server, s3_bucket, "ck"))
+    good, skipped = committed(store(s3_server, s3_bucket, "ck"), seal_of(tmp_path))
     assert good and not skipped, (good, skipped)
     last = run.progress()[-1]
     assert last["event"] == "checkpoint" and last["checkpoint"]["step"] == good[0].step >= 5
@@ -267,7 +276,7 @@ def test_sigterm_leaves_a_slow_upload_the_pods_grace_period(
     proc.send_signal(signal.SIGTERM)
     run = finish(proc, tmp_path, began, timeout=300)
     assert run.code == EXIT_PREEMPTED, run.log[-4000:]
-    good, skipped = committed(store(s3_server, s3_bucket, "slow"))
+    good, skipped = committed(store(s3_server, s3_bucket, "slow"), seal_of(tmp_path))
     assert good and not skipped, (good, skipped)
     assert run.progress()[-1]["checkpoint"]["step"] == good[0].step >= 3
 
@@ -323,7 +332,7 @@ def test_gpu_out_of_memory_on_one_rank_exits_45_with_advice_and_keeps_checkpoint
     assert run.code == EXIT_GPU_OOM, run.log[-4000:]
     assert "GPU out of memory at micro-batch 8 x 64 tokens" in run.log
     assert "spec.training.microBatchSize" in run.log
-    good, _ = committed(store(s3_server, s3_bucket, "oom"))
+    good, _ = committed(store(s3_server, s3_bucket, "oom"), seal_of(tmp_path))
     assert [c.step for c in good] == [6, 3], good
 
     # What the failure message advises: a new job, half the micro-batch, the same global batch,
@@ -358,7 +367,7 @@ def test_kill_resume_with_dropout_under_zero2_matches_uninterrupted(
     ref = launch(tmp_path / "ref", cfg_for("ref"), env)
     assert ref.code == 0, ref.log[-4000:]
     kill_after_a_checkpoint(tmp_path / "run", cfg_for("run"), env)
-    latest = committed(store(s3_server, s3_bucket, "run"))[0][0]
+    latest = committed(store(s3_server, s3_bucket, "run"), seal_of(tmp_path / "run"))[0][0]
 
     resumed = launch(tmp_path / "run", cfg_for("run"), env)
     assert resumed.code == 0, resumed.log[-4000:]
@@ -370,3 +379,48 @@ def test_kill_resume_with_dropout_under_zero2_matches_uninterrupted(
     assert "rng_state_rank_00000.pt" in src["fetched"] and src["rng_restored"], src
     diff = assert_same_as_uninterrupted(ref, resumed, latest.step)
     print(f"\nZeRO-2, dropout 0.2, resume from {latest.tag}: max |param diff| {diff:.2e}")
+
+
+class Planted:
+    """Unpickling this object creates `marker` (a pickle may call anything it names)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.slow
+def test_a_checkpoint_planted_in_the_store_is_never_unpickled(
+    tmp_path: Path, tiny_base: Path, task_data: Any
+) -> None:
+    """Someone who can write the checkpoint store plants a newer "checkpoint" whose model
+    states unpickle to code, with a manifest of the right sizes and checksums. The trainer
+    refuses it (not signed with the namespace's key) and trains from step 0."""
+    import hashlib
+
+    store, marker = tmp_path / "store", tmp_path / "pwned"
+    planted = store / "step-00000099"
+    planted.mkdir(parents=True)
+    torch.save({"module": Planted(marker)}, planted / "mp_rank_00_model_states.pt")
+    files = {
+        p.name: {"size": p.stat().st_size, "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
+        for p in planted.iterdir()
+    }
+    manifest = {"tag": planted.name, "step": 99, "world_size": 2, "files": files}
+    (planted / "manifest.json").write_text(json.dumps(manifest))
+
+    cfg = config(
+        tmp_path / "run", tiny_base, task_data,
+        training={"max_steps": 3, "eval_every_steps": None},
+        checkpoint={"uri": f"file://{store}"},
+    )  # fmt: skip
+    run = launch(tmp_path / "run", cfg)
+    assert not marker.exists(), "the planted pickle ran"
+    assert run.code == 0, run.log[-4000:]
+    assert "not resuming from checkpoint step-00000099: not signed" in run.log
+    card = run.card()
+    assert card["checkpoints"]["resumed_from"] is None
+    assert card["training"]["start_step"] == 0 and card["training"]["steps"] == 3
+    assert (planted / "mp_rank_00_model_states.pt").exists()  # not ours to delete either

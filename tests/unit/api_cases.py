@@ -122,7 +122,7 @@ INVALID_CASES: list[InvalidCase] = [
     case(
         "keep-last-0",
         "spec.checkpoint.keepLast",
-        _set("spec.checkpoint", {"uri": "s3://c/p", "keepLast": 0}),
+        _set("spec.checkpoint", {"uri": "s3://ckpt/p", "keepLast": 0}),
     ),
     # unknown enum values
     case("method-prefix-tuning", "spec.method.type", _set("spec.method.type", "prefix-tuning")),
@@ -160,7 +160,7 @@ INVALID_CASES: list[InvalidCase] = [
     case(
         "resume-latest",
         "spec.checkpoint.resume",
-        _set("spec.checkpoint", {"uri": "s3://c/p", "resume": "latest"}),
+        _set("spec.checkpoint", {"uri": "s3://ckpt/p", "resume": "latest"}),
     ),
     case("name-with-dot", "metadata.name", _set("metadata.name", "my.job")),
     case("name-too-long", "metadata.name", _set("metadata.name", "j" * 46)),
@@ -318,7 +318,7 @@ IMMUTABLE_EDITS: list[tuple[str, str, Any]] = [
     ("spec.method.lora.r", "spec.method", 32),
     ("spec.model.source", "spec.model", "hf://org/other-model"),
     ("spec.runPolicy.backoffLimit", "spec.runPolicy", 9),
-    ("spec.checkpoint", "spec.checkpoint", {"uri": "s3://c/p"}),
+    ("spec.checkpoint", "spec.checkpoint", {"uri": "s3://ckpt/p"}),
     ("spec.training.performance.ligerKernels", "spec.training", "off"),
     ("spec.tracking.mlflow", "spec.tracking", {"trackingUri": "http://mlflow:5000"}),
 ]

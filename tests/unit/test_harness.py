@@ -12,7 +12,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.harness import certs, controlplane, kubeconfig, procs
+from tests.harness import certs, controlplane, kubeconfig, network, procs
 
 pytestmark = pytest.mark.unit
 
@@ -26,12 +26,15 @@ def load(path: Path) -> x509.Certificate:
     return x509.load_pem_x509_certificate(path.read_bytes())
 
 
-def test_serving_cert_is_for_loopback_and_signed_by_the_ca(pki: certs.CertFiles) -> None:
+def test_serving_cert_is_for_loopback_and_the_kubernetes_service(pki: certs.CertFiles) -> None:
     ca, serving = load(pki.ca_cert), load(pki.serving_cert)
     serving.verify_directly_issued_by(ca)
     sans = serving.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert sans.get_values_for_type(x509.DNSName) == ["localhost"]
-    assert sans.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
+    assert sans.get_values_for_type(x509.DNSName) == ["localhost", *network.API_SERVICE_NAMES]
+    assert sans.get_values_for_type(x509.IPAddress) == [
+        ipaddress.ip_address("127.0.0.1"),
+        ipaddress.ip_address(network.API_SERVICE_IP),
+    ]
     usage = serving.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert ExtendedKeyUsageOID.SERVER_AUTH in usage
 
@@ -46,7 +49,7 @@ def test_admin_cert_is_in_system_masters(pki: certs.CertFiles) -> None:
 
 
 def test_key_files_are_private(pki: certs.CertFiles) -> None:
-    for key in (pki.ca_key, pki.serving_key, pki.admin_key, pki.sa_private):
+    for key in (pki.ca_key, pki.serving_key, pki.admin_key, pki.sa_private, pki.kubelet_client_key):
         assert key.stat().st_mode & 0o077 == 0, key
 
 

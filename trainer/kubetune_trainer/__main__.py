@@ -23,6 +23,7 @@ from .errors import (
     TERMINATION_LOG,
     BadInputError,
 )
+from .redact import setup_logging
 
 
 def report_error(message: str, termination_log: str = TERMINATION_LOG) -> None:
@@ -87,10 +88,7 @@ def run(argv: list[str] | None = None) -> int:
         help="TrainerConfig JSON",
     )
     args = p.parse_args(argv)
-    logging.basicConfig(
-        level=os.environ.get("KUBETUNE_LOG_LEVEL", "WARNING"),
-        format="%(asctime)s %(name)s %(message)s",
-    )
+    setup_logging(os.environ.get("KUBETUNE_LOG_LEVEL", "WARNING"))
     try:
         cfg = load_config(args.config)
     except BadInputError as e:

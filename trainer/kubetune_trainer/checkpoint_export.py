@@ -24,10 +24,12 @@ from . import model as model_mod
 from .adapter import BaseRef
 from .checkpoint.manager import download
 from .checkpoint.manifest import Committed, committed, step_of
+from .checkpoint.seal import Seal
 from .checkpoint.storage import open_storage
 from .config import ModelConfig, OutputConfig, StorageConfig, TrainerConfig
 from .errors import BadInputError
 from .model_card import write_model_card
+from .redact import redacted_spec
 
 log = logging.getLogger("kubetune_trainer")
 
@@ -60,11 +62,12 @@ def split_uri(uri: str) -> tuple[str, str]:
     return root, tag
 
 
-def fetch(uri: str, storage: StorageConfig, dest: Path) -> Committed:
-    """Download a committed checkpoint into dest/<tag>, every file checked against its sha256."""
+def fetch(uri: str, storage: StorageConfig, dest: Path, seal: Seal) -> Committed:
+    """Download a committed checkpoint of any job of the namespace (its manifest signed with
+    seal's key) into dest/<tag>, every file checked against its signed sha256."""
     root, tag = split_uri(uri)
     store = open_storage(root, storage)
-    good, skipped = committed(store)
+    good, skipped = committed(store, seal, any_job=True)
     found = next((c for c in good if c.tag == tag), None)
     if found is None:
         why = "; ".join(skipped.get(tag, ["nothing there"]))
@@ -170,7 +173,7 @@ def checkpoint_card(
     metrics = c.manifest.get("metrics") or {}
     return {
         "job": cfg.job.model_dump(),
-        "spec": cfg.spec,
+        "spec": redacted_spec(cfg.spec),
         "model": {
             "source": cfg.model.source,
             "revision": cfg.model.revision,
@@ -202,12 +205,13 @@ def export_checkpoint(
     uri: str,
     out: str,
     work: Path,
+    seal: Seal,
     fmt: str | None = None,
     storage: StorageConfig | None = None,
     out_storage: StorageConfig | None = None,
 ) -> dict[str, Any]:
     """`kubetune export`: the checkpoint at uri as the job's HF output at out; the run card."""
-    c = fetch(uri, storage or StorageConfig(), work / "checkpoint")
+    c = fetch(uri, storage or StorageConfig(), work / "checkpoint", seal)
     cfg = recorded_config(c)
     fmt = fmt or (cfg.output.format if cfg.output else "merged")
     if fmt != "merged" and cfg.method.type not in ("lora", "qlora"):

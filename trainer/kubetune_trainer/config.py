@@ -307,7 +307,10 @@ class TrainerConfig(_Config):
         default_factory=TrackingConfig, description="Experiment tracking."
     )
     spec: dict[str, Any] = Field(
-        default_factory=dict, description="The FineTuneJob spec as applied (for the run card)."
+        default_factory=dict,
+        description="The FineTuneJob spec as applied, for the run card: literal env values and "
+        "credential-looking keys redacted (kubetune_trainer.redact), as this lands in a "
+        "ConfigMap and in the output.",
     )
 
     def to_json(self) -> str:

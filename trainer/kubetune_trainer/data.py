@@ -85,13 +85,13 @@ def split_files(files: list[Path], split: str) -> list[Path]:
     return chosen or files
 
 
-def hub_files(uri: str, split: str) -> tuple[list[Path], str]:
+def hub_files(uri: str, split: str, endpoint: str | None = None) -> tuple[list[Path], str]:
     """Data files of an hf:// dataset repo (or a file/folder in it) and the commit they are at.
 
     A whole repo gives the files named for the split when it has any (the Hub's convention).
     """
     ref = hub.parse(uri, "dataset", dataset=True)
-    snap = hub.download(ref, ref.revision, "dataset", f"dataset {uri!r}")
+    snap = hub.download(ref, ref.revision, "dataset", f"dataset {uri!r}", endpoint)
     if ref.path:
         return data_files(snap.local / ref.path, uri), snap.commit
     return split_files(data_files(snap.local, uri), split), snap.commit
@@ -287,7 +287,7 @@ def load_split(
     sources = []
     commit: str | None = None
     if uri.startswith("hf://"):
-        files, commit = hub_files(uri, split)
+        files, commit = hub_files(uri, split, storage.endpoint if storage else None)
     else:
         files = resolve_files(uri, cache_dir, storage, f"spec.dataset.{split}")
     for path in files:

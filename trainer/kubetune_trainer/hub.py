@@ -1,8 +1,9 @@
 """hf:// sources: a Hub repository (or a path in it) downloaded with huggingface_hub.
 
 Forms: `hf://org/name[@revision][/path/in/repo]`; data fields also accept the
-`hf://datasets/org/name...` spelling. The endpoint comes from HF_ENDPOINT (a private hub or a
-mirror), the token from HF_TOKEN. The revision is resolved to a commit once, and that commit is
+`hf://datasets/org/name...` spelling. The endpoint comes from the store's endpoint field
+(spec.model.endpoint, spec.dataset.endpoint: a private hub or a mirror), else HF_ENDPOINT; the
+token from HF_TOKEN. The revision is resolved to a commit once, and that commit is
 what gets downloaded and recorded in the run card.
 """
 
@@ -54,8 +55,11 @@ def pick_revision(ref: HubRef, revision: str | None, field: str) -> str | None:
     return ref.revision or revision
 
 
-def download(ref: HubRef, revision: str | None, repo_type: str, field: str) -> HubSnapshot:
-    """Resolve the revision to a commit and download that commit (only ref.path if set)."""
+def download(
+    ref: HubRef, revision: str | None, repo_type: str, field: str, endpoint: str | None = None
+) -> HubSnapshot:
+    """Resolve the revision to a commit and download that commit (only ref.path if set), from
+    `endpoint` (the store's endpoint field), else HF_ENDPOINT, else the public Hub."""
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import (
         HfHubHTTPError,
@@ -64,7 +68,7 @@ def download(ref: HubRef, revision: str | None, repo_type: str, field: str) -> H
     )
 
     token = os.environ.get("HF_TOKEN") or None
-    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+    api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token)
     where = f"{field} {repo_type} repo {ref.repo_id!r}"
     try:
         commit = api.repo_info(ref.repo_id, revision=revision, repo_type=repo_type).sha

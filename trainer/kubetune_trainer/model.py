@@ -97,7 +97,9 @@ def fetch_folder(
     if parsed.scheme == "hf":
         ref = hub.parse(source, "model.source", dataset=False)
         rev = hub.pick_revision(ref, revision, "model.revision")
-        snap = hub.download(ref, rev, "model", "model.source")
+        snap = hub.download(
+            ref, rev, "model", "model.source", (storage or StorageConfig()).endpoint
+        )
         folder = snap.local / ref.path if ref.path else snap.local
         return str(folder), snap.commit
     return local_path(source), None

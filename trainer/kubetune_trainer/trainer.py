@@ -23,6 +23,8 @@ from . import perf as perf_mod
 from .checkpoint.listing import best_evaluated
 from .checkpoint.manager import CheckpointManager, Restored
 from .checkpoint.manifest import reads_every_shard, tag_for
+from .checkpoint.seal import Seal
+from .checkpoint.seal import from_env as seal_from_env
 from .checkpoint.storage import join
 from .config import TrainerConfig
 from .dist import DistEnv
@@ -30,6 +32,7 @@ from .flops import flops_per_token
 from .metrics import Metrics, memory_bytes, metrics_port, mfu, peak_flops
 from .model_card import write_model_card
 from .progress import ConsoleSink, FileSink, KubernetesSink, Progress, Sink
+from .redact import redact, redacted_spec
 
 log = logging.getLogger("kubetune_trainer")
 
@@ -47,6 +50,13 @@ def job_key(cfg: TrainerConfig) -> str:
     return hashlib.sha256(f"{cfg.job.namespace}/{cfg.job.name}/{cfg.job.uid}".encode()).hexdigest()[
         :12
     ]
+
+
+def checkpoint_seal(cfg: TrainerConfig) -> Seal:
+    """What signs and verifies this job's checkpoints: the namespace's key from the env (bad
+    input when checkpoints are on and it is missing) and the job's namespace/name."""
+    job = f"{cfg.job.namespace}/{cfg.job.name}"
+    return seal_from_env(job) if cfg.checkpoint.uri else Seal(b"", job)
 
 
 def median_step(ends: list[float], skip: int = 3) -> float | None:
@@ -140,7 +150,13 @@ class Trainer:
             getattr(self.engine, "dp_world_size", env.world_size) != env.world_size
         )
         self.ckpt = CheckpointManager(
-            cfg.checkpoint, env.rank, env.world_size, job_key(cfg), every_shard, self.exports_best
+            cfg.checkpoint,
+            env.rank,
+            env.world_size,
+            job_key(cfg),
+            checkpoint_seal(cfg),
+            every_shard,
+            self.exports_best,
         )
         self.ckpt.lineage = checkpoint_export.lineage(
             cfg, self.precision, self.model_commit, self.source.base, bool(self.source.adapter)
@@ -172,7 +188,7 @@ class Trainer:
         self.metrics = Metrics(cfg.job.name, env.rank)
         self.metrics.serve(metrics_port(cfg.reporting.metrics_port, env.local_rank))
         self.sink = self.make_sink()
-        self.results.start(cfg.model_dump(mode="json"), self.start_step)
+        self.results.start(redact(cfg.model_dump(mode="json")), self.start_step)
         signal.signal(signal.SIGTERM, self._on_sigterm)
         self.engine.train()
         return state
@@ -566,7 +582,7 @@ class Trainer:
         work = export_mod.fresh_dir(
             Path(self.cfg.checkpoint.local_dir) / job_key(self.cfg) / "best"
         )
-        c = checkpoint_export.fetch(uri, self.cfg.checkpoint.storage, work)
+        c = checkpoint_export.fetch(uri, self.cfg.checkpoint.storage, work, self.ckpt.seal)
         weights = checkpoint_export.checkpoint_weights(work, c.tag, self.cfg.deepspeed.zero_stage)
         log.info("exporting checkpoint %s (lowest eval loss)", uri)
         return checkpoint_export.rebuild(
@@ -594,7 +610,7 @@ class Trainer:
         trainable = self.trainable_params()
         return {
             "job": cfg.job.model_dump(),
-            "spec": cfg.spec,
+            "spec": redacted_spec(cfg.spec),  # already without secrets; a config from elsewhere too
             "model": {
                 "source": cfg.model.source,
                 "revision": cfg.model.revision,
@@ -651,6 +667,6 @@ class Trainer:
                 "files_fetched_per_rank": shares["fetched"] if self.restored else None,
                 "committed_steps": self.ckpt.committed_steps,
             },
-            "deepspeed_config": self.ds_config,
+            "deepspeed_config": redact(self.ds_config),
             "software": export_mod.software_versions(),
         }

@@ -65,8 +65,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/*
 Permissions the operator needs in each namespace it watches, and no more. Children are created
-(supporting objects that exist already are then server-side applied: patch; pods never change)
-and cleaned up through owner references, so only pods (ended attempts) and FineTuneJobs (ttlSecondsAfterFinished) are
+(supporting objects that exist already are read, to check that the job owns them, and then
+server-side applied: patch; pods never change) and cleaned up through owner references, so only pods (ended attempts) and FineTuneJobs (ttlSecondsAfterFinished) are
 deleted. The per-job Role it grants the trainer (get this job, get/patch its status) is a subset
 of these grants, so neither escalate nor bind is needed. update on finetunejobs/finalizers lets
 it set blockOwnerDeletion on children a FineTuneJob owns where the OwnerReferencesPermission-
@@ -84,17 +84,39 @@ Enforcement admission plugin is on (OpenShift); it changes no object by itself.
   verbs: ["update"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: [""]
   resources: ["services", "configmaps", "serviceaccounts"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: ["rbac.authorization.k8s.io"]
   resources: ["roles", "rolebindings"]
-  verbs: ["create", "patch"]
+  verbs: ["get", "create", "patch"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["get", "create", "patch"]
 - apiGroups: [""]
   resources: ["events"]
+  verbs: ["create"]
+# The namespace's checkpoint key, made once; never read or changed (pods reference it).
+- apiGroups: [""]
+  resources: ["secrets"]
   verbs: ["create"]
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
   verbs: ["list", "watch", "patch"]
+{{- end -}}
+
+{{/*
+"true" when jobs get a NetworkPolicy: networkPolicy.enabled, or with auto, when the cluster
+serves the API group of a network plugin that enforces NetworkPolicies.
+*/}}
+{{- define "kubetune.networkPolicy" -}}
+{{- $on := .Values.networkPolicy.enabled -}}
+{{- if eq (toString $on) "auto" -}}
+{{- $on = false -}}
+{{- range list "cilium.io/v2" "crd.projectcalico.org/v1" "projectcalico.org/v3" "crd.antrea.io/v1beta1" -}}
+{{- if $.Capabilities.APIVersions.Has . }}{{ $on = true }}{{ end -}}
+{{- end -}}
+{{- end -}}
+{{- toString $on -}}
 {{- end -}}

@@ -15,6 +15,7 @@ from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from kubetune_operator.api import constants as c
+from kubetune_operator.api import guards
 from kubetune_operator.api.spec import JOB_NAME_PATTERN, MAX_JOB_NAME_LENGTH, FineTuneJobSpec
 from kubetune_operator.api.status import FineTuneJobStatus
 
@@ -57,9 +58,10 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
             target["default"] = {}
         node = _strip_null(target)
     if node.get("x-kubernetes-int-or-string"):
-        return {k: v for k, v in node.items() if k in ("x-kubernetes-int-or-string", "description")}
+        scalar = ("x-kubernetes-int-or-string", "description", "pattern", "maxLength", "minimum")
+        return {k: v for k, v in node.items() if k in scalar}
     if node.get("x-kubernetes-preserve-unknown-fields"):
-        keep = ("type", "description", "x-kubernetes-preserve-unknown-fields")
+        keep = ("type", "description", "maxProperties", "x-kubernetes-preserve-unknown-fields")
         return {k: v for k, v in node.items() if k in keep}
     out: dict[str, Any] = {}
     for key, value in node.items():
@@ -148,7 +150,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 
 def build_crd() -> dict[str, Any]:
     """The FineTuneJob CRD as a plain dict, ready to dump as YAML."""
-    spec_schema = model_schema(FineTuneJobSpec)
+    spec_schema = guards.attach(model_schema(FineTuneJobSpec))
     spec_schema["description"] = (
         "What to fine-tune, on what data, how, and where checkpoints and the model go. "
         "Immutable after creation except runPolicy.suspend."

@@ -27,19 +27,34 @@ class ManifestLoader(yaml.SafeLoader):
     refuses them too) and nesting deeper than MAX_DEPTH, before building anything."""
 
     _depth = 0
+    _keys: list[str]
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         if self.check_event(yaml.AliasEvent):
             mark = self.peek_event().start_mark
             raise ManifestError(f"line {mark.line + 1}: aliases (*name) are not allowed")
+        if not hasattr(self, "_keys"):
+            self._keys = []
+        # A mapping value is composed with its key node as `index`: keep the path for messages.
+        key = index.value if isinstance(index, yaml.ScalarNode) else f"[{index}]"
         self._depth += 1
+        self._keys.append(str(key))
         try:
             if self._depth > MAX_DEPTH:
                 mark = self.peek_event().start_mark
-                raise ManifestError(f"line {mark.line + 1}: nested deeper than {MAX_DEPTH} levels")
+                raise ManifestError(
+                    f"line {mark.line + 1}: {self._where()}: nested deeper than {MAX_DEPTH} levels"
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
+            self._keys.pop()
+
+    def _where(self) -> str:
+        """The dotted path being composed (its first levels), e.g. spec.deepspeed.config.a..."""
+        keys = [k for k in self._keys[1:] if k != "[None]"]
+        shown = ".".join(keys[:8])
+        return shown + ("..." if len(keys) > 8 else "")
 
     def construct_mapping(self, node: Any, deep: bool = False) -> Any:
         seen: set[Any] = set()

@@ -9,17 +9,55 @@ test runs the same table of invalid manifests through both so they cannot drift.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonDict
 
+from kubetune_operator.api import guards, k8s_types
 from kubetune_operator.api.constants import MAX_JOB_NAME_LENGTH
+from kubetune_operator.decode import depth_of
+from kubetune_trainer.redact import looks_secret
 
-URI_PATTERN = r"^(hf|s3|pvc|file|ftj)://[^\s]+$"
-STORAGE_URI_PATTERN = r"^(s3|pvc|file)://[^\s]+$"
-DATA_URI_PATTERN = r"^(s3|pvc|file|hf)://[^\s]+$"
+# --- names and URIs: one pattern each, used by the CRD (pattern) and offline alike ----------
+# A DNS subdomain (RFC 1123): Secrets, ServiceAccounts, PriorityClasses, schedulers, claims.
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A label value (the queue name becomes kueue.x-k8s.io/queue-name) that is also a name.
+QUEUE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+OBJECT_NAME: dict[str, Any] = {"min_length": 1, "max_length": 253, "pattern": DNS_SUBDOMAIN}
+# A path segment that is not empty, "." or ".." and holds no control character: no URI or path
+# may climb out of its root.
+_SEGMENT = r"(?:[^/\s\x00-\x1f\x7f]*[^./\s\x00-\x1f\x7f][^/\s\x00-\x1f\x7f]*|\.{3,})"
+_PATH = rf"(?:/{_SEGMENT})*/?"
+_S3 = rf"s3://[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9]{_PATH}"  # bucket: 3-63 of a-z 0-9 . -
+_PVC = rf"pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?{_PATH}"  # claim: a DNS subdomain
+# file:///abs/path; file://rel/path only means something to `kubetune run` (the operator
+# refuses it: plan.cluster_problems)
+_FILE = rf"file:///?{_SEGMENT}(?:/{_SEGMENT})*/?"
+_HF = rf"hf://[A-Za-z0-9][-A-Za-z0-9_.]*/[A-Za-z0-9][-A-Za-z0-9_.]*(@[^/\s]+)?{_PATH}"
+_FTJ = r"ftj://[a-z]([-a-z0-9]{0,43}[a-z0-9])?"  # a job name of this namespace
+URI_PATTERN = rf"^(?:{_S3}|{_PVC}|{_FILE}|{_HF}|{_FTJ})$"
+STORAGE_URI_PATTERN = rf"^(?:{_S3}|{_PVC}|{_FILE})$"
+DATA_URI_PATTERN = rf"^(?:{_S3}|{_PVC}|{_FILE}|{_HF})$"
+# checkpoint.resume names one checkpoint folder (<root>/step-NNNNNNNN) or a policy.
+RESUME_PATTERN = (
+    rf"^(?:auto|never|(?:s3://[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9]|pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?"
+    rf"|file:///?{_SEGMENT})(?:/{_SEGMENT})*/step-[0-9]{{8}}/?)$"
+)
+ENDPOINT_PATTERN = r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+REGION_PATTERN = r"^[A-Za-z0-9_.-]+$"
+IMAGE_PATTERN = r"^[^\s]+$"
+ABSOLUTE_PATH_PATTERN = rf"^(?:/{_SEGMENT})+/?$"
 # A DNS label: worker pod hostnames and Service names are built from the job name.
 JOB_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(s|m|h))+$"
@@ -93,7 +131,80 @@ def _needs_gpu_rule(lever: str) -> dict[str, str]:
 
 
 PRESERVE: JsonDict = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+# Deepest nesting of a free-form object (a DeepSpeed config nests 3 or 4 levels); deeper ones
+# are refused before anything copies or serializes them (kubetune_operator.decode).
+MAX_FREE_FORM_DEPTH = 16
+
+
+def credential_keys(value: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the keys in `value` whose name looks like a credential's."""
+    found: list[str] = []
+    stack: list[tuple[Any, str]] = [(value, prefix)]
+    while stack:
+        node, path = stack.pop()
+        items = (
+            node.items()
+            if isinstance(node, dict)
+            else enumerate(node)
+            if isinstance(node, list)
+            else ()
+        )
+        for key, child in items:
+            here = f"{path}.{key}" if path else str(key)
+            if isinstance(key, str) and looks_secret(key):
+                found.append(here)
+            stack.append((child, here))
+    return sorted(found)
+
+
+def k8s_type(kind: str) -> JsonDict:
+    """The structural schema of an embedded Kubernetes type, for json_schema_extra (the
+    field's own description stays)."""
+    return {k: v for k, v in k8s_types.schemas()[kind].items() if k != "description"}
+
+
+def typed(kind: str, each: bool = False) -> Any:
+    """A validator checking a value (each item of a list, with `each`) against an embedded
+    Kubernetes type's schema, as the apiserver does."""
+
+    def check(value: Any) -> Any:
+        if value is None:
+            return value
+        schema = k8s_types.schemas()[kind]
+        items = enumerate(value) if each else [(None, value)]
+        for index, item in items:
+            where = f"[{index}]" if index is not None else ""
+            found = k8s_types.problems(item, schema, where)
+            if found:
+                raise ValueError("; ".join(p.lstrip(".") for p in found[:3]))
+        return value
+
+    return check
+
+
+def shallow(value: Any) -> Any:
+    """A free-form value nested at most MAX_FREE_FORM_DEPTH levels, or a ValueError."""
+    if value is not None and depth_of(value) > MAX_FREE_FORM_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_FREE_FORM_DEPTH} levels")
+    return value
+
+
 INT_OR_STRING: JsonDict = {"x-kubernetes-int-or-string": True}
+# A non-negative Kubernetes quantity: 16, "500m", "1.5Gi", "2e3".
+AMOUNT_PATTERN = (
+    r"^\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][-+]?[0-9]+)?$"
+)
+_AMOUNT = re.compile(AMOUNT_PATTERN)
+AMOUNT: JsonDict = {
+    "x-kubernetes-int-or-string": True,
+    "pattern": AMOUNT_PATTERN,
+    "maxLength": 64,
+    "minimum": 0,
+}
+
+
+ObjectName = Annotated[str, StringConstraints(**OBJECT_NAME)]
+ModuleName = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=IMAGE_PATTERN)]
 
 
 class ApiModel(BaseModel):
@@ -101,7 +212,12 @@ class ApiModel(BaseModel):
     types (no "2" for an integer, no "yes" for a boolean) because the apiserver is strict too."""
 
     model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True, strict=True
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        frozen=True,
+        strict=True,
+        allow_inf_nan=False,  # JSON has neither; YAML's .inf and .nan are refused here too
     )
 
     @model_validator(mode="before")
@@ -127,7 +243,11 @@ class ModelSpec(ApiModel):
         max_length=1024,
     )
     revision: str | None = Field(
-        None, description="Hub revision (branch, tag or commit) for hf:// sources.", max_length=256
+        None,
+        description="Hub revision (branch, tag or commit) for hf:// sources.",
+        min_length=1,
+        max_length=256,
+        pattern=IMAGE_PATTERN,
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto",
@@ -140,15 +260,19 @@ class ModelSpec(ApiModel):
         description="Secret with credentials for this source only: key HF_TOKEN for hf://, "
         "keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and optional AWS_SESSION_TOKEN) for "
         "s3:// and ftj://. Passed to pods as env, never copied.",
-        max_length=253,
+        **OBJECT_NAME,
     )
     endpoint: str | None = Field(
         None,
-        description="S3 endpoint URL of the source's store (MinIO, Ceph, ...); never taken "
-        "from checkpoint.endpoint.",
+        description="Endpoint URL of the source's store: an S3-compatible store (MinIO, Ceph, "
+        "...) for s3:// and ftj://, a private hub or mirror for hf:// (default: the public "
+        "Hub); never taken from checkpoint.endpoint. The platform policy may restrict it.",
         max_length=1024,
+        pattern=ENDPOINT_PATTERN,
     )
-    region: str | None = Field(None, description="S3 region of the source's store.", max_length=64)
+    region: str | None = Field(
+        None, description="S3 region of the source's store.", max_length=64, pattern=REGION_PATTERN
+    )
     trust_remote_code: bool = Field(
         False, description="Allow model code shipped with the model repository to run."
     )
@@ -206,14 +330,19 @@ class DatasetSpec(ApiModel):
         None,
         description="Secret with credentials for the data only: AWS_ACCESS_KEY_ID and "
         "AWS_SECRET_ACCESS_KEY (and optional AWS_SESSION_TOKEN) for s3://, HF_TOKEN for hf://.",
-        max_length=253,
+        **OBJECT_NAME,
     )
     endpoint: str | None = Field(
         None,
-        description="S3 endpoint URL of the data's store; never taken from checkpoint.endpoint.",
+        description="Endpoint URL of the data's store: S3-compatible for s3://, a private hub "
+        "or mirror for hf://; never taken from checkpoint.endpoint. The platform policy may "
+        "restrict it.",
         max_length=1024,
+        pattern=ENDPOINT_PATTERN,
     )
-    region: str | None = Field(None, description="S3 region of the data's store.", max_length=64)
+    region: str | None = Field(
+        None, description="S3 region of the data's store.", max_length=64, pattern=REGION_PATTERN
+    )
 
 
 class LoraSpec(ApiModel):
@@ -224,13 +353,12 @@ class LoraSpec(ApiModel):
         32, description="Adapter scaling numerator (scale = alpha / r).", ge=1, le=4096
     )
     dropout: float = Field(0.05, description="Dropout on the adapter input.", ge=0, le=1)
-    target_modules: list[str] = Field(
+    target_modules: list[ModuleName] = Field(
         default_factory=lambda: ["all-linear"],
         description="Module names (or name suffixes) that get adapters; 'all-linear' means "
         "every linear layer except the output head.",
         min_length=1,
         max_length=64,
-        json_schema_extra={"items": {"type": "string", "maxLength": 256}},
     )
     use_dora: bool = Field(False, description="Weight-decomposed LoRA (DoRA).")
 
@@ -247,12 +375,11 @@ class PartialSpec(ApiModel):
         )
     )
 
-    trainable_modules: list[str] | None = Field(
+    trainable_modules: list[ModuleName] | None = Field(
         None,
         description="Parameter name substrings that train (e.g. lm_head, norm).",
         min_length=1,
         max_length=256,
-        json_schema_extra={"items": {"type": "string", "maxLength": 256}},
     )
     top_layers: int | None = Field(
         None, description="Train only the last N transformer layers (and the head).", ge=1, le=1024
@@ -301,7 +428,9 @@ class EarlyStoppingSpec(ApiModel):
     patience: int = Field(
         3, description="Evaluations without improvement before stopping.", ge=1, le=1000
     )
-    min_delta: float = Field(0.0, description="Smallest decrease of eval loss that counts.", ge=0)
+    min_delta: float = Field(
+        0.0, description="Smallest decrease of eval loss that counts.", ge=0, le=1000
+    )
 
 
 class PerformanceSpec(ApiModel):
@@ -378,7 +507,7 @@ class TrainingSpec(ApiModel):
         le=1000,
     )
     max_steps: int | None = Field(
-        None, description="Optimizer steps to run; overrides epochs.", ge=1
+        None, description="Optimizer steps to run; overrides epochs.", ge=1, le=1_000_000_000
     )
     learning_rate: float = Field(2e-4, description="Peak learning rate.", gt=0, le=1)
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
@@ -386,7 +515,9 @@ class TrainingSpec(ApiModel):
     )
     warmup_ratio: float = Field(0.03, description="Fraction of steps spent warming up.", ge=0, lt=1)
     weight_decay: float = Field(0.0, description="AdamW weight decay.", ge=0, le=1)
-    max_grad_norm: float = Field(1.0, description="Gradient clipping norm (0 disables).", ge=0)
+    max_grad_norm: float = Field(
+        1.0, description="Gradient clipping norm (0 disables).", ge=0, le=1_000_000
+    )
     micro_batch_size: int = Field(
         1, description="Sequences per process per forward pass.", ge=1, le=4096
     )
@@ -396,17 +527,24 @@ class TrainingSpec(ApiModel):
         "microBatchSize x processes. Gradient accumulation is derived from it. "
         "Default: microBatchSize x processes.",
         ge=1,
+        le=1_048_576,
     )
     gradient_checkpointing: bool = Field(
         False,
         description="Recompute activations in backward to save memory (the same as "
         "performance.activationCheckpointing full).",
     )
-    seed: int = Field(42, description="Seed for data order, splits and initialisation.", ge=0)
+    seed: int = Field(
+        42,
+        description="Seed for data order, splits and initialisation (NumPy takes 32 bits).",
+        ge=0,
+        le=4_294_967_295,
+    )
     eval_every_steps: int | None = Field(
         None,
         description="Evaluate every N steps (always at the end when validation data exists).",
         ge=1,
+        le=1_000_000_000,
     )
     early_stopping: EarlyStoppingSpec | None = Field(
         None,
@@ -435,7 +573,10 @@ class OffloadSpec(ApiModel):
         "none", description="Where parameters live (ZeRO stage 3 only)."
     )
     nvme_path: str | None = Field(
-        None, description="Local NVMe path for nvme offload.", max_length=1024
+        None,
+        description="Local NVMe path for nvme offload (absolute).",
+        max_length=1024,
+        pattern=ABSOLUTE_PATH_PATTERN,
     )
 
 
@@ -473,21 +614,47 @@ class DeepSpeedSpec(ApiModel):
     offload: OffloadSpec | None = Field(None, description="Offload optimizer states or parameters.")
     config: dict[str, Any] | None = Field(
         None,
-        description="Raw DeepSpeed config merged last over what kubetune derives (expert use).",
+        description="Raw DeepSpeed config merged last over what kubetune derives (expert use): "
+        "at most 64 top-level keys, nested at most 16 levels (deeper is refused before the "
+        "job starts; the apiserver cannot check depth in a free-form object), no "
+        "credential-looking keys (it travels in a ConfigMap).",
+        max_length=64,
         json_schema_extra=PRESERVE,
     )
+
+    _shallow_config = field_validator("config")(shallow)
+
+    @field_validator("config")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The config travels in a ConfigMap: a credential there would be readable by anyone
+        who can read ConfigMaps. DeepSpeed's monitors read their keys from the env too."""
+        for path in credential_keys(value or {}):
+            raise ValueError(
+                f"key {path} looks like a credential: a ConfigMap is no place for it; pass it "
+                "by env from a Secret (spec.resources.env valueFrom.secretKeyRef)"
+            )
+        return value
 
 
 class EnvVarSpec(ApiModel):
     """An environment variable for the trainer containers (a core/v1 EnvVar)."""
 
-    name: str = Field(description="Variable name.", min_length=1, max_length=256)
+    name: str = Field(
+        description="Variable name: printable ASCII other than '=' (core/v1).",
+        min_length=1,
+        max_length=256,
+        pattern=r"^[ -<>-~]+$",
+    )
     value: str | None = Field(None, description="Literal value.", max_length=32768)
     value_from: dict[str, Any] | None = Field(
         None,
-        description="Source of the value (secretKeyRef, configMapKeyRef, fieldRef).",
-        json_schema_extra=PRESERVE,
+        description="Source of the value (secretKeyRef, configMapKeyRef, fieldRef, ...): a "
+        "core/v1 EnvVarSource.",
+        json_schema_extra=k8s_type("EnvVarSource"),
     )
+
+    _typed_value_from = field_validator("value_from")(typed("EnvVarSource"))
 
 
 class ResourcesSpec(ApiModel):
@@ -506,56 +673,62 @@ class ResourcesSpec(ApiModel):
     image: str | None = Field(
         None,
         description="Trainer image (default: the one the operator is configured with).",
+        min_length=1,
         max_length=512,
+        pattern=IMAGE_PATTERN,
     )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = Field(
         None, description="Image pull policy of the trainer containers."
     )
-    image_pull_secrets: list[str] | None = Field(
+    image_pull_secrets: list[ObjectName] | None = Field(
         None,
         description="Names of Secrets used to pull the image.",
         max_length=16,
-        json_schema_extra={"items": {"type": "string", "maxLength": 253}},
     )
     requests: dict[str, int | str] | None = Field(
         None,
-        description="Resource requests per worker pod (cpu, memory, ...).",
-        json_schema_extra={"additionalProperties": INT_OR_STRING, "maxProperties": 32},
+        description="Resource requests per worker pod (cpu, memory, ...): non-negative "
+        "quantities; GPUs come from gpusPerNode.",
+        max_length=32,
+        json_schema_extra={"additionalProperties": AMOUNT},
     )
     limits: dict[str, int | str] | None = Field(
         None,
-        description="Resource limits per worker pod.",
-        json_schema_extra={"additionalProperties": INT_OR_STRING, "maxProperties": 32},
+        description="Resource limits per worker pod, none below its request.",
+        max_length=32,
+        json_schema_extra={"additionalProperties": AMOUNT},
     )
-    node_selector: dict[str, str] | None = Field(
+    node_selector: (
+        dict[str, Annotated[str, StringConstraints(max_length=63, pattern=LABEL_VALUE)]] | None
+    ) = Field(
         None,
-        description="Node labels the workers must match.",
-        json_schema_extra={"maxProperties": 64},
+        description="Node labels the workers must match (label keys and values).",
+        max_length=64,
     )
     tolerations: list[dict[str, Any]] | None = Field(
         None,
         description="Tolerations of the worker pods (core/v1 Toleration).",
         max_length=64,
-        json_schema_extra={"items": PRESERVE},
+        json_schema_extra={"items": k8s_type("Toleration")},
     )
     affinity: dict[str, Any] | None = Field(
         None,
         description="Affinity of the worker pods (core/v1 Affinity).",
-        json_schema_extra=PRESERVE,
+        json_schema_extra=k8s_type("Affinity"),
     )
     priority_class_name: str | None = Field(
-        None, description="PriorityClass of the workers.", max_length=253
+        None, description="PriorityClass of the workers.", **OBJECT_NAME
     )
     scheduler_name: str | None = Field(
         None,
         description="Scheduler for the workers (e.g. volcano, a coscheduling plugin).",
-        max_length=253,
+        **OBJECT_NAME,
     )
     service_account_name: str | None = Field(
         None,
         description="ServiceAccount the workers run as (default: a per-job one that may only "
         "update this job's progress).",
-        max_length=253,
+        **OBJECT_NAME,
     )
     env: list[EnvVarSpec] | None = Field(
         None, description="Extra environment variables of the trainer containers.", max_length=128
@@ -566,6 +739,35 @@ class ResourcesSpec(ApiModel):
         pattern=QUANTITY_PATTERN,
         max_length=32,
     )
+
+    _typed_tolerations = field_validator("tolerations")(typed("Toleration", each=True))
+    _typed_affinity = field_validator("affinity")(typed("Affinity"))
+
+    @field_validator("requests", "limits")
+    @classmethod
+    def _amounts(cls, value: dict[str, int | str] | None) -> dict[str, int | str] | None:
+        """Non-negative quantities (the CRD's pattern) under resource names (checked here
+        only: CEL cannot afford map keys of unbounded length)."""
+        for key, amount in (value or {}).items():
+            ok = isinstance(amount, int) and amount >= 0
+            ok = ok or (
+                isinstance(amount, str) and len(amount) <= 64 and bool(_AMOUNT.match(amount))
+            )
+            if not ok:
+                raise ValueError(f"{key}: {amount!r} is not a non-negative quantity (500m, 16Gi)")
+        bad = guards.bad_resource_names(value or {})
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not a resource name")
+        return value
+
+    @field_validator("node_selector")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        """Label keys (checked here only: CEL cannot afford map keys of unbounded length)."""
+        bad = [k for k in value or {} if not guards.qualified(k)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: not a label key")
+        return value
 
     @field_validator("node_selector", "requests", "limits", mode="before")
     @classmethod
@@ -588,26 +790,35 @@ class CheckpointSpec(ApiModel):
         None,
         description="S3 endpoint URL for S3-compatible stores (MinIO, Ceph, ...).",
         max_length=1024,
+        pattern=ENDPOINT_PATTERN,
     )
-    region: str | None = Field(None, description="S3 region.", max_length=64)
+    region: str | None = Field(
+        None, description="S3 region.", max_length=64, pattern=REGION_PATTERN
+    )
     credentials_secret: str | None = Field(
         None,
         description="Secret with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (and optional "
         "AWS_SESSION_TOKEN) for the checkpoint store only.",
-        max_length=253,
+        **OBJECT_NAME,
     )
-    every_steps: int | None = Field(None, description="Save every N optimizer steps.", ge=1)
+    every_steps: int | None = Field(
+        None, description="Save every N optimizer steps.", ge=1, le=1_000_000_000
+    )
     every_minutes: float | None = Field(
-        None, description="Save at least every N minutes (whichever of the two comes first).", gt=0
+        None,
+        description="Save at least every N minutes (whichever of the two comes first).",
+        gt=0,
+        le=10080,
     )
     keep_last: int = Field(
         3, description="Committed checkpoints kept; older ones are deleted.", ge=1, le=1000
     )
     resume: str = Field(
         "auto",
-        description="auto: resume from the newest committed checkpoint; never: always start "
-        "fresh; or the URI of one checkpoint to start from.",
-        pattern=r"^(auto|never|(s3|pvc|file)://[^\s]+)$",
+        description="auto: resume from this job's newest committed checkpoint; never: always "
+        "start fresh; or the URI of one checkpoint folder (<checkpoint.uri of a job of this "
+        "namespace>/step-NNNNNNNN) to start from.",
+        pattern=RESUME_PATTERN,
         max_length=1024,
     )
 
@@ -657,15 +868,21 @@ class OutputSpec(ApiModel):
         "both. Default: adapter for lora/qlora, merged otherwise.",
     )
     endpoint: str | None = Field(
-        None, description="S3 endpoint URL (default: checkpoint.endpoint).", max_length=1024
+        None,
+        description="S3 endpoint URL (default: checkpoint.endpoint).",
+        max_length=1024,
+        pattern=ENDPOINT_PATTERN,
     )
     region: str | None = Field(
-        None, description="S3 region (default: checkpoint.region).", max_length=64
+        None,
+        description="S3 region (default: checkpoint.region).",
+        max_length=64,
+        pattern=REGION_PATTERN,
     )
     credentials_secret: str | None = Field(
         None,
         description="Secret for the output store (default: checkpoint.credentialsSecret).",
-        max_length=253,
+        **OBJECT_NAME,
     )
     select: Literal["last", "best"] = Field(
         "last",
@@ -759,6 +976,7 @@ class RunPolicySpec(ApiModel):
         "from outside, e.g. by Kueue or the scheduler) that are resumed before the job is "
         "Failed. Unset: no limit.",
         ge=0,
+        le=1000,
     )
     active_deadline_seconds: int | None = Field(
         None,
@@ -766,9 +984,13 @@ class RunPolicySpec(ApiModel):
         "start or, like a Kubernetes Job, from its latest resume (time suspended and earlier "
         "active spans do not count).",
         ge=1,
+        le=31_536_000,
     )
     ttl_seconds_after_finished: int | None = Field(
-        None, description="Delete the job this long after it Succeeded or Failed.", ge=0
+        None,
+        description="Delete the job this long after it Succeeded or Failed.",
+        ge=0,
+        le=31_536_000,
     )
     suspend: bool = Field(
         False,
@@ -808,7 +1030,10 @@ class QueueSpec(ApiModel):
     """Kueue admission."""
 
     name: str = Field(
-        description="Kueue LocalQueue name (sets kueue.x-k8s.io/queue-name).", max_length=253
+        description="Kueue LocalQueue name (sets kueue.x-k8s.io/queue-name).",
+        min_length=1,
+        max_length=63,
+        pattern=QUEUE_NAME_PATTERN,
     )
 
 
@@ -965,8 +1190,9 @@ class FineTuneJobSpec(ApiModel):
 
     @model_validator(mode="after")
     def _cross_field(self) -> FineTuneJobSpec:
-        """Offline twin of the CEL rules above (same messages)."""
-        for problem in cross_field_problems(self):
+        """Offline twin of the CEL rules above and of the guards (same messages)."""
+        as_json = self.model_dump(by_alias=True, exclude_none=True, mode="json")
+        for problem in [*cross_field_problems(self), *guards.problems(as_json)]:
             raise ValueError(problem)
         return self
 

@@ -32,6 +32,7 @@ FailureReason = Literal[
     "BackoffLimitExceeded",
     "Stalled",
     "InvalidSpec",
+    "PolicyViolation",
     "ImagePullError",
     "ContainerConfigError",
     "Unknown",
@@ -204,17 +205,20 @@ class FineTuneJobStatus(ApiModel):
     )
     message: str | None = Field(None, description="One line on what is happening.", max_length=4096)
     conditions: list[Condition] | None = Field(None, description="Conditions.", max_length=32)
-    observed_generation: int | None = Field(None, description="metadata.generation last acted on.")
+    observed_generation: int | None = Field(
+        None, description="metadata.generation last acted on.", ge=0
+    )
     start_time: str | None = Field(None, description="When the first attempt started (RFC 3339).")
     completion_time: str | None = Field(None, description="When the job finished (RFC 3339).")
-    attempt: int | None = Field(None, description="Current attempt, starting at 1.")
+    attempt: int | None = Field(None, description="Current attempt, starting at 1.", ge=1)
     restarts: int | None = Field(
-        None, description="Attempts restarted after a failure or a preemption."
+        None, description="Attempts restarted after a failure or a preemption.", ge=0
     )
     preemptions: int | None = Field(
         None,
         description="Of the restarts, attempts ended by a preemption or an eviction (counted "
         "toward runPolicy.preemptionLimit, not backoffLimit).",
+        ge=0,
     )
     last_failure: Failure | None = Field(None, description="Why the last attempt failed.")
     progress: Progress | None = Field(

@@ -19,6 +19,7 @@ from pathlib import Path
 from kubetune_operator.local.devices import VISIBLE, device_slices, visible_devices
 from kubetune_operator.reconcile.env import launcher_args, torchrun_env
 from kubetune_operator.reconcile.plan import Plan
+from kubetune_trainer.checkpoint.seal import KEY_ENV, local_key
 
 
 def free_port() -> int:
@@ -50,6 +51,8 @@ def worker_env(
     )
     if plan.spec.resources.gpus_per_node == 0:
         env.setdefault("DS_ACCELERATOR", "cpu")
+    if plan.spec.checkpoint is not None and not env.get(KEY_ENV):
+        env[KEY_ENV] = local_key()  # the pods get the namespace's Secret instead
     for var in plan.spec.resources.env or []:
         if var.value is not None:
             env[var.name] = var.value

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.plan import Plan
+from kubetune_trainer.checkpoint.seal import KEY_ENV, SECRET_KEY
 from kubetune_trainer.config import (
     GRACE_ENV,
     HUB_PUSH_TOKEN_ENV,
@@ -60,7 +62,7 @@ def secret_env(plan: Plan) -> list[dict[str, Any]]:
     Each s3:// store's keys come from that store's own secret, under that store's variables
     (kubetune_trainer.config.s3_credential_env); the access key pair is required, the session
     token optional. The hub token is HF_TOKEN of the hf:// source's secret, which is read for
-    nothing else.
+    nothing else. With spec.checkpoint, the namespace's checkpoint key (checkpoint.seal).
     """
     env: list[dict[str, Any]] = []
     for store, secret in plan.s3_secrets:
@@ -68,6 +70,8 @@ def secret_env(plan: Plan) -> list[dict[str, Any]]:
             env.append(_secret_ref(var, secret, key, optional=key not in S3_REQUIRED_KEYS))
     if plan.hub_token_secret:
         env.append(_secret_ref(HUB_TOKEN_KEY, plan.hub_token_secret, HUB_TOKEN_KEY, False))
+    if plan.spec.checkpoint is not None:
+        env.append(_secret_ref(KEY_ENV, names.CHECKPOINT_KEY_SECRET, SECRET_KEY, False))
     env.extend(tracking_secret_env(plan))
     return env
 

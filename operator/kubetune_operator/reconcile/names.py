@@ -22,6 +22,11 @@ def config_map(job: str, attempt: int) -> str:
     return f"{job}-a{attempt}-config"
 
 
+def network_policy(job: str) -> str:
+    """NetworkPolicy that lets the job's workers take connections only from each other."""
+    return f"{job}-workers"
+
+
 def trainer_identity(job: str) -> str:
     """ServiceAccount, Role and RoleBinding the workers use to report progress."""
     return f"{job}-trainer"
@@ -35,3 +40,8 @@ def pod_group(job: str, attempt: int) -> str:
 def master_host(job: str, attempt: int, namespace: str) -> str:
     """DNS name of worker 0 (the rendezvous master) through the headless Service."""
     return f"{worker_pod(job, attempt, 0)}.{service(job)}.{namespace}.svc"
+
+
+CHECKPOINT_KEY_SECRET = "kubetune-checkpoint-key"
+"""The Secret in each namespace whose key signs and verifies its jobs' checkpoints; the operator
+creates it when a job with spec.checkpoint first starts there and never rewrites it."""

@@ -40,3 +40,7 @@ def parse_job(body: Mapping[str, Any]) -> FineTuneJob:
         return FineTuneJob.model_validate(raw)
     except ValidationError as err:
         raise InvalidSpec(describe_validation_error(err)) from err
+    except (RecursionError, MemoryError, TypeError, ValueError) as err:
+        # Not a validation error but the same verdict: this object cannot be planned, now or
+        # on any later pass, so it fails instead of being retried forever without a status.
+        raise InvalidSpec(f"the job cannot be read: {type(err).__name__}: {err}"[:1024]) from err

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from kubetune_operator.api import constants as c
+from kubetune_operator.api.platform import PlatformPolicy, violations
 from kubetune_operator.api.spec import FineTuneJob, FineTuneJobSpec
 from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.parse import InvalidSpec
@@ -37,10 +38,15 @@ from kubetune_trainer.config import (
     TrainingConfig,
     WandbConfig,
 )
+from kubetune_trainer.redact import redacted_spec
 
 PVC_MOUNT_ROOT = "/mnt/kubetune/pvc"
 CONFIG_DIR = "/etc/kubetune"
 SCRATCH_DIR = "/tmp"
+# The trainer image's user and HOME (trainer/Dockerfile): pods run as that user, with an
+# emptyDir on HOME so that every cache below it is writable under a read-only root.
+TRAINER_UID = 65532
+HOME_DIR = "/home/kubetune"
 
 
 @dataclass(frozen=True)
@@ -51,14 +57,24 @@ class OperatorSettings:
     image_pull_policy: str | None = None
     termination_grace_seconds: int = 300
     progress_interval_seconds: float = 10.0
+    network_policy: bool = False
+    """Give every job a NetworkPolicy: its workers take connections only from each other, and
+    metrics scrapes only from metrics_namespace."""
+    metrics_namespace: str | None = None
+    policy: PlatformPolicy = field(default_factory=PlatformPolicy)
+    """What jobs may use (KUBETUNE_POLICY), checked before a job's first attempt."""
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
-        """Settings from KUBETUNE_TRAINER_IMAGE / KUBETUNE_GRACE_SECONDS (the chart sets them)."""
+        """Settings from KUBETUNE_TRAINER_IMAGE, KUBETUNE_GRACE_SECONDS, KUBETUNE_NETWORK_POLICY,
+        KUBETUNE_METRICS_NAMESPACE and KUBETUNE_POLICY (the chart sets them)."""
         return cls(
             trainer_image=os.environ.get("KUBETUNE_TRAINER_IMAGE", cls.trainer_image),
             image_pull_policy=os.environ.get("KUBETUNE_TRAINER_IMAGE_PULL_POLICY") or None,
             termination_grace_seconds=int(os.environ.get(GRACE_ENV, cls.termination_grace_seconds)),
+            network_policy=os.environ.get("KUBETUNE_NETWORK_POLICY", "false") == "true",
+            metrics_namespace=os.environ.get("KUBETUNE_METRICS_NAMESPACE") or None,
+            policy=PlatformPolicy.from_env(),
         )
 
 
@@ -84,6 +100,10 @@ class Plan:
     """(store, secret) for each s3:// store with a credentialsSecret: its keys go to that store."""
     hub_token_secret: str | None = None
     """The secret whose HF_TOKEN the hf:// model or data read; never read for S3 keys."""
+    network_policy: bool = False
+    """Render the job's NetworkPolicy (OperatorSettings.network_policy)."""
+    metrics_namespace: str | None = None
+    """The namespace allowed to scrape the workers' metrics port, if any."""
     mlflow_secret: str | None = None
     """tracking.mlflow's secret: its MLFLOW_TRACKING_* keys go to the workers."""
     wandb_secret: str | None = None
@@ -175,6 +195,49 @@ def stores(spec: FineTuneJobSpec, model_source: str) -> dict[StoreName, Store]:
             (out.region if out else None) or ck_region,
         ),
     }
+
+
+ENDPOINT_FIELDS: dict[StoreName, str] = {
+    "model": "spec.model.endpoint",
+    "dataset": "spec.dataset.endpoint",
+    "checkpoint": "spec.checkpoint.endpoint",
+    "output": "spec.output.endpoint",
+}
+
+
+def remote_endpoints(spec: FineTuneJobSpec) -> dict[str, tuple[str, str | None]]:
+    """Each store reached over the network (s3://, hf://; ftj:// when it names an endpoint):
+    the field that sets its endpoint and the endpoint it uses (None: the default one)."""
+    out: dict[str, tuple[str, str | None]] = {}
+    for name, store in stores(spec, spec.model.source).items():
+        upstream = upstream_job(spec.model.source) is not None and name == "model"
+        if store.is_s3 or store.is_hub or (upstream and store.endpoint):
+            out[name] = (ENDPOINT_FIELDS[name], store.endpoint)
+    return out
+
+
+def cluster_problems(spec: FineTuneJobSpec) -> list[str]:
+    """What only a cluster refuses: a relative file:// path means something to `kubetune run`
+    (its working directory) and nothing in a pod."""
+    fields = {
+        "spec.model.source": spec.model.source,
+        "spec.dataset.train": spec.dataset.train,
+        "spec.dataset.validation": spec.dataset.validation,
+        "spec.checkpoint.uri": spec.checkpoint.uri if spec.checkpoint else None,
+        "spec.checkpoint.resume": spec.checkpoint.resume if spec.checkpoint else None,
+        "spec.output.uri": spec.output.uri if spec.output else None,
+    }
+    return [
+        f"{field}: {uri} is a relative path, which means nothing in a pod: use file:///<absolute "
+        "path>, pvc:// or s3://"
+        for field, uri in fields.items()
+        if uri and uri.startswith("file://") and not uri.startswith("file:///")
+    ]
+
+
+def policy_violations(spec: FineTuneJobSpec, settings: OperatorSettings) -> list[str]:
+    """How the job breaks the platform policy (empty: it does not)."""
+    return violations(spec, settings.policy, remote_endpoints(spec))
 
 
 def s3_secrets(all_stores: dict[StoreName, Store]) -> tuple[tuple[StoreName, str], ...]:
@@ -388,7 +451,7 @@ def resolve(
         tracking=tracking_config(
             spec, meta.name, namespace, claims, all_stores["checkpoint"].connection()
         ),
-        spec=spec.model_dump(by_alias=True, exclude_unset=True, mode="json"),
+        spec=redacted_spec(spec.model_dump(by_alias=True, exclude_unset=True, mode="json")),
     )
     return Plan(
         name=meta.name,
@@ -407,6 +470,8 @@ def resolve(
         pvc_claims=tuple(claims),
         s3_secrets=s3_secrets(all_stores),
         hub_token_secret=hub_token_secret(all_stores),
+        network_policy=settings.network_policy,
+        metrics_namespace=settings.metrics_namespace,
         mlflow_secret=spec.tracking.mlflow.credentials_secret
         if spec.tracking and spec.tracking.mlflow
         else None,

@@ -11,13 +11,29 @@ from typing import Any
 from kubetune_operator.api import constants as c
 from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.env import pod_command, secret_env, torchrun_env, user_env
-from kubetune_operator.reconcile.plan import CONFIG_DIR, PVC_MOUNT_ROOT, SCRATCH_DIR, Plan
+from kubetune_operator.reconcile.plan import (
+    CONFIG_DIR,
+    HOME_DIR,
+    PVC_MOUNT_ROOT,
+    SCRATCH_DIR,
+    TRAINER_UID,
+    Plan,
+)
 
 KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
 KUEUE_POD_GROUP = "kueue.x-k8s.io/pod-group-name"
 KUEUE_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
 GPU_RESOURCE = "nvidia.com/gpu"
-RUN_AS_USER = 1000
+# Caches the trainer (torch, DeepSpeed, Triton, Hugging Face) writes, all on writable emptyDirs:
+# the container's root filesystem is read-only.
+CACHE_ENV = {
+    "HOME": HOME_DIR,
+    "XDG_CACHE_HOME": f"{HOME_DIR}/.cache",
+    "TORCH_EXTENSIONS_DIR": f"{HOME_DIR}/.cache/torch_extensions",
+    "TRITON_CACHE_DIR": f"{HOME_DIR}/.cache/triton",
+    "MPLCONFIGDIR": f"{HOME_DIR}/.config/matplotlib",
+    "HF_HOME": f"{SCRATCH_DIR}/hf",
+}
 
 
 def owner_reference(plan: Plan) -> dict[str, Any]:
@@ -129,6 +145,41 @@ def service(plan: Plan) -> dict[str, Any]:
     }
 
 
+def worker_selector(plan: Plan) -> dict[str, Any]:
+    """The job's worker pods, every attempt."""
+    return {"matchLabels": {c.LABEL_JOB: plan.name, c.LABEL_ROLE: "worker"}}
+
+
+def network_policy(plan: Plan) -> dict[str, Any]:
+    """Ingress to the workers only from the job's own workers (rendezvous, NCCL and gloo use
+    ports chosen at run time, so any port) and, when a metrics namespace is set, scrapes of
+    the metrics port from there. Egress stays open: stores and hubs are outside the cluster."""
+    ingress: list[dict[str, Any]] = [{"from": [{"podSelector": worker_selector(plan)}]}]
+    if plan.metrics_namespace:
+        ingress.append(
+            {
+                "from": [
+                    {
+                        "namespaceSelector": {
+                            "matchLabels": {"kubernetes.io/metadata.name": plan.metrics_namespace}
+                        }
+                    }
+                ],
+                "ports": [{"port": c.TRAINER_METRICS_PORT, "protocol": "TCP"}],
+            }
+        )
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": metadata(plan, names.network_policy(plan.name)),
+        "spec": {
+            "podSelector": worker_selector(plan),
+            "policyTypes": ["Ingress"],
+            "ingress": ingress,
+        },
+    }
+
+
 def resources(plan: Plan) -> dict[str, Any]:
     """Requests and limits; GPUs go in both (extended resources need requests == limits)."""
     r = plan.spec.resources
@@ -151,11 +202,12 @@ def shm_size(plan: Plan) -> str:
 
 
 def volumes(plan: Plan) -> list[dict[str, Any]]:
-    """Config, /dev/shm, scratch, and one volume per pvc:// claim the job uses."""
+    """Config, /dev/shm, scratch (/tmp), home (caches), and one volume per pvc:// claim."""
     vols: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": names.config_map(plan.name, plan.attempt)}},
         {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size(plan)}},
         {"name": "scratch", "emptyDir": {}},
+        {"name": "home", "emptyDir": {}},
     ]
     for i, claim in enumerate(plan.pvc_claims):
         vols.append({"name": f"pvc-{i}", "persistentVolumeClaim": {"claimName": claim}})
@@ -168,6 +220,7 @@ def volume_mounts(plan: Plan) -> list[dict[str, Any]]:
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "dshm", "mountPath": "/dev/shm"},
         {"name": "scratch", "mountPath": SCRATCH_DIR},
+        {"name": "home", "mountPath": HOME_DIR},
     ]
     for i, claim in enumerate(plan.pvc_claims):
         mounts.append({"name": f"pvc-{i}", "mountPath": f"{PVC_MOUNT_ROOT}/{claim}"})
@@ -180,7 +233,7 @@ def container_env(plan: Plan, index: int) -> list[dict[str, Any]]:
         plan, index, names.master_host(plan.name, plan.attempt, plan.namespace), plan.master_port
     )
     env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in base.items()]
-    env.append({"name": "HF_HOME", "value": f"{SCRATCH_DIR}/hf"})
+    env.extend({"name": k, "value": v} for k, v in CACHE_ENV.items())
     env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
     env.extend(secret_env(plan))
     env.extend(user_env(plan))
@@ -201,20 +254,22 @@ def pod_labels(plan: Plan, index: int) -> dict[str, str]:
 
 
 def pod_security() -> dict[str, Any]:
-    """Pod-level part of the 'restricted' Pod Security Standard."""
+    """Pod-level part of the 'restricted' Pod Security Standard, as the image's user."""
     return {
         "runAsNonRoot": True,
-        "runAsUser": RUN_AS_USER,
-        "runAsGroup": RUN_AS_USER,
-        "fsGroup": RUN_AS_USER,
+        "runAsUser": TRAINER_UID,
+        "runAsGroup": TRAINER_UID,
+        "fsGroup": TRAINER_UID,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
 
 
 def container_security() -> dict[str, Any]:
-    """Container-level part of the 'restricted' Pod Security Standard."""
+    """Container-level part of the 'restricted' Pod Security Standard, and a read-only root
+    (the trainer writes only to its emptyDirs: /tmp, HOME, /dev/shm)."""
     return {
         "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
         "runAsNonRoot": True,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
@@ -285,6 +340,8 @@ def shared_children(plan: Plan) -> list[dict[str, Any]]:
     out = []
     if plan.spec.resources.service_account_name is None:
         out += [service_account(plan), role(plan), role_binding(plan)]
+    if plan.network_policy:
+        out.append(network_policy(plan))
     return [*out, config_map(plan), service(plan)]
 
 

@@ -47,6 +47,8 @@ OPERATOR_OWNED = (
 # How soon to look again while waiting for something no watch event announces.
 POLL_SECONDS = 30.0
 STALE_POD_SLACK = timedelta(seconds=30)
+# How soon to try again to create children whose names another object holds.
+CONFLICT_RETRY_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -205,8 +207,10 @@ def decide(
     pods: list[dict[str, Any]],
     now: datetime,
     upstream: Upstream | None = None,
+    conflict: str | None = None,
 ) -> Decision:
-    """The next status of `job` and the actions to get there."""
+    """The next status of `job` and the actions to get there. `conflict`: why the last pass
+    could not create the job's children (a namesake it does not own), if it could not."""
     p = _Pass(job, status, now)
     spec, rp = job.spec, job.spec.run_policy
     attempt = int(p.st["attempt"])
@@ -310,6 +314,13 @@ def decide(
         return _end_attempt(p, obs, blocked)
     if obs.missing:
         p.d.start_attempt = attempt
+    if conflict is not None:  # keep trying: the namesake may be removed
+        p.phase("Pending", "NameConflict", conflict, warning=True)
+        p.cond("NameConflict", True, "NameConflict", conflict)
+        p.d.requeue(CONFLICT_RETRY_SECONDS)
+        return p.d
+    if condition_status(p.st.get("conditions", []), "NameConflict") == "True":
+        p.cond("NameConflict", False, "Resolved", "every child of the job is its own")
     if start is None:
         p.st["startTime"] = p.now_s
         p.d.requeue(deadline.seconds_left(now, rp.active_deadline_seconds, now))
@@ -462,15 +473,20 @@ def _progress_phase(p: _Pass, obs: Observation, attempt: int) -> None:
 
 
 def invalid_spec(
-    job_status: dict[str, Any], generation: int | None, message: str, now: datetime
+    job_status: dict[str, Any],
+    generation: int | None,
+    message: str,
+    now: datetime,
+    reason: str = "InvalidSpec",
 ) -> dict[str, Any]:
-    """Status of a job whose spec cannot be planned: Failed with reason InvalidSpec."""
+    """Status of a job whose spec cannot be planned (reason InvalidSpec) or that the platform
+    policy does not allow (PolicyViolation): Failed before any worker starts."""
     st = owned(job_status)
     now_s = format_time(now)
     st.update(phase="Failed", message=message, observedGeneration=generation)
     st.setdefault("completionTime", now_s)
-    st["lastFailure"] = {"reason": "InvalidSpec", "message": message[:4096], "time": now_s}
+    st["lastFailure"] = {"reason": reason, "message": message[:4096], "time": now_s}
     st["conditions"] = set_condition(
-        st.get("conditions", []), "Failed", True, "InvalidSpec", message[:4096], now_s, generation
+        st.get("conditions", []), "Failed", True, reason, message[:4096], now_s, generation
     )
     return st

@@ -38,8 +38,11 @@ BASE_SPEC: dict[str, Any] = {
 class Operator:
     """`kopf run` of kubetune_operator.handlers for one namespace, killable and restartable."""
 
-    def __init__(self, cp: ControlPlane, namespace: str, log: Path) -> None:
+    def __init__(
+        self, cp: ControlPlane, namespace: str, log: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.cp, self.namespace, self.log = cp, namespace, log
+        self.extra_env = env or {}
         self.health_port = free_port()
         self.metrics_port = free_port()
         self.proc: Any = None
@@ -48,6 +51,7 @@ class Operator:
         """Start and wait until the probe answers with at least `min_passes` passes done."""
         env = self.cp.env()
         env.update(KUBETUNE_METRICS_PORT=str(self.metrics_port), KUBETUNE_GRACE_SECONDS="5")
+        env.update(self.extra_env)
         argv = [
             sys.executable, "-m", "kopf", "run", "--standalone", f"--namespace={self.namespace}",
             f"--liveness=http://127.0.0.1:{self.health_port}/healthz", "-m", "kubetune_operator.handlers",

@@ -282,3 +282,62 @@ def test_every_setting_the_chart_passes_is_read_by_the_operator(tmp_path: Path) 
     unread = [n for n in names if n != "KUBETUNE_OPERATOR_MODULE" and n not in source]
     assert names and not unread, f"set by the chart but read by no operator code: {unread}"
     assert "$KUBETUNE_OPERATOR_MODULE" in container["args"][0]
+
+
+def test_status_guard_covers_every_operator_owned_status_field(tmp_path: Path) -> None:
+    """The admission policy and the operator's list of the status fields it owns are one list."""
+    from kubetune_operator.reconcile.status import OPERATOR_OWNED
+
+    policy = by_kind(render(tmp_path, []), "ValidatingAdmissionPolicy")[0]
+    guarded = [
+        v["message"].split()[0].removeprefix("status.") for v in policy["spec"]["validations"]
+    ]
+    assert guarded == list(OPERATOR_OWNED)
+    condition = policy["spec"]["matchConditions"][0]["expression"]
+    assert "system:serviceaccount:kubetune:kt-kubetune" in condition
+
+
+def operator_env(text: str) -> dict[str, str]:
+    """The literal env of the operator container in rendered chart text."""
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    container = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ([], "false"),  # no sign of a plugin that enforces NetworkPolicies
+        (["--api-versions", "cilium.io/v2"], "true"),
+        (["--api-versions", "crd.projectcalico.org/v1"], "true"),
+        (["--set", "networkPolicy.enabled=true"], "true"),
+        (["--api-versions", "cilium.io/v2", "--set", "networkPolicy.enabled=false"], "false"),
+    ],
+)
+def test_job_network_policies_are_on_where_the_cluster_enforces_them(
+    extra: list[str], expected: str, tmp_path: Path
+) -> None:
+    out = run_helm([*template_args([]), *extra], tmp_path)
+    env = operator_env(out.stdout)
+    assert env["KUBETUNE_NETWORK_POLICY"] == expected
+    assert env["KUBETUNE_METRICS_NAMESPACE"] == "monitoring"
+
+
+def test_policy_values_reach_the_operator_as_a_valid_policy(tmp_path: Path) -> None:
+    from kubetune_operator.api.platform import PlatformPolicy
+
+    default = PlatformPolicy.model_validate_json(
+        operator_env(run_helm(template_args([]), tmp_path).stdout)["KUBETUNE_POLICY"]
+    )
+    assert default == PlatformPolicy()  # allows anything
+    args = [
+        *template_args([]),
+        "--set-json", 'policy.allowedImages=["registry.example.com/ml/*"]',
+        "--set-json", 'policy.allowedEndpoints.checkpoint=["https://minio.storage:9000"]',
+        "--set", "policy.allowTrustRemoteCode=false",
+    ]  # fmt: skip
+    env = operator_env(run_helm(args, tmp_path).stdout)
+    policy = PlatformPolicy.from_env(env)
+    assert policy.allowed_images == ["registry.example.com/ml/*"]
+    assert policy.allowed_endpoints.checkpoint == ["https://minio.storage:9000"]
+    assert policy.allow_trust_remote_code is False

@@ -40,6 +40,16 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_GET(self) -> None:
+        """The existing object, controlled by the job uid "u1" (ownership check)."""
+        Handler.peers.add(self.client_address)
+        body = b'{"metadata": {"ownerReferences": [{"uid": "u1", "controller": true}]}}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *args: object) -> None:
         pass
 
@@ -89,7 +99,13 @@ def test_a_supporting_child_is_created_and_applied_only_when_it_exists(server: s
     sa = {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
-        "metadata": {"name": "s", "namespace": "ns"},
+        "metadata": {
+            "name": "s",
+            "namespace": "ns",
+            "ownerReferences": [
+                {"apiVersion": "v1", "kind": "J", "name": "j", "uid": "u1", "controller": True}
+            ],
+        },
     }
     writer.ensure(sa)
     assert (Handler.posts, len(Handler.peers)) == (1, 0), "created, not applied"

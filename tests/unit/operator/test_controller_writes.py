@@ -48,6 +48,7 @@ class Writer:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.applied: list[tuple[str, str]] = []
+        self.key_secrets: list[str] = []
         self.active = self.max_active = 0
         self.status_patches: list[dict[str, Any]] = []
         self.conflict = False
@@ -67,6 +68,9 @@ class Writer:
 
     def ensure(self, obj: dict[str, Any]) -> None:
         self.apply(obj)
+
+    def ensure_key_secret(self, namespace: str, name: str, key: str) -> None:
+        self.key_secrets.append(name)
 
     def patch_status(
         self, namespace: str, name: str, rv: str, patch: dict[str, Any]

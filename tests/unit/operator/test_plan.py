@@ -96,9 +96,9 @@ def test_epochs_default_to_one_without_max_steps() -> None:
 @pytest.mark.parametrize(
     ("method", "output", "fmt"),
     [
-        ({"type": "lora", "lora": {}}, {"uri": "s3://m/x"}, "adapter"),
-        ({"type": "full"}, {"uri": "s3://m/x"}, "merged"),
-        ({"type": "lora", "lora": {}}, {"uri": "s3://m/x", "format": "both"}, "both"),
+        ({"type": "lora", "lora": {}}, {"uri": "s3://models/x"}, "adapter"),
+        ({"type": "full"}, {"uri": "s3://models/x"}, "merged"),
+        ({"type": "lora", "lora": {}}, {"uri": "s3://models/x", "format": "both"}, "both"),
     ],
 )
 def test_output_format(method: dict, output: dict, fmt: str) -> None:

@@ -153,7 +153,10 @@ def test_a_hub_token_is_never_read_for_s3_keys() -> None:
     doc["spec"]["checkpoint"] = {"uri": "pvc://ckpt/llama-lora"}
     doc["spec"]["output"] = {"uri": "pvc://models/llama-lora"}
     refs = secret_refs(render(resolve(FineTuneJob.model_validate(doc), 1, SETTINGS))[-1])
-    assert refs == {"HF_TOKEN": ("hf-token", "HF_TOKEN", False)}
+    assert refs == {
+        "HF_TOKEN": ("hf-token", "HF_TOKEN", False),
+        "KUBETUNE_CHECKPOINT_KEY": ("kubetune-checkpoint-key", "key", False),  # not S3 keys
+    }
 
 
 def test_tracking_and_registry_secrets_are_read_only_for_their_own_keys() -> None:
@@ -194,6 +197,34 @@ def test_role_is_limited_to_its_own_job_status_and_creating_events() -> None:
     assert events == {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}
 
 
+def test_pod_runs_as_the_image_user_with_every_cache_on_a_writable_volume() -> None:
+    """The trainer image's user is 65532 with HOME /home/kubetune (trainer/Dockerfile): the pod
+    runs as that user, and every cache it writes lies on an emptyDir, the root being read-only."""
+    pod = by_kind(objects(), "Pod")[0]
+    spec, ctr = pod["spec"], pod["spec"]["containers"][0]
+    dockerfile = (HERE.parents[2] / "trainer" / "Dockerfile").read_text()
+    assert "USER 65532:65532" in dockerfile and "HOME=/home/kubetune" in dockerfile
+    assert spec["securityContext"]["runAsUser"] == 65532
+    assert spec["securityContext"]["runAsGroup"] == 65532
+    writable = {
+        m["mountPath"]
+        for m in ctr["volumeMounts"]
+        if not m.get("readOnly")
+        and "emptyDir" in next(v for v in spec["volumes"] if v["name"] == m["name"])
+    }
+    assert {"/tmp", "/home/kubetune", "/dev/shm"} <= writable
+    env = env_of(pod)
+    for var in (
+        "HOME",
+        "XDG_CACHE_HOME",
+        "TORCH_EXTENSIONS_DIR",
+        "TRITON_CACHE_DIR",
+        "HF_HOME",
+        "MPLCONFIGDIR",
+    ):
+        assert any(str(env[var]).startswith(d) for d in writable), (var, env[var])
+
+
 def test_pod_is_restricted_and_placed() -> None:
     pod = by_kind(objects(), "Pod")[0]
     spec, ctr = pod["spec"], pod["spec"]["containers"][0]
@@ -201,6 +232,7 @@ def test_pod_is_restricted_and_placed() -> None:
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert ctr["securityContext"]["allowPrivilegeEscalation"] is False
     assert ctr["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert ctr["securityContext"]["readOnlyRootFilesystem"] is True
     assert ctr["resources"]["limits"]["nvidia.com/gpu"] == "4"
     assert ctr["resources"]["requests"]["nvidia.com/gpu"] == "4"
     assert spec["restartPolicy"] == "Never"

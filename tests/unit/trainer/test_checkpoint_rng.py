@@ -13,9 +13,12 @@ import torch
 from kubetune_trainer.checkpoint import rng
 from kubetune_trainer.checkpoint.manager import CheckpointManager
 from kubetune_trainer.checkpoint.manifest import files_to_fetch, reader_rank, rng_file
+from kubetune_trainer.checkpoint.seal import Seal
 from kubetune_trainer.config import CheckpointConfig
 
 pytestmark = pytest.mark.unit
+
+SEAL = Seal(b"namespace key", "team/job")
 
 
 def draws() -> tuple[list[float], list[float], list[float], list[float]]:
@@ -75,13 +78,13 @@ class FakeEngine:
 
 def test_a_resumed_manager_continues_the_streams_of_the_saved_run(tmp_path: Path) -> None:
     cfg = CheckpointConfig(uri=f"file://{tmp_path}/store", local_dir=str(tmp_path / "local"))
-    saver = CheckpointManager(cfg, rank=0, world_size=1, job_key="job")
+    saver = CheckpointManager(cfg, rank=0, world_size=1, job_key="job", seal=SEAL)
     saver.save(FakeEngine(), 10, {"step": 10}, exclude_frozen=False)
     saver.wait()
     expected = draws()
 
     torch.manual_seed(0)  # the new attempt seeds in setup
-    restored = CheckpointManager(cfg, rank=0, world_size=1, job_key="job").restore(
+    restored = CheckpointManager(cfg, rank=0, world_size=1, job_key="job", seal=SEAL).restore(
         FakeEngine(), lambda ok: ok, exclude_frozen=False
     )
     assert restored is not None and restored.rng_restored
@@ -91,14 +94,14 @@ def test_a_resumed_manager_continues_the_streams_of_the_saved_run(tmp_path: Path
 
 def test_a_rejected_checkpoint_leaves_no_download_behind(tmp_path: Path) -> None:
     cfg = CheckpointConfig(uri=f"file://{tmp_path}/store", local_dir=str(tmp_path / "local"))
-    saver = CheckpointManager(cfg, rank=0, world_size=1, job_key="job")
+    saver = CheckpointManager(cfg, rank=0, world_size=1, job_key="job", seal=SEAL)
     for step in (10, 20):
         saver.save(FakeEngine(), step, {"step": step}, exclude_frozen=False)
         saver.wait()
     newest = sorted((tmp_path / "store").iterdir())[-1]
     (newest / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"torn!")  # sha differs
 
-    manager = CheckpointManager(cfg, rank=0, world_size=1, job_key="job")
+    manager = CheckpointManager(cfg, rank=0, world_size=1, job_key="job", seal=SEAL)
     restored = manager.restore(FakeEngine(), lambda ok: ok, exclude_frozen=False)
     assert restored is not None and restored.step == 10
     assert newest.name in restored.skipped

@@ -10,10 +10,13 @@ from typing import Any
 import pytest
 
 from kubetune_trainer.checkpoint import listing, manager, manifest
+from kubetune_trainer.checkpoint.seal import Seal
 from kubetune_trainer.checkpoint.storage import FileStorage, S3Storage, Storage
 from kubetune_trainer.config import CheckpointConfig, StorageConfig
 
 pytestmark = pytest.mark.unit
+
+SEAL = Seal(b"namespace key", "team/job")
 
 
 def rank_folder(tmp: Path, rank: int, step: int) -> Path:
@@ -36,11 +39,12 @@ def publish(
     eval_loss: float | None = None,
 ) -> str:
     tag = manifest.tag_for(step)
+    manager.claim(store, tag, SEAL, "store")
     for r in ranks if ranks is not None else range(world):
-        manager.upload_rank(store, rank_folder(tmp, r, step), tag, r)
+        manager.upload_rank(store, rank_folder(tmp, r, step), tag, r, SEAL)
     if commit:
         extra = {"metrics": {"train_loss": 2.0, "eval_loss": eval_loss}, "time": f"t{step}"}
-        manager.commit(store, tag, step, world, timeout=5, extra=extra)
+        manager.commit(store, tag, step, world, timeout=5, extra=extra, seal=SEAL)
     return tag
 
 
@@ -68,15 +72,15 @@ def test_manifest_lists_every_rank_file_with_size_and_sha(store: Storage, tmp_pa
 def test_commit_waits_for_all_ranks(store: Storage, tmp_path: Path) -> None:
     tag = publish(store, tmp_path, 5, ranks=[0], commit=False)
     with pytest.raises(TimeoutError, match=r"ranks \[1\]"):
-        manager.commit(store, tag, 5, 2, timeout=0.3, extra={})
+        manager.commit(store, tag, 5, 2, timeout=0.3, extra={}, seal=SEAL)
     assert store.get_bytes(f"{tag}/manifest.json") is None
     late = threading.Timer(
-        0.3, lambda: manager.upload_rank(store, rank_folder(tmp_path, 1, 55), tag, 1)
+        0.3, lambda: manager.upload_rank(store, rank_folder(tmp_path, 1, 55), tag, 1, SEAL)
     )
     late.start()
-    manager.commit(store, tag, 5, 2, timeout=10, extra={})
+    manager.commit(store, tag, 5, 2, timeout=10, extra={}, seal=SEAL)
     late.join()
-    assert manifest.committed(store)[0][0].tag == tag
+    assert manifest.committed(store, SEAL)[0][0].tag == tag
 
 
 def test_torn_checkpoints_are_skipped_for_the_previous_one(store: Storage, tmp_path: Path) -> None:
@@ -84,7 +88,7 @@ def test_torn_checkpoints_are_skipped_for_the_previous_one(store: Storage, tmp_p
     publish(store, tmp_path, 20, ranks=[0], commit=False)  # upload cut: rank 1 never finished
     tag30 = publish(store, tmp_path, 30)
     store.put_bytes(b"x", f"{tag30}/mp_rank_00_model_states.pt")  # a file replaced: size differs
-    good, skipped = manifest.committed(store)
+    good, skipped = manifest.committed(store, SEAL)
     assert [c.step for c in good] == [10]
     assert "no manifest" in skipped["step-00000020"][0] and "size" in skipped["step-00000030"][0]
 
@@ -94,7 +98,7 @@ def test_checksum_mismatch_is_found_after_download(store: Storage, tmp_path: Pat
     name = "zero_pp_rank_1_optim_states.pt"
     body = store.get_bytes(f"{tag}/{name}") or b""
     store.put_bytes(b"Z" + body[1:], f"{tag}/{name}")  # same size, different bytes
-    good, _ = manifest.committed(store)
+    good, _ = manifest.committed(store, SEAL)
     assert manager.download(store, good[0], tmp_path / "dl") == [f"{name}: sha256 mismatch"]
 
 
@@ -102,7 +106,7 @@ def test_keep_last_prunes_older_folders_only(store: Storage, tmp_path: Path) -> 
     for step in (10, 20, 30):
         publish(store, tmp_path, step)
     publish(store, tmp_path, 40, ranks=[0], commit=False)  # in progress: must survive
-    pruned = manager.prune(store, keep_last=2)
+    pruned = manager.prune(store, keep_last=2, seal=SEAL)
     assert (pruned.deleted, pruned.kept) == (["step-00000010"], ["step-00000030", "step-00000020"])
     assert sorted(manifest.tags_in(store.list(""))) == [
         "step-00000020",
@@ -121,14 +125,14 @@ def test_keep_best_spares_the_lowest_eval_loss_from_pruning(
     store = FileStorage(str(tmp_path / "store"))
     for step, loss in ((10, 1.0), (20, 0.5), (30, 0.8), (40, 0.9)):
         publish(store, tmp_path, step, eval_loss=loss)
-    assert manager.prune(store, keep_last=2, keep_best=keep_best).deleted == deleted
+    assert manager.prune(store, 2, SEAL, keep_best=keep_best).deleted == deleted
 
 
 def test_listing_is_newest_first_bounded_with_the_best_marked_and_kept(tmp_path: Path) -> None:
     store = FileStorage(str(tmp_path / "store"))
     for step, loss in ((10, 0.4), (20, None), (30, 0.8), (40, 0.9)):
         publish(store, tmp_path, step, eval_loss=loss)
-    good, _ = manifest.committed(store)
+    good, _ = manifest.committed(store, SEAL)
     full = listing.listing(good, "s3://b/ck")
     assert [(e["step"], e.get("best")) for e in full] == [
         (40, None),
@@ -159,7 +163,7 @@ def rank0_manager(tmp: Path, keep_last: int) -> manager.CheckpointManager:
     cfg = CheckpointConfig(
         uri=f"file://{tmp}/store", keep_last=keep_last, local_dir=str(tmp / "local")
     )
-    return manager.CheckpointManager(cfg, rank=0, world_size=1, job_key="job")
+    return manager.CheckpointManager(cfg, rank=0, world_size=1, job_key="job", seal=SEAL)
 
 
 def test_rank0_reports_latest_with_the_count_kept_after_pruning(tmp_path: Path) -> None:
@@ -167,6 +171,8 @@ def test_rank0_reports_latest_with_the_count_kept_after_pruning(tmp_path: Path) 
     counts = []
     for step in (10, 20, 30):
         tag = manifest.tag_for(step)
+        assert m.store is not None
+        manager.claim(m.store, tag, SEAL, "store")  # what save() does first
         m._publish(rank_folder(tmp_path, 0, step), tag, step, {"time": "2026-01-01T00:00:00Z"})
         m.wait()
         counts.append((m.last_committed or {}).get("count"))
@@ -200,7 +206,7 @@ def test_a_failed_prune_still_reports_the_commit_without_a_count(
     m = rank0_manager(tmp_path, keep_last=1)
     m.commit_timeout = 0.0  # no retries
 
-    def broken(store: Storage, keep_last: int, keep_best: bool) -> manager.Pruned:
+    def broken(store: Storage, keep_last: int, seal: Seal, keep_best: bool) -> manager.Pruned:
         raise OSError("store gone")
 
     monkeypatch.setattr(manager, "prune", broken)

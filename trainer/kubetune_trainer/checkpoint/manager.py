@@ -15,11 +15,12 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import CheckpointConfig
+from ..errors import BadInputError
 from . import rng
 from .listing import best, listing
 from .manifest import (
@@ -28,13 +29,16 @@ from .manifest import (
     committed,
     files_to_fetch,
     merge_ranks,
+    owned_tags,
+    owner_key,
     rank_key,
+    read_record,
     rng_file,
     tag_for,
-    tags_in,
     to_delete,
 )
-from .storage import Storage, join, open_storage, sha256_file
+from .seal import Seal
+from .storage import Storage, inside, join, open_storage, sha256_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,40 +108,64 @@ def injected_upload_pause(tag: str, env: Mapping[str, str] = os.environ) -> floa
     return 0.0
 
 
-def upload_rank(store: Storage, folder: Path, tag: str, rank: int) -> dict[str, Any]:
-    """Upload this rank's files of a checkpoint, then record them (the record means 'done')."""
+def claim(store: Storage, tag: str, seal: Seal, uri: str) -> None:
+    """Mark a checkpoint folder as this job's before writing into it; bad input (naming
+    spec.checkpoint.uri) when another job, or an unknown writer, holds that folder already:
+    each job needs its own checkpoint URI, and nothing there is overwritten."""
+    objects = store.list(tag)  # listed before the marker is read: a sibling rank writes its
+    marker, _ = read_record(store, owner_key(tag))  # marker before any file, so it shows here
+    if marker is None and not objects:
+        store.put_bytes(json.dumps(seal.sign({"tag": tag})).encode(), owner_key(tag))
+        return
+    if not seal.mine(marker):
+        whose = marker.get("job") if seal.verify(marker) else "an unknown writer"
+        raise BadInputError(
+            f"spec.checkpoint.uri: {join(uri, tag)} is held by {whose}, not by job {seal.job}: "
+            "give each job its own checkpoint URI"
+        )
+
+
+def upload_rank(store: Storage, folder: Path, tag: str, rank: int, seal: Seal) -> dict[str, Any]:
+    """Upload this rank's files of a checkpoint, then record them (the signed record means
+    'done')."""
     files = describe_files(folder)
     for i, name in enumerate(files):
         store.put_file(folder / name, join(tag, name))
         if i == 0:
             time.sleep(injected_upload_pause(tag))
-    record = {"rank": rank, "files": files}
+    record = seal.sign({"rank": rank, "files": files})
     store.put_bytes(json.dumps(record).encode(), rank_key(tag, rank))
     return record
 
 
 def wait_for_ranks(
-    store: Storage, tag: str, world_size: int, timeout: float, poll: float = 0.2
+    store: Storage, tag: str, world_size: int, timeout: float, seal: Seal, poll: float = 0.2
 ) -> list[dict[str, Any]]:
-    """Every rank's upload record for a checkpoint; TimeoutError if some never arrive."""
+    """Every rank's upload record for a checkpoint, signed by this job (anything else in
+    their place counts as not there yet); TimeoutError if some never arrive."""
     deadline = time.monotonic() + timeout
     while True:
-        records = [store.get_bytes(rank_key(tag, r)) for r in range(world_size)]
-        if all(records):
-            return [json.loads(r) for r in records if r]
+        records = [read_record(store, rank_key(tag, r))[0] for r in range(world_size)]
+        if all(seal.mine(r) for r in records):
+            return records
         if time.monotonic() > deadline:
-            missing = [r for r, rec in enumerate(records) if not rec]
+            missing = [r for r, rec in enumerate(records) if not seal.mine(rec)]
             raise TimeoutError(f"checkpoint {tag}: ranks {missing} did not finish uploading")
         time.sleep(poll)
 
 
 def commit(
-    store: Storage, tag: str, step: int, world_size: int, timeout: float, extra: dict[str, Any]
+    store: Storage,
+    tag: str,
+    step: int,
+    world_size: int,
+    timeout: float,
+    extra: dict[str, Any],
+    seal: Seal,
 ) -> dict[str, Any]:
-    """Write the manifest once all ranks uploaded: the checkpoint now counts."""
-    manifest = merge_ranks(
-        tag, step, world_size, wait_for_ranks(store, tag, world_size, timeout), extra
-    )
+    """Write the signed manifest once all ranks uploaded: the checkpoint now counts."""
+    ranks = wait_for_ranks(store, tag, world_size, timeout, seal)
+    manifest = seal.sign(merge_ranks(tag, step, world_size, ranks, extra))
     store.put_bytes(json.dumps(manifest, indent=1).encode(), join(tag, MANIFEST))
     return manifest
 
@@ -148,22 +176,20 @@ class Pruned:
 
     deleted: list[str]
     kept: list[str]
-    kept_checkpoints: list[Committed]
+    kept_checkpoints: list[Committed] = field(default_factory=list, compare=False)
 
 
-def prune(store: Storage, keep_last: int, keep_best: bool = False) -> Pruned:
-    """Delete folders older than the newest keep_last committed checkpoints (and, with
-    keep_best, never the one with the lowest eval loss: the job exports it at the end).
+def prune(store: Storage, keep_last: int, seal: Seal, keep_best: bool = False) -> Pruned:
+    """Delete this job's folders older than its newest keep_last committed checkpoints (and,
+    with keep_best, never the one with the lowest eval loss: the job exports it at the end);
+    other jobs' (and unknown writers') folders are never touched.
 
     Also returns the committed ones still kept, so rank 0 can report them without listing the
     store again."""
-    good, _ = committed(store)
+    good, _ = committed(store, seal)
     top = best(good) if keep_best else None
     doomed = to_delete(
-        list(tags_in(store.list("")).keys()),
-        [c.tag for c in good],
-        keep_last,
-        top.tag if top else None,
+        owned_tags(store, seal), [c.tag for c in good], keep_last, top.tag if top else None
     )
     for tag in doomed:
         store.delete_prefix(tag + "/")
@@ -180,8 +206,9 @@ def download(
     files = ckpt.manifest["files"]
     bad = []
     for name in files if names is None else names:
-        store.get_file(join(ckpt.tag, name), dest / name)
-        if sha256_file(dest / name) != files[name]["sha256"]:
+        target = inside(dest, name, f"checkpoint {ckpt.tag}: file")
+        store.get_file(join(ckpt.tag, name), target)
+        if sha256_file(target) != files[name]["sha256"]:
             bad.append(f"{name}: sha256 mismatch")
     return bad
 
@@ -195,13 +222,15 @@ class CheckpointManager:
         rank: int,
         world_size: int,
         job_key: str,
+        seal: Seal,
         every_shard: bool = False,
         keep_best: bool = False,
     ) -> None:
         """rank must be the data-parallel rank DeepSpeed names shards by (the global rank without
-        model parallelism); every_shard: resume reads every rank's shards (see reads_every_shard);
-        keep_best: pruning spares the checkpoint with the lowest eval loss."""
-        self.cfg, self.rank, self.world_size = cfg, rank, world_size
+        model parallelism); seal signs and verifies (the namespace's key, this job's name);
+        every_shard: resume reads every rank's shards (see reads_every_shard); keep_best:
+        pruning spares the checkpoint with the lowest eval loss."""
+        self.cfg, self.rank, self.world_size, self.seal = cfg, rank, world_size, seal
         self.every_shard, self.keep_best = every_shard, keep_best
         # recorded in every manifest: what `kubetune export` needs to rebuild the model
         self.lineage: dict[str, Any] = {}
@@ -233,6 +262,7 @@ class CheckpointManager:
             return
         self.wait()
         tag = tag_for(step)
+        claim(self.store, tag, self.seal, self.cfg.uri or "")
         save_dir = self.local / "save"
         engine.save_checkpoint(
             str(save_dir),
@@ -263,12 +293,14 @@ class CheckpointManager:
         store, limit = self.store, self.commit_timeout
         try:
             with_retries(
-                lambda: upload_rank(store, folder, tag, self.rank), f"upload of {tag}", limit
+                lambda: upload_rank(store, folder, tag, self.rank, self.seal),
+                f"upload of {tag}",
+                limit,
             )
             shutil.rmtree(folder, ignore_errors=True)
             if self.rank == 0:
                 with_retries(
-                    lambda: commit(store, tag, step, self.world_size, limit, extra),
+                    lambda: commit(store, tag, step, self.world_size, limit, extra, self.seal),
                     f"commit of {tag}",
                     limit,
                 )
@@ -281,7 +313,7 @@ class CheckpointManager:
                 }
                 try:
                     pruned = with_retries(
-                        lambda: prune(store, self.cfg.keep_last, self.keep_best),
+                        lambda: prune(store, self.cfg.keep_last, self.seal, self.keep_best),
                         f"pruning after {tag}",
                         limit,
                     )
@@ -307,14 +339,15 @@ class CheckpointManager:
             raise RuntimeError(f"checkpoint upload failed: {err}") from err
 
     def candidates(self) -> tuple[list[Committed], dict[str, list[str]]]:
-        """Committed checkpoints to try, newest first (or the one named by checkpoint.resume)."""
+        """Committed checkpoints to try, newest first: this job's own, or the one named by
+        checkpoint.resume, which any job of the namespace may have committed."""
         if self.cfg.resume == "never" or self.store is None:
             return [], {}
         if self.cfg.resume == "auto":
-            return committed(self.store)
+            return committed(self.store, self.seal)
         root, _, tag = self.cfg.resume.rstrip("/").rpartition("/")
-        good, skipped = committed(open_storage(root, self.cfg.storage))
-        return [c for c in good if c.tag == tag], skipped
+        good, skipped = committed(open_storage(root, self.cfg.storage), self.seal, any_job=True)
+        return [c for c in good if c.tag == tag], {t: p for t, p in skipped.items() if t == tag}
 
     def restore(self, engine: Any, all_ok: Any, exclude_frozen: bool) -> Restored | None:
         """Load the newest checkpoint every rank downloaded intact; torn ones are skipped.
@@ -322,6 +355,8 @@ class CheckpointManager:
         all_ok(bool) -> bool must be a collective AND across ranks, so all ranks pick the same one.
         """
         good, skipped = self.candidates()
+        for tag, why in skipped.items():
+            log.warning("not resuming from checkpoint %s: %s", tag, "; ".join(why))
         store = (
             self.store
             if self.cfg.resume == "auto"
@@ -357,6 +392,11 @@ class CheckpointManager:
             )
             return Restored(
                 ckpt.tag, ckpt.step, dict(client_state or {}), skipped, names, rng_restored
+            )
+        if self.cfg.resume not in ("auto", "never"):
+            raise BadInputError(
+                f"spec.checkpoint.resume: {self.cfg.resume} is no committed checkpoint this job "
+                f"may restore: {skipped or 'nothing there'}"
             )
         return None
 

@@ -1,9 +1,14 @@
 """Checkpoint layout in the store, and the pure rules for commit, validity, choice, retention and
 which files a rank reads on resume.
 
+<root>/step-00000100/_owner.json            the job that writes this folder, before any file
 <root>/step-00000100/<DeepSpeed files of every rank, and each rank's RNG states>
 <root>/step-00000100/_ranks/rank-<r>.json   one per rank, written after its upload
 <root>/step-00000100/manifest.json          written by rank 0 last: the commit
+
+The three records are signed (seal.Seal): a job resumes from and prunes only folders it signed,
+so two jobs that share a checkpoint URI never read or delete each other's, and nothing a foreign
+writer puts in the store is ever downloaded, let alone unpickled.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .storage import Storage, join
+from .seal import Seal
+from .storage import Storage, join, safe_relative
 
 TAG_RE = re.compile(r"^step-(\d{8})$")
 MANIFEST = "manifest.json"
 RANKS = "_ranks"
+OWNER = "_owner.json"
 
 
 def tag_for(step: int) -> str:
@@ -125,34 +132,89 @@ def tags_in(listing: dict[str, int]) -> dict[str, dict[str, int]]:
     return out
 
 
-def problems(manifest: dict[str, Any] | None, objects: dict[str, int]) -> list[str]:
-    """Why a checkpoint folder is not usable (empty list: it is committed and complete)."""
-    if manifest is None:
-        return ["no manifest (upload cut or not committed)"]
+def owner_key(tag: str) -> str:
+    """Where the job writing a checkpoint folder says so, before it uploads anything there."""
+    return join(tag, OWNER)
+
+
+def read_record(store: Storage, key: str) -> tuple[Any, str | None]:
+    """A JSON record of the store and None, or None and why it cannot be read (absent, torn,
+    not JSON): a corrupt record makes its checkpoint skipped, never the run fail."""
+    try:
+        raw = store.get_bytes(key)
+    except Exception as e:  # a store error on one record skips that checkpoint
+        return None, f"{key}: unreadable ({e})"
+    if raw is None:
+        return None, None
+    try:
+        return json.loads(raw), None
+    except ValueError as e:
+        return None, f"{key}: not valid JSON ({e})"
+
+
+def _file_problems(files: Any, objects: dict[str, int]) -> list[str]:
+    """What is wrong with a manifest's file list: names that leave the folder, wrong types,
+    files missing from the store or of another size."""
+    if not isinstance(files, dict) or not files:
+        return ["manifest lists no files"]
     issues = []
-    for name, info in manifest.get("files", {}).items():
-        if name not in objects:
+    for name, info in files.items():
+        if safe_relative(name) is None:
+            issues.append(f"{name!r}: not a plain relative path")
+        elif not isinstance(info, dict) or not isinstance(info.get("size"), int):
+            issues.append(f"{name}: no size")
+        elif not isinstance(info.get("sha256"), str):
+            issues.append(f"{name}: no sha256")
+        elif name not in objects:
             issues.append(f"{name}: missing")
         elif objects[name] != info["size"]:
             issues.append(f"{name}: size {objects[name]} != {info['size']}")
-    if not manifest.get("files"):
-        issues.append("manifest lists no files")
     return issues
 
 
-def committed(store: Storage) -> tuple[list[Committed], dict[str, list[str]]]:
-    """Committed, complete checkpoints newest first, and the problems of the folders skipped."""
+def problems(
+    manifest: Any, objects: dict[str, int], tag: str, seal: Seal, any_job: bool = False
+) -> list[str]:
+    """Why a checkpoint folder is not usable (empty list: committed by this job, or with
+    `any_job` by any job of the namespace, and complete)."""
+    if manifest is None:
+        return ["no manifest (upload cut or not committed)"]
+    if not seal.verify(manifest):
+        return ["not signed with this namespace's checkpoint key: written by someone else"]
+    if not any_job and manifest.get("job") != seal.job:
+        return [f"committed by job {manifest.get('job')}, not by this job"]
+    if manifest.get("tag") != tag or not isinstance(manifest.get("step"), int):
+        return [f"the manifest is of {manifest.get('tag')!r}, not of this folder"]
+    return _file_problems(manifest.get("files"), objects)
+
+
+def committed(
+    store: Storage, seal: Seal, any_job: bool = False
+) -> tuple[list[Committed], dict[str, list[str]]]:
+    """Complete checkpoints this job committed (with `any_job`: any job of the namespace),
+    newest first, and the problems of the folders skipped."""
     good, skipped = [], {}
     for tag, objects in sorted(tags_in(store.list("")).items(), reverse=True):
-        raw = store.get_bytes(join(tag, MANIFEST)) if MANIFEST in objects else None
-        manifest = json.loads(raw) if raw else None
-        issues = problems(manifest, objects)
+        manifest: Any
+        manifest, error = (
+            read_record(store, join(tag, MANIFEST)) if MANIFEST in objects else (None, None)
+        )
+        issues = [error] if error else problems(manifest, objects, tag, seal, any_job)
         if issues:
             skipped[tag] = issues
         else:
-            assert manifest is not None
             good.append(Committed(tag, int(manifest["step"]), manifest))
     return good, skipped
+
+
+def owned_tags(store: Storage, seal: Seal) -> list[str]:
+    """Checkpoint folders this job started (its signed owner marker), committed or not: the
+    only ones its retention may delete."""
+    mine = []
+    for tag, objects in tags_in(store.list("")).items():
+        if OWNER in objects and seal.mine(read_record(store, owner_key(tag))[0]):
+            mine.append(tag)
+    return sorted(mine)
 
 
 def to_delete(

@@ -45,14 +45,34 @@ def join(*parts: str) -> str:
     return "/".join(p.strip("/") for p in parts if p.strip("/"))
 
 
+def safe_relative(name: object) -> str | None:
+    """`name` if it is a plain relative path (segments, no '', '.' or '..', not absolute),
+    else None: a key or manifest entry like `x/../../etc` or `x//abs` never leaves its folder."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        return None
+    parts = name.split("/")
+    if any(p in ("", ".", "..") for p in parts):
+        return None
+    return name
+
+
+def inside(root: Path, name: str, what: str) -> Path:
+    """root/name, refused (bad input naming `what` and the name) unless name is a plain
+    relative path: checked before anything is written."""
+    if safe_relative(name) is None:
+        raise BadInputError(f"{what}: {name!r} is not a plain relative path: refused")
+    return root / name
+
+
 class FileStorage:
-    """A directory tree; keys are relative paths."""
+    """A directory tree; keys are relative paths that stay inside it."""
 
     def __init__(self, root: str) -> None:
         self.root = Path(root)
 
     def _path(self, key: str) -> Path:
-        return self.root / key
+        key = key.rstrip("/")  # a folder: delete_prefix("step-00000010/")
+        return inside(self.root, key, f"key under {self.root}") if key else self.root
 
     def put_file(self, local: Path, key: str) -> None:
         dst = self._path(key)
@@ -216,8 +236,9 @@ def download(uri: str, field: str, storage: StorageConfig, dest: Path) -> Path:
     if list(keys) == [""]:
         store.get_file("", dest)
         return dest
-    for key in keys:
-        store.get_file(key, dest / key)
+    targets = {key: inside(dest, key, f"{field}: {uri!r}: object key") for key in keys}
+    for key, target in targets.items():
+        store.get_file(key, target)
     return dest
 
 

@@ -1,0 +1,357 @@
+"""Rules against hostile or contradictory input, each written once: a CEL rule for the
+apiserver and a check of the same manifest JSON for `kubetune validate` and the operator.
+
+Each Guard names the schema node its CEL rule is attached to (`at`, dotted, relative to spec;
+`[]` steps into list items) and the field it blames; `check` reads the same node of the
+manifest as CEL sees it (camelCase JSON, defaults filled in) and returns the same message CEL's
+messageExpression builds, or None. crd.build_crd attaches every rule; spec.FineTuneJobSpec runs
+every check; a test runs a table of bad manifests through both.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from kubetune_trainer.redact import SECRET_NAME, looks_secret
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Guard:
+    """One rule: where it lives in the schema, its CEL, and its offline twin."""
+
+    at: str
+    cel: str
+    summary: str
+    message_cel: str
+    field: str
+    check: Callable[[Json], str | None]
+
+    def rule(self) -> dict[str, str]:
+        """The x-kubernetes-validations entry (the summary stands in should the message
+        expression fail, and is what the API reference shows)."""
+        out = {"rule": self.cel, "message": self.summary, "messageExpression": self.message_cel}
+        if self.field:
+            out["fieldPath"] = self.field
+        return out
+
+
+def cel_list(names: tuple[str, ...]) -> str:
+    """A CEL list literal of strings."""
+    return "[" + ", ".join(f"'{n}'" for n in names) + "]"
+
+
+def node(spec: Json, at: str) -> list[Json]:
+    """The values at dotted path `at` of a spec (every item where a step ends in [])."""
+    found: list[Any] = [spec]
+    for step in at.split(".") if at else []:
+        key, many = step.removesuffix("[]"), step.endswith("[]")
+        found = [n.get(key) for n in found if isinstance(n, dict) and n.get(key) is not None]
+        if many:
+            found = [item for n in found if isinstance(n, list) for item in n]
+    return [n for n in found if isinstance(n, dict)]
+
+
+# --- env the operator sets ---------------------------------------------------------------
+# What the operator and torchrun put in a worker's env, and what changes which code runs or
+# where credentials go: a job may not set these (HF_ENDPOINT or AWS_ENDPOINT_URL would send the
+# job's credentials to any host; the endpoint fields, checked by the platform policy, say it).
+RESERVED_ENV = (
+    "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
+    "NODE_RANK", "NNODES", "NPROC_PER_NODE", "GROUP_RANK", "POD_NAME", "PYTHONUNBUFFERED",
+    "PATH", "LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "PYTHONPATH", "PYTHONHOME",
+    "PYTHONSTARTUP",
+)  # fmt: skip
+RESERVED_ENV_PREFIXES = ("KUBETUNE_", "AWS_", "HF_", "TORCHELASTIC_")
+# The trainer's own knobs a job may turn: its log level, where its metrics endpoint binds (the
+# pod IP from a fieldRef), and the fault hooks tests inject failures with (they harm only the
+# job that sets them).
+JOB_SETTABLE_ENV = ("KUBETUNE_LOG_LEVEL", "KUBETUNE_METRICS_ADDR")
+JOB_SETTABLE_PREFIX = "KUBETUNE_FAULT_"
+
+_RESERVED_CEL = (
+    f"(self.name in {cel_list(RESERVED_ENV)} || "
+    + " || ".join(f"self.name.startsWith('{p}')" for p in RESERVED_ENV_PREFIXES)
+    + f") && !(self.name in {cel_list(JOB_SETTABLE_ENV)} || "
+    f"self.name.startsWith('{JOB_SETTABLE_PREFIX}'))"
+)
+_ENV_TAIL = (
+    ": names kubetune reserves (the rendezvous, KUBETUNE_* but the trainer log level, metrics "
+    "address and fault hooks, AWS_*, HF_*, PATH, LD_* and PYTHON* variables); set endpoints, "
+    "regions and credentials with the fields of spec.model, spec.dataset, spec.checkpoint and "
+    "spec.output"
+)
+assert "'" not in _ENV_TAIL  # it is also a CEL string literal
+
+
+def reserved_env(name: str) -> bool:
+    """Whether a job may not set env variable `name`."""
+    if name in JOB_SETTABLE_ENV or name.startswith(JOB_SETTABLE_PREFIX):
+        return False
+    return name in RESERVED_ENV or name.startswith(RESERVED_ENV_PREFIXES)
+
+
+def _env_shadows(var: Json) -> str | None:
+    name = str(var.get("name", ""))
+    return f"spec.resources.env: {name}{_ENV_TAIL}" if reserved_env(name) else None
+
+
+# --- names, quantities and core/v1 rules ------------------------------------------------
+# A qualified name (label key, resource name): an optional DNS-subdomain prefix and a name.
+QUALIFIED_NAME = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+_QUALIFIED = re.compile(QUALIFIED_NAME)
+MAX_QUALIFIED = 317  # a 253-character prefix, "/", a 63-character name
+GPU_RESOURCE = "nvidia.com/gpu"
+_QUANTITY = re.compile(
+    r"^(?P<num>[+-]?(\d+(\.\d*)?|\.\d+))(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|"
+    r"[eE][+-]?\d+)?$"
+)
+_SCALE = {
+    "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": Decimal(1),
+    "k": Decimal("1e3"), "M": Decimal("1e6"), "G": Decimal("1e9"), "T": Decimal("1e12"),
+    "P": Decimal("1e15"), "E": Decimal("1e18"), "Ki": Decimal(2**10), "Mi": Decimal(2**20),
+    "Gi": Decimal(2**30), "Ti": Decimal(2**40), "Pi": Decimal(2**50), "Ei": Decimal(2**60),
+}  # fmt: skip
+
+
+def quantity(value: Any) -> Decimal | None:
+    """A Kubernetes quantity (16, "500m", "1.5Gi", "1e3") as a number; None if it is none."""
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        return None
+    m = _QUANTITY.match(str(value))
+    if not m:
+        return None
+    suffix = m.group("suffix") or ""
+    scale = Decimal(10) ** int(suffix[1:]) if suffix[:1] in ("e", "E") else _SCALE[suffix]
+    return Decimal(m.group("num")) * scale
+
+
+def qualified(name: str) -> bool:
+    """Whether `name` is a Kubernetes qualified name (label key, resource name)."""
+    return len(name) <= MAX_QUALIFIED and bool(_QUALIFIED.match(name))
+
+
+def _cel_qualified(var: str) -> str:
+    return f"(size({var}) <= {MAX_QUALIFIED} && {var}.matches(r'{QUALIFIED_NAME}'))"
+
+
+def bad_resource_names(amounts: Json) -> list[str]:
+    """Keys of a requests/limits map that are no resource names (checked offline only: CEL
+    cannot bound the length of map keys, so the CRD cannot afford to look at them)."""
+    return [k for k in amounts if not qualified(k)]
+
+
+_GPUS = (
+    f": {GPU_RESOURCE} comes from spec.resources.gpusPerNode (requests and limits of "
+    "it would contradict it)"
+)
+
+
+def _gpu_guard(which: str) -> Guard:
+    def check(resources: Json) -> str | None:
+        return (
+            f"spec.resources.{which}{_GPUS}"
+            if GPU_RESOURCE in (resources.get(which) or {})
+            else None
+        )
+
+    return Guard(
+        at="resources",
+        cel=f"!has(self.{which}) || !('{GPU_RESOURCE}' in self.{which})",
+        summary=f"spec.resources.{which}{_GPUS}",
+        message_cel=f"'spec.resources.{which}{_GPUS}'",
+        field=f".{which}",
+        check=check,
+    )
+
+
+_BELOW = ": a limit is below its request"
+_LIMIT_OK = (
+    "!(k in self.limits) || !isQuantity(string(self.limits[k])) || "
+    "!isQuantity(string(self.requests[k])) || "
+    "quantity(string(self.limits[k])).compareTo(quantity(string(self.requests[k]))) >= 0"
+)
+
+
+def _limits_below_requests(resources: Json) -> str | None:
+    requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
+    for key, request in requests.items():
+        lim, req = quantity(limits.get(key)), quantity(request)
+        if key in limits and lim is not None and req is not None and lim < req:
+            return f"spec.resources.limits{_BELOW}"
+    return None
+
+
+def _toleration(problem: str, ok: Callable[[Json], bool]) -> Callable[[Json], str | None]:
+    return lambda t: None if ok(t) else f"spec.resources.tolerations: {problem}"
+
+
+_TOLERATION_RULES = [
+    (
+        "a toleration without a key needs operator Exists (it then tolerates every taint)",
+        "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+        lambda t: bool(t.get("key")) or t.get("operator") == "Exists",
+    ),
+    (
+        "operator Exists takes no value",
+        "!(has(self.operator) && self.operator == 'Exists' && has(self.value) && self.value != '')",
+        lambda t: not (t.get("operator") == "Exists" and t.get("value")),
+    ),
+    (
+        "tolerationSeconds needs effect NoExecute",
+        "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+        lambda t: "tolerationSeconds" not in t or t.get("effect") == "NoExecute",
+    ),
+    (
+        "key must be a label key",
+        f"!has(self.key) || self.key == '' || {_cel_qualified('self.key')}",
+        lambda t: not t.get("key") or qualified(t["key"]),
+    ),
+]
+
+_SOURCES = ("secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef", "fileKeyRef")
+_ONE_SOURCE_CEL = " + ".join(f"(has(self.valueFrom.{k}) ? 1 : 0)" for k in _SOURCES) + " == 1"
+_LITERAL_SECRET = (
+    ": looks like a credential: take it from a Secret (valueFrom.secretKeyRef), a literal "
+    "value is visible to anyone who can read the pod"
+)
+
+
+def _env_value(var: Json) -> str | None:
+    name = str(var.get("name", ""))
+    if "value" in var and "valueFrom" in var:
+        return f"spec.resources.env: {name}: set value or valueFrom, not both"
+    source = var.get("valueFrom")
+    if isinstance(source, dict) and sum(k in source for k in _SOURCES) != 1:
+        return f"spec.resources.env: {name}: valueFrom names exactly one source"
+    if "value" in var and looks_secret(name):
+        return f"spec.resources.env: {name}{_LITERAL_SECRET}"
+    return None
+
+
+def _same_place(a: str, b: str) -> str:
+    """CEL: two URIs name the same place (a trailing slash aside)."""
+    return f"({a} == {b} || {a} == {b} + '/' || {a} + '/' == {b})"
+
+
+def _same(a: str | None, b: str | None) -> bool:
+    return a is not None and b is not None and a.rstrip("/") == b.rstrip("/")
+
+
+_OVER_MODEL = ": the same location as spec.model.source: the export would overwrite the base model"
+_OVER_CKPT = ": the same location as spec.checkpoint.uri: retention would delete the exported model"
+
+
+GUARDS: list[Guard] = [
+    _gpu_guard("requests"),
+    _gpu_guard("limits"),
+    Guard(
+        at="resources",
+        cel=f"!has(self.limits) || !has(self.requests) || self.requests.all(k, {_LIMIT_OK})",
+        summary=f"spec.resources.limits{_BELOW}",
+        message_cel=f"'spec.resources.limits{_BELOW}'",
+        field=".limits",
+        check=_limits_below_requests,
+    ),
+    *[
+        Guard(
+            at="resources.tolerations[]",
+            cel=cel,
+            summary=f"spec.resources.tolerations: {problem}",
+            message_cel=f"'spec.resources.tolerations: {problem}'",
+            field="",
+            check=_toleration(problem, ok),
+        )
+        for problem, cel, ok in _TOLERATION_RULES
+    ],
+    Guard(
+        at="resources.env[]",
+        cel="!(has(self.value) && has(self.valueFrom))",
+        summary="spec.resources.env: set value or valueFrom, not both",
+        message_cel="'spec.resources.env: ' + self.name + ': set value or valueFrom, not both'",
+        field="",
+        check=lambda v: _env_value(v) if "value" in v and "valueFrom" in v else None,
+    ),
+    Guard(
+        at="resources.env[]",
+        cel=f"!has(self.valueFrom) || {_ONE_SOURCE_CEL}",
+        summary="spec.resources.env: valueFrom names exactly one source",
+        message_cel="'spec.resources.env: ' + self.name + ': valueFrom names exactly one source'",
+        field=".valueFrom",
+        check=lambda v: _env_value(v) if "value" not in v and "valueFrom" in v else None,
+    ),
+    Guard(
+        at="resources.env[]",
+        cel=f"!has(self.value) || has(self.valueFrom) || !self.name.matches('{SECRET_NAME}')",
+        summary=f"spec.resources.env: a credential{_LITERAL_SECRET}",
+        message_cel=f"'spec.resources.env: ' + self.name + '{_LITERAL_SECRET}'",
+        field=".value",
+        check=lambda v: _env_value(v) if "valueFrom" not in v else None,
+    ),
+    Guard(
+        at="",
+        cel=f"!has(self.output) || !{_same_place('self.output.uri', 'self.model.source')}",
+        summary=f"spec.output.uri{_OVER_MODEL}",
+        message_cel=f"'spec.output.uri{_OVER_MODEL}'",
+        field=".output.uri",
+        check=lambda spec: (
+            f"spec.output.uri{_OVER_MODEL}"
+            if _same((spec.get("output") or {}).get("uri"), spec["model"]["source"])
+            else None
+        ),
+    ),
+    Guard(
+        at="",
+        cel="!has(self.output) || !has(self.checkpoint) || "
+        f"!{_same_place('self.output.uri', 'self.checkpoint.uri')}",
+        summary=f"spec.output.uri{_OVER_CKPT}",
+        message_cel=f"'spec.output.uri{_OVER_CKPT}'",
+        field=".output.uri",
+        check=lambda spec: (
+            f"spec.output.uri{_OVER_CKPT}"
+            if _same(
+                (spec.get("output") or {}).get("uri"), (spec.get("checkpoint") or {}).get("uri")
+            )
+            else None
+        ),
+    ),
+    Guard(
+        at="resources.env[]",
+        cel=f"!({_RESERVED_CEL})",
+        summary=f"spec.resources.env: a job may not set{_ENV_TAIL}",
+        message_cel=f"'spec.resources.env: ' + self.name + '{_ENV_TAIL}'",
+        field=".name",
+        check=_env_shadows,
+    ),
+]
+
+
+def problems(spec: Json) -> list[str]:
+    """The message of every guard a spec (camelCase JSON, defaults filled in) breaks."""
+    out = []
+    for guard in GUARDS:
+        for value in node(spec, guard.at):
+            message = guard.check(value)
+            if message:
+                out.append(message)
+    return out
+
+
+def attach(spec_schema: Json) -> Json:
+    """The spec's structural schema with every guard's CEL rule at its node."""
+    for guard in GUARDS:
+        target = spec_schema
+        for step in guard.at.split(".") if guard.at else []:
+            target = target["properties"][step.removesuffix("[]")]
+            if step.endswith("[]"):
+                target = target["items"]
+        target.setdefault("x-kubernetes-validations", []).append(guard.rule())
+    return spec_schema
