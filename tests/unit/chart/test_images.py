@@ -80,11 +80,13 @@ def test_operator_image_has_no_torch_and_pins_every_base_dependency() -> None:
 def test_trainer_image_pins_every_trainer_dependency() -> None:
     project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
     extras = project["optional-dependencies"]
-    wanted = requirement_names(project["dependencies"] + extras["trainer"] + extras["qlora"])
+    wanted = requirement_names(
+        project["dependencies"] + extras["trainer"] + extras["qlora"] + extras["gpu"]
+    )
     missing = wanted - set(pins(CONSTRAINTS["trainer"]))
     assert not missing, f"trainer/constraints.txt does not pin: {sorted(missing)}"
     text = DOCKERFILES["trainer"].read_text()
-    assert ".[trainer,qlora]" in text and "--constraint trainer/constraints.txt" in text
+    assert ".[trainer,qlora,gpu]" in text and "--constraint trainer/constraints.txt" in text
 
 
 @pytest.mark.parametrize("component", ["operator", "trainer"])
