@@ -120,7 +120,7 @@ def tracked(
             checkpoint={"uri": f"s3://{bucket}/ck", "storage": storage, "every_steps": 10,
                         "keep_last": 3},
             output={"select": "best", "registry": {"name": MODEL_NAME},
-                    "push": {"repo": HUB_REPO, "private": False}},
+                    "push": {"repo": HUB_REPO, "private": False, "endpoint": hub.endpoint}},
             tracking={"mlflow": {"tracking_uri": mlflow_server.uri, "experiment": "results",
                                  "run_name": "tracked"},
                       "tensorboard_uri": f"s3://{bucket}/ck/tensorboard",
@@ -129,7 +129,6 @@ def tracked(
         cfg["data"]["packing"] = False  # one record per sequence: 64 train sequences
         env = {
             **s3_server.env(),
-            "HF_ENDPOINT": hub.endpoint,
             "HF_HOME": str(work / "hf"),
             "HF_HUB_OFFLINE": "0",
             HUB_PUSH_TOKEN_ENV: HUB_TOKEN,

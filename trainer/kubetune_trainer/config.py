@@ -210,6 +210,7 @@ class PushConfig(_Config):
     """A Hugging Face Hub repository the exported model is pushed to."""
 
     repo: str = Field(description="Repository id, org/name.")
+    endpoint: str | None = Field(None, description="Hub URL; None: the public Hugging Face Hub.")
     private: bool = Field(True, description="Create the repository private if it does not exist.")
     revision: str = Field("main", description="Branch to commit to.")
 

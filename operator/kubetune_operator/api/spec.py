@@ -839,10 +839,15 @@ class PushSpec(ApiModel):
     model card."""
 
     repo: str = Field(
-        description="Repository id, org/name (created if missing). The hub is HF_ENDPOINT of "
-        "the workers (spec.resources.env), else huggingface.co.",
+        description="Repository id, org/name (created if missing).",
         pattern=HUB_REPO_PATTERN,
         max_length=200,
+    )
+    endpoint: str | None = Field(
+        None,
+        description="URL of the hub (a private one); default: the public Hugging Face Hub.",
+        pattern=HTTP_URI_PATTERN,
+        max_length=1024,
     )
     private: bool = Field(True, description="Create the repository private if it is missing.")
     revision: str = Field("main", description="Branch to commit to.", min_length=1, max_length=256)

@@ -205,14 +205,22 @@ ENDPOINT_FIELDS: dict[StoreName, str] = {
 }
 
 
-def remote_endpoints(spec: FineTuneJobSpec) -> dict[str, tuple[str, str | None]]:
-    """Each store reached over the network (s3://, hf://; ftj:// when it names an endpoint):
-    the field that sets its endpoint and the endpoint it uses (None: the default one)."""
-    out: dict[str, tuple[str, str | None]] = {}
+def remote_endpoints(spec: FineTuneJobSpec) -> list[tuple[str, str, str | None]]:
+    """Each store reached over the network (s3://, hf://; ftj:// when it names an endpoint),
+    the tracking servers and the hub a push goes to: (its policy list, the field that sets its
+    endpoint, the endpoint it uses or None for the default one)."""
+    out: list[tuple[str, str, str | None]] = []
     for name, store in stores(spec, spec.model.source).items():
         upstream = upstream_job(spec.model.source) is not None and name == "model"
         if store.is_s3 or store.is_hub or (upstream and store.endpoint):
-            out[name] = (ENDPOINT_FIELDS[name], store.endpoint)
+            out.append((name, ENDPOINT_FIELDS[name], store.endpoint))
+    t = spec.tracking
+    if t is not None and t.mlflow is not None:
+        out.append(("tracking", "spec.tracking.mlflow.trackingUri", t.mlflow.tracking_uri))
+    if t is not None and t.wandb is not None:
+        out.append(("tracking", "spec.tracking.wandb.baseUrl", t.wandb.base_url))
+    if spec.output is not None and spec.output.push is not None:
+        out.append(("push", "spec.output.push.endpoint", spec.output.push.endpoint))
     return out
 
 
@@ -351,7 +359,9 @@ def output_config(spec: FineTuneJobSpec, uri: str, storage: StorageConfig) -> Ou
         registry=RegisterConfig(name=out.register_model.name)
         if out and out.register_model
         else None,
-        push=PushConfig(repo=push.repo, private=push.private, revision=push.revision)
+        push=PushConfig(
+            repo=push.repo, endpoint=push.endpoint, private=push.private, revision=push.revision
+        )
         if push
         else None,
     )

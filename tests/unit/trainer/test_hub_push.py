@@ -22,7 +22,6 @@ TOKEN = "hf_write_token"
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
     with HubServer(write_token=TOKEN) as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         monkeypatch.delenv("HF_TOKEN", raising=False)
@@ -47,13 +46,13 @@ def test_push_commits_the_folder_and_the_hub_client_downloads_it(
 
     folder = export_folder(tmp_path)
     monkeypatch.setenv(HUB_PUSH_TOKEN_ENV, TOKEN)
-    pushed = push(folder, PushConfig(repo="org/tuned"), "kubetune: j")
+    pushed = push(folder, PushConfig(repo="org/tuned", endpoint=hub.endpoint), "kubetune: j")
     assert pushed == {"repo": "org/tuned", "commit": hub.repos[("model", "org/tuned")].commit}
     got = Path(snapshot_download("org/tuned", revision=pushed["commit"], endpoint=hub.endpoint))
     for name in ("model.safetensors", "adapter/adapter_config.json", "README.md"):
         assert (got / name).read_bytes() == (folder / name).read_bytes()
     assert "base_model: org/base" in (got / "README.md").read_text()
-    again = push(folder, PushConfig(repo="org/tuned"), "kubetune: j again")  # repo exists
+    again = push(folder, PushConfig(repo="org/tuned", endpoint=hub.endpoint), "again")  # exists
     assert again["commit"] == pushed["commit"]  # same files, same content address here
 
 
@@ -61,4 +60,4 @@ def test_push_without_a_write_token_is_bad_input_naming_the_field(
     hub: HubServer, tmp_path: Path
 ) -> None:
     with pytest.raises(BadInputError, match=r"spec\.output\.push.*401"):
-        push(export_folder(tmp_path), PushConfig(repo="org/tuned"), "kubetune: j")
+        push(export_folder(tmp_path), PushConfig(repo="org/tuned", endpoint=hub.endpoint), "j")

@@ -1,7 +1,7 @@
 """output.push: the exported folder (weights, tokenizer, run card, README.md model card) as one
 commit to a Hugging Face Hub repository, created if missing.
 
-The hub is HF_ENDPOINT (a private hub or a mirror) or huggingface.co; the token is the push
+The hub is output.push.endpoint (a private hub) or huggingface.co; the token is the push
 secret's (KUBETUNE_HF_PUSH_TOKEN), else HF_TOKEN. One commit of explicit files, so a failed
 push leaves the repository as it was.
 """
@@ -21,7 +21,7 @@ def push(folder: Path, cfg: PushConfig, message: str) -> dict[str, str]:
     from huggingface_hub.errors import HfHubHTTPError
 
     token = os.environ.get(HUB_PUSH_TOKEN_ENV) or os.environ.get(HUB_TOKEN_KEY) or None
-    api = HfApi(endpoint=os.environ.get("HF_ENDPOINT") or None, token=token)
+    api = HfApi(endpoint=cfg.endpoint, token=token)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     ops = [CommitOperationAdd(str(p.relative_to(folder)), str(p)) for p in files]
     try:
