@@ -35,7 +35,7 @@ test-unit: setup ## Unit tests only (no cluster)
 test-k8s: setup control-plane ## Tests against the real kube-apiserver only
 	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m k8s $(PYTEST_ARGS)
 
-test-e2e: setup control-plane node test-images ## Whole-system tests only (a real node: needs root)
+test-e2e: setup control-plane node test-images ## Whole-system tests: the trainer's processes, and a real node (needs root)
 	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 lint: setup ## ruff

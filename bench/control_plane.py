@@ -37,13 +37,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from kubernetes import client, config  # noqa: E402
+
 from bench._scale import apimetrics, kwok, recorder, stats, workload  # noqa: E402
 from bench._scale.usage import Usage  # noqa: E402
-from kubernetes import client, config  # noqa: E402
+from kubetune_operator.api import constants as c  # noqa: E402
 from tests.harness import ControlPlane, eventually, procs, start_control_plane  # noqa: E402
 from tests.harness.controlplane import admin_ssl_context, http_get  # noqa: E402
-
-from kubetune_operator.api import constants as c  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 COMPLETE_ANNOTATION = "bench.kubetune.dev/complete"

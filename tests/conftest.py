@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import os
+from pathlib import Path
 
 import pytest
 
@@ -32,8 +33,18 @@ def _has_cuda() -> bool:
 _MARKS_BY_NODEID: dict[str, list[str]] = {}
 
 
+KINDS = ("unit", "k8s", "e2e", "gpu")
+TESTS_ROOT = Path(__file__).resolve().parent
+
+
+def kind_of_folder(item: pytest.Item) -> str:
+    """The kind a test's folder stands for: the first folder under tests/."""
+    return Path(str(item.path)).resolve().relative_to(TESTS_ROOT).parts[0]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse tests without a kind marker, remember each test's markers, skip gpu tests without CUDA."""
+    """Refuse tests without a kind marker or outside their kind's folder, remember each test's
+    markers, skip gpu tests without CUDA."""
     unmarked = []
     for item in items:
         marks = [m for m in MARKERS if item.get_closest_marker(m)]
@@ -43,6 +54,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if unmarked:
         raise pytest.UsageError(
             "tests without a marker (unit, k8s, e2e, gpu, slow): " + ", ".join(unmarked)
+        )
+    misplaced = [i.nodeid for i in items if kind_of_folder(i) not in _MARKS_BY_NODEID[i.nodeid]]
+    if misplaced:
+        raise pytest.UsageError(
+            "tests whose folder is not their kind (tests/<kind>/ holds the tests marked <kind>): "
+            + ", ".join(misplaced)
         )
     gpu_items = [i for i in items if i.get_closest_marker("gpu")]
     if gpu_items and not _has_cuda():

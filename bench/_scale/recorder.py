@@ -14,9 +14,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench._scale.workload import job_of_pod
 from kubernetes import client
 from kubernetes.watch.watch import iter_resp_lines
+
+from bench._scale.workload import job_of_pod
 
 TERMINAL_POD_PHASES = ("Succeeded", "Failed")
 

@@ -20,8 +20,8 @@ from kubernetes import client
 
 from kubetune_operator import metrics
 from kubetune_operator.api import constants as c
-from kubetune_operator.decode import loads
-from kubetune_operator.reconcile.status import Event
+from kubetune_operator.reconcile.decision import Event
+from kubetune_operator.responses import as_json, done
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
@@ -241,19 +241,3 @@ class Writer:
         }
         with metrics.api_call("event"):
             done(self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False))  # type: ignore[arg-type]
-
-
-def done(response: Any) -> None:
-    """Read a raw response to its end and hand its connection back to the pool.
-
-    An unread response cannot give its keep-alive connection back: the next call then opens
-    a new TCP + TLS connection, which costs both sides far more than the request itself.
-    """
-    response.read()
-    response.release_conn()
-
-
-def as_json(response: Any) -> Any:
-    """Body of a raw (not preloaded) response as plain JSON data, however deep it nests
-    (decode.loads)."""
-    return loads(response.data)

@@ -10,23 +10,11 @@ import yaml
 from pydantic import ValidationError
 
 from kubetune_operator.api.crd import crd_yaml
-from kubetune_operator.api.manifests import ManifestError, load_documents
+from kubetune_operator.api.manifests import load_documents, load_manifest
 from kubetune_operator.api.platform import PlatformPolicy
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.parse import validation_problems
 from kubetune_operator.reconcile.plan import OperatorSettings, policy_violations
-
-
-def load_manifest(path: str) -> FineTuneJob:
-    """Parse and validate a FineTuneJob manifest file (the first FineTuneJob document in it)."""
-    try:
-        docs = load_documents(Path(path).read_text())
-    except ManifestError as err:
-        raise ManifestError(f"{path}: {err}") from None
-    for doc in docs:
-        if isinstance(doc, dict) and doc.get("kind") == "FineTuneJob":
-            return FineTuneJob.model_validate(doc)
-    raise ValueError(f"{path}: no FineTuneJob document found")
 
 
 def format_validation_error(err: ValidationError) -> str:

@@ -23,26 +23,17 @@ from kubetune_operator.api.status import TERMINAL_PHASES
 from kubetune_operator.apply import ForeignObject, Writer
 from kubetune_operator.fetch import Reader
 from kubetune_operator.reconcile import names
+from kubetune_operator.reconcile.decision import Decision, Event, Upstream
 from kubetune_operator.reconcile.parse import InvalidSpec, parse_job
 from kubetune_operator.reconcile.plan import (
     OperatorSettings,
     cluster_problems,
     output_location,
     policy_violations,
-    resolve,
     upstream_job,
 )
-from kubetune_operator.reconcile.render import render
-from kubetune_operator.reconcile.status import (
-    Decision,
-    Event,
-    Upstream,
-    can_coalesce,
-    decide,
-    invalid_spec,
-    status_patch,
-)
-from kubetune_trainer.checkpoint.seal import SECRET_KEY
+from kubetune_operator.reconcile.status import can_coalesce, decide, invalid_spec, status_patch
+from kubetune_trainer.contract import CHECKPOINT_SECRET_KEY
 
 log = logging.getLogger(__name__)
 # Writes in flight at once across all passes (pod creates of a gang go out concurrently).
@@ -145,8 +136,8 @@ class Controller:
             upstream = self._upstream(namespace, name, job.spec.model.source)
             pods = self.reader.pods(namespace, name, body["metadata"].get("uid"))
             conflict = self.conflicts.get((namespace, name))
-            decision = decide(job, status, pods, self.clock(), upstream, conflict)
-            self._execute(body, job, status, pods, decision, upstream)
+            decision = decide(job, status, pods, self.clock(), upstream, conflict, self.settings)
+            self._execute(body, job, status, pods, decision)
             metrics.record_phase(namespace, name, decision.status.get("phase"))
             return decision.requeue_after
 
@@ -261,9 +252,9 @@ class Controller:
         status: dict[str, Any],
         pods: list[dict[str, Any]],
         d: Decision,
-        upstream: Upstream | None,
     ) -> None:
-        """Status first (guarded by resourceVersion), then events, deletions, creations."""
+        """Status first (guarded by resourceVersion), then events, deletions, creations (the
+        rendered children, less pods that exist or were created and are not yet observed)."""
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         self._write_status(body, status, d.status, d)
@@ -281,18 +272,17 @@ class Controller:
         if d.start_attempt is not None:
             seen = {p["metadata"]["name"] for p in pods}
             existing = seen | self._expected_pods((ns, name), seen)
-            plan = resolve(
-                job, d.start_attempt, self.settings, upstream.output_uri if upstream else None
-            )
             wanted = [
                 obj
-                for obj in render(plan)
+                for obj in d.children
                 if not (obj["kind"] == "Pod" and obj["metadata"]["name"] in existing)
             ]
             new_pods = [o["metadata"]["name"] for o in wanted if o["kind"] == "Pod"]
             if new_pods:  # else every pod is created and merely not observed yet
                 if job.spec.checkpoint is not None:  # one create per attempt; 409 is fine
-                    self.writer.ensure_key_secret(ns, names.CHECKPOINT_KEY_SECRET, SECRET_KEY)
+                    self.writer.ensure_key_secret(
+                        ns, names.CHECKPOINT_KEY_SECRET, CHECKPOINT_SECRET_KEY
+                    )
                 try:
                     self._apply_all(wanted)
                 except ForeignObject as err:

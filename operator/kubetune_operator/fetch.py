@@ -9,8 +9,8 @@ from kubernetes import client
 
 from kubetune_operator import metrics
 from kubetune_operator.api import constants as c
-from kubetune_operator.apply import as_json
 from kubetune_operator.decode import bounded_copy
+from kubetune_operator.responses import as_json
 
 PodIndex = Mapping[tuple[str, str], Iterable[dict[str, Any]]]
 JobIndex = Mapping[tuple[str, str], Iterable[dict[str, Any]]]

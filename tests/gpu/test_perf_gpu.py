@@ -56,7 +56,7 @@ def test_packed_varlen_liger_matches_padded_sdpa() -> None:
     """Same records: padded through sdpa vs packed through varlen attention with Liger kernels."""
     import torch
 
-    from kubetune_trainer import perf
+    from kubetune_trainer import data, perf
     from kubetune_trainer.config import PerfConfig
 
     docs = records()
@@ -66,8 +66,8 @@ def test_packed_varlen_liger_matches_padded_sdpa() -> None:
         "attention_mask": torch.tensor([[1] * len(d) + [0] * (width - len(d)) for d in docs]),
         "labels": torch.tensor([d + [-100] * (width - len(d)) for d in docs]),
     }
-    row = perf.pack_documents([(d, d) for d in docs], sum(LENGTHS) + 7, pad_id=0)
-    packed = perf.varlen_inputs({k: torch.tensor([v]) for k, v in row.items()})
+    rows = data.pack([data.Example(d, list(d)) for d in docs], sum(LENGTHS) + 7, pad_id=0)
+    packed = perf.varlen_inputs(data.collate(rows))
 
     base = tiny_llama()
     ours = copy.deepcopy(base)
@@ -102,14 +102,13 @@ def test_selective_checkpointing_keeps_loss() -> None:
 
 def test_compiled_layers_with_every_lever_match_eager() -> None:
     """perf.compile_layers on top of Liger and varlen attention: same loss and gradients."""
-    import torch
 
-    from kubetune_trainer import perf
+    from kubetune_trainer import data, perf
     from kubetune_trainer.config import PerfConfig
 
     docs = records()
-    row = perf.pack_documents([(d, d) for d in docs], sum(LENGTHS) + 7, pad_id=0)
-    packed = perf.varlen_inputs({k: torch.tensor([v]) for k, v in row.items()})
+    rows = data.pack([data.Example(d, list(d)) for d in docs], sum(LENGTHS) + 7, pad_id=0)
+    packed = perf.varlen_inputs(data.collate(rows))
     eager = tiny_llama()
     levers = perf.resolve(PerfConfig(compile_layers=True), cuda=True, gradient_checkpointing=False)
     perf.apply(eager, levers)

@@ -12,6 +12,7 @@ imports nothing; what the node ran is gone.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -36,6 +37,7 @@ CONF_DIR = Path(__file__).with_name("nodeconf")
 CNI_BIN = Path("/usr/lib/cni")
 RUNC = Path("/usr/sbin/runc")
 PAUSE_IMAGE = "localhost/kubetune/pause:1"
+MACHINE_LOCK = Path("/run/lock/kubetune-node.lock")
 REQUIRED = ("kubelet", "containerd", "containerd-shim-runc-v2", "ctr", "crictl", "coredns", "pause")
 
 
@@ -85,6 +87,7 @@ class Node:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     startup_seconds: float = 0.0
     name: str = NODE_NAME
+    lock_fd: int = -1
 
     @property
     def socket(self) -> Path:
@@ -222,7 +225,10 @@ class Node:
             proc = self.processes.pop(name, None)
             if proc is not None:
                 procs.stop(proc)
-        return nodeclean.clean_leftovers(self.bins, self.state)
+        left = nodeclean.clean_leftovers(self.bins, self.state)
+        release_machine(self.lock_fd)
+        self.lock_fd = -1
+        return left
 
     def _spawn(
         self, name: str, argv: list[str], env: dict[str, str] | None = None
@@ -312,6 +318,26 @@ def _import_pause(node: Node) -> None:
     node.import_image(archive, PAUSE_IMAGE)
 
 
+def hold_machine() -> int:
+    """One node per machine: the bridge, the iptables rules and kubelet's fixed paths are
+    machine-wide, and the leftover cleanup would tear down another run's node. Blocks until
+    an earlier run on this machine has stopped its node; returns the held lock's descriptor."""
+    MACHINE_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(MACHINE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"waiting for another test node on this machine to stop ({MACHINE_LOCK})")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def release_machine(fd: int) -> None:
+    """Let the next run on this machine start its node."""
+    if fd >= 0:
+        os.close(fd)
+
+
 def start_node(cp: ControlPlane, bins: Path | None = None) -> Node:
     """Clean up after any earlier run, then bring the node up: bridge, containerd, the
     apiserver forwarder, kubelet (until Ready) and CoreDNS. Stops what it started on failure."""
@@ -323,10 +349,13 @@ def start_node(cp: ControlPlane, bins: Path | None = None) -> Node:
             "cannot start a node, missing: " + ", ".join(lacking) + " (hack/build-node.sh, "
             "hack/install-node-packages.sh)"
         )
+    lock_fd = hold_machine()
+    started = time.monotonic()
     leftovers = nodeclean.clean_leftovers(bins, STATE_DIR)
     if leftovers:
+        release_machine(lock_fd)
         raise NodeError(f"an earlier node left what cannot be removed: {leftovers}")
-    node = Node(cp=cp, bins=bins)
+    node = Node(cp=cp, bins=bins, lock_fd=lock_fd)
     try:
         _write_files(node)
         nodeclean.record_sysctls(node.state)

@@ -206,6 +206,11 @@ INVALID_CASES: list[InvalidCase] = [
         "partial-without-settings", "spec.method.partial", _set("spec.method", {"type": "partial"})
     ),
     case(
+        "partial-settings-on-lora",
+        "spec.method.partial",
+        _set("spec.method.partial", {"topLayers": 2}),
+    ),
+    case(
         "partial-with-both-selectors",
         "spec.method.partial",
         _set(
@@ -265,6 +270,12 @@ INVALID_CASES: list[InvalidCase] = [
         _set("spec.training.earlyStopping", {"patience": 2}),
     ),
     case(
+        "early-stopping-with-evals-but-without-validation",
+        "spec.training.earlyStopping",
+        _set("spec.training.evalEverySteps", 10),
+        _set("spec.training.earlyStopping", {"patience": 2}),
+    ),
+    case(
         "early-stopping-without-eval-every-steps",
         "spec.training.earlyStopping",
         _set("spec.dataset.validationSplit", 0.1),
@@ -275,14 +286,14 @@ INVALID_CASES: list[InvalidCase] = [
         "select-best-without-eval-every-steps",
         "spec.training.evalEverySteps",
         _set("spec.dataset.validationSplit", 0.1),
-        _set("spec.checkpoint", {"uri": "s3://c/p"}),
+        _set("spec.checkpoint", {"uri": "s3://ckpt/p"}),
         _set("spec.output.select", "best"),
     ),
     case(
         "select-best-without-validation",
         "spec.dataset.validationSplit",
         _set("spec.training.evalEverySteps", 10),
-        _set("spec.checkpoint", {"uri": "s3://c/p"}),
+        _set("spec.checkpoint", {"uri": "s3://ckpt/p"}),
         _set("spec.output.select", "best"),
     ),
     case(

@@ -13,17 +13,24 @@ import logging
 import os
 import sys
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING
 
-from .errors import (
+from .contract import (
+    CONFIG_ENV,
+    CONFIG_FILE_NAME,
     EXIT_BAD_INPUT,
+    EXIT_DIR_ENV,
     EXIT_GPU_OOM,
     EXIT_OK,
     EXIT_PREEMPTED,
     TERMINATION_LOG,
-    BadInputError,
 )
+from .errors import BadInputError
 from .redact import setup_logging
+
+if TYPE_CHECKING:
+    from .config import TrainerConfig
+    from .trainer import Trainer
 
 
 def report_error(message: str, termination_log: str = TERMINATION_LOG) -> None:
@@ -42,7 +49,7 @@ def report_error(message: str, termination_log: str = TERMINATION_LOG) -> None:
         pass
 
 
-def load_config(path: str) -> object:
+def load_config(path: str) -> TrainerConfig:
     """The TrainerConfig, with a validation error turned into bad input naming the fields."""
     from pydantic import ValidationError
 
@@ -63,7 +70,7 @@ def load_config(path: str) -> object:
 
 def record_exit(code: int) -> int:
     """Leave this rank's exit code where the launcher looks (KUBETUNE_EXIT_DIR), and return it."""
-    folder = os.environ.get("KUBETUNE_EXIT_DIR")
+    folder = os.environ.get(EXIT_DIR_ENV)
     if folder:
         rank = os.environ.get("RANK", "0")
         try:
@@ -84,7 +91,7 @@ def run(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m kubetune_trainer", description=__doc__)
     p.add_argument(
         "--config",
-        default=os.environ.get("KUBETUNE_CONFIG", "trainer.json"),
+        default=os.environ.get(CONFIG_ENV, CONFIG_FILE_NAME),
         help="TrainerConfig JSON",
     )
     args = p.parse_args(argv)
@@ -94,13 +101,13 @@ def run(argv: list[str] | None = None) -> int:
     except BadInputError as e:
         report_error(str(e))
         return EXIT_BAD_INPUT
-    trainer: Any = None
+    trainer: Trainer | None = None
     try:
         from . import dist, loop
         from .trainer import Trainer
 
         env = dist.setup()
-        trainer = Trainer(cfg, env)  # type: ignore[arg-type]
+        trainer = Trainer(cfg, env)
         state = trainer.setup()
         state = loop.run(trainer, state)
         if state.preempted:

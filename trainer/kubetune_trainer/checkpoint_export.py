@@ -25,11 +25,11 @@ from .adapter import BaseRef
 from .checkpoint.manager import download
 from .checkpoint.manifest import Committed, committed, step_of
 from .checkpoint.seal import Seal
-from .checkpoint.storage import open_storage
 from .config import ModelConfig, OutputConfig, StorageConfig, TrainerConfig
 from .errors import BadInputError
 from .model_card import write_model_card
 from .redact import redacted_spec
+from .storage import open_storage
 
 log = logging.getLogger("kubetune_trainer")
 

@@ -14,47 +14,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from .contract import StoreName
+
 
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-StoreName = Literal["model", "dataset", "checkpoint", "output"]
-"""The four object stores a job talks to; each has its own endpoint, region and credentials."""
-
-S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
-"""Keys an object-store credentialsSecret may hold; the first two are required."""
-S3_REQUIRED_KEYS = S3_SECRET_KEYS[:2]
-HUB_TOKEN_KEY = "HF_TOKEN"
-"""The key of a hub-token secret (an hf:// source's credentialsSecret), and the worker's variable."""
-HUB_PUSH_TOKEN_ENV = "KUBETUNE_HF_PUSH_TOKEN"
-"""The worker's variable for output.push's token (HF_TOKEN of its credentialsSecret): apart from
-HF_TOKEN, which a read-only token of the hf:// model or data may hold."""
-MLFLOW_SECRET_KEYS = (
-    "MLFLOW_TRACKING_TOKEN",
-    "MLFLOW_TRACKING_USERNAME",
-    "MLFLOW_TRACKING_PASSWORD",
-)
-"""Keys a tracking.mlflow credentialsSecret may hold (a bearer token, or basic auth); each becomes
-the worker variable of the same name, which the MLflow client reads."""
-WANDB_SECRET_KEY = "WANDB_API_KEY"
-"""The key of a tracking.wandb credentialsSecret, and the worker's variable."""
-MAX_LISTED_CHECKPOINTS = 20
-"""Committed checkpoints status.checkpoints.committed lists at most (newest first, the best kept)."""
-GRACE_ENV = "KUBETUNE_GRACE_SECONDS"
-"""Seconds a worker has after SIGTERM (its pod's terminationGracePeriodSeconds): the operator
-reads its setting from it and renders it into every worker; the launcher gives it to torchrun."""
-
-
-def s3_credential_env(store: StoreName) -> dict[str, str]:
-    """Secret key -> worker env variable for one store: KUBETUNE_S3_<STORE>_<KEY without AWS_>.
-
-    The single naming rule: the operator renders these from the store's credentialsSecret, the
-    trainer's S3 client of that store reads them. Per-store names are what let model, data,
-    checkpoints and output live behind different keys in one process.
-    """
-    prefix = f"KUBETUNE_S3_{store.upper()}_"
-    return {key: prefix + key.removeprefix("AWS_") for key in S3_SECRET_KEYS}
 
 
 class StorageConfig(_Config):
@@ -322,6 +286,3 @@ class TrainerConfig(_Config):
     def load(cls, path: str | Path) -> TrainerConfig:
         """Read a config file written by the operator or the local runner."""
         return cls.model_validate(json.loads(Path(path).read_text()))
-
-
-CONFIG_FILE_NAME = "trainer.json"

@@ -15,12 +15,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from . import hub
-from .checkpoint.storage import download, local_path, sha256_file
 from .config import DataConfig, StorageConfig
 from .errors import BadInputError
+from .storage import download, local_path, sha256_file
 
 IGNORE = -100
-FORMATS = ("prompt-completion", "chat", "text")
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .contract import MASTER_PORT
+
 
 @dataclass(frozen=True)
 class DistEnv:
@@ -44,7 +46,7 @@ def setup() -> DistEnv:
 
     env = read_env()
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", "29500")
+    os.environ.setdefault("MASTER_PORT", str(MASTER_PORT))
     os.environ.setdefault("RANK", str(env.rank))
     os.environ.setdefault("LOCAL_RANK", str(env.local_rank))
     os.environ.setdefault("WORLD_SIZE", str(env.world_size))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from .config import TrainerConfig
+from .config import TrainerConfig, TrainingConfig
 from .errors import BadInputError
 
 
@@ -48,7 +48,7 @@ def ds_config(
         raise BadInputError(f"deepspeed.zero_stage must be 0-3, got {d.zero_stage}")
     if d.offload_parameters != "none" and d.zero_stage != 3:
         raise BadInputError("deepspeed.offload_parameters needs zero_stage 3")
-    accumulation = grad_accumulation(t.global_batch_size, t.micro_batch_size, world_size)
+    accumulation = accumulation_steps(t, world_size)
     zero: dict[str, Any] = {"stage": d.zero_stage}
     if d.offload_optimizer != "none":
         zero["offload_optimizer"] = offload_section(
@@ -84,14 +84,18 @@ def ds_config(
     return deep_merge(deep_merge(conf, extra or {}), d.overrides)
 
 
-def grad_accumulation(global_batch: int, micro: int, world_size: int) -> int:
-    """global / (micro x world), which must divide exactly."""
-    per_step = micro * world_size
-    if global_batch % per_step:
+def accumulation_steps(t: TrainingConfig, world_size: int) -> int:
+    """The gradient accumulation the operator resolved, checked against the world this run has:
+    global batch = micro-batch x accumulation x world size (the operator computed it for the
+    gang it started; a config for another world size is bad input, not something to redo)."""
+    steps = t.gradient_accumulation_steps
+    if t.micro_batch_size * steps * world_size != t.global_batch_size:
         raise BadInputError(
-            f"training.global_batch_size={global_batch} is not a multiple of micro_batch_size x world size ({micro} x {world_size})"
+            f"training.global_batch_size={t.global_batch_size} is not micro_batch_size x "
+            f"gradient_accumulation_steps x world size ({t.micro_batch_size} x {steps} x "
+            f"{world_size})"
         )
-    return max(1, global_batch // per_step)
+    return steps
 
 
 def warmup_steps(total_steps: int, ratio: float) -> int:

@@ -1,17 +1,7 @@
-"""Exit codes and the error type for bad input, shared by every trainer module."""
+"""The error type for bad input, shared by every trainer module (its exit code is
+contract.EXIT_BAD_INPUT)."""
 
 from __future__ import annotations
-
-EXIT_OK = 0
-# After SIGTERM made the trainer save a checkpoint and stop; equals the operator's
-# kubetune_operator.api.constants.EXIT_PREEMPTED (the trainer does not import the operator).
-EXIT_PREEMPTED = 43
-# The config, data or model source is wrong: retrying the same attempt cannot help.
-EXIT_BAD_INPUT = 44
-# The GPU ran out of memory: the same settings run out again, so the job is not retried.
-EXIT_GPU_OOM = 45
-
-TERMINATION_LOG = "/dev/termination-log"
 
 
 class BadInputError(ValueError):

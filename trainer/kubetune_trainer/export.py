@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from .adapter import RUN_CARD, BaseRef, write_base
-from .checkpoint.storage import open_storage
 from .config import OutputConfig
+from .storage import open_storage
 
 
 def full_state_dict(engine: Any) -> dict[str, Any] | None:

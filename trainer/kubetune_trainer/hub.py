@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .contract import HUB_TOKEN_KEY
 from .errors import BadInputError
 
 
@@ -67,7 +68,7 @@ def download(
         RevisionNotFoundError,
     )
 
-    token = os.environ.get("HF_TOKEN") or None
+    token = os.environ.get(HUB_TOKEN_KEY) or None
     api = HfApi(endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None, token=token)
     where = f"{field} {repo_type} repo {ref.repo_id!r}"
     try:

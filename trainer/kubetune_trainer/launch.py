@@ -18,8 +18,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .config import GRACE_ENV
-from .errors import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_OK, EXIT_PREEMPTED
+from .contract import (
+    CONFIG_ENV,
+    CONFIG_FILE_NAME,
+    EXIT_BAD_INPUT,
+    EXIT_DIR_ENV,
+    EXIT_GPU_OOM,
+    EXIT_OK,
+    EXIT_PREEMPTED,
+    GRACE_ENV,
+    MASTER_PORT,
+)
 
 
 def torchrun_args(env: dict[str, str], config: str) -> list[str]:
@@ -34,7 +43,7 @@ def torchrun_args(env: dict[str, str], config: str) -> list[str]:
             "--nnodes", nnodes,
             "--node-rank", env.get("NODE_RANK", "0"),
             "--master-addr", env.get("MASTER_ADDR", "127.0.0.1"),
-            "--master-port", env.get("MASTER_PORT", "29500"),
+            "--master-port", env.get("MASTER_PORT", str(MASTER_PORT)),
         ]  # fmt: skip
     return [*cmd, "-m", "kubetune_trainer", "--config", config]
 
@@ -100,10 +109,10 @@ def read_codes(folder: Path) -> list[int]:
 def main(argv: list[str] | None = None) -> int:
     """Run torchrun, forward SIGTERM/SIGINT to it, and return the combined exit code."""
     p = argparse.ArgumentParser(prog="python -m kubetune_trainer.launch", description=__doc__)
-    p.add_argument("--config", default=os.environ.get("KUBETUNE_CONFIG", "trainer.json"))
+    p.add_argument("--config", default=os.environ.get(CONFIG_ENV, CONFIG_FILE_NAME))
     args = p.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="kubetune-exit-") as folder:
-        env = with_shutdown_timeout(with_own_bin_first({**os.environ, "KUBETUNE_EXIT_DIR": folder}))
+        env = with_shutdown_timeout(with_own_bin_first({**os.environ, EXIT_DIR_ENV: folder}))
         proc = subprocess.Popen(torchrun_args(env, args.config), env=env)
 
         def forward(signum: int, frame: object) -> None:

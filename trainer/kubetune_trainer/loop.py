@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
+
+from .config import TrainerConfig
 
 
 @dataclass
@@ -38,13 +40,49 @@ class LoopState:
         }
 
 
+class Trainable(Protocol):
+    """What the loop drives (the Trainer): steps, the collective stop/save answer, evaluation,
+    reporting and saving. The loop owns the order; these own the work."""
+
+    cfg: TrainerConfig
+    total_steps: int
+
+    def train_step(self, step: int) -> tuple[float, int]:
+        """One optimizer step; (loss, tokens of this rank)."""
+        ...
+
+    def agree_on_signals(self, step: int) -> tuple[bool, bool]:
+        """(stop, save now), the same on every rank."""
+        ...
+
+    def eval_loss(self) -> float | None:
+        """Validation loss over all ranks; None without validation data."""
+        ...
+
+    def report(self, s: LoopState, tokens: int, force: bool = False, final: bool = False) -> None:
+        """Metrics and progress after a step (final: the run's last report)."""
+        ...
+
+    def keep_best(self, step: int) -> None:
+        """Keep the weights of a new best evaluation."""
+        ...
+
+    def best_due(self, s: LoopState) -> bool:
+        """Whether the evaluation just made at s.step is a new best that is to be saved."""
+        ...
+
+    def save(self, s: LoopState, wait: bool = False) -> None:
+        """A checkpoint of the state after s.step."""
+        ...
+
+
 def improved(best: float | None, value: float, min_delta: float) -> bool:
     """Whether an eval loss beats the best by more than min_delta."""
     return best is None or value < best - min_delta
 
 
-def run(t: Any, s: LoopState) -> LoopState:
-    """Train from s.step to t.total_steps; t is the Trainer (engine, data, checkpoints, sinks)."""
+def run(t: Trainable, s: LoopState) -> LoopState:
+    """Train from s.step to t.total_steps."""
     cfg = t.cfg.training
     if s.step == 0 and cfg.eval_every_steps:
         evaluate(t, s)  # the baseline the fine-tune is judged against
@@ -74,7 +112,7 @@ def run(t: Any, s: LoopState) -> LoopState:
     return s
 
 
-def evaluate(t: Any, s: LoopState) -> None:
+def evaluate(t: Trainable, s: LoopState) -> None:
     """Eval loss on the validation set; early stopping bookkeeping."""
     value = t.eval_loss()
     if value is None:

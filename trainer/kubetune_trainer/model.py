@@ -10,9 +10,9 @@ from urllib.parse import urlparse
 
 from . import adapter, hub
 from .adapter import BaseRef
-from .checkpoint.storage import download, local_path
 from .config import MethodConfig, ModelConfig, StorageConfig
 from .errors import BadInputError
+from .storage import download, local_path
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,6 @@ from .errors import BadInputError
 log = logging.getLogger("kubetune_trainer")
 
 VARLEN_ATTENTION = "kubetune_varlen"
-IGNORE = -100
 
 
 @dataclass(frozen=True)
@@ -260,49 +259,6 @@ def ds_settings(levers: Levers, zero_stage: int) -> dict[str, Any]:
 
 
 # -- packed batches ------------------------------------------------------------------------------
-def document_positions(lengths: list[int]) -> list[int]:
-    """Position ids that restart at 0 for every document of a packed row."""
-    out: list[int] = []
-    for n in lengths:
-        out.extend(range(n))
-    return out
-
-
-def mask_document_starts(labels: list[int], positions: list[int]) -> list[int]:
-    """Labels with each document's first token ignored: no token learns to predict the next document."""
-    return [IGNORE if p == 0 else lab for lab, p in zip(labels, positions, strict=True)]
-
-
-def pack_documents(
-    docs: list[tuple[list[int], list[int]]], length: int, pad_id: int
-) -> dict[str, list[int]]:
-    """One packed row of exactly `length` tokens from whole documents (ids, labels).
-
-    Padding at the end is its own document with ignored labels, so every token has a position
-    and the row's loss equals that of the documents trained one by one.
-    """
-    ids: list[int] = []
-    labels: list[int] = []
-    lengths: list[int] = []
-    for doc_ids, doc_labels in docs:
-        ids += doc_ids
-        labels += doc_labels
-        lengths.append(len(doc_ids))
-    if len(ids) > length:
-        raise ValueError(f"documents hold {len(ids)} tokens, more than the row's {length}")
-    if len(ids) < length:
-        pad = length - len(ids)
-        ids += [pad_id] * pad
-        labels += [IGNORE] * pad
-        lengths.append(pad)
-    positions = document_positions(lengths)
-    return {
-        "input_ids": ids,
-        "labels": mask_document_starts(labels, positions),
-        "position_ids": positions,
-    }
-
-
 def cu_seqlens(position_ids: Any) -> tuple[Any, int]:
     """Cumulative document boundaries over the flattened batch, and the longest document.
 

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from .contract import GROUP, PLURAL, VERSION
+
 
 @dataclass
 class Progress:
@@ -196,7 +198,7 @@ class KubernetesSink:
         body = status_patch(p, self.start_step)
         try:
             self.api.patch_namespaced_custom_object_status(
-                "kubetune.dev", "v1alpha1", self.namespace, "finetunejobs", self.name, body
+                GROUP, VERSION, self.namespace, PLURAL, self.name, body
             )
         except Exception as e:  # progress is best effort: training must not die for a status patch
             sys.stderr.write(f"progress patch failed: {e}\n")

@@ -8,7 +8,6 @@ import logging
 import math
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,13 @@ from . import engine as engine_mod
 from . import export as export_mod
 from . import model as model_mod
 from . import perf as perf_mod
+from .build import build_engine
 from .checkpoint.listing import best_evaluated
 from .checkpoint.manager import CheckpointManager, Restored
 from .checkpoint.manifest import reads_every_shard, tag_for
+from .checkpoint.schedule import SaveSchedule
 from .checkpoint.seal import Seal
 from .checkpoint.seal import from_env as seal_from_env
-from .checkpoint.storage import join
 from .config import TrainerConfig
 from .dist import DistEnv
 from .flops import flops_per_token
@@ -33,6 +33,7 @@ from .metrics import Metrics, memory_bytes, metrics_port, mfu, peak_flops
 from .model_card import write_model_card
 from .progress import ConsoleSink, FileSink, KubernetesSink, Progress, Sink
 from .redact import redact, redacted_spec
+from .storage import join
 
 log = logging.getLogger("kubetune_trainer")
 
@@ -66,33 +67,110 @@ def median_step(ends: list[float], skip: int = 3) -> float | None:
 
 
 class Trainer:
-    """Holds the engine, data, checkpoints and reporting of one rank."""
+    """One rank of a run: its inputs, engine, checkpoints and reporting.
+
+    The state is declared here and filled by setup() in this order; the loop (loop.run) drives
+    it through the methods of loop.Trainable, finish() writes what the run leaves behind.
+    """
+
+    cfg: TrainerConfig
+    env: DistEnv
+    stop_requested: bool
+    """SIGTERM arrived on this rank: save and stop at the next step (all ranks agree first)."""
+    # inputs
+    precision: str
+    """fp32, bf16 or fp16, as training.precision and the device allow."""
+    read_as: str
+    """The dtype the weights are read in (model.load_dtype)."""
+    source: model_mod.Fetched
+    """The model source on disk: the base model's folder, and an adapter's when it is one."""
+    location: str
+    """Local folder of the base model (fetched from its source)."""
+    model_commit: str | None
+    hub: dict[str, Any]
+    tokenizer: Any
+    data: data_mod.Dataset
+    # how long
+    accumulation: int
+    micro_per_epoch: int
+    total_steps: int
+    # the engine (build.build_engine)
+    levers: perf_mod.Levers
+    ds_config: dict[str, Any]
+    perf_applied: dict[str, bool]
+    engine: Any
+    exclude_frozen: bool
+    """Frozen weights (every method but full) stay out of checkpoints."""
+    local_params: int
+    total_params: int
+    flops_token: float
+    # checkpoints
+    ckpt: CheckpointManager
+    schedule: SaveSchedule
+    restored: Restored | None
+    best: best_mod.BestWeights
+    """The weights of the best evaluation so far (kept with early stopping, to be exported)."""
+    export_step: int | None
+    """The step whose weights the export holds, once the final report chose it."""
+    export_from: str
+    """Where the exported weights are: engine (the last, or the best kept ones) or checkpoint
+    (the committed checkpoint of the best evaluation, with output.select best)."""
+    start_step: int
+    start_tokens: int
+    # reporting
+    results: tracking.Results
+    """Rank 0's trackers (MLflow, TensorBoard, W&B), events and registries."""
+    metrics: Metrics
+    sink: Sink | None
 
     def __init__(self, cfg: TrainerConfig, env: DistEnv) -> None:
         self.cfg, self.env = cfg, env
         self.stop_requested = False
-        self.restored: Restored | None = None
-        self.card: dict[str, Any] = {}
-        self.started = time.time()
+        self.restored = None
+        self.export_step = None
+        self.export_from = "engine"
+        self._zero3_hook: Any = None  # HfDeepSpeedConfig, referenced while ZeRO-3 loads
 
     # -- setup -----------------------------------------------------------------------------
     def setup(self) -> loop.LoopState:
-        """Load model, tokenizer, data; build the engine; resume if a checkpoint exists."""
+        """Inputs, engine, checkpoints (resume), reporting; returns the state the loop starts at."""
+        import torch
+
+        torch.manual_seed(self.cfg.training.seed)
+        self.results = tracking.Results.open(
+            self.cfg,
+            self.env.is_main,
+            Path(self.cfg.checkpoint.local_dir) / job_key(self.cfg) / "tracking",
+        )
+        self.load_inputs()
+        self.build()
+        state = self.resume()
+        self.start_reporting()
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        self.engine.train()
+        return state
+
+    def cache(self) -> Path:
+        """This rank's local folder for downloaded inputs."""
+        return (
+            Path(self.cfg.checkpoint.local_dir)
+            / job_key(self.cfg)
+            / f"rank-{self.env.rank:05d}"
+            / "inputs"
+        )
+
+    def load_inputs(self) -> None:
+        """Precision, the base model's files, tokenizer and data, and how many steps they make."""
         import torch
 
         cfg, env = self.cfg, self.env
-        torch.manual_seed(cfg.training.seed)
-        cache = Path(cfg.checkpoint.local_dir) / job_key(cfg) / f"rank-{env.rank:05d}" / "inputs"
-        self.results = tracking.Results.open(
-            cfg, env.is_main, Path(cfg.checkpoint.local_dir) / job_key(cfg) / "tracking"
-        )
         cuda = torch.cuda.is_available()
         self.precision = engine_mod.resolve_precision(
             cfg.training.precision, cuda, cuda and torch.cuda.is_bf16_supported()
         )
         self.read_as = model_mod.load_dtype(cfg.model.dtype, self.precision)
         with self.results.model_download(cfg.model.source):
-            self.source = model_mod.fetch_source(cfg.model, cache)
+            self.source = model_mod.fetch_source(cfg.model, self.cache())
         self.location, self.model_commit = self.source.location, self.source.commit
         if self.source.adapter and cfg.method.type in ("lora", "qlora"):
             adapter_mod.check_shape(Path(self.source.adapter), cfg.spec)
@@ -100,21 +178,42 @@ class Trainer:
         self.tokenizer = model_mod.load_tokenizer(
             adapter_mod.tokenizer_folder(self.source.adapter, self.location), self.hub
         )
-        self.data = data_mod.build_dataset(self.tokenizer, cfg.data, cfg.training.seed, cache)
-        self.accumulation = engine_mod.grad_accumulation(
-            cfg.training.global_batch_size, cfg.training.micro_batch_size, env.world_size
+        self.data = data_mod.build_dataset(
+            self.tokenizer, cfg.data, cfg.training.seed, self.cache()
         )
+        self.accumulation = engine_mod.accumulation_steps(cfg.training, env.world_size)
         self.micro_per_epoch = data_mod.micro_batches_per_epoch(
             len(self.data.train), cfg.training.micro_batch_size, env.world_size
         )
         self.total_steps = total_steps(cfg, self.micro_per_epoch, self.accumulation)
-        self.levers = perf_mod.resolve(cfg.perf, cuda, cfg.training.gradient_checkpointing)
-        self.ds_config = engine_mod.ds_config(
-            cfg,
-            env.world_size,
+
+    def build(self) -> None:
+        """The engine, in the one build order (build.build_engine) the GPU benchmark uses too."""
+        import torch
+
+        cuda = torch.cuda.is_available()
+        built = build_engine(
+            self.cfg,
+            self.env.world_size,
             self.precision,
-            perf_mod.ds_settings(self.levers, cfg.deepspeed.zero_stage),
+            cuda,
+            self.load_model,
+            self.total_steps,
+            self.source.adapter,
         )
+        self.levers, self.ds_config, self.engine = built.levers, built.ds_config, built.engine
+        self.perf_applied = built.applied
+        log.info("perf levers %s, applied %s", self.levers, self.perf_applied)
+        self.exclude_frozen = self.cfg.method.type != "full"
+        self.local_params, self.total_params = engine_mod.local_param_share(self.engine)
+        self.flops_token = self.model_flops_per_token()
+
+    def load_model(self, ds_config: dict[str, Any]) -> Any:
+        """The base model in the training dtype; under ZeRO-3 partitioned while it loads (not
+        when an adapter source is merged into it: that needs the whole weights)."""
+        import torch
+
+        cfg = self.cfg
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[
             self.precision
         ]
@@ -122,28 +221,16 @@ class Trainer:
         if cfg.deepspeed.zero_stage == 3 and cfg.method.type != "qlora" and not merges:
             from transformers.integrations import HfDeepSpeedConfig
 
-            self._zero3_hook = HfDeepSpeedConfig(
-                self.ds_config
-            )  # from_pretrained partitions while loading
+            self._zero3_hook = HfDeepSpeedConfig(ds_config)  # from_pretrained partitions
         model = model_mod.load_model(
             self.location, cfg.model, cfg.method, self.hub, dtype, self.read_as
         )
         model_mod.unset_zero3_init()
-        self.perf_applied = perf_mod.apply(model, self.levers)
-        log.info("perf levers %s, applied %s", self.levers, self.perf_applied)
-        model = model_mod.apply_method(
-            model,
-            cfg.method,
-            cfg.training.seed,
-            self.levers.checkpoint_every > 0,
-            self.source.adapter,
-        )
-        if self.levers.checkpoint_every > 1:  # selective; full checkpointing is apply_method's
-            perf_mod.checkpoint_layers(model, self.levers.checkpoint_every)
-        perf_mod.compile_layers(model, self.levers, cfg.deepspeed.zero_stage)
-        self.engine = engine_mod.initialize(model, cfg, self.ds_config, self.total_steps)
-        perf_mod.after_engine(self.engine, self.levers, cfg.deepspeed.zero_stage)
-        self.exclude_frozen = cfg.method.type != "full"
+        return model
+
+    def resume(self) -> loop.LoopState:
+        """Checkpoints of this run, and the state of the newest one every rank could read."""
+        cfg, env = self.cfg, self.env
         # Shards are named by data-parallel rank; if that is not the global rank (model
         # parallelism through overrides), fetch them all rather than guess.
         every_shard = reads_every_shard(self.ds_config) or (
@@ -172,8 +259,6 @@ class Trainer:
             bool(cfg.training.early_stopping_patience)
             and (env.is_main or best_mod.is_partitioned(self.engine.module)),
         )
-        self.export_step: int | None = None
-        self.export_from = "engine"  # where the exported weights are: engine | checkpoint
         if self.restored:
             cs = self.restored.client_state
             state.step = int(cs.get("step", self.restored.step))
@@ -182,16 +267,20 @@ class Trainer:
             state.evals_without_improvement = int(cs.get("evals_without_improvement", 0))
             state.tokens = int(cs.get("tokens", 0))
         self.start_step, self.start_tokens = state.step, state.tokens
-        self.last_save = time.monotonic()
-        self.local_params, self.total_params = engine_mod.local_param_share(self.engine)
-        self.flops_token = self.model_flops_per_token()
-        self.metrics = Metrics(cfg.job.name, env.rank)
-        self.metrics.serve(metrics_port(cfg.reporting.metrics_port, env.local_rank))
-        self.sink = self.make_sink()
-        self.results.start(redact(cfg.model_dump(mode="json")), self.start_step)
-        signal.signal(signal.SIGTERM, self._on_sigterm)
-        self.engine.train()
+        self.schedule = SaveSchedule(
+            cfg.checkpoint,
+            self.total_steps,
+            keeps_clock=env.is_main,
+            saves_best=self.selects_best and self.ckpt.enabled,
+        )
         return state
+
+    def start_reporting(self) -> None:
+        """Prometheus metrics on every rank; progress sinks and trackers on rank 0."""
+        self.metrics = Metrics(self.cfg.job.name, self.env.rank)
+        self.metrics.serve(metrics_port(self.cfg.reporting.metrics_port, self.env.local_rank))
+        self.sink = self.make_sink()
+        self.results.start(redact(self.cfg.model_dump(mode="json")), self.start_step)
 
     @property
     def selects_best(self) -> bool:
@@ -206,17 +295,10 @@ class Trainer:
         return self.selects_best or bool(self.cfg.training.early_stopping_patience)
 
     def best_due(self, s: loop.LoopState) -> bool:
-        """Whether to checkpoint now because this step's evaluation became the best
-        (output.select: best exports from that checkpoint, which outlives a restart). The eval
-        loss is the same on every rank, so every rank decides the same."""
-        return bool(
-            self.selects_best
-            and self.ckpt.enabled
-            and s.step > 0
-            and s.best_step == s.step
-            and s.evals
-            and s.evals[-1][0] == s.step
-        )
+        """Whether to checkpoint now because this step's evaluation became the best (the
+        schedule decides; the eval loss is the same on every rank, so every rank agrees)."""
+        evaluated = s.evals[-1][0] if s.evals else None
+        return self.schedule.best_due(s.step, s.best_step, evaluated)
 
     def trained_tokens(self, s: loop.LoopState) -> int:
         """Training tokens over all ranks (every rank's micro-batches have the same shape)."""
@@ -283,15 +365,9 @@ class Trainer:
         return self.all_sum([0.0 if ok else 1.0])[0] == 0.0
 
     def agree_on_signals(self, step: int) -> tuple[bool, bool]:
-        """(stop, save now), the same on every rank: SIGTERM on any rank stops all of them."""
-        c = self.cfg.checkpoint
-        due = bool(c.every_steps and step % c.every_steps == 0 and step < self.total_steps)
-        if (
-            c.every_minutes
-            and self.env.is_main
-            and time.monotonic() - self.last_save >= 60 * c.every_minutes
-        ):
-            due = True
+        """(stop, save now), the same on every rank: SIGTERM on any rank stops all of them, a
+        checkpoint due on any rank (the schedule's minutes run on rank 0) is saved by all."""
+        due = self.schedule.due(step)
         stop, save = self.all_sum([float(self.stop_requested), float(due)])
         return stop > 0, save > 0
 
@@ -321,8 +397,7 @@ class Trainer:
             self.engine.step()
             losses += float(loss.detach())
             tokens += int(batch["input_ids"].numel())
-        self.last_loss_local = losses / self.accumulation
-        return self.last_loss_local, tokens
+        return losses / self.accumulation, tokens
 
     def eval_loss(self) -> float | None:
         """Token-weighted validation loss over all ranks (same number of forwards on each rank)."""
@@ -485,8 +560,8 @@ class Trainer:
             "trained_tokens": self.trained_tokens(s),
         }
         self.ckpt.save(self.engine, s.step, s.client_state(), self.exclude_frozen, metrics)
+        self.schedule.saved()
         self.write_probe(s.step)
-        self.last_save = time.monotonic()
         if wait or s.preempted:
             self.ckpt.wait()
             self.results.committed(self.ckpt.last_committed)  # the loop may not report again
@@ -496,11 +571,8 @@ class Trainer:
     # -- finish --------------------------------------------------------------------------------
     def finish(self, s: loop.LoopState) -> None:
         """Final checkpoint (if enabled), export and run card."""
-        if (
-            self.ckpt.enabled
-            and not s.preempted
-            and (not self.restored or self.restored.step != s.step)
-        ):
+        resumed_step = self.restored.step if self.restored else None
+        if self.ckpt.enabled and not s.preempted and self.schedule.final_due(s.step, resumed_step):
             self.save(s, wait=True)
         self.ckpt.wait()
         kept = self.export_from == "engine" and self.export_step not in (None, s.step)

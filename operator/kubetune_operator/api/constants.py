@@ -1,10 +1,20 @@
-"""Names shared by the operator, the trainer and the chart: one place, so they cannot drift."""
+"""Names of the API and of the objects the operator makes.
 
-GROUP = "kubetune.dev"
-VERSION = "v1alpha1"
+What the trainer must agree on too (API group, version and plural, exit codes, ports) is
+defined in kubetune_trainer.contract and imported here; the rest is the operator's own.
+"""
+
+from kubetune_trainer.contract import (  # noqa: F401 (re-exported as c.GROUP, ...)
+    EXIT_PREEMPTED,
+    GROUP,
+    MASTER_PORT,
+    PLURAL,
+    TRAINER_METRICS_PORT,
+    VERSION,
+)
+
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "FineTuneJob"
-PLURAL = "finetunejobs"
 SINGULAR = "finetunejob"
 SHORT_NAMES = ["ftj"]
 CATEGORIES = ["all", "kubetune"]
@@ -19,14 +29,8 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kubetune-operator"
 FIELD_MANAGER = "kubetune-operator"
 
-# Ports inside each trainer pod.
-MASTER_PORT = 29500
-TRAINER_METRICS_PORT = 9400  # of local rank 0; rank r of a pod serves on 9400 + r
 TRAINER_METRICS_PORT_NAME = "metrics"  # of local rank 0; rank r's is metrics-r (the chart's too)
 OPERATOR_METRICS_PORT = 8080
-
-# Exit code the trainer uses after SIGTERM made it save a checkpoint and stop.
-EXIT_PREEMPTED = 143 - 100  # 43: distinct from 143 (killed by SIGTERM without saving)
 
 # Longest job name: pod hostnames "<name>-a<attempt>-<index>" must fit a 63-char DNS label.
 MAX_JOB_NAME_LENGTH = 45

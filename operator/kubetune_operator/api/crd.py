@@ -2,7 +2,8 @@
 
 Pydantic emits JSON Schema with $refs and anyOf-null for optionals; Kubernetes wants a
 structural OpenAPI v3 schema: everything inlined, one type per node, no null. `structural`
-does that translation, so `make crds` is a pure function of api/.
+does that translation; `guards.attach` then puts each rule of api/guards.py on the node it is
+written for, so `make crds` is a pure function of api/.
 """
 
 from __future__ import annotations
@@ -150,7 +151,8 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 
 def build_crd() -> dict[str, Any]:
     """The FineTuneJob CRD as a plain dict, ready to dump as YAML."""
-    spec_schema = guards.attach(model_schema(FineTuneJobSpec))
+    rules = [*guards.CROSS_FIELD, *guards.immutability(FineTuneJobSpec), *guards.INPUT]
+    spec_schema = guards.attach(model_schema(FineTuneJobSpec), rules)
     spec_schema["description"] = (
         "What to fine-tune, on what data, how, and where checkpoints and the model go. "
         "Immutable after creation except runPolicy.suspend."

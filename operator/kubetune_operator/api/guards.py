@@ -1,11 +1,15 @@
-"""Rules against hostile or contradictory input, each written once: a CEL rule for the
+"""Every rule over several fields of a FineTuneJob spec, each written once: a CEL rule for the
 apiserver and a check of the same manifest JSON for `kubetune validate` and the operator.
 
 Each Guard names the schema node its CEL rule is attached to (`at`, dotted, relative to spec;
 `[]` steps into list items) and the field it blames; `check` reads the same node of the
-manifest as CEL sees it (camelCase JSON, defaults filled in) and returns the same message CEL's
-messageExpression builds, or None. crd.build_crd attaches every rule; spec.FineTuneJobSpec runs
-every check; a test runs a table of bad manifests through both.
+manifest as CEL sees it (camelCase JSON, defaults filled in) and returns the same message CEL
+gives (its messageExpression, where it has one), or None. crd.build_crd attaches every rule;
+spec.FineTuneJobSpec runs every check in GUARDS order, the first broken one being the error;
+tables of bad manifests run through both (tests/unit/api_cases.py, tests/bad_manifests.py).
+
+Rules that compare the new spec with the old one (immutability) are CEL only, derived from the
+spec model: offline validation has no old object.
 """
 
 from __future__ import annotations
@@ -28,17 +32,25 @@ class Guard:
     at: str
     cel: str
     summary: str
-    message_cel: str
+    message_cel: str | None
     field: str
-    check: Callable[[Json], str | None]
+    check: Callable[[Json], str | None] | None
+    """None for a transition rule (it compares with oldSelf, which offline has not)."""
 
     def rule(self) -> dict[str, str]:
-        """The x-kubernetes-validations entry (the summary stands in should the message
-        expression fail, and is what the API reference shows)."""
-        out = {"rule": self.cel, "message": self.summary, "messageExpression": self.message_cel}
+        """The x-kubernetes-validations entry, keys in order (the summary stands in should the
+        message expression fail, and is what the API reference shows)."""
+        out = {"rule": self.cel, "message": self.summary}
+        if self.message_cel:
+            out["messageExpression"] = self.message_cel
         if self.field:
             out["fieldPath"] = self.field
-        return out
+        return dict(sorted(out.items()))
+
+
+def fixed(at: str, cel: str, message: str, field: str, broken: Callable[[Json], bool]) -> Guard:
+    """A rule whose message does not depend on the value: `broken(node)` says it is broken."""
+    return Guard(at, cel, message, None, field, lambda n: message if broken(n) else None)
 
 
 def cel_list(names: tuple[str, ...]) -> str:
@@ -55,6 +67,267 @@ def node(spec: Json, at: str) -> list[Json]:
         if many:
             found = [item for n in found if isinstance(n, list) for item in n]
     return [n for n in found if isinstance(n, dict)]
+
+
+# --- how fields of the spec go together ----------------------------------------------------
+_ADAPTERS = ("lora", "qlora")
+# CEL twin of _processes (and of FineTuneJobSpec.processes_per_node).
+_PROCESSES_CEL = (
+    "(has(self.resources.processesPerNode) ? self.resources.processesPerNode : "
+    "(self.resources.gpusPerNode > 0 ? self.resources.gpusPerNode : 1))"
+)
+
+
+def _processes(resources: Json) -> int:
+    """Trainer processes per pod: processesPerNode, else gpusPerNode, else 1."""
+    gpus = int(resources.get("gpusPerNode", 0))
+    return int(resources.get("processesPerNode") or (gpus if gpus > 0 else 1))
+
+
+def _not_divisible(spec: Json) -> bool:
+    t, r = spec.get("training") or {}, spec["resources"]
+    per_step = int(t.get("microBatchSize", 1)) * int(r.get("nodes", 1)) * _processes(r)
+    return "globalBatchSize" in t and int(t["globalBatchSize"]) % per_step != 0
+
+
+def _needs_gpu(lever: str) -> Guard:
+    """A GPU-only throughput lever set to on needs gpusPerNode >= 1."""
+    return fixed(
+        "",
+        f"!has(self.training) || !has(self.training.performance) || "
+        f"!has(self.training.performance.{lever}) || "
+        f"self.training.performance.{lever} != 'on' || self.resources.gpusPerNode > 0",
+        f"spec.training.performance.{lever} on needs GPUs: set spec.resources.gpusPerNode >= 1 "
+        "or leave it auto",
+        f".training.performance.{lever}",
+        lambda s: (
+            ((s.get("training") or {}).get("performance") or {}).get(lever) == "on"
+            and s["resources"].get("gpusPerNode") == 0
+        ),
+    )
+
+
+def _offload(d: Json) -> Json:
+    return d.get("offload") or {}
+
+
+# --- results: which checkpoint is exported, registries, tracking ------------------------------
+# CEL: the job does not export the best weights (each select-best rule starts with it).
+_SELECTS_BEST_CEL = "!has(self.output) || !has(self.output.select) || self.output.select != 'best'"
+
+
+def _selects_best(spec: Json) -> bool:
+    return (spec.get("output") or {}).get("select") == "best"
+
+
+def _has_validation(spec: Json) -> bool:
+    return "validation" in spec["dataset"] or "validationSplit" in spec["dataset"]
+
+
+_RESULTS: list[Guard] = [
+    fixed(
+        "",
+        f"{_SELECTS_BEST_CEL} || (has(self.training) && has(self.training.evalEverySteps))",
+        "spec.output.select best needs periodic evaluations: set spec.training.evalEverySteps",
+        ".output.select",
+        lambda s: _selects_best(s) and "evalEverySteps" not in (s.get("training") or {}),
+    ),
+    fixed(
+        "",
+        f"{_SELECTS_BEST_CEL} || has(self.dataset.validation) || has(self.dataset.validationSplit)",
+        "spec.output.select best needs validation data: set spec.dataset.validation or "
+        "spec.dataset.validationSplit",
+        ".output.select",
+        lambda s: _selects_best(s) and not _has_validation(s),
+    ),
+    fixed(
+        "",
+        f"{_SELECTS_BEST_CEL} || has(self.checkpoint)",
+        "spec.output.select best needs spec.checkpoint: the best weights are exported from the "
+        "checkpoint saved at that evaluation",
+        ".output.select",
+        lambda s: _selects_best(s) and "checkpoint" not in s,
+    ),
+    fixed(
+        "",
+        "!has(self.output) || !has(self.output.register) || "
+        "(has(self.tracking) && has(self.tracking.mlflow))",
+        "spec.output.register needs spec.tracking.mlflow: the new model version is linked to the "
+        "job's MLflow run",
+        ".output.register",
+        lambda s: (
+            "register" in (s.get("output") or {}) and "mlflow" not in (s.get("tracking") or {})
+        ),
+    ),
+    fixed(
+        "",
+        "!has(self.tracking) || !has(self.tracking.tensorboard) || "
+        "!self.tracking.tensorboard || has(self.checkpoint)",
+        "spec.tracking.tensorboard needs spec.checkpoint: event files are written beside the "
+        "checkpoints",
+        ".tracking.tensorboard",
+        lambda s: (s.get("tracking") or {}).get("tensorboard") is True and "checkpoint" not in s,
+    ),
+]
+
+
+CROSS_FIELD: list[Guard] = [
+    fixed(
+        "dataset",
+        "!(has(self.validation) && has(self.validationSplit))",
+        "spec.dataset: set either validation or validationSplit, not both",
+        ".validationSplit",
+        lambda d: "validation" in d and "validationSplit" in d,
+    ),
+    fixed(
+        "method",
+        "!(self.type in ['lora', 'qlora']) || has(self.lora)",
+        "spec.method.lora is required when spec.method.type is lora or qlora",
+        ".lora",
+        lambda m: m["type"] in _ADAPTERS and "lora" not in m,
+    ),
+    fixed(
+        "method",
+        "self.type in ['lora', 'qlora'] || !has(self.lora)",
+        "spec.method.lora is only allowed when spec.method.type is lora or qlora",
+        ".lora",
+        lambda m: m["type"] not in _ADAPTERS and "lora" in m,
+    ),
+    fixed(
+        "method",
+        "self.type != 'partial' || has(self.partial)",
+        "spec.method.partial is required when spec.method.type is partial",
+        ".partial",
+        lambda m: m["type"] == "partial" and "partial" not in m,
+    ),
+    fixed(
+        "method",
+        "self.type == 'partial' || !has(self.partial)",
+        "spec.method.partial is only allowed when spec.method.type is partial",
+        ".partial",
+        lambda m: m["type"] != "partial" and "partial" in m,
+    ),
+    fixed(
+        "method.partial",
+        "has(self.trainableModules) != has(self.topLayers)",
+        "spec.method.partial: set exactly one of trainableModules and topLayers",
+        "",
+        lambda p: ("trainableModules" in p) == ("topLayers" in p),
+    ),
+    fixed(
+        "training",
+        "!(has(self.epochs) && has(self.maxSteps))",
+        "spec.training: set either epochs or maxSteps, not both",
+        ".maxSteps",
+        lambda t: "epochs" in t and "maxSteps" in t,
+    ),
+    fixed(
+        "training",
+        "!has(self.globalBatchSize) || self.globalBatchSize >= self.microBatchSize",
+        "spec.training.globalBatchSize must be at least microBatchSize",
+        ".globalBatchSize",
+        lambda t: "globalBatchSize" in t and t["globalBatchSize"] < t.get("microBatchSize", 1),
+    ),
+    # Gradient accumulation (the operator's plan divides by this) must come out whole.
+    fixed(
+        "",
+        "!has(self.training) || !has(self.training.globalBatchSize) || "
+        f"self.training.globalBatchSize % (self.training.microBatchSize * "
+        f"self.resources.nodes * {_PROCESSES_CEL}) == 0",
+        "spec.training.globalBatchSize must be a multiple of spec.training.microBatchSize "
+        "x spec.resources.nodes x processes per node",
+        ".training.globalBatchSize",
+        _not_divisible,
+    ),
+    fixed(
+        "deepspeed",
+        "!has(self.offload) || self.offload.parameters == 'none' || self.zeroStage == 3",
+        "spec.deepspeed.offload.parameters needs spec.deepspeed.zeroStage 3",
+        ".offload.parameters",
+        lambda d: _offload(d).get("parameters", "none") != "none" and d.get("zeroStage") != 3,
+    ),
+    fixed(
+        "deepspeed",
+        "!has(self.offload) || self.offload.optimizer == 'none' || self.zeroStage >= 1",
+        "spec.deepspeed.offload.optimizer needs spec.deepspeed.zeroStage 1, 2 or 3",
+        ".offload.optimizer",
+        lambda d: _offload(d).get("optimizer", "none") != "none" and d.get("zeroStage", 2) < 1,
+    ),
+    fixed(
+        "deepspeed",
+        "!has(self.offload) || (self.offload.optimizer != 'nvme' && "
+        "self.offload.parameters != 'nvme') || has(self.offload.nvmePath)",
+        "spec.deepspeed.offload.nvmePath is required for nvme offload",
+        ".offload.nvmePath",
+        lambda d: (
+            "nvme" in (_offload(d).get("optimizer"), _offload(d).get("parameters"))
+            and not _offload(d).get("nvmePath")
+        ),
+    ),
+    # Patience counts evaluations; without periodic ones there is only the final eval to compare.
+    fixed(
+        "training",
+        "!has(self.earlyStopping) || has(self.evalEverySteps)",
+        "spec.training.earlyStopping needs periodic evaluations: set spec.training.evalEverySteps",
+        ".earlyStopping",
+        lambda t: "earlyStopping" in t and "evalEverySteps" not in t,
+    ),
+    fixed(
+        "training",
+        "!(has(self.gradientCheckpointing) && self.gradientCheckpointing && "
+        "has(self.performance) && has(self.performance.activationCheckpointing) && "
+        "self.performance.activationCheckpointing == 'off')",
+        "spec.training.performance.activationCheckpointing off conflicts with "
+        "spec.training.gradientCheckpointing true: set only one of them",
+        ".performance.activationCheckpointing",
+        lambda t: (
+            t.get("gradientCheckpointing") is True
+            and (t.get("performance") or {}).get("activationCheckpointing") == "off"
+        ),
+    ),
+    fixed(
+        "",
+        "self.method.type != 'qlora' || self.resources.gpusPerNode > 0",
+        "spec.method.type qlora needs GPUs: set spec.resources.gpusPerNode >= 1",
+        ".resources.gpusPerNode",
+        lambda s: s["method"]["type"] == "qlora" and s["resources"].get("gpusPerNode") == 0,
+    ),
+    _needs_gpu("ligerKernels"),
+    _needs_gpu("varlenAttention"),
+    fixed(
+        "",
+        "has(self.output) || has(self.checkpoint)",
+        "spec.output is required unless spec.checkpoint is set (the model then goes "
+        "to <checkpoint.uri>/output)",
+        ".output",
+        lambda s: "output" not in s and "checkpoint" not in s,
+    ),
+    fixed(
+        "",
+        "!has(self.output) || !has(self.output.format) || self.output.format == 'merged' "
+        "|| self.method.type in ['lora', 'qlora']",
+        "spec.output.format adapter or both needs spec.method.type lora or qlora",
+        ".output.format",
+        lambda s: (
+            (s.get("output") or {}).get("format") in ("adapter", "both")
+            and s["method"]["type"] not in _ADAPTERS
+        ),
+    ),
+    fixed(
+        "",
+        "!(has(self.training) && has(self.training.earlyStopping)) || "
+        "has(self.dataset.validation) || has(self.dataset.validationSplit)",
+        "spec.training.earlyStopping needs validation data: set spec.dataset.validation "
+        "or spec.dataset.validationSplit",
+        ".training.earlyStopping",
+        lambda s: (
+            "earlyStopping" in (s.get("training") or {})
+            and "validation" not in s["dataset"]
+            and "validationSplit" not in s["dataset"]
+        ),
+    ),
+    *_RESULTS,
+]
 
 
 # --- env the operator sets ---------------------------------------------------------------
@@ -250,7 +523,7 @@ _OVER_MODEL = ": the same location as spec.model.source: the export would overwr
 _OVER_CKPT = ": the same location as spec.checkpoint.uri: retention would delete the exported model"
 
 
-GUARDS: list[Guard] = [
+INPUT: list[Guard] = [
     _gpu_guard("requests"),
     _gpu_guard("limits"),
     Guard(
@@ -333,11 +606,17 @@ GUARDS: list[Guard] = [
     ),
 ]
 
+GUARDS: list[Guard] = [*CROSS_FIELD, *INPUT]
+"""Every rule with an offline twin, in the order offline validation reports them."""
+
 
 def problems(spec: Json) -> list[str]:
-    """The message of every guard a spec (camelCase JSON, defaults filled in) breaks."""
+    """The message of every guard a spec (camelCase JSON, defaults filled in) breaks, in
+    GUARDS order."""
     out = []
     for guard in GUARDS:
+        if guard.check is None:
+            continue
         for value in node(spec, guard.at):
             message = guard.check(value)
             if message:
@@ -345,13 +624,63 @@ def problems(spec: Json) -> list[str]:
     return out
 
 
-def attach(spec_schema: Json) -> Json:
-    """The spec's structural schema with every guard's CEL rule at its node."""
-    for guard in GUARDS:
+def attach(spec_schema: Json, guards: list[Guard] = GUARDS) -> Json:
+    """The spec's structural schema with every guard's CEL rule at its node, in order."""
+    for guard in guards:
         target = spec_schema
         for step in guard.at.split(".") if guard.at else []:
             target = target["properties"][step.removesuffix("[]")]
             if step.endswith("[]"):
                 target = target["items"]
         target.setdefault("x-kubernetes-validations", []).append(guard.rule())
+        if "default" in target:  # the default stays last, as in every other node
+            target["default"] = target.pop("default")
     return spec_schema
+
+
+# --- immutability: CEL transition rules, derived from the spec model --------------------------
+MUTABLE = ("runPolicy.suspend",)
+"""The only spec field that may change after creation."""
+
+
+def _unchanged(path: str) -> str:
+    """CEL: `path` (under self / oldSelf) was not added, removed or changed."""
+    return f"has(self.{path}) == has(oldSelf.{path}) && (!has(self.{path}) || self.{path} == oldSelf.{path})"
+
+
+def _aliases(model: Any) -> list[str]:
+    """A model's field names as the manifest spells them, in declaration order."""
+    return [f.alias or name for name, f in model.model_fields.items()]
+
+
+def _nested(model: Any, field: str) -> Any:
+    """The model class a field of `model` holds."""
+    for name, f in model.model_fields.items():
+        if (f.alias or name) == field:
+            return f.annotation
+    raise KeyError(field)
+
+
+def immutability(spec_model: Any) -> list[Guard]:
+    """One transition rule per spec field, and one for runPolicy that spares MUTABLE.
+
+    Derived from the model, so a new spec field is immutable without being listed anywhere.
+    """
+    parents = {m.partition(".")[0] for m in MUTABLE}
+    out = []
+    for field in _aliases(spec_model):
+        if field in parents:
+            continue
+        message = (
+            f"spec.{field} is immutable once the job is created (only spec.runPolicy.suspend "
+            "may change)"
+        )
+        out.append(Guard("", _unchanged(field), message, None, f".{field}", None))
+    for parent in sorted(parents):
+        kept = [f"{parent}.{f}" for f in _aliases(_nested(spec_model, parent))]
+        parts = [f"({_unchanged(p)})" for p in kept if p not in MUTABLE]
+        cel = f"!has(self.{parent}) || !has(oldSelf.{parent}) || (" + " && ".join(parts) + ")"
+        spared = ", ".join(f"spec.{m}" for m in MUTABLE if m.startswith(parent + "."))
+        message = f"spec.{parent} is immutable once the job is created, except {spared}"
+        out.append(Guard("", cel, message, None, f".{parent}", None))
+    return out

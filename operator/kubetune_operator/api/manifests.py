@@ -8,9 +8,12 @@ while the apiserver accepts it, so manifests are read with YAML 1.2 number rules
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from kubetune_operator.api.spec import FineTuneJob
 
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 # Far deeper than any FineTuneJob; bounds the loader's own recursion.
@@ -80,3 +83,15 @@ def load_documents(text: str) -> list[Any]:
     if len(text) > MAX_MANIFEST_BYTES:
         raise ManifestError(f"larger than {MAX_MANIFEST_BYTES} bytes")
     return list(yaml.load_all(text, Loader=ManifestLoader))
+
+
+def load_manifest(path: str) -> FineTuneJob:
+    """Parse and validate a FineTuneJob manifest file (the first FineTuneJob document in it)."""
+    try:
+        docs = load_documents(Path(path).read_text())
+    except ManifestError as err:
+        raise ManifestError(f"{path}: {err}") from None
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "FineTuneJob":
+            return FineTuneJob.model_validate(doc)
+    raise ValueError(f"{path}: no FineTuneJob document found")

@@ -2,9 +2,8 @@
 
 These pydantic models are the single source of the API: the CRD schema (descriptions, defaults,
 enums, ranges) is generated from them (`make crds`), and `kubetune validate` checks a manifest
-with them offline. Cross-field rules are written twice on purpose, once as CEL for the
-apiserver (`x-kubernetes-validations`) and once as a pydantic validator for offline use, and a
-test runs the same table of invalid manifests through both so they cannot drift.
+with them offline. Rules that relate several fields live in api/guards.py, each written once
+as CEL (put into the CRD by api/crd.py) and as its offline twin (checked by FineTuneJobSpec).
 """
 
 from __future__ import annotations
@@ -62,72 +61,8 @@ ABSOLUTE_PATH_PATTERN = rf"^(?:/{_SEGMENT})+/?$"
 JOB_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(s|m|h))+$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
-
-
-def rule(cel: str, message: str, field_path: str | None = None) -> dict[str, str]:
-    """One CEL rule for the CRD; `field_path` points the error at the offending field."""
-    out = {"rule": cel, "message": message}
-    if field_path:
-        out["fieldPath"] = field_path
-    return out
-
-
-def cel_rules(*rules: dict[str, str]) -> dict[str, Any]:
-    """json_schema_extra carrying CEL rules into the generated CRD."""
-    return {"x-kubernetes-validations": list(rules)}
-
-
-_CHECKPOINTING_CONFLICT = (
-    "spec.training.performance.activationCheckpointing off conflicts with "
-    "spec.training.gradientCheckpointing true: set only one of them"
-)
-
-# Patience counts evaluations; without periodic ones there is only the final eval to compare.
-_EARLY_STOPPING_NEEDS_EVALS = (
-    "spec.training.earlyStopping needs periodic evaluations: set spec.training.evalEverySteps"
-)
-
-
-_SELECT_BEST_NEEDS_EVALS = (
-    "spec.output.select best needs periodic evaluations: set spec.training.evalEverySteps"
-)
-_SELECT_BEST_NEEDS_VALIDATION = (
-    "spec.output.select best needs validation data: set spec.dataset.validation or "
-    "spec.dataset.validationSplit"
-)
-_SELECT_BEST_NEEDS_CHECKPOINT = (
-    "spec.output.select best needs spec.checkpoint: the best weights are exported from the "
-    "checkpoint saved at that evaluation"
-)
-_REGISTER_NEEDS_MLFLOW = (
-    "spec.output.register needs spec.tracking.mlflow: the new model version is linked to the "
-    "job's MLflow run"
-)
-_TENSORBOARD_NEEDS_CHECKPOINT = (
-    "spec.tracking.tensorboard needs spec.checkpoint: event files are written beside the "
-    "checkpoints"
-)
 HUB_REPO_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9_.]*/[A-Za-z0-9][-A-Za-z0-9_.]*$"
 HTTP_URI_PATTERN = r"^https?://[^\s]+$"
-
-
-def _needs_gpu(lever: str) -> str:
-    """Message of the rule that a lever forced on needs GPU workers."""
-    return (
-        f"spec.training.performance.{lever} on needs GPUs: set spec.resources.gpusPerNode >= 1 "
-        "or leave it auto"
-    )
-
-
-def _needs_gpu_rule(lever: str) -> dict[str, str]:
-    """CEL rule: a GPU-only lever set to on needs gpusPerNode >= 1."""
-    return rule(
-        f"!has(self.training) || !has(self.training.performance) || "
-        f"!has(self.training.performance.{lever}) || "
-        f"self.training.performance.{lever} != 'on' || self.resources.gpusPerNode > 0",
-        _needs_gpu(lever),
-        f".training.performance.{lever}",
-    )
 
 
 PRESERVE: JsonDict = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
@@ -281,16 +216,6 @@ class ModelSpec(ApiModel):
 class DatasetSpec(ApiModel):
     """Training (and validation) data."""
 
-    model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            rule(
-                "!(has(self.validation) && has(self.validationSplit))",
-                "spec.dataset: set either validation or validationSplit, not both",
-                ".validationSplit",
-            )
-        )
-    )
-
     train: str = Field(
         description="Training data: a .jsonl or .parquet file or a folder of them "
         "(file://, pvc://, s3://, hf://).",
@@ -366,15 +291,6 @@ class LoraSpec(ApiModel):
 class PartialSpec(ApiModel):
     """Which parts train when method.type is partial; everything else is frozen."""
 
-    model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            rule(
-                "has(self.trainableModules) != has(self.topLayers)",
-                "spec.method.partial: set exactly one of trainableModules and topLayers",
-            )
-        )
-    )
-
     trainable_modules: list[ModuleName] | None = Field(
         None,
         description="Parameter name substrings that train (e.g. lm_head, norm).",
@@ -388,31 +304,6 @@ class PartialSpec(ApiModel):
 
 class MethodSpec(ApiModel):
     """How the model is adapted."""
-
-    model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            rule(
-                "!(self.type in ['lora', 'qlora']) || has(self.lora)",
-                "spec.method.lora is required when spec.method.type is lora or qlora",
-                ".lora",
-            ),
-            rule(
-                "self.type in ['lora', 'qlora'] || !has(self.lora)",
-                "spec.method.lora is only allowed when spec.method.type is lora or qlora",
-                ".lora",
-            ),
-            rule(
-                "self.type != 'partial' || has(self.partial)",
-                "spec.method.partial is required when spec.method.type is partial",
-                ".partial",
-            ),
-            rule(
-                "self.type == 'partial' || !has(self.partial)",
-                "spec.method.partial is only allowed when spec.method.type is partial",
-                ".partial",
-            ),
-        )
-    )
 
     type: Literal["full", "partial", "lora", "qlora"] = Field(
         description="full: every weight trains; partial: only the listed modules or top layers; "
@@ -472,33 +363,6 @@ class PerformanceSpec(ApiModel):
 
 class TrainingSpec(ApiModel):
     """Optimisation hyper-parameters."""
-
-    model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            rule(
-                "!(has(self.epochs) && has(self.maxSteps))",
-                "spec.training: set either epochs or maxSteps, not both",
-                ".maxSteps",
-            ),
-            rule(
-                "!has(self.globalBatchSize) || self.globalBatchSize >= self.microBatchSize",
-                "spec.training.globalBatchSize must be at least microBatchSize",
-                ".globalBatchSize",
-            ),
-            rule(
-                "!(has(self.gradientCheckpointing) && self.gradientCheckpointing && "
-                "has(self.performance) && has(self.performance.activationCheckpointing) && "
-                "self.performance.activationCheckpointing == 'off')",
-                _CHECKPOINTING_CONFLICT,
-                ".performance.activationCheckpointing",
-            ),
-            rule(
-                "!has(self.earlyStopping) || has(self.evalEverySteps)",
-                _EARLY_STOPPING_NEEDS_EVALS,
-                ".earlyStopping",
-            ),
-        )
-    )
 
     epochs: float | None = Field(
         None,
@@ -582,27 +446,6 @@ class OffloadSpec(ApiModel):
 
 class DeepSpeedSpec(ApiModel):
     """DeepSpeed ZeRO settings."""
-
-    model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            rule(
-                "!has(self.offload) || self.offload.parameters == 'none' || self.zeroStage == 3",
-                "spec.deepspeed.offload.parameters needs spec.deepspeed.zeroStage 3",
-                ".offload.parameters",
-            ),
-            rule(
-                "!has(self.offload) || self.offload.optimizer == 'none' || self.zeroStage >= 1",
-                "spec.deepspeed.offload.optimizer needs spec.deepspeed.zeroStage 1, 2 or 3",
-                ".offload.optimizer",
-            ),
-            rule(
-                "!has(self.offload) || (self.offload.optimizer != 'nvme' && "
-                "self.offload.parameters != 'nvme') || has(self.offload.nvmePath)",
-                "spec.deepspeed.offload.nvmePath is required for nvme offload",
-                ".offload.nvmePath",
-            ),
-        )
-    )
 
     zero_stage: int = Field(
         2,
@@ -1042,135 +885,8 @@ class QueueSpec(ApiModel):
     )
 
 
-def _same(field: str) -> dict[str, str]:
-    """CEL transition rule: a spec field may not be added, removed or changed."""
-    return rule(
-        f"has(self.{field}) == has(oldSelf.{field}) && "
-        f"(!has(self.{field}) || self.{field} == oldSelf.{field})",
-        f"spec.{field} is immutable once the job is created (only spec.runPolicy.suspend may change)",
-        f".{field}",
-    )
-
-
-_IMMUTABLE_RUN_POLICY = [
-    "backoffLimit",
-    "activeDeadlineSeconds",
-    "ttlSecondsAfterFinished",
-    "cleanPodPolicy",
-    "stallTimeout",
-    "preemptionLimit",
-    "startupErrorTimeout",
-    "failOnStartupError",
-]
-
-
-def _same_run_policy() -> dict[str, str]:
-    """CEL transition rule: runPolicy is immutable except suspend."""
-    parts = [
-        f"(has(self.runPolicy.{f}) == has(oldSelf.runPolicy.{f}) && "
-        f"(!has(self.runPolicy.{f}) || self.runPolicy.{f} == oldSelf.runPolicy.{f}))"
-        for f in _IMMUTABLE_RUN_POLICY
-    ]
-    return rule(
-        "!has(self.runPolicy) || !has(oldSelf.runPolicy) || (" + " && ".join(parts) + ")",
-        "spec.runPolicy is immutable once the job is created, except spec.runPolicy.suspend",
-        ".runPolicy",
-    )
-
-
-IMMUTABLE_FIELDS = [
-    "model",
-    "dataset",
-    "method",
-    "training",
-    "deepspeed",
-    "resources",
-    "checkpoint",
-    "output",
-    "queue",
-    "tracking",
-]
-
-# CEL: the job does not export the best weights (each select-best rule starts with it).
-_SELECTS_BEST = "!has(self.output) || !has(self.output.select) || self.output.select != 'best'"
-
-_PROCESSES = (
-    "(has(self.resources.processesPerNode) ? self.resources.processesPerNode : "
-    "(self.resources.gpusPerNode > 0 ? self.resources.gpusPerNode : 1))"
-)
-
-
 class FineTuneJobSpec(ApiModel):
     """What to fine-tune, on what, how, and where the results go."""
-
-    model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            rule(
-                "!has(self.training) || !has(self.training.globalBatchSize) || "
-                f"self.training.globalBatchSize % (self.training.microBatchSize * "
-                f"self.resources.nodes * {_PROCESSES}) == 0",
-                "spec.training.globalBatchSize must be a multiple of spec.training.microBatchSize "
-                "x spec.resources.nodes x processes per node",
-                ".training.globalBatchSize",
-            ),
-            rule(
-                "self.method.type != 'qlora' || self.resources.gpusPerNode > 0",
-                "spec.method.type qlora needs GPUs: set spec.resources.gpusPerNode >= 1",
-                ".resources.gpusPerNode",
-            ),
-            _needs_gpu_rule("ligerKernels"),
-            _needs_gpu_rule("varlenAttention"),
-            rule(
-                "has(self.output) || has(self.checkpoint)",
-                "spec.output is required unless spec.checkpoint is set (the model then goes "
-                "to <checkpoint.uri>/output)",
-                ".output",
-            ),
-            rule(
-                "!has(self.output) || !has(self.output.format) || self.output.format == 'merged' "
-                "|| self.method.type in ['lora', 'qlora']",
-                "spec.output.format adapter or both needs spec.method.type lora or qlora",
-                ".output.format",
-            ),
-            rule(
-                "!(has(self.training) && has(self.training.earlyStopping)) || "
-                "has(self.dataset.validation) || has(self.dataset.validationSplit)",
-                "spec.training.earlyStopping needs validation data: set spec.dataset.validation "
-                "or spec.dataset.validationSplit",
-                ".training.earlyStopping",
-            ),
-            rule(
-                f"{_SELECTS_BEST} || (has(self.training) && has(self.training.evalEverySteps))",
-                _SELECT_BEST_NEEDS_EVALS,
-                ".output.select",
-            ),
-            rule(
-                f"{_SELECTS_BEST} || has(self.dataset.validation) || "
-                "has(self.dataset.validationSplit)",
-                _SELECT_BEST_NEEDS_VALIDATION,
-                ".output.select",
-            ),
-            rule(
-                f"{_SELECTS_BEST} || has(self.checkpoint)",
-                _SELECT_BEST_NEEDS_CHECKPOINT,
-                ".output.select",
-            ),
-            rule(
-                "!has(self.output) || !has(self.output.register) || "
-                "(has(self.tracking) && has(self.tracking.mlflow))",
-                _REGISTER_NEEDS_MLFLOW,
-                ".output.register",
-            ),
-            rule(
-                "!has(self.tracking) || !has(self.tracking.tensorboard) || "
-                "!self.tracking.tensorboard || has(self.checkpoint)",
-                _TENSORBOARD_NEEDS_CHECKPOINT,
-                ".tracking.tensorboard",
-            ),
-            *[_same(f) for f in IMMUTABLE_FIELDS],
-            _same_run_policy(),
-        )
-    )
 
     model: ModelSpec = Field(description="The base model.")
     dataset: DatasetSpec = Field(description="Training and validation data.")
@@ -1195,9 +911,10 @@ class FineTuneJobSpec(ApiModel):
 
     @model_validator(mode="after")
     def _cross_field(self) -> FineTuneJobSpec:
-        """Offline twin of the CEL rules above and of the guards (same messages)."""
+        """The rules over several fields (api/guards.py) checked offline, on the manifest as
+        CEL sees it (camelCase, defaults filled in): the first broken one is the error."""
         as_json = self.model_dump(by_alias=True, exclude_none=True, mode="json")
-        for problem in [*cross_field_problems(self), *guards.problems(as_json)]:
+        for problem in guards.problems(as_json):
             raise ValueError(problem)
         return self
 
@@ -1213,96 +930,6 @@ class FineTuneJobSpec(ApiModel):
     def world_size(self) -> int:
         """Trainer processes across the gang."""
         return self.resources.nodes * self.processes_per_node
-
-
-def cross_field_problems(spec: FineTuneJobSpec) -> list[str]:
-    """Every cross-field rule the CRD enforces with CEL, as messages (empty when valid)."""
-    problems: list[str] = []
-    d, m, t, ds = spec.dataset, spec.method, spec.training, spec.deepspeed
-    if d.validation is not None and d.validation_split is not None:
-        problems.append("spec.dataset: set either validation or validationSplit, not both")
-    if m.type in ("lora", "qlora") and m.lora is None:
-        problems.append("spec.method.lora is required when spec.method.type is lora or qlora")
-    if m.type not in ("lora", "qlora") and m.lora is not None:
-        problems.append("spec.method.lora is only allowed when spec.method.type is lora or qlora")
-    if m.type == "partial" and m.partial is None:
-        problems.append("spec.method.partial is required when spec.method.type is partial")
-    if m.type != "partial" and m.partial is not None:
-        problems.append("spec.method.partial is only allowed when spec.method.type is partial")
-    if m.partial is not None and (m.partial.trainable_modules is None) == (
-        m.partial.top_layers is None
-    ):
-        problems.append("spec.method.partial: set exactly one of trainableModules and topLayers")
-    if t.epochs is not None and t.max_steps is not None:
-        problems.append("spec.training: set either epochs or maxSteps, not both")
-    if t.global_batch_size is not None and t.global_batch_size < t.micro_batch_size:
-        problems.append("spec.training.globalBatchSize must be at least microBatchSize")
-    elif t.global_batch_size is not None and t.global_batch_size % (
-        t.micro_batch_size * spec.world_size
-    ):
-        problems.append(
-            "spec.training.globalBatchSize must be a multiple of spec.training.microBatchSize "
-            "x spec.resources.nodes x processes per node"
-        )
-    if ds.offload is not None:
-        if ds.offload.parameters != "none" and ds.zero_stage != 3:
-            problems.append("spec.deepspeed.offload.parameters needs spec.deepspeed.zeroStage 3")
-        if ds.offload.optimizer != "none" and ds.zero_stage < 1:
-            problems.append(
-                "spec.deepspeed.offload.optimizer needs spec.deepspeed.zeroStage 1, 2 or 3"
-            )
-        if "nvme" in (ds.offload.optimizer, ds.offload.parameters) and not ds.offload.nvme_path:
-            problems.append("spec.deepspeed.offload.nvmePath is required for nvme offload")
-    if t.early_stopping is not None and t.eval_every_steps is None:
-        problems.append(_EARLY_STOPPING_NEEDS_EVALS)
-    if t.gradient_checkpointing and t.performance.activation_checkpointing == "off":
-        problems.append(_CHECKPOINTING_CONFLICT)
-    if m.type == "qlora" and spec.resources.gpus_per_node == 0:
-        problems.append("spec.method.type qlora needs GPUs: set spec.resources.gpusPerNode >= 1")
-    if spec.resources.gpus_per_node == 0:
-        if t.performance.liger_kernels == "on":
-            problems.append(_needs_gpu("ligerKernels"))
-        if t.performance.varlen_attention == "on":
-            problems.append(_needs_gpu("varlenAttention"))
-    if spec.output is None and spec.checkpoint is None:
-        problems.append(
-            "spec.output is required unless spec.checkpoint is set (the model then goes to "
-            "<checkpoint.uri>/output)"
-        )
-    if (
-        spec.output is not None
-        and spec.output.format in ("adapter", "both")
-        and m.type not in ("lora", "qlora")
-    ):
-        problems.append("spec.output.format adapter or both needs spec.method.type lora or qlora")
-    if t.early_stopping is not None and d.validation is None and d.validation_split is None:
-        problems.append(
-            "spec.training.earlyStopping needs validation data: set spec.dataset.validation "
-            "or spec.dataset.validationSplit"
-        )
-    return problems + results_problems(spec)
-
-
-def results_problems(spec: FineTuneJobSpec) -> list[str]:
-    """The cross-field rules of output selection, registries and tracking (CEL twins above)."""
-    problems: list[str] = []
-    out, tracking = spec.output, spec.tracking
-    if out is not None and out.select == "best":
-        if spec.training.eval_every_steps is None:
-            problems.append(_SELECT_BEST_NEEDS_EVALS)
-        if spec.dataset.validation is None and spec.dataset.validation_split is None:
-            problems.append(_SELECT_BEST_NEEDS_VALIDATION)
-        if spec.checkpoint is None:
-            problems.append(_SELECT_BEST_NEEDS_CHECKPOINT)
-    if (
-        out is not None
-        and out.register_model is not None
-        and (tracking is None or tracking.mlflow is None)
-    ):
-        problems.append(_REGISTER_NEEDS_MLFLOW)
-    if tracking is not None and tracking.tensorboard and spec.checkpoint is None:
-        problems.append(_TENSORBOARD_NEEDS_CHECKPOINT)
-    return problems
 
 
 class ObjectMeta(BaseModel):

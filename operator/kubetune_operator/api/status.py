@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field
 
 from kubetune_operator.api.spec import ApiModel
-from kubetune_trainer.config import MAX_LISTED_CHECKPOINTS
+from kubetune_trainer.contract import MAX_LISTED_CHECKPOINTS
 
 Phase = Literal[
     "Pending", "Initializing", "Running", "Restarting", "Suspended", "Succeeded", "Failed"

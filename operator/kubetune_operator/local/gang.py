@@ -19,7 +19,8 @@ from pathlib import Path
 from kubetune_operator.local.devices import VISIBLE, device_slices, visible_devices
 from kubetune_operator.reconcile.env import launcher_args, torchrun_env
 from kubetune_operator.reconcile.plan import Plan
-from kubetune_trainer.checkpoint.seal import KEY_ENV, local_key
+from kubetune_trainer.checkpoint.seal import local_key
+from kubetune_trainer.contract import CHECKPOINT_KEY_ENV, CONFIG_ENV
 
 
 def free_port() -> int:
@@ -43,7 +44,7 @@ def worker_env(
     env.update(torchrun_env(plan, rank, "127.0.0.1", port))
     if devices is not None:
         env[VISIBLE] = devices
-    env["KUBETUNE_CONFIG"] = str(config_file)
+    env[CONFIG_ENV] = str(config_file)
     env.setdefault("OMP_NUM_THREADS", "1")
     # DeepSpeed JIT-builds its CPU ops once; one cache per machine keeps later runs fast.
     env.setdefault(
@@ -51,8 +52,8 @@ def worker_env(
     )
     if plan.spec.resources.gpus_per_node == 0:
         env.setdefault("DS_ACCELERATOR", "cpu")
-    if plan.spec.checkpoint is not None and not env.get(KEY_ENV):
-        env[KEY_ENV] = local_key()  # the pods get the namespace's Secret instead
+    if plan.spec.checkpoint is not None and not env.get(CHECKPOINT_KEY_ENV):
+        env[CHECKPOINT_KEY_ENV] = local_key()  # the pods get the namespace's Secret instead
     for var in plan.spec.resources.env or []:
         if var.value is not None:
             env[var.name] = var.value

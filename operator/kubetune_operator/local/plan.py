@@ -13,7 +13,8 @@ from typing import Any
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.parse import InvalidSpec
 from kubetune_operator.reconcile.plan import OperatorSettings, Plan, resolve
-from kubetune_trainer.config import CONFIG_FILE_NAME, ReportingConfig
+from kubetune_trainer.config import ReportingConfig
+from kubetune_trainer.contract import CONFIG_FILE_NAME
 
 
 def local_uri(uri: str | None, field: str, base: Path) -> str | None:

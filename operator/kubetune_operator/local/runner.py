@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from kubetune_operator.api.manifests import load_manifest
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.local.gang import GangResult, run_gang
 from kubetune_operator.local.plan import config_path, local_plan, local_uri
@@ -143,8 +144,6 @@ def run_manifest(
     path: str, workdir: str | None = None, quiet: bool = False, command: list[str] | None = None
 ) -> int:
     """Entry point of `kubetune run`."""
-    from kubetune_operator.cli import load_manifest
-
     try:
         job = load_manifest(path)
         target = Path(workdir) if workdir else Path("runs") / job.metadata.name

@@ -10,13 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kubetune_operator.api.constants import EXIT_PREEMPTED
 from kubetune_operator.reconcile.timeutil import parse_time
+from kubetune_trainer.contract import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_PREEMPTED
 
-# The trainer's exit code for a config, data or model it cannot use: retrying cannot help.
-EXIT_BAD_INPUT = 44
-# The trainer's exit code for a GPU out of memory: the same settings run out again.
-EXIT_GPU_OOM = 45
 # Classes that end the job at once: a new attempt with the same spec fails the same way.
 NOT_RETRIED = ("InvalidSpec", "GPUOutOfMemory")
 # Classes that say nothing of the cause: a peer of the failed rank often ends this way.

@@ -4,16 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-CONDITION_TYPES = (
-    "Created",
-    "Running",
-    "Restarting",
-    "Suspended",
-    "Succeeded",
-    "Failed",
-    "StartupError",
-)
-
 
 def set_condition(
     conditions: list[dict[str, Any]],

@@ -10,12 +10,17 @@ from typing import Any
 
 from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.plan import Plan
-from kubetune_trainer.checkpoint.seal import KEY_ENV, SECRET_KEY
-from kubetune_trainer.config import (
+from kubetune_trainer.contract import (
+    ATTEMPT_ENV,
+    CHECKPOINT_KEY_ENV,
+    CHECKPOINT_SECRET_KEY,
+    CONFIG_ENV,
     GRACE_ENV,
     HUB_PUSH_TOKEN_ENV,
     HUB_TOKEN_KEY,
+    JOB_NAME_ENV,
     MLFLOW_SECRET_KEYS,
+    NAMESPACE_ENV,
     S3_REQUIRED_KEYS,
     WANDB_SECRET_KEY,
     s3_credential_env,
@@ -32,10 +37,10 @@ def torchrun_env(plan: Plan, node_rank: int, master_addr: str, master_port: int)
         "NODE_RANK": str(node_rank),
         "NPROC_PER_NODE": str(plan.processes_per_node),
         "WORLD_SIZE": str(plan.world_size),
-        "KUBETUNE_CONFIG": plan.config_path,
-        "KUBETUNE_JOB_NAME": plan.name,
-        "KUBETUNE_NAMESPACE": plan.namespace,
-        "KUBETUNE_ATTEMPT": str(plan.attempt),
+        CONFIG_ENV: plan.config_path,
+        JOB_NAME_ENV: plan.name,
+        NAMESPACE_ENV: plan.namespace,
+        ATTEMPT_ENV: str(plan.attempt),
         GRACE_ENV: str(plan.grace_seconds),
         "PYTHONUNBUFFERED": "1",
     }
@@ -60,7 +65,7 @@ def secret_env(plan: Plan) -> list[dict[str, Any]]:
     """Credentials as env from secretKeyRef: never copied into ConfigMaps or status.
 
     Each s3:// store's keys come from that store's own secret, under that store's variables
-    (kubetune_trainer.config.s3_credential_env); the access key pair is required, the session
+    (kubetune_trainer.contract.s3_credential_env); the access key pair is required, the session
     token optional. The hub token is HF_TOKEN of the hf:// source's secret, which is read for
     nothing else. With spec.checkpoint, the namespace's checkpoint key (checkpoint.seal).
     """
@@ -71,7 +76,11 @@ def secret_env(plan: Plan) -> list[dict[str, Any]]:
     if plan.hub_token_secret:
         env.append(_secret_ref(HUB_TOKEN_KEY, plan.hub_token_secret, HUB_TOKEN_KEY, False))
     if plan.spec.checkpoint is not None:
-        env.append(_secret_ref(KEY_ENV, names.CHECKPOINT_KEY_SECRET, SECRET_KEY, False))
+        env.append(
+            _secret_ref(
+                CHECKPOINT_KEY_ENV, names.CHECKPOINT_KEY_SECRET, CHECKPOINT_SECRET_KEY, False
+            )
+        )
     env.extend(tracking_secret_env(plan))
     return env
 

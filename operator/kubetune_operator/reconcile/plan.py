@@ -17,8 +17,6 @@ from kubetune_operator.api.spec import FineTuneJob, FineTuneJobSpec
 from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.parse import InvalidSpec
 from kubetune_trainer.config import (
-    CONFIG_FILE_NAME,
-    GRACE_ENV,
     CheckpointConfig,
     DataConfig,
     DeepSpeedConfig,
@@ -32,12 +30,12 @@ from kubetune_trainer.config import (
     RegisterConfig,
     ReportingConfig,
     StorageConfig,
-    StoreName,
     TrackingConfig,
     TrainerConfig,
     TrainingConfig,
     WandbConfig,
 )
+from kubetune_trainer.contract import CONFIG_FILE_NAME, GRACE_ENV, StoreName
 from kubetune_trainer.redact import redacted_spec
 
 PVC_MOUNT_ROOT = "/mnt/kubetune/pvc"
@@ -277,15 +275,11 @@ def output_format(spec: FineTuneJobSpec) -> Literal["merged", "adapter", "both"]
 
 
 def training_config(spec: FineTuneJobSpec) -> TrainingConfig:
-    """Hyper-parameters with the batch arithmetic done once, here."""
+    """Hyper-parameters with the batch arithmetic done once, here: the trainer reads the
+    accumulation steps it is given (divisibility is a spec rule, api/guards.py)."""
     t = spec.training
     per_step = t.micro_batch_size * spec.world_size
     global_batch = t.global_batch_size or per_step
-    if global_batch % per_step:
-        raise InvalidSpec(
-            "spec.training.globalBatchSize must be a multiple of spec.training.microBatchSize "
-            "x spec.resources.nodes x processes per node"
-        )
     es = t.early_stopping
     return TrainingConfig(
         epochs=t.epochs if t.epochs is not None else (None if t.max_steps else 1.0),
@@ -337,14 +331,9 @@ def deepspeed_config(spec: FineTuneJobSpec) -> DeepSpeedConfig:
 
 
 def perf_config(spec: FineTuneJobSpec) -> PerfConfig:
-    """The throughput levers as the user set them; the trainer resolves auto on its hardware."""
-    p = spec.training.performance
-    return PerfConfig(
-        liger_kernels=p.liger_kernels,
-        varlen_attention=p.varlen_attention,
-        fused_optimizer=p.fused_optimizer,
-        activation_checkpointing=p.activation_checkpointing,
-    )
+    """The throughput levers as the user set them; the trainer resolves auto on its hardware.
+    Each spec.training.performance field is the PerfConfig field of the same name."""
+    return PerfConfig(**spec.training.performance.model_dump())
 
 
 def output_config(spec: FineTuneJobSpec, uri: str, storage: StorageConfig) -> OutputConfig:

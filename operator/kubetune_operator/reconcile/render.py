@@ -277,8 +277,9 @@ def container_security() -> dict[str, Any]:
 
 
 def metrics_ports(processes: int) -> list[dict[str, Any]]:
-    """One container port per trainer process: each rank serves its own metrics on 9400 + its
-    local rank, and the PodMonitor scrapes every port named metrics or metrics-<local rank>."""
+    """One container port per trainer process: each rank serves its own metrics on
+    TRAINER_METRICS_PORT + its local rank, and the PodMonitor scrapes every port named metrics
+    or metrics-<local rank>."""
     return [
         {
             "name": c.TRAINER_METRICS_PORT_NAME + (f"-{r}" if r else ""),

@@ -30,3 +30,14 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"invalid duration {text!r} (expected e.g. 30m, 1h30m, 45s)")
     return sum(float(n) * _UNITS[u] for n, u in parts)
+
+
+def seconds_until(
+    since: datetime | None, limit_seconds: float | None, now: datetime
+) -> float | None:
+    """Seconds left of a limit counted from `since` (<= 0: reached); None when no limit applies
+    or its clock has not started. The one countdown of the deadline, TTL, stall and startup
+    policies."""
+    if limit_seconds is None or since is None:
+        return None
+    return limit_seconds - (now - since).total_seconds()

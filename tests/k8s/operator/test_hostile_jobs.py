@@ -12,7 +12,7 @@ from kubernetes import client
 
 from kubetune_operator.api import constants as c
 from tests.harness import ControlPlane, eventually
-from tests.k8s.operator.conftest import BASE_SPEC, Cluster, Operator
+from tests.k8s.operator.cluster import BASE_SPEC, Cluster, Operator
 
 pytestmark = pytest.mark.k8s
 

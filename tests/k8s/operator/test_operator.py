@@ -11,7 +11,7 @@ from kubernetes import client, config
 
 from kubetune_operator.api import constants as c
 from tests.harness import ControlPlane, eventually
-from tests.k8s.operator.conftest import Cluster, Operator
+from tests.k8s.operator.cluster import Cluster, Operator
 
 pytestmark = pytest.mark.k8s
 

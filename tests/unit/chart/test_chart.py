@@ -286,7 +286,7 @@ def test_every_setting_the_chart_passes_is_read_by_the_operator(tmp_path: Path) 
 
 def test_status_guard_covers_every_operator_owned_status_field(tmp_path: Path) -> None:
     """The admission policy and the operator's list of the status fields it owns are one list."""
-    from kubetune_operator.reconcile.status import OPERATOR_OWNED
+    from kubetune_operator.reconcile.decision import OPERATOR_OWNED
 
     policy = by_kind(render(tmp_path, []), "ValidatingAdmissionPolicy")[0]
     guarded = [

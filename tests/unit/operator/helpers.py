@@ -11,6 +11,8 @@ import yaml
 
 from kubetune_operator.api import constants as c
 from kubetune_operator.api.spec import FineTuneJob
+from kubetune_operator.reconcile.classify import WorkerFailure
+from kubetune_operator.reconcile.decision import Pass, Step, Upstream
 from kubetune_operator.reconcile.timeutil import format_time
 
 HERE = Path(__file__).parent
@@ -112,3 +114,37 @@ def running_status(attempt: int = 1, restarts: int = 0, **extra: Any) -> dict[st
     }
     st.update(extra)
     return copy.deepcopy(st)
+
+
+def outcome(
+    step: Step,
+    job_: FineTuneJob,
+    status: dict[str, Any],
+    pods: list[dict[str, Any]],
+    now: datetime,
+    upstream: Upstream | None = None,
+    failure: WorkerFailure | None = None,
+) -> dict[str, Any]:
+    """Run one policy step on a fresh pass; what it decided, for table tests: whether the pass
+    ended, the phase, the pods to delete, the events' reasons, the requeue and the status."""
+    p = Pass(job_, status, pods, now, upstream)
+    p.failure = failure
+    ended = step(p)
+    return {
+        "ended": ended,
+        "phase": p.st.get("phase"),
+        "deleted": sorted(p.d.delete_pods),
+        "events": [e.reason for e in p.d.events],
+        "requeue": p.d.requeue_after,
+        "status": p.st,
+        "decision": p.d,
+        "failure": p.failure,
+    }
+
+
+def condition(status: dict[str, Any], kind: str) -> tuple[str, str] | None:
+    """(status, reason) of condition `kind`, if set."""
+    for cond in status.get("conditions", []):
+        if cond["type"] == kind:
+            return cond["status"], cond["reason"]
+    return None

@@ -190,3 +190,18 @@ def test_count_only_status_changes_wait_for_the_interval_and_phase_changes_do_no
     monkeypatch.setattr("kubetune_operator.controller.COUNTS_INTERVAL", 0.0)
     ctl.reconcile("ns", "llama-lora")
     assert writer.status_patches[-1]["workers"]["running"] == 1, "the deferred counts land"
+
+
+def test_a_job_that_cannot_be_planned_is_failed_naming_the_field_and_not_retried() -> None:
+    """hf:// model and data naming different token secrets cannot become pods: the job's status
+    says so (Failed, InvalidSpec, the field) in one pass, no child is created, and the pass does
+    not raise (which would retry it forever with the job left Pending)."""
+    body = job_body(2)
+    body["spec"]["dataset"]["train"] = "hf://datasets/org/data"
+    body["spec"]["dataset"]["credentialsSecret"] = "other-token"
+    writer = Writer()
+    assert controller(Reader(body), writer).reconcile("ns", "llama-lora") is None
+    assert writer.applied == []
+    patch = writer.status_patches[-1]
+    assert patch["phase"] == "Failed" and patch["lastFailure"]["reason"] == "InvalidSpec"
+    assert "spec.dataset.credentialsSecret" in patch["message"]

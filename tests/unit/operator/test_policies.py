@@ -1,12 +1,13 @@
-"""Each run policy on its own: backoff, deadline, TTL, suspend, stall, clean-up."""
+"""The pure parts of the run policies: budgets, countdowns (one seconds_until for deadline,
+TTL and stall), suspend, stall, clean-up."""
 
 from __future__ import annotations
 
 import pytest
 
 from kubetune_operator.reconcile.observe import worker_from_pod
-from kubetune_operator.reconcile.policies import backoff, cleanup, deadline, stall, suspend, ttl
-from kubetune_operator.reconcile.timeutil import format_time, parse_duration
+from kubetune_operator.reconcile.policies import backoff, cleanup, deadline, stall, suspend
+from kubetune_operator.reconcile.timeutil import format_time, parse_duration, seconds_until
 from tests.unit.operator.helpers import T0, at, pod
 
 pytestmark = pytest.mark.unit
@@ -29,14 +30,14 @@ def test_backoff(restarts: int, limit: int, ok: bool) -> None:
     ],
 )
 def test_deadline(start, limit, now, left) -> None:  # type: ignore[no-untyped-def]
-    assert deadline.seconds_left(start, limit, now) == left
+    assert seconds_until(start, limit, now) == left
 
 
 @pytest.mark.parametrize(
     ("ttl_s", "now", "left"), [(None, at(5), None), (0, at(0), 0.0), (60, at(10), 50.0)]
 )
 def test_ttl(ttl_s, now, left) -> None:  # type: ignore[no-untyped-def]
-    assert ttl.seconds_until_delete(T0, ttl_s, now) == left
+    assert seconds_until(T0, ttl_s, now) == left
 
 
 @pytest.mark.parametrize(
@@ -68,9 +69,9 @@ def test_stall_last_progress(progress, attempt, started, expected) -> None:  # t
 
 
 def test_stall_countdown() -> None:
-    assert stall.seconds_until_stalled(None, 60, at(100)) is None
-    assert stall.seconds_until_stalled(at(0), 60, at(50)) == 10
-    assert stall.seconds_until_stalled(at(0), 60, at(61)) == -1
+    assert seconds_until(None, 60, at(100)) is None
+    assert seconds_until(at(0), 60, at(50)) == 10
+    assert seconds_until(at(0), 60, at(61)) == -1
 
 
 WORKERS = [

@@ -12,7 +12,8 @@ from kubetune_operator.api import constants as c
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.plan import OperatorSettings, resolve
 from kubetune_operator.reconcile.render import render
-from kubetune_trainer.config import GRACE_ENV, TrainerConfig
+from kubetune_trainer.config import TrainerConfig
+from kubetune_trainer.contract import GRACE_ENV
 from tests.unit.operator.helpers import HERE, job, manifest
 
 pytestmark = pytest.mark.unit
@@ -162,7 +163,7 @@ def test_a_hub_token_is_never_read_for_s3_keys() -> None:
 def test_tracking_and_registry_secrets_are_read_only_for_their_own_keys() -> None:
     doc = manifest()
     doc["spec"]["output"] = {
-        "uri": "s3://m/l",
+        "uri": "s3://models/l",
         "push": {"repo": "org/l", "credentialsSecret": "hf-write"},
     }
     doc["spec"]["tracking"] = {

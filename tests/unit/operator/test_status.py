@@ -6,14 +6,8 @@ from typing import Any
 
 import pytest
 
-from kubetune_operator.reconcile.status import (
-    Decision,
-    Event,
-    Upstream,
-    can_coalesce,
-    decide,
-    status_patch,
-)
+from kubetune_operator.reconcile.decision import Decision, Event, Upstream
+from kubetune_operator.reconcile.status import can_coalesce, decide, status_patch
 from kubetune_operator.reconcile.timeutil import format_time
 from tests.unit.operator.helpers import T0, at, gang, job, pod, running_status, with_run_policy
 

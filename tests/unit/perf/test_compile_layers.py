@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from kubetune_trainer import perf
+from kubetune_trainer import data, perf
 from kubetune_trainer.config import MethodConfig
 from kubetune_trainer.model import apply_method
 from kubetune_trainer.tiny import build_model
@@ -18,8 +18,8 @@ def packed_batch(seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(0, 256, (2, 48), generator=g)
     labels = ids.clone()
-    positions = torch.tensor([perf.document_positions([20, 16, 12])] * 2)
-    labels[positions == 0] = perf.IGNORE
+    positions = torch.tensor([[p for n in (20, 16, 12) for p in range(n)]] * 2)
+    labels[positions == 0] = data.IGNORE
     return {"input_ids": ids, "labels": labels, "position_ids": positions}
 
 
@@ -40,6 +40,7 @@ def levers(compile_layers: bool) -> perf.Levers:
     return perf.Levers(False, False, False, 0, compile_layers=compile_layers)
 
 
+@pytest.mark.unit
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["full", "lora"])
 def test_compiled_layers_match_eager_losses(method: str) -> None:

@@ -53,16 +53,12 @@ def test_ds_settings_fused_adamw_and_zero3_prefetch() -> None:
     assert "optimizer" not in perf.ds_settings(off, 2)
 
 
-def test_pack_documents_restarts_positions_and_ignores_starts() -> None:
-    row = perf.pack_documents([([5, 6, 7], [5, 6, 7]), ([8, 9], [-100, 9])], 8, pad_id=0)
-    assert row["input_ids"] == [5, 6, 7, 8, 9, 0, 0, 0]
-    assert row["position_ids"] == [0, 1, 2, 0, 1, 0, 1, 2]
-    assert row["labels"] == [-100, 6, 7, -100, 9, -100, -100, -100]
-
-
-def test_pack_documents_refuses_overflow() -> None:
-    with pytest.raises(ValueError, match="more than the row"):
-        perf.pack_documents([([1] * 5, [1] * 5)], 4, pad_id=0)
+def test_packing_restarts_positions_and_ignores_starts() -> None:
+    """The trainer's packer (data.pack), as varlen attention reads its rows."""
+    [row] = data.pack([data.Example([5, 6, 7], [5, 6, 7]), data.Example([8, 9], [-100, 9])], 8, 0)
+    assert row.ids == [5, 6, 7, 8, 9, 0, 0, 0]
+    assert row.positions == [0, 1, 2, 0, 1, 0, 1, 2]
+    assert row.labels == [-100, 6, 7, -100, 9, -100, -100, -100]
 
 
 def test_cu_seqlens_split_rows_and_documents() -> None:

@@ -17,7 +17,7 @@ from kubetune_trainer.checkpoint.manifest import (
     reader_rank,
     reads_every_shard,
 )
-from kubetune_trainer.checkpoint.storage import FileStorage
+from kubetune_trainer.storage import FileStorage
 
 pytestmark = pytest.mark.unit
 

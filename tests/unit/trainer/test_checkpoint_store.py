@@ -11,8 +11,8 @@ import pytest
 
 from kubetune_trainer.checkpoint import listing, manager, manifest
 from kubetune_trainer.checkpoint.seal import Seal
-from kubetune_trainer.checkpoint.storage import FileStorage, S3Storage, Storage
 from kubetune_trainer.config import CheckpointConfig, StorageConfig
+from kubetune_trainer.storage import FileStorage, S3Storage, Storage
 
 pytestmark = pytest.mark.unit
 

@@ -12,9 +12,9 @@ import pytest
 
 from kubetune_trainer.checkpoint import manager, manifest
 from kubetune_trainer.checkpoint.seal import Seal
-from kubetune_trainer.checkpoint.storage import FileStorage, S3Storage, Storage, download
 from kubetune_trainer.config import StorageConfig
 from kubetune_trainer.errors import BadInputError
+from kubetune_trainer.storage import FileStorage, S3Storage, Storage, download
 
 pytestmark = pytest.mark.unit
 

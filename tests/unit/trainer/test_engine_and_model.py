@@ -24,7 +24,13 @@ def cfg(**sections: dict) -> TrainerConfig:
 
 def test_accumulation_and_batch_sizes() -> None:
     c = engine.ds_config(
-        cfg(training={"micro_batch_size": 2, "global_batch_size": 32}),
+        cfg(
+            training={
+                "micro_batch_size": 2,
+                "global_batch_size": 32,
+                "gradient_accumulation_steps": 4,
+            }
+        ),
         world_size=4,
         precision="fp32",
     )

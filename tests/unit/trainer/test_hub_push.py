@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from kubetune_trainer.config import HUB_PUSH_TOKEN_ENV, PushConfig
+from kubetune_trainer.config import PushConfig
+from kubetune_trainer.contract import HUB_PUSH_TOKEN_ENV
 from kubetune_trainer.errors import BadInputError
 from kubetune_trainer.model_card import render
 from kubetune_trainer.tracking.hub_push import push

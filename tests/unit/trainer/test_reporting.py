@@ -12,7 +12,8 @@ import pytest
 
 from kubetune_trainer import launch, metrics, progress
 from kubetune_trainer.__main__ import load_config, report_error
-from kubetune_trainer.errors import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_PREEMPTED, BadInputError
+from kubetune_trainer.contract import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_PREEMPTED
+from kubetune_trainer.errors import BadInputError
 
 pytestmark = pytest.mark.unit
 
@@ -155,13 +156,13 @@ def test_metrics_port_per_local_rank() -> None:
 
 def test_trainer_gauge_and_benchmark_count_lora_flops_alike() -> None:
     """Frozen weights cost 4 FLOPs a token, trained ones 6: LoRA is not 6N."""
-    from bench import gpu_throughput as bench
+    from bench._gpu import runner, stats
     from kubetune_trainer import flops
 
-    assert bench.flops_per_token is flops.flops_per_token
+    assert runner.flops_per_token is flops.flops_per_token
     lora = flops.flops_per_token(1000, 10, 1, 1, 1, "lora")
     assert lora == 4000 + 20 + 12
-    assert metrics.mfu(1.0, lora, peak=1.0, world_size=1) == bench.mfu(1.0, lora, peak=1.0)
+    assert metrics.mfu(1.0, lora, peak=1.0, world_size=1) == stats.mfu(1.0, lora, peak=1.0)
 
 
 def test_launcher_puts_its_own_tools_first_on_path() -> None:

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 
 from kubetune_trainer import data, model
-from kubetune_trainer.checkpoint.storage import S3Storage
-from kubetune_trainer.config import StorageConfig, s3_credential_env
+from kubetune_trainer.config import StorageConfig
+from kubetune_trainer.contract import s3_credential_env
 from kubetune_trainer.errors import BadInputError
+from kubetune_trainer.storage import S3Storage
 
 pytestmark = pytest.mark.unit
 

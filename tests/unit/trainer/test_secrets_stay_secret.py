@@ -13,7 +13,7 @@ import pytest
 
 from kubetune_operator.reconcile.plan import OperatorSettings, resolve
 from kubetune_operator.reconcile.render import render
-from kubetune_trainer.config import s3_credential_env
+from kubetune_trainer.contract import s3_credential_env
 from tests.unit.operator.helpers import job
 
 pytestmark = pytest.mark.unit
@@ -40,7 +40,7 @@ def test_debug_logging_prints_no_credential_of_an_s3_request(
     script = f"""
 from pathlib import Path
 from kubetune_trainer.__main__ import run
-from kubetune_trainer.checkpoint.storage import download
+from kubetune_trainer.storage import download
 from kubetune_trainer.config import StorageConfig
 from kubetune_trainer.errors import BadInputError
 import logging, os

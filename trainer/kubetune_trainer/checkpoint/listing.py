@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..config import MAX_LISTED_CHECKPOINTS
+from ..contract import MAX_LISTED_CHECKPOINTS
+from ..storage import join
 from .manifest import Committed
-from .storage import join
 
 
 def losses(manifest: dict[str, Any]) -> tuple[float | None, float | None]:

@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import CheckpointConfig
+from ..contract import ATTEMPT_ENV
 from ..errors import BadInputError
+from ..storage import Storage, inside, join, open_storage, sha256_file
 from . import rng
 from .listing import best, listing
 from .manifest import (
@@ -38,7 +40,6 @@ from .manifest import (
     to_delete,
 )
 from .seal import Seal
-from .storage import Storage, inside, join, open_storage, sha256_file
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -103,7 +104,7 @@ def injected_upload_pause(tag: str, env: Mapping[str, str] = os.environ) -> floa
     if not value:
         return 0.0
     attempt, step, seconds = value.split(":")
-    if env.get("KUBETUNE_ATTEMPT", "1") == attempt and (step == "*" or tag == tag_for(int(step))):
+    if env.get(ATTEMPT_ENV, "1") == attempt and (step == "*" or tag == tag_for(int(step))):
         return float(seconds)
     return 0.0
 

@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..storage import Storage, join, safe_relative
 from .seal import Seal
-from .storage import Storage, join, safe_relative
 
 TAG_RE = re.compile(r"^step-(\d{8})$")
 MANIFEST = "manifest.json"

@@ -22,11 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..contract import CHECKPOINT_KEY_ENV, CHECKPOINT_SECRET_KEY
 from ..errors import BadInputError
 
-KEY_ENV = "KUBETUNE_CHECKPOINT_KEY"
-SECRET_KEY = "key"
-"""The key of the namespace's checkpoint-key Secret that holds the key."""
 SIGNATURE = "signature"
 
 
@@ -87,25 +85,25 @@ def for_reading(key_file: str | None, env: Mapping[str, str] = os.environ) -> Se
     if key_file:
         key = Path(key_file).read_text().strip()
     else:
-        key = env.get(KEY_ENV, "") or (
+        key = env.get(CHECKPOINT_KEY_ENV, "") or (
             local_key_path().read_text().strip() if local_key_path().is_file() else ""
         )
     if not key:
         raise BadInputError(
             f"no checkpoint key: checkpoints are only read once their manifest verifies under "
-            f"the namespace's key. Set {KEY_ENV} or pass --key-file (in a cluster: kubectl get "
-            f"secret kubetune-checkpoint-key -n NAMESPACE -o jsonpath='{{.data.{SECRET_KEY}}}' "
-            "| base64 -d)"
+            f"the namespace's key. Set {CHECKPOINT_KEY_ENV} or pass --key-file (in a cluster: "
+            "kubectl get secret kubetune-checkpoint-key -n NAMESPACE -o "
+            f"jsonpath='{{.data.{CHECKPOINT_SECRET_KEY}}}' | base64 -d)"
         )
     return Seal(key.encode(), "")
 
 
 def from_env(job: str, env: Mapping[str, str] = os.environ) -> Seal:
     """The Seal of `job` with the key in KUBETUNE_CHECKPOINT_KEY; bad input when it is unset."""
-    key = env.get(KEY_ENV, "")
+    key = env.get(CHECKPOINT_KEY_ENV, "")
     if not key:
         raise BadInputError(
-            f"{KEY_ENV} is not set: checkpoints can be neither signed nor verified without the "
+            f"{CHECKPOINT_KEY_ENV} is not set: checkpoints can be neither signed nor verified without the "
             "namespace's checkpoint key (the operator and `kubetune run` set it)"
         )
     return Seal(key.encode(), job)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..config import HUB_PUSH_TOKEN_ENV, HUB_TOKEN_KEY, PushConfig
+from ..config import PushConfig
+from ..contract import HUB_PUSH_TOKEN_ENV, HUB_TOKEN_KEY
 from ..errors import BadInputError
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint.storage import open_storage
 from ..config import StorageConfig
+from ..storage import open_storage
 
 
 class TensorBoardTracker:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from kubetune_operator.reconcile.timeutil import parse_time
+from kubetune_operator.reconcile.classify import WorkerFailure
+from kubetune_operator.reconcile.timeutil import parse_duration, parse_time, seconds_until
+
+if TYPE_CHECKING:
+    from kubetune_operator.reconcile.decision import Pass
 
 
 def last_progress(
@@ -26,10 +30,24 @@ def last_progress(
     return updated
 
 
-def seconds_until_stalled(
-    last: datetime | None, timeout_seconds: float, now: datetime
-) -> float | None:
-    """Seconds before the attempt counts as stalled (<= 0: stalled); None: not watched yet."""
-    if last is None:
-        return None
-    return timeout_seconds - (now - last).total_seconds()
+def step(p: Pass) -> bool:
+    """A Running attempt without a failure: Stalled (p.failure) once its progress is older than
+    stallTimeout; else look again when it would be."""
+    if p.failure is not None or p.old_phase != "Running":
+        return False
+    timeout = p.run_policy.stall_timeout
+    last = last_progress(p.progress, p.obs.attempt, p.obs.attempt_started)
+    left = seconds_until(last, parse_duration(timeout), p.now)
+    if left is None:
+        return False
+    if left > 0:
+        p.d.requeue(left)
+        return False
+    step_reached = (p.progress or {}).get("step")
+    p.failure = WorkerFailure(
+        reason="Stalled",
+        message=f"no progress for {timeout} (stuck at step {step_reached})",
+        exit_code=None,
+        pod=p.obs.current[0].name if p.obs.current else "",
+    )
+    return False

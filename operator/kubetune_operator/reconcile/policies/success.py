@@ -1,9 +1,18 @@
-"""success: what a finished job says, from the trainer's last progress report: which step's
-weights the output holds, and, when early stopping ended training, that it did and where."""
+"""Success: every worker of the attempt exited 0; the model is at the output location.
+
+What a finished job says comes from the trainer's last progress report: which step's weights
+the output holds, and, when early stopping ended training, that it did and where.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from kubetune_operator.reconcile.plan import output_location
+from kubetune_operator.reconcile.policies import finished
+
+if TYPE_CHECKING:
+    from kubetune_operator.reconcile.decision import Pass
 
 
 def output_status(uri: str, progress: dict[str, Any] | None) -> dict[str, Any]:
@@ -29,3 +38,15 @@ def outcome(attempt: int, progress: dict[str, Any] | None) -> tuple[str, str]:
         f"{stopped}; the best weights (step {best}) were lost in a restart, the output holds "
         f"step {exported}"
     )
+
+
+def step(p: Pass) -> bool:
+    """Record the attempt's worker counts; when all succeeded, the job Succeeded (or
+    StoppedEarly) with the output's location and step."""
+    counts = p.obs.counts
+    p.st["workers"] = counts
+    if counts["succeeded"] != p.spec.resources.nodes:
+        return False
+    p.st["output"] = output_status(output_location(p.spec), p.progress)
+    p.cond("Restarting", False, "Succeeded", "finished")
+    return finished.finish(p, "Succeeded", *outcome(p.attempt, p.progress))

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+from kubetune_operator.reconcile.decision import Event
+
+if TYPE_CHECKING:
+    from kubetune_operator.reconcile.decision import Pass
+
 
 def is_resuming(suspend: bool, phase: str | None) -> bool:
     """The job was Suspended and spec.runPolicy.suspend is false again: start a new attempt."""
@@ -23,3 +30,33 @@ def suspended_message(has_checkpoint: bool, started: bool) -> tuple[str, str, bo
         "set suspend to false to start again from step 0",
         True,
     )
+
+
+def step(p: Pass) -> bool:
+    """Suspended: delete every worker and end the pass. Resumed: the next attempt (if one ran
+    before the suspension) starts from the latest checkpoint; the pass goes on."""
+    if p.run_policy.suspend:
+        p.d.delete_pods = [w.name for w in (*p.obs.current, *p.obs.others) if not w.terminating]
+        reason, msg, loses = suspended_message(
+            p.spec.checkpoint is not None, p.st.get("startTime") is not None
+        )
+        p.phase("Suspended", reason, msg, warning=loses)
+        p.cond("Suspended", True, reason, msg)
+        p.cond("Running", False, "Suspended", "suspended")
+        p.st["workers"] = p.obs.counts
+        return True
+    if is_resuming(p.run_policy.suspend, p.old_phase):
+        if p.st.get("startTime") is not None:  # an attempt ran before: the next one resumes it
+            p.attempt += 1
+            p.st["attempt"] = p.attempt
+        p.cond(
+            "Suspended",
+            False,
+            "Resumed",
+            "resumed from the latest checkpoint"
+            if p.spec.checkpoint is not None
+            else "resumed from step 0 (no spec.checkpoint)",
+        )
+        p.d.events.append(Event("Normal", "Resumed", f"starting attempt {p.attempt}"))
+        p.observe()
+    return False

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from tests.harness.binaries import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "bench" / "control_plane.py"

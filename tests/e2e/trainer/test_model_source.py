@@ -15,12 +15,12 @@ from safetensors.torch import load_file
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.local.plan import localize
 from kubetune_operator.reconcile.plan import OperatorSettings, resolve
-from kubetune_trainer.errors import EXIT_BAD_INPUT
+from kubetune_trainer.contract import EXIT_BAD_INPUT
 
 from .harness import Run, config, launch
 from .test_training import LOGIT_ATOL, reload_logits
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 # The continued job's first eval runs the same weights on the same data as the first job's last
 # eval, with the same ops on 2 ranks: only the order of a reduction may differ.

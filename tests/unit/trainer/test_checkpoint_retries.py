@@ -9,7 +9,7 @@ import pytest
 
 from kubetune_trainer.checkpoint.manager import upload_rank, with_retries
 from kubetune_trainer.checkpoint.seal import Seal
-from kubetune_trainer.checkpoint.storage import FileStorage
+from kubetune_trainer.storage import FileStorage
 
 pytestmark = pytest.mark.unit
 

@@ -23,8 +23,9 @@ import pytest
 import torch
 
 from kubetune_trainer import tiny
-from kubetune_trainer.checkpoint.storage import S3Storage
-from kubetune_trainer.config import HUB_PUSH_TOKEN_ENV, StorageConfig
+from kubetune_trainer.config import StorageConfig
+from kubetune_trainer.contract import HUB_PUSH_TOKEN_ENV
+from kubetune_trainer.storage import S3Storage
 from tests.fixtures.hub import HubServer
 from tests.fixtures.mlflow import MlflowServer
 from tests.fixtures.s3 import S3Server

@@ -5,9 +5,9 @@ from __future__ import annotations
 import math
 
 import pytest
-from bench._scale import apimetrics, recorder, stats, workload
 
 from bench import control_plane as bench
+from bench._scale import apimetrics, recorder, stats, workload
 from kubetune_operator.api import constants as c
 
 

@@ -20,7 +20,7 @@ from kubetune_trainer import data as data_mod
 from kubetune_trainer import tiny
 from kubetune_trainer.config import DataConfig
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 # The exported weights evaluated here and by the trainer: the same fp32 ops, other batching.
 SAME_EVAL = 1e-4

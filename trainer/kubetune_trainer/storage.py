@@ -1,4 +1,5 @@
 """Object storage behind a small protocol with string URIs: file:// (and plain paths) and s3://.
+The one store layer: model and data downloads, checkpoints and the export all go through it.
 
 S3 settings come from the store's config (endpoint, region) and its own credential variables
 (config.s3_credential_env), falling back to the standard AWS chain; path-style addressing so
@@ -16,8 +17,9 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
-from ..config import StorageConfig, s3_credential_env
-from ..errors import BadInputError
+from .config import StorageConfig
+from .contract import s3_credential_env
+from .errors import BadInputError
 
 
 class Storage(Protocol):

@@ -10,6 +10,8 @@ from safetensors.torch import load_file
 
 from .harness import LOGIT_ATOL, Run, config, launch, reload_logits
 
+pytestmark = pytest.mark.e2e
+
 # Final eval loss must be at most this fraction of the eval loss before training (step 0).
 # Measured on this task (eval 7.96 before): full -> 0.15 (0.02x), LoRA r16 -> 2.2 (0.27x).
 MARGIN = {"full": 0.1, "lora": 0.4}

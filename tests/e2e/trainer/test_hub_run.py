@@ -10,7 +10,7 @@ from tests.fixtures.hub import HubServer, Repo, folder_files
 
 from .harness import config, launch
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
 def test_hub_model_and_data_train_and_card_records_commits(

@@ -22,9 +22,9 @@ from kubetune_trainer import gpu_oom
 from kubetune_trainer.checkpoint.manager import FAULT_UPLOAD_PAUSE
 from kubetune_trainer.checkpoint.manifest import committed, files_to_fetch
 from kubetune_trainer.checkpoint.seal import Seal
-from kubetune_trainer.checkpoint.storage import S3Storage
-from kubetune_trainer.config import GRACE_ENV, StorageConfig
-from kubetune_trainer.errors import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_PREEMPTED
+from kubetune_trainer.config import StorageConfig
+from kubetune_trainer.contract import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_PREEMPTED, GRACE_ENV
+from kubetune_trainer.storage import S3Storage
 
 from .harness import (
     LOGIT_ATOL,
@@ -40,6 +40,8 @@ from .harness import (
     start,
     wait_for,
 )
+
+pytestmark = pytest.mark.e2e
 
 # Resumed weights must equal the uninterrupted run's. DeepSpeed restores fp32 master weights,
 # Adam moments and the LR schedule exactly, the data order is a pure function of the step, the
@@ -341,7 +343,7 @@ def test_gpu_out_of_memory_on_one_rank_exits_45_with_advice_and_keeps_checkpoint
         tmp_path / "smaller", tiny_base, task_data,
         method={"type": "lora", "lora_dropout": 0.0},
         training={"max_steps": 10, "eval_every_steps": None, "micro_batch_size": 4,
-                  "global_batch_size": 16},
+                  "global_batch_size": 16, "gradient_accumulation_steps": 2},
         checkpoint={"uri": f"s3://{s3_bucket}/oom-smaller", "resume": f"s3://{s3_bucket}/oom/{good[0].tag}",
                     "storage": {"endpoint": s3_server.endpoint}},
     )  # fmt: skip
