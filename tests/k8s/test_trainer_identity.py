@@ -32,17 +32,17 @@ def job(name: str) -> dict[str, Any]:
             "dataset": {"train": "s3://data/train.jsonl", "validationSplit": 0.1},
             "method": {"type": "full"},
             "training": {"evalEverySteps": 10},
-            "checkpoint": {"uri": "s3://ck/reporting"},
-            "output": {"uri": "s3://out/reporting", "select": "best"},
+            "checkpoint": {"uri": "s3://ckpt/reporting"},
+            "output": {"uri": "s3://models/reporting", "select": "best"},
         },
     }
 
 
 COMMITTED = [
     {"step": 30, "time": "2026-11-26T07:00:00Z", "trainLoss": 0.5, "evalLoss": 0.9,
-     "uri": "s3://ck/reporting/step-00000030"},
+     "uri": "s3://ckpt/reporting/step-00000030"},
     {"step": 20, "time": "2026-11-26T06:59:00Z", "trainLoss": 0.7, "evalLoss": 0.8,
-     "uri": "s3://ck/reporting/step-00000020", "best": True},
+     "uri": "s3://ckpt/reporting/step-00000020", "best": True},
 ]  # fmt: skip
 
 
@@ -86,7 +86,7 @@ def test_per_job_identity_writes_results_status_and_events(
     )
     for step in (10, 20, 30):
         events.post("Evaluated", f"step {step}: eval loss 0.8", routine=True)
-    events.post("ExportFinished", "model written to s3://out/reporting (step 20, best)")
+    events.post("ExportFinished", "model written to s3://models/reporting (step 20, best)")
     posted = client.CoreV1Api(k8s_api).list_namespaced_event(
         namespace, field_selector="involvedObject.name=reporting"
     )
