@@ -46,10 +46,11 @@ typecheck: setup ## mypy
 	$(PY) -m mypy
 
 crds: setup ## Regenerate crds/ from the API models
-	$(PY) -m kubetune_operator.cli crd > crds/kubetune.dev_finetunejobs.yaml
+	for kind in finetunejobs finetunesweeps finetuneschedules; do \
+	  $(PY) -m kubetune_operator.cli crd $$kind > crds/kubetune.dev_$$kind.yaml || exit 1; done
 
-chart: setup crds ## Copy the CRD into the Helm chart and lint it
-	cp crds/kubetune.dev_finetunejobs.yaml charts/kubetune/crds/
+chart: setup crds ## Copy the CRDs into the Helm chart and lint it
+	cp crds/kubetune.dev_*.yaml charts/kubetune/crds/
 	$(K8S_BIN_DIR)/helm lint charts/kubetune
 
 docs: setup crds ## Regenerate docs/api-reference.md from the CRD

@@ -10,9 +10,11 @@
 #                  does not exercise).
 #   TAG=dev        tag of kubetune/operator and kubetune/trainer.
 #
-# `--test` builds what the e2e tests run (BASE=local TRAINER=cpu) as docker archives in
-# ~/.cache/kubetune/images, named after a hash of their inputs: an archive that exists is
-# reused, so a warm run builds nothing. It prints one line per image: NAME REF ARCHIVE.
+# `--test` builds what the e2e tests run (BASE=local TRAINER=cpu), tagged with a hash of their
+# inputs, into one OCI image layout, ~/.cache/kubetune/images/oci (with docker: archives beside
+# it): an image that is there is reused, so a warm run builds nothing, and images share the blobs
+# of their common layers, so a code change adds (and the node imports) its small top layer only.
+# It prints one line per image: NAME REF SOURCE (the layout folder, or the archive).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -29,6 +31,12 @@ BASE_PACKAGES="python3,python3-venv,ca-certificates"
 BASE_SUITE=bookworm
 
 log() { echo "[build-images] $*" >&2; }
+
+# One build at a time per machine: parallel builds of the same steps each redo them (the
+# layer cache only helps the next build) and each writes its multi-GB layers.
+mkdir -p "$(dirname "$CACHE")"
+exec 9>"$CACHE.build.lock"
+flock -n 9 || { log "waiting for another image build on this machine"; flock 9; }
 
 if docker info >/dev/null 2>&1; then ENGINE=docker; else ENGINE=buildah; fi
 
@@ -51,16 +59,16 @@ build() { # ref dockerfile [extra args...]
   if [ "$ENGINE" = docker ]; then
     docker build --secret "id=ca,src=$CA_SECRET" -f "$file" -t "$ref" "$@" .
   else
-    buildah bud --isolation chroot --layers --secret "id=ca,src=$CA_SECRET" -f "$file" -t "$ref" "$@" .
+    # --force-rm: a failed build leaves no working container (its writable layer can be GBs).
+    buildah bud --isolation chroot --layers --force-rm --secret "id=ca,src=$CA_SECRET" -f "$file" -t "$ref" "$@" .
   fi
 }
 
-save() { # ref archive
+save() { # ref archive (docker)
   log "saving $1 to $2"
   mkdir -p "$(dirname "$2")"
   rm -f "$2.tmp"
-  if [ "$ENGINE" = docker ]; then docker save -o "$2.tmp" "$1"
-  else buildah push --quiet "$1" "docker-archive:$2.tmp:$1"; fi
+  docker save -o "$2.tmp" "$1"
   mv "$2.tmp" "$2"
 }
 
@@ -113,19 +121,33 @@ if [ "$TEST" = 0 ]; then
 fi
 
 common="$(inputs_hash pyproject.toml README.md operator trainer hack/build-images.sh .dockerignore)"
+LAYOUT="$CACHE/oci"
 for name in operator trainer; do
   case "$WHAT" in "$name"|all) ;; *) continue ;; esac
   if [ "$name" = operator ]; then args=("${OP_ARGS[@]}"); extra="$base"
   else args=("${TR_ARGS[@]}"); extra="$base $(cat build/images/torch-cpu/.staged)"; fi
   hash="$(echo "$common $extra" | sha256sum | cut -c1-12)"
   ref="localhost/kubetune/$name:test-$hash"
-  archive="$CACHE/$name-$hash.tar"
-  if [ ! -f "$archive" ]; then
-    build "$ref" "$name/Dockerfile" "${args[@]}" >&2
-    save "$ref" "$archive"
-    # The archive is the cache; drop the tag (buildah keeps its layers for the next build).
-    [ "$ENGINE" = buildah ] && buildah rmi "$ref" >/dev/null 2>&1 || true
-    find "$CACHE" -name "$name-*.tar" ! -name "$(basename "$archive")" -mtime +7 -delete
+  if [ "$ENGINE" = docker ]; then
+    archive="$CACHE/$name-$hash.tar"
+    if [ ! -f "$archive" ]; then
+      build "$ref" "$name/Dockerfile" "${args[@]}" >&2
+      save "$ref" "$archive"
+    fi
+    echo "$name $ref $archive"
+  else
+    mkdir -p "$LAYOUT"
+    if ! "$PY" hack/oci-layout.py has "$LAYOUT" "$ref"; then
+      build "$ref" "$name/Dockerfile" "${args[@]}" >&2
+      log "pushing $ref to $LAYOUT (the layers it lacks)"
+      # One writer at a time: the layout's index is shared by every checkout of this machine.
+      flock "$LAYOUT.lock" bash -c '
+        buildah push --quiet --disable-compression "$1" "oci:$2:$1" >/dev/null &&
+        "$3" hack/oci-layout.py prune "$2" "$1" 3' _ "$ref" "$LAYOUT" "$PY"
+      # The layout is the cache; drop the tag (buildah keeps its layers for the next build).
+      buildah rmi "$ref" >/dev/null 2>&1 || true
+    fi
+    echo "$name $ref $LAYOUT"
   fi
-  echo "$name $ref $archive"
+  find "$CACHE" -maxdepth 1 -name "$name-*.tar" -mtime +7 -delete
 done

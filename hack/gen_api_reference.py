@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
-"""Generate docs/api-reference.md from the FineTuneJob CRD schema in crds/.
+"""Generate the API reference pages in docs/ from the CRD schemas in crds/: FineTuneJob
+(docs/api-reference.md), FineTuneSweep and FineTuneSchedule (their templates link to the
+FineTuneJob page instead of repeating it).
 
-The CRD is itself generated from the API models, so the reference shows exactly what the
+The CRDs are themselves generated from the API models, so the reference shows exactly what the
 apiserver enforces: types, defaults, enums, ranges, patterns and the CEL rules with their
-messages. Run `python hack/gen_api_reference.py` to rewrite the file, `--check` to fail when it
-is stale (a unit test does the same).
+messages. Run `python hack/gen_api_reference.py` to rewrite the files, `--check` to fail when
+one is stale (a unit test does the same).
 """
 
 from __future__ import annotations
@@ -19,6 +21,17 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 CRD = REPO / "crds" / "kubetune.dev_finetunejobs.yaml"
 OUT = REPO / "docs" / "api-reference.md"
+# (CRD file, page) of every kind.
+PAGES = [
+    (CRD, OUT),
+    (REPO / "crds" / "kubetune.dev_finetunesweeps.yaml", REPO / "docs" / "api-reference-sweep.md"),
+    (
+        REPO / "crds" / "kubetune.dev_finetuneschedules.yaml",
+        REPO / "docs" / "api-reference-schedule.md",
+    ),
+]
+# Objects documented on another page: a template's spec is a FineTuneJob spec.
+ELSEWHERE = {"spec.template.spec": "api-reference.md#spec"}
 
 
 def load_crd(path: Path = CRD) -> dict[str, Any]:
@@ -114,7 +127,14 @@ def render_object(path: str, node: dict[str, Any], out: list[str]) -> None:
     nested = []
     for name, sub in node["properties"].items():
         child = object_of(sub)
+        link = ELSEWHERE.get(f"{path}.{name}")
         anchor = anchor_of(f"{path}.{name}") if child else None
+        if link:
+            sub = {
+                **sub,
+                "description": f"{sub.get('description', '')} See [FineTuneJob spec]({link}).",
+            }
+            child, anchor = None, None
         out.append(field_row(name, sub, name in required, anchor))
         if child:
             nested.append((f"{path}.{name}", child))
@@ -146,7 +166,7 @@ def render(crd: dict[str, Any]) -> str:
         f"Short name: `{', '.join(spec['names'].get('shortNames', []))}`; scope: {spec['scope']}; "
         f"categories: {', '.join(spec['names'].get('categories', []))}.",
         "",
-        "`kubectl get ftj` columns: "
+        f"`kubectl get {spec['names']['shortNames'][0]}` columns: "
         + ", ".join(
             c["name"] for c in version.get("additionalPrinterColumns", []) if not c.get("priority")
         )
@@ -174,17 +194,18 @@ def main(argv: list[str] | None = None) -> int:
         "--check", action="store_true", help="fail when docs/api-reference.md is stale"
     )
     args = parser.parse_args(argv)
-    text = render(load_crd())
-    if args.check:
-        if not OUT.exists() or OUT.read_text() != text:
+    stale = 0
+    for crd, page in PAGES:
+        text = render(load_crd(crd))
+        if not args.check:
+            page.write_text(text)
+        elif not page.exists() or page.read_text() != text:
             print(
-                f"{OUT.relative_to(REPO)} is stale: run python hack/gen_api_reference.py",
+                f"{page.relative_to(REPO)} is stale: run python hack/gen_api_reference.py",
                 file=sys.stderr,
             )
-            return 1
-        return 0
-    OUT.write_text(text)
-    return 0
+            stale = 1
+    return stale
 
 
 if __name__ == "__main__":

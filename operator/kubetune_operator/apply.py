@@ -182,14 +182,20 @@ class Writer:
                 raise
 
     def patch_status(
-        self, namespace: str, name: str, resource_version: str, patch: dict[str, Any]
+        self,
+        namespace: str,
+        name: str,
+        resource_version: str,
+        patch: dict[str, Any],
+        plural: str = c.PLURAL,
     ) -> dict[str, Any]:
-        """Patch the job's status subresource, refused (409) if the job changed meanwhile.
-        Returns the job as written (the next pass may see it before the watch does)."""
+        """Patch the status subresource of a job (or a sweep or schedule: `plural`), refused
+        (409) if the object changed meanwhile. Returns the object as written (the next pass
+        may see it before the watch does)."""
         body = {"metadata": {"resourceVersion": resource_version}, "status": patch}
         with metrics.api_call("patch_status"):
             resp: Any = self.custom.patch_namespaced_custom_object_status(
-                c.GROUP, c.VERSION, namespace, c.PLURAL, name, body,
+                c.GROUP, c.VERSION, namespace, plural, name, body,
                 field_manager=c.FIELD_MANAGER, _content_type=MERGE, _preload_content=False,
             )  # fmt: skip
             try:
@@ -197,14 +203,31 @@ class Writer:
             finally:
                 resp.release_conn()
 
-    def delete_job(self, namespace: str, name: str, uid: str) -> None:
-        """Delete the job itself (TTL); the uid precondition spares a re-created namesake."""
+    def create_job(self, obj: dict[str, Any]) -> bool:
+        """Create a FineTuneJob a sweep or schedule made; False when one of that name exists
+        (names are deterministic: an earlier pass made it)."""
+        meta = obj["metadata"]
+        with metrics.api_call("create"):
+            try:
+                done(self.custom.create_namespaced_custom_object(
+                    c.GROUP, c.VERSION, meta["namespace"], c.PLURAL, obj,
+                    field_manager=c.FIELD_MANAGER, _preload_content=False,
+                ))  # fmt: skip
+            except client.ApiException as err:
+                if err.status != 409:
+                    raise
+                return False
+        return True
+
+    def delete_job(self, namespace: str, name: str, uid: str | None) -> None:
+        """Delete a job (TTL, a losing trial, a replaced run); the uid precondition spares a
+        re-created namesake."""
         try:
             with metrics.api_call("delete"):
                 done(self.custom.delete_namespaced_custom_object(
                     c.GROUP, c.VERSION, namespace, c.PLURAL, name,
                     body=client.V1DeleteOptions(
-                        preconditions=client.V1Preconditions(uid=uid),
+                        preconditions=client.V1Preconditions(uid=uid) if uid else None,
                         propagation_policy="Background",
                     ),
                     _preload_content=False,
@@ -214,7 +237,7 @@ class Writer:
                 raise
 
     def post_event(self, job: dict[str, Any], event: Event) -> None:
-        """A core/v1 Event on the job (what `kubectl describe ftj` shows)."""
+        """A core/v1 Event on the job, sweep or schedule (what `kubectl describe` shows)."""
         meta = job["metadata"]
         now = datetime.now(UTC)
         body = {
@@ -223,7 +246,7 @@ class Writer:
             "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
             "involvedObject": {
                 "apiVersion": c.API_VERSION,
-                "kind": c.KIND,
+                "kind": job.get("kind", c.KIND),
                 "name": meta["name"],
                 "namespace": meta["namespace"],
                 "uid": meta.get("uid"),

@@ -279,7 +279,7 @@ class Controller:
             ]
             new_pods = [o["metadata"]["name"] for o in wanted if o["kind"] == "Pod"]
             if new_pods:  # else every pod is created and merely not observed yet
-                if job.spec.checkpoint is not None:  # one create per attempt; 409 is fine
+                if d.checkpoint_key:  # one create per attempt; 409 is fine
                     self.writer.ensure_key_secret(
                         ns, names.CHECKPOINT_KEY_SECRET, CHECKPOINT_SECRET_KEY
                     )

@@ -140,3 +140,7 @@ async def pod_event(
 def probe(memo: Any, **_: Any) -> int:
     """Liveness: the operator answers and counts its passes."""
     return int(memo.queue.passes)
+
+
+# Sweeps and schedules: their handlers register on import.
+from kubetune_operator.lifecycle import handlers as _lifecycle  # noqa: E402, F401

@@ -3,13 +3,15 @@ connection handed back to the pool. Shared by the reader (fetch.py) and the writ
 
 from __future__ import annotations
 
-import json
 from typing import Any
+
+from kubetune_operator import decode
 
 
 def as_json(response: Any) -> Any:
-    """Body of a raw (not preloaded) response as plain JSON data."""
-    return json.loads(response.data)
+    """Body of a raw (not preloaded) response as plain JSON data; a job nested too deep for
+    Python's decoder comes back cut down (decode.loads), never as a RecursionError."""
+    return decode.loads(response.data)
 
 
 def done(response: Any) -> None:

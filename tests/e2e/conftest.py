@@ -38,7 +38,7 @@ def real_node(
     node = start_node(control_plane)
     try:
         for image in test_images.values():
-            node.import_image(image.archive, image.ref)
+            node.import_image(image.source, image.ref)
     except BaseException:
         node.stop()
         raise

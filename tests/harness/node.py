@@ -12,6 +12,7 @@ imports nothing; what the node ran is gone.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -19,6 +20,7 @@ import shutil
 import signal
 import string
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -159,14 +161,49 @@ class Node:
         """Names of the images in the node's store."""
         return set(self.ctr("images", "ls", "-q").stdout.split())
 
-    def import_image(self, archive: Path, ref: str) -> bool:
-        """Import a docker/OCI archive unless `ref` is already in the store; True if imported."""
+    def import_image(self, source: Path, ref: str) -> bool:
+        """Import `ref` unless the store has it already; True if imported. `source` is an OCI
+        image layout folder (only the layers the store has not unpacked are sent) or a docker
+        archive. Older tags of the same repository are removed: their layers the new image
+        does not share go with them."""
         if ref in self.images():
             return False
-        self.ctr("images", "import", "--local", "--discard-unpacked-layers", str(archive))
+        if source.is_dir():
+            self._import_from_layout(source, ref)
+        else:
+            self.ctr("images", "import", "--local", "--discard-unpacked-layers", str(source))
         if ref not in self.images():
-            raise NodeError(f"{archive} imported but {ref} is not among {sorted(self.images())}")
+            raise NodeError(f"{source} imported but {ref} is not among {sorted(self.images())}")
+        repository = ref.rsplit(":", 1)[0]
+        older = sorted(i for i in self.images() if i.startswith(repository + ":") and i != ref)
+        if older:
+            self.ctr("images", "rm", *older)
         return True
+
+    def unpacked_layers(self) -> set[str]:
+        """Chain IDs of the layers the store has unpacked (its committed snapshots)."""
+        out = self.ctr("snapshots", "ls").stdout.splitlines()[1:]
+        return {f[0] for f in (line.split() for line in out) if f and f[-1] == "Committed"}
+
+    def _import_from_layout(self, layout: Path, ref: str) -> None:
+        from tests.harness import images
+
+        layers = images.layers_to_send(layout, ref, self.unpacked_layers())
+        argv = [str(self.bins / "ctr"), "-a", str(self.socket), "-n", "k8s.io", "images",
+                "import", "--local", "--discard-unpacked-layers", "-"]  # fmt: skip
+        with tempfile.TemporaryFile() as err:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err
+            )
+            assert proc.stdin is not None
+            # ctr exiting early breaks the pipe: its stderr says why.
+            with contextlib.suppress(BrokenPipeError), proc.stdin:
+                images.write_oci_stream(layout, ref, layers, proc.stdin)
+            proc.wait(timeout=600)
+            err.seek(0)
+            message = err.read().decode(errors="replace")
+        if proc.returncode != 0:
+            raise NodeError(f"ctr images import of {ref} exited {proc.returncode}: {message}")
 
     def start_runtime(self) -> None:
         """containerd, with its config, until its socket answers."""

@@ -8,9 +8,11 @@ from typing import Any
 from kubetune_operator.api import constants as c
 
 
-def server_dry_run(k8s_api: Any, namespace: str, manifest: dict[str, Any]) -> str | None:
-    """Create the object with dryRun=All and strict field validation; the refusal message, or
-    None when the apiserver accepted it."""
+def server_dry_run(
+    k8s_api: Any, namespace: str, manifest: dict[str, Any], plural: str = c.PLURAL
+) -> str | None:
+    """Create the object (a FineTuneJob, or another kind by `plural`) with dryRun=All and strict
+    field validation; the refusal message, or None when the apiserver accepted it."""
     from kubernetes import client
     from kubernetes.client.exceptions import ApiException
 
@@ -20,7 +22,7 @@ def server_dry_run(k8s_api: Any, namespace: str, manifest: dict[str, Any]) -> st
             c.GROUP,
             c.VERSION,
             namespace,
-            c.PLURAL,
+            plural,
             manifest,
             dry_run="All",
             field_validation="Strict",

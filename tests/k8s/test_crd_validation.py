@@ -14,7 +14,13 @@ import yaml
 
 from kubetune_operator.api import constants as c
 from tests.k8s.apiserver import server_dry_run
-from tests.unit.api_cases import EXPONENT_YAML, INVALID_CASES, InvalidCase, valid_manifest
+from tests.unit.api_cases import (
+    EXPONENT_YAML,
+    INVALID_CASES,
+    VALID_VARIANTS,
+    InvalidCase,
+    valid_manifest,
+)
 
 pytestmark = pytest.mark.k8s
 
@@ -36,6 +42,13 @@ def test_valid_manifest_is_accepted(
     assert server_dry_run(k8s_api, dry_run_namespace, valid_manifest()) is None
 
 
+@pytest.mark.parametrize("variant", sorted(VALID_VARIANTS))
+def test_valid_variants_are_accepted(
+    k8s_api: Any, crd_installed: str, dry_run_namespace: str, variant: str
+) -> None:
+    assert server_dry_run(k8s_api, dry_run_namespace, VALID_VARIANTS[variant]) is None
+
+
 @pytest.mark.parametrize("case", INVALID_CASES, ids=lambda x: x.id)
 def test_apiserver_refuses_and_names_the_field(
     k8s_api: Any, crd_installed: str, dry_run_namespace: str, case: InvalidCase
@@ -54,7 +67,8 @@ def test_example_is_accepted_by_the_apiserver(
     control_plane: Any, crd_installed: str, dry_run_namespace: str, path: Path
 ) -> None:
     docs = [d for d in yaml.safe_load_all(path.read_text()) if isinstance(d, dict)]
-    assert any(d.get("kind") == c.KIND for d in docs), f"{path.name} holds no {c.KIND}"
+    kinds = (c.KIND, c.SWEEP_KIND, c.SCHEDULE_KIND)
+    assert any(d.get("kind") in kinds for d in docs), f"{path.name} holds none of {kinds}"
     out = control_plane.kubectl(
         "apply",
         "--dry-run=server",

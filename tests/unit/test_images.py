@@ -60,3 +60,43 @@ def test_operator_image_user_is_the_charts() -> None:
     uid = values["podSecurityContext"]["runAsUser"]
     assert ("USER", f"{uid}:{uid}") in final
     assert values["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def sources(instructions: list[tuple[str, str]]) -> list[str]:
+    """What the COPY/ADD steps of a stage take from the build context (not from a stage)."""
+    return [
+        part
+        for keyword, arg in instructions
+        if keyword in ("COPY", "ADD") and "--from=" not in arg
+        for part in arg.split()[:-1]
+        if not part.startswith("--")
+    ]
+
+
+def layers(instructions: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The steps that change the filesystem (each a layer)."""
+    return [(k, a) for k, a in instructions if k in ("RUN", "COPY", "ADD")]
+
+
+@pytest.mark.parametrize(
+    ("dockerfile", "final"), [("trainer", "cpu"), ("trainer", "cuda"), ("operator", None)]
+)
+def test_a_code_change_rebuilds_only_the_images_top_layer(
+    dockerfile: str, final: str | None
+) -> None:
+    """The kubetune code is installed last, from its own wheel and without dependencies; no
+    step before it, in the final stage or in a stage it copies from, reads the code. So a code
+    change rebuilds and ships the top layer only, not torch and the dependencies again."""
+    all_stages = stages(ROOT / dockerfile / "Dockerfile")
+    stage = all_stages[final or list(all_stages)[-1]]
+    *lower, copy_wheel, install = layers(stage)
+    assert copy_wheel[0] == "COPY" and copy_wheel[1].startswith("--from=kubetune-wheel "), (
+        copy_wheel
+    )
+    assert install[0] == "RUN" and "pip install --no-deps --no-index" in install[1], install
+    code = ("operator/", "trainer/", "README.md", ".")
+    copied_from = {a.split()[0].removeprefix("--from=") for k, a in lower if "--from=" in a}
+    for name in [None, *sorted(copied_from)]:
+        read = sources(stage if name is None else all_stages[name])
+        assert not set(read) & set(code), (name, read)
+    assert "kubetune-wheel" not in copied_from

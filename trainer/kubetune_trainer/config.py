@@ -162,6 +162,9 @@ class CheckpointConfig(_Config):
     keep_last: int = Field(3, description="Committed checkpoints kept.")
     resume: str = Field("auto", description="auto | never | a checkpoint URI.")
     local_dir: str = Field("/tmp/kubetune/checkpoints", description="Local staging dir for shards.")
+    save_final: bool = Field(
+        True, description="Save a checkpoint of the last step (false: only periodic and SIGTERM)."
+    )
 
 
 class RegisterConfig(_Config):
@@ -224,6 +227,13 @@ class TrackingConfig(_Config):
     wandb: WandbConfig | None = Field(None, description="Weights & Biases.")
 
 
+class BenchmarkConfig(_Config):
+    """A fixed benchmark set, scored on the starting weights and on the exported ones."""
+
+    uri: str = Field(description="Benchmark data URI (.jsonl/.parquet file or folder).")
+    exact_match: bool = Field(False, description="Also score greedy exact match per record.")
+
+
 class ReportingConfig(_Config):
     """Where progress and metrics go."""
 
@@ -270,6 +280,9 @@ class TrainerConfig(_Config):
     )
     tracking: TrackingConfig = Field(
         default_factory=TrackingConfig, description="Experiment tracking."
+    )
+    benchmark: BenchmarkConfig | None = Field(
+        None, description="Benchmark scored before and after training (data's store)."
     )
     spec: dict[str, Any] = Field(
         default_factory=dict,

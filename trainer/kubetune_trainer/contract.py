@@ -26,6 +26,8 @@ EXIT_GPU_OOM = 45
 
 TERMINATION_LOG = "/dev/termination-log"
 """Where the trainer leaves its last error; the kubelet shows it as the container's message."""
+TERMINATION_LOG_ENV = "KUBETUNE_TERMINATION_LOG"
+"""Where the message goes instead (the local runner points each worker at its own file)."""
 
 # -- how the operator hands the trainer its work -----------------------------------------------------
 CONFIG_FILE_NAME = "trainer.json"
@@ -53,6 +55,12 @@ TRAINER_METRICS_PORT = 9400
 MAX_LISTED_CHECKPOINTS = 20
 """Committed checkpoints status.checkpoints.committed lists at most (newest first, the best kept):
 the trainer trims its report to it, the status schema bounds the list by it."""
+
+# -- what the trainer reports in the job's status ---------------------------------------------------
+MAX_REPORTED_EVALS = 100
+"""Evaluations status.progress.evals lists (the latest): bounds the status a long run writes."""
+MAX_REPORTED_SOURCES = 32
+"""Data files status.dataSources lists (the first): bounds the status of a run over many files."""
 
 # -- credentials: one secret per store, passed as env, never in the config --------------------------
 StoreName = Literal["model", "dataset", "checkpoint", "output"]

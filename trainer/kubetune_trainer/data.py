@@ -279,16 +279,21 @@ def split(records: list[Record], fraction: float, seed: int) -> tuple[list[Recor
 
 
 def load_split(
-    uri: str, cache_dir: Path, storage: StorageConfig | None, split: str = "train"
+    uri: str,
+    cache_dir: Path,
+    storage: StorageConfig | None,
+    split: str = "train",
+    field: str | None = None,
 ) -> tuple[list[Record], list[SourceInfo]]:
-    """All records under a URI and the lineage of each file."""
+    """All records under a URI and the lineage of each file; `field` names the URI in errors
+    (default spec.dataset.<split>)."""
     records: list[Record] = []
     sources = []
     commit: str | None = None
     if uri.startswith("hf://"):
         files, commit = hub_files(uri, split, storage.endpoint if storage else None)
     else:
-        files = resolve_files(uri, cache_dir, storage, f"spec.dataset.{split}")
+        files = resolve_files(uri, cache_dir, storage, field or f"spec.dataset.{split}")
     for path in files:
         recs = read_records(path)
         records += recs

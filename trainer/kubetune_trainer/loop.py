@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .config import TrainerConfig
+from .contract import MAX_REPORTED_EVALS
 
 
 @dataclass
@@ -28,6 +29,7 @@ class LoopState:
     step_ends: list[float] = field(default_factory=list)  # perf_counter at the end of each step
     stopped_early: bool = False
     preempted: bool = False
+    benchmark_before: dict[str, float] | None = None  # the starting weights' benchmark scores
 
     def client_state(self) -> dict[str, Any]:
         """The part saved inside checkpoints."""
@@ -37,6 +39,8 @@ class LoopState:
             "best_step": self.best_step,
             "evals_without_improvement": self.evals_without_improvement,
             "tokens": self.tokens,
+            "evals": [list(e) for e in self.evals[-MAX_REPORTED_EVALS:]],
+            "benchmark_before": self.benchmark_before,
         }
 
 
@@ -46,6 +50,8 @@ class Trainable(Protocol):
 
     cfg: TrainerConfig
     total_steps: int
+    benchmark: Any
+    """spec.benchmark's records, or None without one."""
 
     def train_step(self, step: int) -> tuple[float, int]:
         """One optimizer step; (loss, tokens of this rank)."""
@@ -53,6 +59,10 @@ class Trainable(Protocol):
 
     def agree_on_signals(self, step: int) -> tuple[bool, bool]:
         """(stop, save now), the same on every rank."""
+        ...
+
+    def score_benchmark(self) -> dict[str, float]:
+        """spec.benchmark's scores of the weights as they are now (all ranks)."""
         ...
 
     def eval_loss(self) -> float | None:
@@ -84,6 +94,8 @@ def improved(best: float | None, value: float, min_delta: float) -> bool:
 def run(t: Trainable, s: LoopState) -> LoopState:
     """Train from s.step to t.total_steps."""
     cfg = t.cfg.training
+    if s.step == 0 and t.benchmark is not None:
+        s.benchmark_before = t.score_benchmark()  # a resumed run has them from its checkpoint
     if s.step == 0 and cfg.eval_every_steps:
         evaluate(t, s)  # the baseline the fine-tune is judged against
     while s.step < t.total_steps:

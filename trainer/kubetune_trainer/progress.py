@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from .contract import GROUP, PLURAL, VERSION
+from .contract import GROUP, MAX_REPORTED_EVALS, MAX_REPORTED_SOURCES, PLURAL, VERSION
 
 
 @dataclass
@@ -31,9 +31,13 @@ class Progress:
     checkpoint: dict[str, Any] | None = None
     trained_tokens: int | None = None  # all ranks, all attempts
     export: dict[str, Any] | None = None  # status.export, once the export finished
+    eval_step: int | None = None  # the step eval_loss was measured at (0: before training)
     stopped_early: bool = False  # early stopping ended training before total_steps
     best_step: int | None = None  # the best evaluation's step (early stopping, select: best)
     exported_step: int | None = None  # whose weights the export holds (final report)
+    evals: list[tuple[int, float]] | None = None  # every evaluation so far: (step, eval loss)
+    benchmark: dict[str, Any] | None = None  # status.benchmark, once the run scored it
+    data_sources: list[dict[str, Any]] | None = None  # status.dataSources (final report)
 
 
 def human_eta(seconds: int) -> str:
@@ -85,9 +89,10 @@ def status_progress(
 
 
 def status_patch(p: Progress, start_step: int = 0) -> dict[str, Any]:
-    """The status merge patch rank 0 sends: progress, trained tokens, the newest committed
-    checkpoint, how many committed checkpoints the store keeps and their list, and (at the end)
-    what was exported.
+    """The status merge patch rank 0 sends: progress (with the evaluations so far), trained
+    tokens, the newest committed checkpoint, how many committed checkpoints the store keeps and
+    their list, and at the end what was exported, the benchmark scores and the data files
+    trained on.
 
     The trainer writes status.checkpoints itself because only it knows when a checkpoint is
     committed and what pruning left; the operator would need the store's credentials to find
@@ -95,7 +100,13 @@ def status_patch(p: Progress, start_step: int = 0) -> dict[str, Any]:
     """
     # A merge patch keeps keys it does not name: an ETA no longer estimated is removed.
     progress = {"eta": None, "etaSeconds": None, **status_progress(p, start_step)}
+    if p.evals:
+        progress["evals"] = eval_history(p.evals)
     status: dict[str, Any] = {"progress": progress}
+    if p.benchmark is not None:
+        status["benchmark"] = p.benchmark
+    if p.data_sources is not None:
+        status["dataSources"] = p.data_sources[:MAX_REPORTED_SOURCES]
     if p.checkpoint:
         latest = {
             k: p.checkpoint[k] for k in ("uri", "step", "time") if p.checkpoint.get(k) is not None
@@ -110,6 +121,13 @@ def status_patch(p: Progress, start_step: int = 0) -> dict[str, Any]:
     if p.export is not None:
         status["export"] = p.export
     return {"status": status}
+
+
+def eval_history(evals: list[tuple[int, float]]) -> list[dict[str, Any]]:
+    """status.progress.evals: the latest evaluations with a finite loss, oldest first (what a
+    sweep's early termination compares; the status carries no NaN)."""
+    out = [{"step": step, "loss": _num(loss)} for step, loss in evals if _num(loss) is not None]
+    return out[-MAX_REPORTED_EVALS:]
 
 
 def _num(x: float | None, digits: int = 6) -> float | None:
@@ -132,12 +150,16 @@ class FileSink:
 
     def report(self, p: Progress, force: bool = False) -> None:
         line = {"event": p.event, **status_progress(p, self.start_step)}
+        if p.eval_step is not None and p.eval_loss is not None:
+            line["evalStep"] = p.eval_step
         if p.checkpoint:
             line["checkpoint"] = p.checkpoint
         if p.trained_tokens is not None:
             line["trainedTokens"] = p.trained_tokens
         if p.export is not None:
             line["export"] = p.export
+        if p.benchmark is not None:
+            line["benchmark"] = p.benchmark
         with self.path.open("a") as f:
             f.write(json.dumps(line) + "\n")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import adapter as adapter_mod
+from . import benchmark as benchmark_mod
 from . import best as best_mod
 from . import checkpoint_export, gpu_oom, loop, tracking
 from . import data as data_mod
@@ -90,6 +91,10 @@ class Trainer:
     hub: dict[str, Any]
     tokenizer: Any
     data: data_mod.Dataset
+    benchmark: benchmark_mod.Benchmark | None
+    """spec.benchmark's records, scored on the starting and the exported weights."""
+    benchmark_result: dict[str, Any] | None
+    """status.benchmark once the exported weights are scored."""
     # how long
     accumulation: int
     micro_per_epoch: int
@@ -129,6 +134,7 @@ class Trainer:
         self.restored = None
         self.export_step = None
         self.export_from = "engine"
+        self.benchmark_result = None
         self._zero3_hook: Any = None  # HfDeepSpeedConfig, referenced while ZeRO-3 loads
 
     # -- setup -----------------------------------------------------------------------------
@@ -180,6 +186,11 @@ class Trainer:
         )
         self.data = data_mod.build_dataset(
             self.tokenizer, cfg.data, cfg.training.seed, self.cache()
+        )
+        self.benchmark = (
+            benchmark_mod.load(self.tokenizer, cfg.benchmark, cfg.data, self.cache())
+            if cfg.benchmark
+            else None
         )
         self.accumulation = engine_mod.accumulation_steps(cfg.training, env.world_size)
         self.micro_per_epoch = data_mod.micro_batches_per_epoch(
@@ -266,6 +277,8 @@ class Trainer:
             state.best_step = cs.get("best_step")
             state.evals_without_improvement = int(cs.get("evals_without_improvement", 0))
             state.tokens = int(cs.get("tokens", 0))
+            state.evals = [(int(step), float(loss)) for step, loss in cs.get("evals") or []]
+            state.benchmark_before = cs.get("benchmark_before")
         self.start_step, self.start_tokens = state.step, state.tokens
         self.schedule = SaveSchedule(
             cfg.checkpoint,
@@ -436,6 +449,18 @@ class Trainer:
         total, count = self.all_sum([total, count])
         return total / count if count else None
 
+    def score_benchmark(self) -> dict[str, float]:
+        """spec.benchmark's scores of the weights as they are now (a collective)."""
+        assert self.benchmark is not None
+        return benchmark_mod.score(
+            self.engine,
+            self.benchmark,
+            self.cfg.training.micro_batch_size,
+            self.env.rank,
+            self.env.world_size,
+            self.all_sum,
+        )
+
     def keep_best(self, step: int) -> None:
         """Keep the weights of a new best evaluation (with early stopping, they are exported)."""
         self.best.save(self.engine.module, step)
@@ -540,6 +565,7 @@ class Trainer:
             epoch=s.step * self.accumulation / self.micro_per_epoch,
             loss=s.losses[-1] if s.losses else None,
             eval_loss=s.evals[-1][1] if s.evals else None,
+            eval_step=s.evals[-1][0] if s.evals else None,
             learning_rate=lr[0] if lr else None,
             tokens_per_second=tps,
             elapsed_seconds=s.train_seconds,
@@ -550,6 +576,13 @@ class Trainer:
             best_step=s.best_step if self.exports_best else None,
             exported_step=self.export_step,
             trained_tokens=self.trained_tokens(s),
+            evals=list(s.evals),
+            benchmark=self.benchmark_result,
+            data_sources=[
+                {"uri": x.uri, "sha256": x.sha256, "records": x.records} for x in self.data.sources
+            ]
+            if event == "end"
+            else None,
         )
 
     def save(self, s: loop.LoopState, wait: bool = False) -> None:
@@ -578,6 +611,14 @@ class Trainer:
         kept = self.export_from == "engine" and self.export_step not in (None, s.step)
         if kept and self.best.enabled:
             self.best.restore(self.engine.module)  # checkpoints keep the last, export the best
+        if self.benchmark is not None:
+            self.benchmark_result = {
+                **self.benchmark.identity(),
+                "before": s.benchmark_before,
+                "after": self.score_benchmark(),
+            }
+            if self.sink:
+                self.sink.report(self.progress(s, 0.0, event="end"), force=True)
         self.write_probe()
         if self.cfg.output is not None:
             self.export(s)
@@ -739,6 +780,7 @@ class Trainer:
                 "files_fetched_per_rank": shares["fetched"] if self.restored else None,
                 "committed_steps": self.ckpt.committed_steps,
             },
+            "benchmark": self.benchmark_result,
             "deepspeed_config": redact(self.ds_config),
             "software": export_mod.software_versions(),
         }

@@ -66,21 +66,28 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{/*
 Permissions the operator needs in each namespace it watches, and no more. Children are created
 (supporting objects that exist already are read, to check that the job owns them, and then
-server-side applied: patch; pods never change) and cleaned up through owner references, so only pods (ended attempts) and FineTuneJobs (ttlSecondsAfterFinished) are
-deleted. The per-job Role it grants the trainer (get this job, get/patch its status) is a subset
-of these grants, so neither escalate nor bind is needed. update on finetunejobs/finalizers lets
-it set blockOwnerDeletion on children a FineTuneJob owns where the OwnerReferencesPermission-
-Enforcement admission plugin is on (OpenShift); it changes no object by itself.
+server-side applied: patch; pods never change) and cleaned up through owner references, so
+only pods (ended attempts) and FineTuneJobs (ttlSecondsAfterFinished) are deleted.
+FineTuneSweeps and FineTuneSchedules create FineTuneJobs (their trials and runs, deleted when a
+trial is stopped early or a run leaves the history) and a schedule's short-lived data-watch
+pods. The per-job Role it grants the trainer (get this job, get/patch its status) is a subset
+of these grants, so neither escalate nor bind is needed. update on <kind>/finalizers lets it
+set blockOwnerDeletion on children a FineTuneJob, sweep or schedule owns where the
+OwnerReferencesPermissionEnforcement admission plugin is on (OpenShift); it changes no object
+by itself.
 */}}
 {{- define "kubetune.namespacedRules" -}}
 - apiGroups: ["kubetune.dev"]
   resources: ["finetunejobs"]
-  verbs: ["get", "list", "watch", "delete"]
+  verbs: ["get", "list", "watch", "create", "delete"]
 - apiGroups: ["kubetune.dev"]
-  resources: ["finetunejobs/status"]
+  resources: ["finetunesweeps", "finetuneschedules"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["kubetune.dev"]
+  resources: ["finetunejobs/status", "finetunesweeps/status", "finetuneschedules/status"]
   verbs: ["get", "patch"]
 - apiGroups: ["kubetune.dev"]
-  resources: ["finetunejobs/finalizers"]
+  resources: ["finetunejobs/finalizers", "finetunesweeps/finalizers", "finetuneschedules/finalizers"]
   verbs: ["update"]
 - apiGroups: [""]
   resources: ["pods"]

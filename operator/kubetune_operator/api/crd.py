@@ -62,8 +62,12 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
         scalar = ("x-kubernetes-int-or-string", "description", "pattern", "maxLength", "minimum")
         return {k: v for k, v in node.items() if k in scalar}
     if node.get("x-kubernetes-preserve-unknown-fields"):
+        # Declared properties of a free-form object are what CEL rules may read in it.
         keep = ("type", "description", "maxProperties", "x-kubernetes-preserve-unknown-fields")
-        return {k: v for k, v in node.items() if k in keep}
+        free = {k: v for k, v in node.items() if k in keep}
+        if "properties" in node:
+            free["properties"] = {n: structural(v, defs) for n, v in node["properties"].items()}
+        return free
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROP_KEYS:
@@ -89,6 +93,10 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
         out["maximum"], out["exclusiveMaximum"] = out["exclusiveMaximum"], True
     if out.get("type") == "string" and out.get("format") == "date-time":
         out.pop("format")
+    if "default" in out and out["default"] is None:
+        out.pop("default")
+    if "const" in out:  # a one-value Literal; OpenAPI v3 in Kubernetes has no const
+        out["enum"] = [out.pop("const")]
     return out
 
 
@@ -149,6 +157,78 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
 ]
 
 
+def name_rules(limit: int, why: str) -> list[dict[str, str]]:
+    """Root CEL rules on metadata.name: a DNS label of at most `limit` characters."""
+    return [
+        {
+            "rule": f"self.metadata.name.size() <= {limit}",
+            "message": f"metadata.name must be at most {limit} characters ({why})",
+        },
+        {
+            "rule": f"self.metadata.name.matches('{JOB_NAME_PATTERN}')",
+            "message": "metadata.name must be a DNS label: lower-case letters, digits and '-', "
+            f"starting with a letter ({why})",
+        },
+    ]
+
+
+def custom_resource_definition(
+    names: dict[str, Any],
+    description: str,
+    spec_schema: dict[str, Any],
+    status_schema: dict[str, Any],
+    columns: list[dict[str, Any]],
+    root_rules: list[dict[str, str]],
+) -> dict[str, Any]:
+    """A namespaced kubetune.dev CRD with a status subresource, as a plain dict."""
+    root = {
+        "type": "object",
+        "description": description,
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema,
+            "status": status_schema,
+        },
+        "x-kubernetes-validations": root_rules,
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{names['plural']}.{c.GROUP}",
+            "labels": {
+                "app.kubernetes.io/name": "kubetune",
+                "app.kubernetes.io/part-of": "kubetune",
+            },
+        },
+        "spec": {
+            "group": c.GROUP,
+            "names": {
+                "kind": names["kind"],
+                "listKind": f"{names['kind']}List",
+                "plural": names["plural"],
+                "singular": names["singular"],
+                "shortNames": list(names["shortNames"]),
+                "categories": list(c.CATEGORIES),
+            },
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": c.VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {"openAPIV3Schema": root},
+                }
+            ],
+        },
+    }
+
+
 def build_crd() -> dict[str, Any]:
     """The FineTuneJob CRD as a plain dict, ready to dump as YAML."""
     rules = [*guards.CROSS_FIELD, *guards.immutability(FineTuneJobSpec), *guards.INPUT]
@@ -161,68 +241,22 @@ def build_crd() -> dict[str, Any]:
     status_schema["description"] = (
         "Observed state, written by the operator (progress and checkpoints by the trainer)."
     )
-    root = {
-        "type": "object",
-        "description": "FineTuneJob fine-tunes a Hugging Face causal LM with DeepSpeed ZeRO on a gang of workers.",
-        "required": ["spec"],
-        "properties": {
-            "apiVersion": {"type": "string"},
-            "kind": {"type": "string"},
-            "metadata": {"type": "object"},
-            "spec": spec_schema,
-            "status": status_schema,
-        },
-        "x-kubernetes-validations": [
-            {
-                "rule": f"self.metadata.name.size() <= {MAX_JOB_NAME_LENGTH}",
-                "message": f"metadata.name must be at most {MAX_JOB_NAME_LENGTH} characters "
-                "(worker pod hostnames derive from it)",
-            },
-            {
-                "rule": f"self.metadata.name.matches('{JOB_NAME_PATTERN}')",
-                "message": "metadata.name must be a DNS label: lower-case letters, digits and '-', "
-                "starting with a letter (worker pod hostnames derive from it)",
-            },
-        ],
-    }
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": c.CRD_NAME,
-            "labels": {
-                "app.kubernetes.io/name": "kubetune",
-                "app.kubernetes.io/part-of": "kubetune",
-            },
-        },
-        "spec": {
-            "group": c.GROUP,
-            "names": {
-                "kind": c.KIND,
-                "listKind": f"{c.KIND}List",
-                "plural": c.PLURAL,
-                "singular": c.SINGULAR,
-                "shortNames": list(c.SHORT_NAMES),
-                "categories": list(c.CATEGORIES),
-            },
-            "scope": "Namespaced",
-            "versions": [
-                {
-                    "name": c.VERSION,
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": PRINTER_COLUMNS,
-                    "schema": {"openAPIV3Schema": root},
-                }
-            ],
-        },
-    }
+    return custom_resource_definition(
+        {"kind": c.KIND, "plural": c.PLURAL, "singular": c.SINGULAR, "shortNames": c.SHORT_NAMES},
+        "FineTuneJob fine-tunes a Hugging Face causal LM with DeepSpeed ZeRO on a gang of workers.",
+        spec_schema,
+        status_schema,
+        PRINTER_COLUMNS,
+        name_rules(MAX_JOB_NAME_LENGTH, "worker pod hostnames derive from it"),
+    )
 
 
-def crd_yaml() -> str:
-    """The CRD as YAML text, stable byte for byte (what `make crds` writes)."""
+def crd_yaml(plural: str = c.PLURAL) -> str:
+    """A CRD as YAML text, stable byte for byte (what `make crds` writes)."""
     import yaml
 
+    from kubetune_operator.api.lifecycle_crds import BUILDERS
+
+    builders = {c.PLURAL: build_crd, **BUILDERS}
     header = "# Generated by `make crds` from operator/kubetune_operator/api. Do not edit.\n"
-    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
+    return header + yaml.safe_dump(builders[plural](), sort_keys=False, width=100)

@@ -66,6 +66,26 @@ HTTP_URI_PATTERN = r"^https?://[^\s]+$"
 
 
 PRESERVE: JsonDict = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
+def _derived_keys_schema() -> JsonDict:
+    """The raw DeepSpeed config keys kubetune derives from the spec (guards.DEEPSPEED_DERIVED),
+    declared in the schema only so that CEL can see them; spec.deepspeed.config stays free-form
+    and guards.py refuses them."""
+    derived: JsonDict = {
+        "x-kubernetes-int-or-string": True,
+        "description": "Set by the spec (refused here).",
+    }
+    top: JsonDict = {}
+    nested: dict[str, JsonDict] = {}
+    for key in guards.DEEPSPEED_DERIVED:
+        parent, _, leaf = key.rpartition(".")
+        (nested.setdefault(parent, {}) if parent else top)[leaf] = derived
+    for parent, props in nested.items():
+        top[parent] = {**PRESERVE, "description": "Merged over kubetune's.", "properties": props}
+    return top
+
+
 # Deepest nesting of a free-form object (a DeepSpeed config nests 3 or 4 levels); deeper ones
 # are refused before anything copies or serializes them (kubetune_operator.decode).
 MAX_FREE_FORM_DEPTH = 16
@@ -243,7 +263,10 @@ class DatasetSpec(ApiModel):
     )
     max_seq_length: int = Field(
         2048,
-        description="Longest tokenized sequence; longer records are truncated.",
+        description="Tokens per training sequence. With packing, records are concatenated "
+        "and cut into sequences of exactly this length, so a longer record continues in the "
+        "next sequence; without packing, each record is one sequence and longer ones are "
+        "truncated.",
         ge=16,
         le=1048576,
     )
@@ -298,7 +321,11 @@ class PartialSpec(ApiModel):
         max_length=256,
     )
     top_layers: int | None = Field(
-        None, description="Train only the last N transformer layers (and the head).", ge=1, le=1024
+        None,
+        description="Train only the last N transformer layers and the output head (lm_head; "
+        "in models that tie it to the input embeddings, those train with it).",
+        ge=1,
+        le=1024,
     )
 
 
@@ -309,7 +336,11 @@ class MethodSpec(ApiModel):
         description="full: every weight trains; partial: only the listed modules or top layers; "
         "lora: low-rank adapters on a frozen base; qlora: adapters on a 4-bit base (GPU only)."
     )
-    lora: LoraSpec | None = Field(None, description="Adapter settings (lora and qlora).")
+    lora: LoraSpec | None = Field(
+        None,
+        description="Adapter settings (lora and qlora); when omitted, every default below "
+        "applies (r 16, alpha 32, dropout 0.05, all-linear).",
+    )
     partial: PartialSpec | None = Field(None, description="Trainable parts (partial).")
 
 
@@ -371,7 +402,10 @@ class TrainingSpec(ApiModel):
         le=1000,
     )
     max_steps: int | None = Field(
-        None, description="Optimizer steps to run; overrides epochs.", ge=1, le=1_000_000_000
+        None,
+        description="Optimizer steps to run, instead of epochs (set one of the two).",
+        ge=1,
+        le=1_000_000_000,
     )
     learning_rate: float = Field(2e-4, description="Peak learning rate.", gt=0, le=1)
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
@@ -460,9 +494,12 @@ class DeepSpeedSpec(ApiModel):
         description="Raw DeepSpeed config merged last over what kubetune derives (expert use): "
         "at most 64 top-level keys, nested at most 16 levels (deeper is refused before the "
         "job starts; the apiserver cannot check depth in a free-form object), no "
-        "credential-looking keys (it travels in a ConfigMap).",
+        "credential-looking keys (it travels in a ConfigMap), and none of the keys kubetune "
+        "derives from the spec (train_batch_size, train_micro_batch_size_per_gpu, "
+        "gradient_accumulation_steps, zero_optimization.stage: set spec.training and "
+        "spec.deepspeed.zeroStage instead).",
         max_length=64,
-        json_schema_extra=PRESERVE,
+        json_schema_extra={**PRESERVE, "properties": _derived_keys_schema()},
     )
 
     _shallow_config = field_validator("config")(shallow)
@@ -564,7 +601,9 @@ class ResourcesSpec(ApiModel):
     )
     scheduler_name: str | None = Field(
         None,
-        description="Scheduler for the workers (e.g. volcano, a coscheduling plugin).",
+        description="schedulerName of the worker pods. kubetune creates no PodGroup for it, "
+        "so a gang scheduler (Volcano, coscheduling) does not see the workers as one group; "
+        "use spec.queue (Kueue) for all-or-nothing admission.",
         **OBJECT_NAME,
     )
     service_account_name: str | None = Field(
@@ -843,9 +882,10 @@ class RunPolicySpec(ApiModel):
     suspend: bool = Field(
         False,
         description="true: checkpoint and delete the workers (phase Suspended); false again: "
-        "resume from that checkpoint. Without spec.checkpoint nothing is saved and a resumed "
-        "job starts again from step 0 (status and a Warning event say so). The only spec field "
-        "that may change after creation.",
+        "resume from that checkpoint. Without spec.checkpoint the checkpoint goes to the "
+        "operator's default checkpoint store if it has one; if not, nothing is saved and a "
+        "resumed job starts again from step 0 (status and a Warning event say so). The only "
+        "spec field that may change after creation.",
     )
     clean_pod_policy: Literal["All", "Running", "None"] = Field(
         "All",
@@ -874,6 +914,23 @@ class RunPolicySpec(ApiModel):
     )
 
 
+class BenchmarkSpec(ApiModel):
+    """A fixed benchmark set, scored on the weights the job starts from and the ones it exports:
+    how a FineTuneSchedule's quality gate compares a run's model with the one it continues."""
+
+    uri: str = Field(
+        description="Benchmark records (.jsonl/.parquet file or folder, in the data's format), "
+        "read with spec.dataset's credentials, endpoint and region.",
+        pattern=DATA_URI_PATTERN,
+        max_length=1024,
+    )
+    exact_match: bool = Field(
+        False,
+        description="Also score exact match: the share of records whose whole completion "
+        "(assistant turns for chat) the model predicts greedily.",
+    )
+
+
 class QueueSpec(ApiModel):
     """Kueue admission."""
 
@@ -898,7 +955,8 @@ class FineTuneJobSpec(ApiModel):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="The worker gang.")
     checkpoint: CheckpointSpec | None = Field(
         None,
-        description="Checkpoints and resume. Without it a failed attempt restarts from step 0.",
+        description="Checkpoints and resume. Without it a failed attempt restarts from step 0 "
+        "(a suspend or preemption saves to the operator's default checkpoint store, if any).",
     )
     output: OutputSpec | None = Field(None, description="Where the fine-tuned model is written.")
     run_policy: RunPolicySpec = Field(
@@ -907,6 +965,10 @@ class FineTuneJobSpec(ApiModel):
     queue: QueueSpec | None = Field(None, description="Kueue queue the job is admitted through.")
     tracking: TrackingSpec | None = Field(
         None, description="Experiment tracking: MLflow, TensorBoard, Weights & Biases."
+    )
+    benchmark: BenchmarkSpec | None = Field(
+        None,
+        description="Score a fixed benchmark set before training and after it (status.benchmark).",
     )
 
     @model_validator(mode="after")

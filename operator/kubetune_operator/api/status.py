@@ -1,9 +1,10 @@
 """FineTuneJob status models.
 
-The operator owns everything here except `progress`, `checkpoints`, `trainedTokens` and
-`export`, which rank 0 of the trainer patches through the status subresource (throttled) with
-its per-job ServiceAccount: only the trainer knows when a checkpoint is committed, what pruning
-kept and what it exported, and the operator never holds the store's credentials to find out.
+The operator owns everything here except `progress`, `checkpoints`, `trainedTokens`, `export`,
+`benchmark` and `dataSources`, which rank 0 of the trainer patches through the status subresource
+(throttled) with its per-job ServiceAccount: only the trainer knows when a checkpoint is
+committed, what pruning kept, what it exported and what the data and benchmark held, and the
+operator never holds the store's credentials to find out.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from typing import Literal
 from pydantic import Field
 
 from kubetune_operator.api.spec import ApiModel
-from kubetune_trainer.contract import MAX_LISTED_CHECKPOINTS
+from kubetune_trainer.contract import (
+    MAX_LISTED_CHECKPOINTS,
+    MAX_REPORTED_EVALS,
+    MAX_REPORTED_SOURCES,
+)
 
 Phase = Literal[
     "Pending", "Initializing", "Running", "Restarting", "Suspended", "Succeeded", "Failed"
@@ -107,6 +112,19 @@ class Progress(ApiModel):
         "best eval loss's with spec.training.earlyStopping or spec.output.select best, else "
         "the last.",
     )
+    evals: list[EvalPoint] | None = Field(
+        None,
+        description=f"Every evaluation of the run so far, oldest first (the latest "
+        f"{MAX_REPORTED_EVALS}): what a FineTuneSweep's early termination compares.",
+        max_length=MAX_REPORTED_EVALS,
+    )
+
+
+class EvalPoint(ApiModel):
+    """One evaluation."""
+
+    step: int = Field(description="Optimizer step it was made at.")
+    loss: float = Field(description="Eval loss.")
 
 
 class CheckpointRef(ApiModel):
@@ -185,6 +203,35 @@ class OutputStatus(ApiModel):
     )
 
 
+class BenchmarkScores(ApiModel):
+    """One model's scores on the benchmark."""
+
+    eval_loss: float | None = Field(None, description="Token-weighted eval loss.")
+    exact_match: float | None = Field(
+        None, description="Share of records whose completion is fully right (0-1)."
+    )
+
+
+class BenchmarkStatus(ApiModel):
+    """spec.benchmark scored before and after training (written by the trainer at the end)."""
+
+    uri: str | None = Field(None, description="The benchmark set.", max_length=2048)
+    sha256: str | None = Field(None, description="Checksum of its files.", max_length=64)
+    records: int | None = Field(None, description="Records scored.")
+    before: BenchmarkScores | None = Field(
+        None, description="The weights the job started from (the base, or the model continued)."
+    )
+    after: BenchmarkScores | None = Field(None, description="The exported weights.")
+
+
+class DataSource(ApiModel):
+    """One data file a job trained on."""
+
+    uri: str = Field(description="The file.", max_length=2048)
+    sha256: str | None = Field(None, description="Its checksum.", max_length=64)
+    records: int | None = Field(None, description="Records in it.")
+
+
 class WorkerCounts(ApiModel):
     """Worker pods of the current attempt by state."""
 
@@ -236,3 +283,12 @@ class FineTuneJobStatus(ApiModel):
         None, description="When the export finished and where it was registered or pushed."
     )
     workers: WorkerCounts | None = Field(None, description="Worker pods of the current attempt.")
+    benchmark: BenchmarkStatus | None = Field(
+        None, description="spec.benchmark's scores (written by the trainer when it ends)."
+    )
+    data_sources: list[DataSource] | None = Field(
+        None,
+        description="The data files trained on, with checksums (written by the trainer when "
+        "it ends).",
+        max_length=MAX_REPORTED_SOURCES,
+    )

@@ -61,6 +61,13 @@ def localize(plan: Plan, workdir: Path, base: Path, console: bool) -> Plan:
             )
         }
     )
+    benchmark = (
+        cfg.benchmark.model_copy(
+            update={"uri": local_uri(cfg.benchmark.uri, "spec.benchmark.uri", base)}
+        )
+        if cfg.benchmark
+        else None
+    )
     reporting = ReportingConfig(
         progress_sink="file",
         progress_file=str(workdir / "progress.jsonl"),
@@ -76,6 +83,7 @@ def localize(plan: Plan, workdir: Path, base: Path, console: bool) -> Plan:
             "output": output,
             "reporting": reporting,
             "tracking": tracking,
+            "benchmark": benchmark,
         }
     )
     return dataclasses.replace(plan, trainer_config=config)

@@ -62,6 +62,9 @@ class Decision:
     start_attempt: int | None = None
     children: list[dict[str, Any]] = field(default_factory=list)
     """The rendered objects of `start_attempt` (its pods last), to create where missing."""
+    checkpoint_key: bool = False
+    """The children save checkpoints (spec.checkpoint or the operator's default store): the
+    namespace's checkpoint key Secret must exist before them."""
     delete_pods: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     delete_job: bool = False

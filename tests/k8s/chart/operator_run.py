@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.harness import ControlPlane, eventually
+from tests.harness.binaries import REPO_ROOT
 from tests.k8s.chart.test_install import helm
 from tests.unit.chart.helm import CHART
 
@@ -94,6 +95,8 @@ def start_operator(
     argv, env = container_command(deployment)
     env.update(
         PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        # This checkout's operator, whatever checkout the environment's install points at.
+        PYTHONPATH=f"{REPO_ROOT / 'operator'}:{REPO_ROOT / 'trainer'}",
         KUBECONFIG=str(kubeconfig), POD_ID=pod_id, HOME=str(log.parent),
         NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost",
         **(extra_env or {}),

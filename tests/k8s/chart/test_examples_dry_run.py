@@ -22,7 +22,9 @@ def test_example_passes_server_side_dry_run(
         "apply", "--dry-run=server", "-n", namespace, "-f", str(example), check=False
     )
     assert out.returncode == 0, f"{example.name} refused:\n{out.stderr}"
-    assert "finetunejob.kubetune.dev/" in out.stdout and "(server dry run)" in out.stdout
+    kinds = ("finetunejob", "finetunesweep", "finetuneschedule")
+    assert any(f"{kind}.kubetune.dev/" in out.stdout for kind in kinds), out.stdout
+    assert "(server dry run)" in out.stdout
 
 
 def test_dry_run_refuses_a_broken_example(

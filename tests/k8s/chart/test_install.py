@@ -67,6 +67,8 @@ def test_install_creates_crds_rbac_deployment_service(
     full = f"{release}-kubetune"
     for crd in (
         "finetunejobs.kubetune.dev",
+        "finetunesweeps.kubetune.dev",
+        "finetuneschedules.kubetune.dev",
         "clusterkopfpeerings.kopf.dev",
         "kopfpeerings.kopf.dev",
     ):
@@ -99,6 +101,12 @@ def test_install_creates_crds_rbac_deployment_service(
         ("delete", "finetunejobs.kubetune.dev"),
         ("create", "roles.rbac.authorization.k8s.io"),
         ("create", "events"),
+        ("create", "finetunejobs.kubetune.dev"),
+        ("watch", "finetunesweeps.kubetune.dev"),
+        ("patch", "finetunesweeps.kubetune.dev/status"),
+        ("watch", "finetuneschedules.kubetune.dev"),
+        ("patch", "finetuneschedules.kubetune.dev/status"),
+        ("update", "finetuneschedules.kubetune.dev/finalizers"),
     ]:
         assert can_i(cp, sa, verb, resource, other), f"{sa} cannot {verb} {resource}"
     for verb, resource in [
@@ -106,6 +114,8 @@ def test_install_creates_crds_rbac_deployment_service(
         ("patch", "pods"),
         ("patch", "finetunejobs.kubetune.dev"),
         ("update", "finetunejobs.kubetune.dev"),
+        ("patch", "finetunesweeps.kubetune.dev"),
+        ("delete", "finetuneschedules.kubetune.dev"),
         ("delete", "services"),
         ("list", "configmaps"),
         ("create", "clusterroles.rbac.authorization.k8s.io"),

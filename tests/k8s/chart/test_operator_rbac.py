@@ -1,5 +1,6 @@
 """The operator, started exactly as the chart's Deployment starts it and holding only the
-chart's RBAC (a token of its ServiceAccount), reconciles a job without a single 403."""
+chart's RBAC (a token of its ServiceAccount), reconciles a job, a sweep and a schedule without a
+single 403."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from kubetune_operator.api import constants as c
 from tests.harness import ControlPlane
 from tests.k8s.chart.operator_run import (
     JOB,
@@ -22,6 +24,7 @@ from tests.k8s.chart.operator_run import (
     stop_operator,
     wait_for,
 )
+from tests.unit.lifecycle_cases import valid_schedule, valid_sweep
 
 pytestmark = pytest.mark.k8s
 
@@ -109,6 +112,35 @@ def test_operator_with_chart_rbac_reconciles_without_403(
             "the job deleted after it succeeded (ttlSecondsAfterFinished: 0)",
             lambda: cp.kubectl("get", "ftj", name, "-n", namespace, check=False).returncode != 0,
         )
+
+        # A sweep makes its trials (FineTuneJobs) and writes its status; a schedule on new
+        # data makes its data-watch pod and writes its status.
+        sweep, schedule = valid_sweep("rbac-sweep"), valid_schedule("rbac-sched")
+        del schedule["spec"]["schedule"]
+        schedule["spec"]["trigger"] = {"newData": {"prefix": "s3://data/in/"}}
+        for parent in (sweep, schedule):
+            cp.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(parent))
+        trials = wait_for(
+            "the sweep's first two trials",
+            lambda: len(t := cp.kubectl("get", "ftj", "-n", namespace, "-o", "name", "-l",
+                                        f"{c.LABEL_SWEEP}=rbac-sweep").stdout.split()) == 2 and t,
+        )  # fmt: skip
+        assert sorted(trials) == [f"finetunejob.kubetune.dev/rbac-sweep-t{i}" for i in (0, 1)]
+        wait_for(
+            "the sweep's status",
+            lambda: cp.kubectl("get", "ftsweep", "rbac-sweep", "-n", namespace, "-o",
+                               "jsonpath={.status.phase}").stdout == "Running",
+        )  # fmt: skip
+        wait_for(
+            "the schedule's data-watch pod",
+            lambda: cp.kubectl("get", "pod", "rbac-sched-w1", "-n", namespace,
+                               check=False).returncode == 0,
+        )  # fmt: skip
+        wait_for(
+            "the schedule's status",
+            lambda: cp.kubectl("get", "ftsched", "rbac-sched", "-n", namespace, "-o",
+                               "jsonpath={.status.observedGeneration}").stdout == "1",
+        )  # fmt: skip
 
         code, _ = http_get(f"http://127.0.0.1:{installed['health']}/healthz")
         assert code == 200

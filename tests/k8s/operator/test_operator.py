@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
 
 from kubetune_operator.api import constants as c
 from tests.harness import ControlPlane, eventually
@@ -47,14 +48,25 @@ def test_create_makes_owned_children_with_rendezvous_env(
         operator.log,
     )
     ns = cluster.ns
-    children = [
-        cluster.raw(cluster.core.read_namespaced_service_account("demo-trainer", ns)),
-        cluster.raw(cluster.rbac.read_namespaced_role("demo-trainer", ns)),
-        cluster.raw(cluster.rbac.read_namespaced_role_binding("demo-trainer", ns)),
-        cluster.raw(cluster.core.read_namespaced_config_map("demo-a1-config", ns)),
-        cluster.raw(cluster.core.read_namespaced_service("demo-workers", ns)),
-        *pods,
+    reads = [
+        lambda: cluster.core.read_namespaced_service_account("demo-trainer", ns),
+        lambda: cluster.rbac.read_namespaced_role("demo-trainer", ns),
+        lambda: cluster.rbac.read_namespaced_role_binding("demo-trainer", ns),
+        lambda: cluster.core.read_namespaced_config_map("demo-a1-config", ns),
+        lambda: cluster.core.read_namespaced_service("demo-workers", ns),
     ]
+
+    def supporting() -> list[dict[str, Any]] | None:
+        """The pods' wave is written concurrently with the RoleBinding, ConfigMap and Service:
+        a pod may be seen a moment before them."""
+        try:
+            return [cluster.raw(read()) for read in reads]
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    children = [*eventually(supporting, 30, "the supporting children", operator.log), *pods]
     for obj in children:
         refs = obj["metadata"]["ownerReferences"]
         assert [(r["kind"], r["uid"], r["controller"]) for r in refs] == [

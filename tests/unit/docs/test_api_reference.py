@@ -45,6 +45,14 @@ def test_check_fails_when_the_page_differs(tmp_path, monkeypatch) -> None:  # ty
     gen = load_generator()
     stale = tmp_path / "api-reference.md"
     stale.write_text("old\n")
-    monkeypatch.setattr(gen, "OUT", stale)
-    monkeypatch.setattr(gen, "REPO", tmp_path)
+    monkeypatch.setattr(gen, "PAGES", [(gen.CRD, stale), *gen.PAGES[1:]])
+    monkeypatch.setattr(gen, "REPO", tmp_path.parent)
     assert gen.main(["--check"]) == 1
+
+
+def test_sweep_and_schedule_pages_link_the_job_spec_instead_of_repeating_it() -> None:
+    gen = load_generator()
+    for crd, _ in gen.PAGES[1:]:
+        text = gen.render(gen.load_crd(crd))
+        assert "See [FineTuneJob spec](api-reference.md#spec)" in text
+        assert "## spec.template.spec.model" not in text

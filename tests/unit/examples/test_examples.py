@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubetune_operator.api.schedule import FineTuneSchedule
 from kubetune_operator.api.spec import FineTuneJob
+from kubetune_operator.api.sweep import FineTuneSweep
+from kubetune_operator.cli import KINDS, check_document
 from tests.harness.binaries import REPO_ROOT
 
 pytestmark = pytest.mark.unit
@@ -19,6 +22,8 @@ EXPECTED = {
     "qlora-single-gpu",
     "kueue-queued",
     "pvc-model-cache",
+    "sweep-lr-rank",
+    "schedule-new-data",
 }
 
 
@@ -46,13 +51,11 @@ def test_example_starts_with_how_to_run_it(example: Path) -> None:
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[p.stem for p in EXAMPLES])
-def test_example_jobs_validate_offline(example: Path) -> None:
-    jobs = [
-        d for d in yaml.safe_load_all(example.read_text()) if d and d.get("kind") == "FineTuneJob"
-    ]
-    assert len(jobs) == 1
-    job = FineTuneJob.model_validate(jobs[0])
-    assert job.metadata.name
+def test_example_validates_offline(example: Path) -> None:
+    """One job, sweep or schedule per example; valid, and so is every job it makes."""
+    docs = [d for d in yaml.safe_load_all(example.read_text()) if d and d.get("kind") in KINDS]
+    assert len(docs) == 1
+    assert check_document(docs[0]) == []
 
 
 def test_scenarios_are_what_their_names_say() -> None:
@@ -70,3 +73,28 @@ def test_scenarios_are_what_their_names_say() -> None:
     assert qlora.method.type == "qlora" and qlora.world_size == 1
     assert spec("kueue-queued").spec.queue is not None
     assert spec("pvc-model-cache").spec.model.source.startswith("pvc://")
+
+
+def test_every_example_runs_end_to_end_with_listed_substitutions() -> None:
+    """Each example is run by the e2e suite: locally as written, or in the cluster with only
+    the fields tests/e2e/examples.py lists patched; the patched jobs are still valid."""
+    from tests.e2e.examples import LIFECYCLE_EXAMPLES, LOCAL_EXAMPLES, SUBSTITUTIONS, patched
+
+    listed = set(SUBSTITUTIONS) | set(LOCAL_EXAMPLES) | set(LIFECYCLE_EXAMPLES)
+    assert {p.stem for p in EXAMPLES} == listed
+    here = {"s3": "http://127.0.0.1:9000", "hub": "http://127.0.0.1:9001"}
+    for example in SUBSTITUTIONS:
+        jobs = [d for d in patched(example, here) if d.get("kind") == "FineTuneJob"]
+        spec = FineTuneJob.model_validate(jobs[0]).spec
+        assert spec.resources.gpus_per_node == 0 and spec.training.max_steps, example
+
+
+def test_lifecycle_examples_are_what_their_names_say() -> None:
+    def doc(stem: str) -> dict[str, object]:
+        return dict(yaml.safe_load((REPO_ROOT / "examples" / f"{stem}.yaml").read_text()))
+
+    sweep = FineTuneSweep.model_validate(doc("sweep-lr-rank")).spec
+    assert [p.path for p in sweep.parameters] == ["training.learningRate", "method.lora.r"]
+    assert sweep.algorithm == "grid" and sweep.early_termination is not None
+    schedule = FineTuneSchedule.model_validate(doc("schedule-new-data")).spec
+    assert schedule.trigger is not None and schedule.gate.exact_match

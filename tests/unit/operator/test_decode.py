@@ -69,3 +69,16 @@ def test_kopf_decodes_watch_lines_and_listings_through_the_guard() -> None:
     assert api.json.loads(deep_text(5000))["a"]["a"]  # the watch stream's decoder
     loads = aiohttp.ClientResponse.json.__kwdefaults__["loads"]  # listings' decoder
     assert decode.depth_of(loads(deep_text(5000))) == decode.MAX_DEPTH
+
+
+def test_the_apiservers_answer_to_a_write_is_decoded_through_the_guard() -> None:
+    """The status patch of a deep job answers with the whole object: reading that answer must
+    not raise either, or the job's InvalidSpec status is written but its event never is."""
+    from kubetune_operator.responses import as_json
+
+    class RawResponse:
+        data = b'{"kind": "FineTuneJob", "spec": ' + deep_text(9000) + b"}"
+
+    body = as_json(RawResponse())
+    assert body["kind"] == "FineTuneJob"
+    assert decode.depth_of(body) == decode.MAX_DEPTH

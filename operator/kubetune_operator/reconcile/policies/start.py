@@ -28,6 +28,7 @@ def step(p: Pass) -> bool:
             return cannot_plan(p, str(err))
         p.d.start_attempt = p.attempt
         p.d.children = render(plan)
+        p.d.checkpoint_key = plan.checkpoints
     return False
 
 

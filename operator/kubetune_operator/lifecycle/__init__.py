@@ -1,0 +1,1 @@
+"""FineTuneSweep and FineTuneSchedule: the fine-tuning lifecycle built on FineTuneJob."""
