@@ -12,6 +12,7 @@ import pytest
 pytest_plugins = [
     "tests.fixtures.controlplane",
     "tests.fixtures.s3",
+    "tests.fixtures.kueue",
     "tests.fixtures.mlflow",
 ]
 

@@ -129,13 +129,6 @@ SUBSTITUTIONS: dict[str, list[Patch]] = {
         ),
         *short_sequences(),
     ],
-    "kueue-queued": [
-        *hub_here("model"),
-        *s3_here("dataset", "checkpoint"),
-        *on_cpu(),
-        *few_steps(),
-        *short_sequences(),
-    ],
     "pvc-model-cache": [
         *on_cpu(),
         *few_steps(),
@@ -156,6 +149,11 @@ LOCAL_EXAMPLES = ("quickstart",)
 # tests/k8s/chart/test_examples_dry_run.py); tests/e2e/test_lifecycle.py runs a sweep and a
 # schedule of its own on the quickstart task, not these files.
 LIFECYCLE_EXAMPLES = ("sweep-lr-rank", "schedule-new-data")
+# Jobs that wait for Kueue's admission or a gang scheduler's binding: validated and dry-run
+# applied; tests/k8s/queueing runs jobs made the same way against the real Kueue manager and
+# scheduler-plugins scheduler (on kwok GPU nodes), and the Kueue preemption scenario of
+# tests/e2e/test_scenarios.py runs one on the real node.
+QUEUEING_EXAMPLES = ("kueue-queued", "gang-coscheduling")
 
 
 def documents(example: str) -> list[dict[str, Any]]:

@@ -299,7 +299,6 @@ def _publish(config: pytest.Config, rows: list[dict[str, str]], path: Path) -> N
 OUTPUT_FILES = {
     "lora-2x8-s3": ["adapter_config.json", "adapter_model.safetensors"],
     "full-zero3-offload": ["config.json", "model.safetensors", "tokenizer.json"],
-    "kueue-queued": ["adapter_config.json", "adapter_model.safetensors"],
     "pvc-model-cache": ["config.json", "model.safetensors", "adapter/adapter_config.json"],
     "qlora-single-gpu": ["adapter_config.json", "adapter_model.safetensors"],
 }
@@ -314,8 +313,8 @@ def test_example_runs_end_to_end(world: ExampleWorld, example: str) -> None:
     world.rows.append(row)
     started = time.monotonic()
     world.apply_documents(name, docs)
-    labels = eventually(
-        lambda: (pods := world.w.pods(name)) and pods[0]["metadata"].get("labels"),
+    eventually(
+        lambda: world.w.pods(name),
         300,
         f"{name} pods",
     )
@@ -329,8 +328,6 @@ def test_example_runs_end_to_end(world: ExampleWorld, example: str) -> None:
     missing = [f for f in OUTPUT_FILES[example] if not world.exists(f"{output}/{f}")]
     assert not missing, f"{example}: {missing} not under {output}"
     assert st["attempt"] == 1, st
-    if "queue" in spec:  # Kueue's pod-group labels (no Kueue here holds the pods back)
-        assert labels.get("kueue.x-k8s.io/queue-name") == spec["queue"]["name"], labels
     commits = {s.get("commit") for s in card["data"]["sources"]} | {card["model"].get("commit")}
     hub_sourced = [u for u in (spec["model"]["source"], spec["dataset"]["train"]) if "hf://" in u]
     assert len(commits - {None}) >= len(hub_sourced), card  # hub commits recorded

@@ -355,6 +355,13 @@ INVALID_CASES: list[InvalidCase] = [
         _set("spec.dataset.validationSplit", 0.1),
         _set("spec.training.earlyStopping", {"patience": 2}),
     ),
+    case("gang-unknown-scheduler", "spec.resources.gang.scheduler",
+         _set("spec.resources.gang", {"scheduler": "yunikorn"})),
+    case("gang-volcano-queue-for-coscheduling", "spec.resources.gang.volcanoQueue",
+         _set("spec.resources.gang", {"scheduler": "coscheduling", "volcanoQueue": "q"})),
+    case("gang-timeout-for-volcano", "spec.resources.gang.scheduleTimeoutSeconds",
+         _set("spec.resources.gang", {"scheduler": "volcano", "scheduleTimeoutSeconds": 60})),
+    case("queue-without-name", "spec.queue.name", _set("spec.queue", {"name": ""})),
     # results: best-model export, registries, tracking
     case(
         "select-best-without-eval-every-steps",
@@ -394,7 +401,7 @@ INVALID_CASES: list[InvalidCase] = [
         "spec.tracking.tensorboard",
         _set("spec.tracking.tensorboard", True),
     ),
-]
+]  # fmt: skip
 
 # Spec edits on an existing job that the apiserver must refuse (transition rules: no offline twin).
 IMMUTABLE_EDITS: list[tuple[str, str, Any]] = [

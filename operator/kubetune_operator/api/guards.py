@@ -277,6 +277,20 @@ CROSS_FIELD: list[Guard] = [
         _not_divisible,
     ),
     fixed(
+        "resources.gang",
+        "!has(self.scheduleTimeoutSeconds) || self.scheduler == 'coscheduling'",
+        "spec.resources.gang.scheduleTimeoutSeconds is only used by scheduler coscheduling",
+        ".scheduleTimeoutSeconds",
+        lambda g: "scheduleTimeoutSeconds" in g and g["scheduler"] != "coscheduling",
+    ),
+    fixed(
+        "resources.gang",
+        "!has(self.volcanoQueue) || self.scheduler == 'volcano'",
+        "spec.resources.gang.volcanoQueue is only used by scheduler volcano",
+        ".volcanoQueue",
+        lambda g: "volcanoQueue" in g and g["scheduler"] != "volcano",
+    ),
+    fixed(
         "deepspeed",
         "!has(self.offload) || self.offload.parameters == 'none' || self.zeroStage == 3",
         "spec.deepspeed.offload.parameters needs spec.deepspeed.zeroStage 3",

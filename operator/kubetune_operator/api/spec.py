@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonDict
 
 from kubetune_operator.api import guards, k8s_types
-from kubetune_operator.api.constants import MAX_JOB_NAME_LENGTH
+from kubetune_operator.api.constants import MAX_JOB_NAME_LENGTH, QUEUE_NAME_LABEL
 from kubetune_operator.decode import depth_of
 from kubetune_trainer.redact import looks_secret
 
@@ -537,6 +537,30 @@ class EnvVarSpec(ApiModel):
     _typed_value_from = field_validator("value_from")(typed("EnvVarSource"))
 
 
+class GangSpec(ApiModel):
+    """All-or-nothing scheduling of the workers by a gang scheduler: kubetune creates a
+    PodGroup (minMember = the workers) owned by the job, and the scheduler binds every worker
+    or none, so a gang never holds part of its GPUs while it waits for the rest."""
+
+    scheduler: Literal["coscheduling", "volcano"] = Field(
+        description="coscheduling: the scheduler-plugins Coscheduling plugin (PodGroup "
+        "scheduling.x-k8s.io/v1alpha1); volcano: Volcano (PodGroup scheduling.volcano.sh/v1beta1). "
+        "The workers go to that scheduler's name unless resources.schedulerName says otherwise."
+    )
+    schedule_timeout_seconds: int | None = Field(
+        None,
+        description="coscheduling only: seconds the plugin keeps trying to place the whole gang "
+        "before it backs off and tries again (the PodGroup's scheduleTimeoutSeconds).",
+        ge=1,
+        le=31_536_000,
+    )
+    volcano_queue: str | None = Field(
+        None,
+        description="volcano only: the Volcano queue of the PodGroup (Volcano's default: default).",
+        **OBJECT_NAME,
+    )
+
+
 class ResourcesSpec(ApiModel):
     """Where and how big the worker gang is."""
 
@@ -601,10 +625,13 @@ class ResourcesSpec(ApiModel):
     )
     scheduler_name: str | None = Field(
         None,
-        description="schedulerName of the worker pods. kubetune creates no PodGroup for it, "
-        "so a gang scheduler (Volcano, coscheduling) does not see the workers as one group; "
-        "use spec.queue (Kueue) for all-or-nothing admission.",
+        description="Scheduler for the workers. With gang set, the default is the gang "
+        "scheduler's name as the operator is configured (scheduler-plugins-scheduler, volcano).",
         **OBJECT_NAME,
+    )
+    gang: GangSpec | None = Field(
+        None,
+        description="Gang-schedule the workers: all of them are bound together or none is.",
     )
     service_account_name: str | None = Field(
         None,
@@ -868,8 +895,8 @@ class RunPolicySpec(ApiModel):
     active_deadline_seconds: int | None = Field(
         None,
         description="Seconds the job may be active before it is Failed, counted from its first "
-        "start or, like a Kubernetes Job, from its latest resume (time suspended and earlier "
-        "active spans do not count).",
+        "start or, like a Kubernetes Job, from its latest resume or Kueue readmission (time "
+        "suspended or queued and earlier active spans do not count).",
         ge=1,
         le=31_536_000,
     )
@@ -935,7 +962,9 @@ class QueueSpec(ApiModel):
     """Kueue admission."""
 
     name: str = Field(
-        description="Kueue LocalQueue name (sets kueue.x-k8s.io/queue-name).",
+        description="Kueue LocalQueue in the job's namespace. The operator creates a Kueue "
+        "Workload for the job and starts no worker before Kueue admits it. The label "
+        "kueue.x-k8s.io/queue-name on the job does the same.",
         min_length=1,
         max_length=63,
         pattern=QUEUE_NAME_PATTERN,
@@ -1008,6 +1037,7 @@ class ObjectMeta(BaseModel):
     namespace: str | None = None
     uid: str | None = None
     generation: int | None = None
+    labels: dict[str, str] | None = None
 
 
 class FineTuneJob(BaseModel):
@@ -1022,3 +1052,23 @@ class FineTuneJob(BaseModel):
     kind: Literal["FineTuneJob"] = "FineTuneJob"
     metadata: ObjectMeta
     spec: FineTuneJobSpec
+
+    @model_validator(mode="after")
+    def _one_queue(self) -> FineTuneJob:
+        """spec.queue.name and Kueue's queue-name label may both be set only if they agree."""
+        label = (self.metadata.labels or {}).get(QUEUE_NAME_LABEL)
+        spec = self.spec.queue.name if self.spec.queue else None
+        if label is not None and spec is not None and label != spec:
+            raise ValueError(
+                f"spec.queue.name ({spec}) and the label {QUEUE_NAME_LABEL} ({label}) name "
+                "different LocalQueues: set one of them, or both to the same queue"
+            )
+        return self
+
+    @property
+    def queue_name(self) -> str | None:
+        """The Kueue LocalQueue the job is admitted through: spec.queue.name, else the
+        kueue.x-k8s.io/queue-name label (Kueue's own convention for jobs), else None."""
+        if self.spec.queue is not None:
+            return self.spec.queue.name
+        return (self.metadata.labels or {}).get(QUEUE_NAME_LABEL) or None

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from kubetune_operator.api import constants as c
 from kubetune_operator.api.platform import PlatformPolicy, violations
 from kubetune_operator.api.spec import FineTuneJob, FineTuneJobSpec, LoraSpec
 from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.parse import InvalidSpec
+from kubetune_operator.reconcile.workload import Placement
 from kubetune_trainer.config import (
     BenchmarkConfig,
     CheckpointConfig,
@@ -99,12 +100,16 @@ class OperatorSettings:
     policy: PlatformPolicy = field(default_factory=PlatformPolicy)
     """What jobs may use (KUBETUNE_POLICY), checked before a job's first attempt."""
     default_checkpoint: DefaultCheckpointStore | None = None
+    coscheduling_scheduler: str = "scheduler-plugins-scheduler"
+    """schedulerName of gangs with scheduler coscheduling (scheduler-plugins' chart default)."""
+    volcano_scheduler: str = "volcano"
+    """schedulerName of gangs with scheduler volcano."""
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
         """Settings from KUBETUNE_TRAINER_IMAGE, KUBETUNE_GRACE_SECONDS, KUBETUNE_NETWORK_POLICY,
-        KUBETUNE_METRICS_NAMESPACE, KUBETUNE_POLICY and KUBETUNE_DEFAULT_CHECKPOINT_* (the chart
-        sets them)."""
+        KUBETUNE_METRICS_NAMESPACE, KUBETUNE_POLICY, KUBETUNE_DEFAULT_CHECKPOINT_*,
+        KUBETUNE_COSCHEDULING_SCHEDULER and KUBETUNE_VOLCANO_SCHEDULER (the chart sets them)."""
         return cls(
             trainer_image=os.environ.get("KUBETUNE_TRAINER_IMAGE", cls.trainer_image),
             image_pull_policy=os.environ.get("KUBETUNE_TRAINER_IMAGE_PULL_POLICY") or None,
@@ -113,6 +118,15 @@ class OperatorSettings:
             metrics_namespace=os.environ.get("KUBETUNE_METRICS_NAMESPACE") or None,
             policy=PlatformPolicy.from_env(),
             default_checkpoint=DefaultCheckpointStore.from_env(),
+            coscheduling_scheduler=os.environ.get("KUBETUNE_COSCHEDULING_SCHEDULER")
+            or cls.coscheduling_scheduler,
+            volcano_scheduler=os.environ.get("KUBETUNE_VOLCANO_SCHEDULER") or cls.volcano_scheduler,
+        )
+
+    def gang_scheduler(self, scheduler: str) -> str:
+        """The schedulerName a gang of `scheduler` (coscheduling, volcano) goes to."""
+        return (
+            self.coscheduling_scheduler if scheduler == "coscheduling" else self.volcano_scheduler
         )
 
 
@@ -148,6 +162,12 @@ class Plan:
     """tracking.wandb's secret: its WANDB_API_KEY goes to the workers."""
     push_secret: str | None = None
     """output.push's secret: its HF_TOKEN becomes the workers' push token."""
+    scheduler_name: str | None = None
+    """resources.schedulerName, else the gang scheduler's name, else the cluster default."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """resources.nodeSelector plus the node labels of the flavors Kueue admitted the job on."""
+    tolerations: tuple[dict[str, Any], ...] = ()
+    """resources.tolerations plus the tolerations of the admitted flavors."""
 
     @property
     def config_path(self) -> str:
@@ -490,8 +510,10 @@ def resolve(
     attempt: int,
     settings: OperatorSettings,
     upstream_output: str | None = None,
+    placement: Placement | None = None,
 ) -> Plan:
-    """The Plan of `attempt` (from 1). `upstream_output` resolves an ftj:// model source."""
+    """The Plan of `attempt` (from 1). `upstream_output` resolves an ftj:// model source;
+    `placement` is what Kueue's admission adds to where the workers run."""
     spec, meta = job.spec, job.metadata
     namespace = meta.namespace or "default"
     claims: list[str] = []
@@ -572,4 +594,28 @@ def resolve(
         push_secret=spec.output.push.credentials_secret
         if spec.output and spec.output.push
         else None,
+        scheduler_name=scheduler_name(spec, settings),
+        node_selector={**(spec.resources.node_selector or {}), **placement.node_labels}
+        if placement
+        else dict(spec.resources.node_selector or {}),
+        tolerations=merged_tolerations(spec, placement),
     )
+
+
+def scheduler_name(spec: FineTuneJobSpec, settings: OperatorSettings) -> str | None:
+    """resources.schedulerName; with a gang and none set, the gang scheduler's name."""
+    r = spec.resources
+    if r.scheduler_name:
+        return r.scheduler_name
+    return settings.gang_scheduler(r.gang.scheduler) if r.gang else None
+
+
+def merged_tolerations(
+    spec: FineTuneJobSpec, placement: Placement | None
+) -> tuple[dict[str, Any], ...]:
+    """resources.tolerations, then those of the admitted flavors that are not among them."""
+    out = list(spec.resources.tolerations or [])
+    for tol in placement.tolerations if placement else ():
+        if tol not in out:
+            out.append(tol)
+    return tuple(out)

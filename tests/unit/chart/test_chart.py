@@ -321,6 +321,55 @@ def test_every_setting_the_chart_passes_is_read_by_the_operator(tmp_path: Path) 
     assert "$KUBETUNE_OPERATOR_MODULE" in container["args"][0]
 
 
+def grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    """(API group, resource) -> verbs of a (Cluster)Role."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for res in rule["resources"]:
+                out.setdefault((group, res), set()).update(rule["verbs"])
+    return out
+
+
+def test_queued_and_gang_jobs_are_granted_their_workloads_and_pod_groups(tmp_path: Path) -> None:
+    """Cluster scope: Workloads (and their status), PodGroups of both gang schedulers, and the
+    cluster-scoped objects a Kueue admission names, read only."""
+    (role,) = by_kind(render(tmp_path, []), "ClusterRole")
+    g = grants(role)
+    assert g[("kueue.x-k8s.io", "workloads")] >= {"list", "watch", "create", "patch"}
+    assert g[("kueue.x-k8s.io", "workloads/status")] == {"patch"}
+    assert g[("scheduling.x-k8s.io", "podgroups")] == {"create", "get", "patch"}
+    assert g[("scheduling.volcano.sh", "podgroups")] == {"create", "get", "patch"}
+    for read in [("kueue.x-k8s.io", "resourceflavors"), ("scheduling.k8s.io", "priorityclasses")]:
+        assert g[read] == {"get"}
+
+
+def values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_namespaced_scope_with_kueue_adds_only_a_read_only_cluster_role(tmp_path: Path) -> None:
+    rbac = {"rbac": {"scope": "namespaced", "namespaces": ["team-a"]}}
+    docs = render(tmp_path, [values_file(tmp_path, rbac)])
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    assert {frozenset(v) for v in grants(cluster_role).values()} == {frozenset({"get"})}
+    assert ("kueue.x-k8s.io", "workloads") in grants(by_kind(docs, "Role")[0])
+    off = render(tmp_path, [values_file(tmp_path, {**rbac, "queueing": {"kueue": False}})])
+    assert not by_kind(off, "ClusterRole")
+    assert ("kueue.x-k8s.io", "workloads") not in grants(by_kind(off, "Role")[0])
+
+
+def test_gang_scheduler_names_reach_the_operator(tmp_path: Path) -> None:
+    names = {"queueing": {"coschedulingSchedulerName": "gang-scheduler"}}
+    docs = render(tmp_path, [values_file(tmp_path, names)])
+    env = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    values = {e["name"]: e.get("value") for e in env}
+    assert values["KUBETUNE_COSCHEDULING_SCHEDULER"] == "gang-scheduler"
+    assert values["KUBETUNE_VOLCANO_SCHEDULER"] == "volcano"
+
+
 def test_status_guard_covers_every_operator_owned_status_field(tmp_path: Path) -> None:
     """The admission policy and the operator's list of the status fields it owns are one list."""
     from kubetune_operator.reconcile.decision import OPERATOR_OWNED

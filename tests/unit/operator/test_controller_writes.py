@@ -21,6 +21,7 @@ def job_body(nodes: int) -> dict[str, Any]:
     doc = manifest()
     doc["spec"]["resources"] = {**doc["spec"].get("resources", {}), "nodes": nodes}
     doc["spec"]["training"].pop("globalBatchSize", None)
+    doc["spec"].pop("queue", None)  # a queued job starts no pod before Kueue admits it
     doc["metadata"].update(namespace="ns", uid="uid-1", resourceVersion="7", generation=1)
     return doc
 
