@@ -8,7 +8,7 @@ export NO_PROXY := 127.0.0.1,localhost
 export no_proxy := 127.0.0.1,localhost
 PYTEST_ARGS ?=
 
-.PHONY: help setup control-plane node test-images test test-unit test-k8s test-e2e lint typecheck crds check-crds chart docs demo bench-trainer bench-scale bench-gpu images clean
+.PHONY: help setup control-plane schedulers node test-images test test-unit test-k8s test-e2e lint typecheck crds check-crds chart docs demo bench-trainer bench-scale bench-gpu images clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ setup: ## Create the Python environment (once per machine) and install this chec
 control-plane: ## Build etcd, kube-apiserver, controller-manager, scheduler, kwok, helm (cached)
 	@bash hack/build-control-plane.sh all
 
+schedulers: control-plane ## Build Kueue, the scheduler-plugins scheduler and vc-scheduler (cached)
+	@bash hack/build-schedulers.sh all
+
 node: ## Build kubelet, containerd, crictl, CoreDNS, MinIO (cached); install runc, CNI plugins, buildah, mmdebstrap
 	@bash hack/install-node-packages.sh
 	@bash hack/build-node.sh all >/dev/null
@@ -26,16 +29,16 @@ node: ## Build kubelet, containerd, crictl, CoreDNS, MinIO (cached); install run
 test-images: setup node ## Build (or find cached) the operator and CPU trainer images the e2e tests run
 	@bash hack/build-images.sh --test all >/dev/null
 
-test: setup control-plane node test-images ## Run every test CI can run (unit, k8s, e2e on a real node; gpu tests skip without CUDA)
+test: setup control-plane schedulers node test-images ## Run every test CI can run (unit, k8s, e2e on a real node; gpu tests skip without CUDA)
 	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest $(PYTEST_ARGS)
 
 test-unit: setup ## Unit tests only (no cluster)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-test-k8s: setup control-plane ## Tests against the real kube-apiserver only
+test-k8s: setup control-plane schedulers ## Tests against the real kube-apiserver only
 	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m k8s $(PYTEST_ARGS)
 
-test-e2e: setup control-plane node test-images ## Whole-system tests: the trainer's processes, and a real node (needs root)
+test-e2e: setup control-plane schedulers node test-images ## Whole-system tests: the trainer's processes, and a real node (needs root)
 	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 lint: setup ## ruff

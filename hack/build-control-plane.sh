@@ -83,13 +83,51 @@ build_simple() { # name module-main version module-root ldflags
   mv "$BIN_DIR/$name.tmp" "$BIN_DIR/$name"
 }
 
+# helm's `helm template` (no cluster) checks a chart's kubeVersion against the Kubernetes version
+# compiled into it: v1.20 unless set by ldflags, as helm's own Makefile does from the client-go
+# it is built with. A helm in the cache without that is rebuilt; the stamp says which recipe
+# built the one there (bump HELM_RECIPE when the flags change).
+HELM_RECIPE="k8s-version-ldflags-1"
+
+build_helm() {
+  local stamp="$BIN_DIR/.helm.stamp" want="helm $HELM_VERSION $HELM_RECIPE"
+  if [ -x "$BIN_DIR/helm" ] && [ "$(cat "$stamp" 2>/dev/null)" = "$want" ]; then return 0; fi
+  log "building helm $HELM_VERSION"
+  local dir="$WORK/helm-$HELM_VERSION"
+  mkdir -p "$dir"
+  cd "$dir"
+  [ -f go.mod ] || go mod init kubetune.local/helm >/dev/null 2>&1
+  go get "helm.sh/helm/v3@$HELM_VERSION"
+  # client-go v0.Y.Z is Kubernetes v1.Y (helm's Makefile: K8S_MODULES_MAJOR_VER/MINOR_VER).
+  local cg major minor
+  cg=$(go list -m -f '{{.Version}}' k8s.io/client-go)
+  cg="${cg#v}"
+  major=$(( ${cg%%.*} + 1 ))
+  minor="${cg#*.}"; minor="${minor%%.*}"
+  local ld="-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION"
+  local pkg
+  for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    ld="$ld -X $pkg.k8sVersionMajor=$major -X $pkg.k8sVersionMinor=$minor"
+  done
+  # Built beside the old one and renamed over it: a helm that other processes are running
+  # is never deleted or half-written.
+  local tmp
+  tmp=$(mktemp "$BIN_DIR/.helm.XXXXXX")
+  go build -trimpath -ldflags "$ld" -o "$tmp" helm.sh/helm/v3/cmd/helm
+  chmod 0755 "$tmp"
+  mv -f "$tmp" "$BIN_DIR/helm"
+  echo "$want" > "$stamp.tmp"
+  mv -f "$stamp.tmp" "$stamp"
+  log "helm $HELM_VERSION assumes Kubernetes v$major.$minor without a cluster"
+}
+
 main() {
   local what="${1:-all}"
   case "$what" in
     etcd|all) build_simple etcd go.etcd.io/etcd/server/v3 "$ETCD_VERSION" go.etcd.io/etcd/server/v3 ;;&
     kubernetes|all) build_kubernetes ;;&
     kwok|all) build_simple kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION" sigs.k8s.io/kwok ;;&
-    helm|all) build_simple helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION" helm.sh/helm/v3 "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" ;;&
+    helm|all) build_helm ;;&
     *) ;;
   esac
   echo "$BIN_DIR"

@@ -12,6 +12,7 @@ import pytest
 pytest_plugins = [
     "tests.fixtures.controlplane",
     "tests.fixtures.s3",
+    "tests.fixtures.kueue",
 ]
 
 MARKERS = ("unit", "k8s", "e2e", "gpu", "slow")

@@ -20,11 +20,20 @@ from kubernetes import client
 
 from kubetune_operator import metrics
 from kubetune_operator.api import constants as c
+from kubetune_operator.reconcile import workload as wl
 from kubetune_operator.reconcile.decision import Event
 from kubetune_operator.responses import as_json, done
 
 APPLY = "application/apply-patch+yaml"
 MERGE = "application/merge-patch+json"
+# Children that are custom resources: kind -> plural (the group and version are in apiVersion).
+CUSTOM_PLURALS = {"PodGroup": "podgroups", "Workload": "workloads"}
+
+
+def group_version(obj: dict[str, Any]) -> tuple[str, str]:
+    """(group, version) of an object's apiVersion."""
+    group, _, version = obj["apiVersion"].rpartition("/")
+    return group, version
 
 
 class ForeignObject(Exception):
@@ -57,6 +66,14 @@ class Writer:
         """Server-side apply one supporting child (ServiceAccount, Role, RoleBinding, ConfigMap,
         Service, NetworkPolicy) that exists already; pods are only ever created."""
         kind, meta = obj["kind"], obj["metadata"]
+        if kind in CUSTOM_PLURALS:
+            with metrics.api_call("apply"):
+                done(self.custom.patch_namespaced_custom_object(
+                    *group_version(obj), meta["namespace"], CUSTOM_PLURALS[kind], meta["name"],
+                    obj, field_manager=c.FIELD_MANAGER, force=True, _content_type=APPLY,
+                    _preload_content=False,
+                ))  # fmt: skip
+            return
         patchers = {
             "ServiceAccount": self.core.patch_namespaced_service_account,
             "ConfigMap": self.core.patch_namespaced_config_map,
@@ -85,6 +102,8 @@ class Writer:
         children have deterministic names, so "exists" means an earlier pass made it.
         """
         kind, meta = obj["kind"], obj["metadata"]
+        if kind in CUSTOM_PLURALS:
+            return self._create_custom(obj)
         creators = {
             "ServiceAccount": self.core.create_namespaced_service_account,
             "ConfigMap": self.core.create_namespaced_config_map,
@@ -110,6 +129,47 @@ class Writer:
                 return False
         return True
 
+    def _create_custom(self, obj: dict[str, Any]) -> bool:
+        """Create a custom-resource child (a PodGroup, a Workload); False when it exists."""
+        meta = obj["metadata"]
+        with metrics.api_call("create"):
+            try:
+                done(self.custom.create_namespaced_custom_object(
+                    *group_version(obj), meta["namespace"], CUSTOM_PLURALS[obj["kind"]], obj,
+                    field_manager=c.FIELD_MANAGER, _preload_content=False,
+                ))  # fmt: skip
+            except client.ApiException as err:
+                if err.status != 409:
+                    raise
+                return False
+        return True
+
+    def patch_workload(
+        self,
+        namespace: str,
+        name: str,
+        resource_version: str | None,
+        spec: dict[str, Any] | None = None,
+        status: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Merge-patch a Kueue Workload's spec or status (refused with 409 if it changed since
+        `resource_version` was read); returns the Workload as written."""
+        meta: dict[str, Any] = {"resourceVersion": resource_version} if resource_version else {}
+        patcher = self.custom.patch_namespaced_custom_object
+        body: dict[str, Any] = {"metadata": meta, "spec": spec}
+        if status is not None:
+            patcher = self.custom.patch_namespaced_custom_object_status
+            body = {"metadata": meta, "status": status}
+        with metrics.api_call("patch_status" if status is not None else "patch"):
+            resp: Any = patcher(
+                wl.GROUP, wl.VERSION, namespace, wl.PLURAL, name, body,
+                field_manager=c.FIELD_MANAGER, _content_type=MERGE, _preload_content=False,
+            )  # fmt: skip
+            try:
+                return dict(as_json(resp))
+            finally:
+                resp.release_conn()
+
     def ensure(self, obj: dict[str, Any]) -> None:
         """Create a supporting child, or apply it when it exists and is the job's own (a later
         attempt, an upgraded operator), so it matches what this operator renders now."""
@@ -130,6 +190,15 @@ class Writer:
             "RoleBinding": self.rbac.read_namespaced_role_binding,
             "NetworkPolicy": self.networking.read_namespaced_network_policy,
         }
+        if kind in CUSTOM_PLURALS:
+            group, version = group_version(obj)
+
+            def read_custom(name: str, namespace: str, **kw: Any) -> Any:
+                return self.custom.get_namespaced_custom_object(
+                    group, version, namespace, CUSTOM_PLURALS[kind], name, **kw
+                )
+
+            readers[kind] = read_custom
         try:
             with metrics.api_call("get"):
                 resp = readers[kind](meta["name"], meta["namespace"], _preload_content=False)

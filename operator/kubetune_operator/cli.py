@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
@@ -162,8 +163,8 @@ def cmd_render(args: argparse.Namespace) -> int:
     try:
         job = load_manifest(args.manifest)
         settings = OperatorSettings.from_env()
-        if args.image:
-            settings = OperatorSettings(trainer_image=args.image)
+        if args.image:  # overrides the image only; every other operator setting stays
+            settings = dataclasses.replace(settings, trainer_image=args.image)
         if cluster_problems(job.spec):
             raise InvalidSpec("; ".join(cluster_problems(job.spec)))
         plan = resolve(job, args.attempt, settings, upstream_output=args.upstream_output)
@@ -186,8 +187,44 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_manifest(args.manifest, workdir=args.workdir, quiet=args.quiet)
 
 
+VALIDATE_HELP = """\
+Check every FineTuneJob, FineTuneSweep and FineTuneSchedule document of a manifest file offline
+(a sweep's every trial job, a schedule's first run job), with the same rules the apiserver
+applies (schema and cross-field rules) and, with --policy, the platform policy the operator is
+configured with; problems are printed with the field they concern. Exit status 0 when all are
+valid, 1 otherwise."""
+
+RUN_HELP = """\
+Run a FineTuneJob on this machine, no cluster needed: the same plan the operator renders, with
+one torchrun agent per worker (spec.resources.nodes) meeting on 127.0.0.1, and the job's run
+policy (a failed attempt is retried within runPolicy.backoffLimit and resumes from the latest
+checkpoint). file:// paths are relative to the current directory; s3:// and hf:// work as in
+a cluster; pvc:// and ftj:// need a cluster. Afterwards it prints the eval loss before and
+after, draws the loss curve, and says where the model went; a failed run ends with its cause."""
+
+EPILOG = "examples:\n  {}"
+
+
+def _examples(*lines: str) -> str:
+    """An epilog listing example command lines."""
+    return EPILOG.format("\n  ".join(lines))
+
+
+def package_version() -> str:
+    """The installed distribution's version (the source tree's when not installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from kubetune_operator import __version__
+
+    try:
+        return version("kubetune")
+    except PackageNotFoundError:
+        return __version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kubetune", description="Fine-tune LLMs on Kubernetes.")
+    parser.add_argument("--version", action="version", version=f"kubetune {package_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     crd = sub.add_parser("crd", help="print a CRD (default: FineTuneJob)")
     crd.add_argument(
@@ -199,9 +236,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     crd.set_defaults(func=cmd_crd)
     v = sub.add_parser(
-        "validate", help="check FineTuneJob, FineTuneSweep and FineTuneSchedule manifests offline"
+        "validate",
+        help="check FineTuneJob, FineTuneSweep and FineTuneSchedule manifests offline",
+        description=VALIDATE_HELP,
+        epilog=_examples(
+            "kubetune validate examples/lora-2x8-s3.yaml",
+            "kubetune validate jobs.yaml     # every document in the file",
+            "kubetune validate examples/sweep-lr-rank.yaml   # every trial job of the sweep",
+            "kubetune validate job.yaml --policy platform-policy.yaml",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    v.add_argument("manifest")
+    v.add_argument(
+        "manifest",
+        help="YAML file with one or more FineTuneJob, FineTuneSweep or FineTuneSchedule documents",
+    )
     v.add_argument("--policy", help="also check against this platform policy (YAML or JSON)")
     v.set_defaults(func=cmd_validate)
     r = sub.add_parser(
@@ -214,8 +263,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--image", help="trainer image (default: $KUBETUNE_TRAINER_IMAGE)")
     r.add_argument("--upstream-output", help="output URI of the job an ftj:// source names")
     r.set_defaults(func=cmd_render)
-    run = sub.add_parser("run", help="run a FineTuneJob on this machine (no cluster)")
-    run.add_argument("manifest")
+    run = sub.add_parser(
+        "run",
+        help="run a FineTuneJob on this machine (no cluster)",
+        description=RUN_HELP,
+        epilog=_examples(
+            "make demo     # builds the tiny base model and data, then runs the next line",
+            "kubetune run examples/quickstart.yaml",
+            "kubetune run job.yaml --workdir /scratch/run1 --quiet",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("manifest", help="YAML file with a FineTuneJob (the first one is run)")
     run.add_argument("--workdir", help="where logs, config and plots go (default runs/<job>)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)

@@ -19,10 +19,12 @@ from typing import Any
 from kubernetes.client import ApiException
 
 from kubetune_operator import metrics
+from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.api.status import TERMINAL_PHASES
 from kubetune_operator.apply import ForeignObject, Writer
 from kubetune_operator.fetch import Reader
-from kubetune_operator.reconcile import names
+from kubetune_operator.reconcile import gang, names
+from kubetune_operator.reconcile import workload as wl
 from kubetune_operator.reconcile.decision import Decision, Event, Upstream
 from kubetune_operator.reconcile.parse import InvalidSpec, parse_job
 from kubetune_operator.reconcile.plan import (
@@ -32,6 +34,7 @@ from kubetune_operator.reconcile.plan import (
     policy_violations,
     upstream_job,
 )
+from kubetune_operator.reconcile.policies.kueue import QueueView
 from kubetune_operator.reconcile.status import can_coalesce, decide, invalid_spec, status_patch
 from kubetune_trainer.contract import CHECKPOINT_SECRET_KEY
 
@@ -136,8 +139,19 @@ class Controller:
             upstream = self._upstream(namespace, name, job.spec.model.source)
             pods = self.reader.pods(namespace, name, body["metadata"].get("uid"))
             conflict = self.conflicts.get((namespace, name))
-            decision = decide(job, status, pods, self.clock(), upstream, conflict, self.settings)
-            self._execute(body, job, status, pods, decision)
+            queue = self._queue(namespace, job)
+            decision = decide(
+                job,
+                status,
+                pods,
+                self.clock(),
+                upstream,
+                conflict,
+                self.settings,
+                queue,
+                self._gang_missing(job),
+            )
+            self._execute(body, job, status, pods, decision, queue)
             metrics.record_phase(namespace, name, decision.status.get("phase"))
             return decision.requeue_after
 
@@ -176,6 +190,57 @@ class Controller:
         else:
             waiting.add(source_job)
         return Upstream(name=other, phase=st.get("phase"), output_uri=declared_output(body))
+
+    def _queue(self, namespace: str, job: FineTuneJob) -> QueueView | None:
+        """The job's queue and Kueue's verdict on its Workload; None for a job in no queue."""
+        queue = job.queue_name
+        if queue is None:
+            return None
+        if not self.reader.serves(wl.GROUP, wl.VERSION):
+            return QueueView(
+                queue,
+                problem=f"this cluster serves no Kueue Workload API ({wl.GROUP}/{wl.VERSION}): "
+                "install Kueue, or take the job out of the queue",
+            )
+        name = job.metadata.name
+        body = self.reader.workload(namespace, name, names.workload(name, job.metadata.uid))
+        if body is None:
+            return self._new_workload_priority(queue, job)
+        verdict = wl.verdict(body)
+        preemptor = None
+        uid = wl.preemptor_job_uid(verdict.evicted.message) if verdict.evicted else None
+        if uid:
+            preemptor = self.reader.job_named_by_uid(namespace, uid)
+        placement = None
+        if verdict.admitted:
+            placement = wl.placement(self.reader.flavors(verdict.flavors))
+        return QueueView(queue, verdict, body, preemptor, placement=placement)
+
+    def _new_workload_priority(self, queue: str, job: FineTuneJob) -> QueueView:
+        """The view of a job whose Workload is yet to be made, with the priority it gets."""
+        source = wl.priority_class(
+            job.metadata.labels or {}, job.spec.resources.priority_class_name
+        )
+        if source is None:
+            return QueueView(queue)
+        group, kind, name, where = source
+        value = self.reader.priority_value(group, name)
+        if value is None:
+            return QueueView(queue, problem=f"{kind} {name} ({where}) does not exist")
+        return QueueView(queue, priority=wl.Priority(group, kind, name, value))
+
+    def _gang_missing(self, job: FineTuneJob) -> str | None:
+        """Why the job's PodGroup cannot be made (its scheduler's API is not served), if so."""
+        g = job.spec.resources.gang
+        if g is None:
+            return None
+        group, version = gang.APIS[g.scheduler]
+        if self.reader.serves(group, version):
+            return None
+        return (
+            f"spec.resources.gang.scheduler is {g.scheduler}, but this cluster serves no "
+            f"PodGroup API {group}/{version}: install the {g.scheduler} scheduler"
+        )
 
     def _write_status(
         self,
@@ -252,12 +317,16 @@ class Controller:
         status: dict[str, Any],
         pods: list[dict[str, Any]],
         d: Decision,
+        queue: QueueView | None = None,
     ) -> None:
-        """Status first (guarded by resourceVersion), then events, deletions, creations (the
-        rendered children, less pods that exist or were created and are not yet observed)."""
+        """Status first (guarded by resourceVersion), then the Workload, events, deletions,
+        creations (the rendered children, less pods that exist or were created and are not yet
+        observed)."""
         meta = body["metadata"]
         ns, name = meta["namespace"], meta["name"]
         self._write_status(body, status, d.status, d)
+        if queue is not None:
+            self._write_workload(job, d, queue)
         if d.restart_reason:
             metrics.RESTARTS.labels(reason=d.restart_reason).inc()
         for event in d.events:
@@ -279,7 +348,7 @@ class Controller:
             ]
             new_pods = [o["metadata"]["name"] for o in wanted if o["kind"] == "Pod"]
             if new_pods:  # else every pod is created and merely not observed yet
-                if job.spec.checkpoint is not None:  # one create per attempt; 409 is fine
+                if d.checkpoint_key:  # one create per attempt; 409 is fine
                     self.writer.ensure_key_secret(
                         ns, names.CHECKPOINT_KEY_SECRET, CHECKPOINT_SECRET_KEY
                     )
@@ -303,3 +372,29 @@ class Controller:
                 self.expected.setdefault((ns, name), {}).update(dict.fromkeys(new_pods, now))
         if d.delete_job:
             self.writer.delete_job(ns, name, meta["uid"])
+
+    def _write_workload(self, job: FineTuneJob, d: Decision, queue: QueueView) -> None:
+        """Create the job's Workload, or patch its spec.active and status, as decided; each
+        patch carries the resourceVersion the decision read (409: decide again)."""
+        ns, name = job.metadata.namespace or "default", job.metadata.name
+        if d.workload is not None:
+            self.writer.create(d.workload)
+            return
+        if queue.body is None or (d.workload_active is None and d.workload_status is None):
+            return
+        wname = queue.body["metadata"]["name"]
+        version = queue.body["metadata"].get("resourceVersion")
+        try:
+            if d.workload_active is not None:
+                written = self.writer.patch_workload(
+                    ns, wname, version, spec={"active": d.workload_active}
+                )
+                self.reader.remember_workload(name, written, version)
+                version = written["metadata"]["resourceVersion"]
+            if d.workload_status is not None:
+                written = self.writer.patch_workload(ns, wname, version, status=d.workload_status)
+                self.reader.remember_workload(name, written, version)
+        except ApiException as err:
+            if err.status == 409:
+                self.reader.invalidate_workload(ns, name)
+            raise

@@ -1,7 +1,11 @@
-"""Reads from the API server: the job, its pods, an upstream job. Plain dicts, camelCase."""
+"""Reads from the API server: the job, its pods, an upstream job, its Kueue Workload and
+what that needs (priority classes, resource flavors, which APIs are served). Plain dicts,
+camelCase."""
 
 from __future__ import annotations
 
+import copy
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -10,10 +14,14 @@ from kubernetes import client
 from kubetune_operator import metrics
 from kubetune_operator.api import constants as c
 from kubetune_operator.decode import bounded_copy
+from kubetune_operator.reconcile import workload as wl
 from kubetune_operator.responses import as_json
 
 PodIndex = Mapping[tuple[str, str], Iterable[dict[str, Any]]]
 JobIndex = Mapping[tuple[str, str], Iterable[dict[str, Any]]]
+WorkloadIndex = Mapping[tuple[str, str], Iterable[dict[str, Any]]]
+# How long an answer on whether the cluster serves an API is trusted.
+API_CHECK_SECONDS = 60.0
 
 
 class Reader:
@@ -32,14 +40,23 @@ class Reader:
         api: client.ApiClient,
         pod_index: PodIndex | None = None,
         job_index: JobIndex | None = None,
+        workload_index: WorkloadIndex | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
         self.pod_index = pod_index
         self.job_index = job_index
+        self.workload_index = workload_index
         # (namespace, name) -> (versions the index may still show, a body newer than those)
         self.newer: dict[tuple[str, str], tuple[frozenset[str | None], dict[str, Any]]] = {}
         self.stale: set[tuple[str, str]] = set()
+        # Workloads this operator wrote, by (namespace, job), until the watch shows them.
+        self.newer_workloads: dict[
+            tuple[str, str], tuple[frozenset[str | None], dict[str, Any]]
+        ] = {}
+        self.stale_workloads: set[tuple[str, str]] = set()
+        # "group/version" -> (served, when checked)
+        self.apis: dict[str, tuple[bool, float]] = {}
 
     def job(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The FineTuneJob, or None when it is gone."""
@@ -104,6 +121,109 @@ class Reader:
             )
         items = as_json(resp).get("items", [])
         return [p for p in items if uid is None or _owned_by(p, uid)]
+
+    # -- Kueue and gang schedulers ---------------------------------------------------------
+
+    def workload(self, namespace: str, job: str, name: str) -> dict[str, Any] | None:
+        """The job's Workload `name`, or None when there is none."""
+        key = (namespace, job)
+        if key in self.stale_workloads:
+            self.stale_workloads.discard(key)
+            self.newer_workloads.pop(key, None)
+            return self._get_optional(wl.GROUP, wl.VERSION, wl.PLURAL, name, namespace)
+        if self.workload_index is not None:
+            indexed = [w for w in list(self.workload_index.get(key, ())) if _named(w, name)]
+            if indexed:
+                body = choose_newer(indexed[0], self.newer_workloads.get(key))
+                if body is indexed[0]:
+                    self.newer_workloads.pop(key, None)
+                return copy.deepcopy(body)
+        if key in self.newer_workloads:
+            return copy.deepcopy(self.newer_workloads[key][1])
+        return self._get_optional(wl.GROUP, wl.VERSION, wl.PLURAL, name, namespace)
+
+    def remember_workload(self, job: str, body: dict[str, Any], replaces: str | None) -> None:
+        """`body` (written by this operator) is newer than version `replaces` of the job's
+        Workload, which the index may still show a while."""
+        key = (body["metadata"]["namespace"], job)
+        older = self.newer_workloads[key][0] if key in self.newer_workloads else frozenset()
+        self.newer_workloads[key] = (older | {replaces}, workload_entry(body))
+
+    def invalidate_workload(self, namespace: str, job: str) -> None:
+        """The job's Workload changed under us (409): read it from the API server next time."""
+        self.stale_workloads.add((namespace, job))
+
+    def serves(self, group: str, version: str) -> bool:
+        """True when the cluster serves API group/version (checked at most once a minute)."""
+        key = f"{group}/{version}"
+        known = self.apis.get(key)
+        if known is not None and time.monotonic() - known[1] < API_CHECK_SECONDS:
+            return known[0]
+        try:
+            with metrics.api_call("get"):
+                self.custom.get_api_resources(group, version)
+            served = True
+        except client.ApiException as err:
+            if err.status != 404:
+                raise
+            served = False
+        self.apis[key] = (served, time.monotonic())
+        return served
+
+    def priority_value(self, group: str, name: str) -> int | None:
+        """The value of PriorityClass (group scheduling.k8s.io) or WorkloadPriorityClass
+        (group kueue.x-k8s.io) `name`; None when it does not exist."""
+        if group == wl.GROUP:
+            body = self._get_optional(wl.GROUP, wl.VERSION, "workloadpriorityclasses", name)
+        else:
+            body = self._get_optional("scheduling.k8s.io", "v1", "priorityclasses", name)
+        return None if body is None else int(body.get("value") or 0)
+
+    def flavors(self, names: Iterable[str]) -> list[dict[str, Any]]:
+        """The ResourceFlavors `names` (ones that are gone are left out)."""
+        found = [self._get_optional(wl.GROUP, wl.VERSION, "resourceflavors", n) for n in names]
+        return [f for f in found if f is not None]
+
+    def job_named_by_uid(self, namespace: str, uid: str) -> str | None:
+        """The name of the FineTuneJob with `uid` in `namespace`, if the job index knows it."""
+        if self.job_index is None:
+            return None
+        for (ns, name), bodies in list(self.job_index.items()):
+            if ns == namespace and any(b["metadata"].get("uid") == uid for b in list(bodies)):
+                return name
+        return None
+
+    def _get_optional(
+        self, group: str, version: str, plural: str, name: str, namespace: str | None = None
+    ) -> dict[str, Any] | None:
+        """GET a custom or cluster object; None on 404."""
+        try:
+            with metrics.api_call("get"):
+                if namespace is None:
+                    resp = self.custom.get_cluster_custom_object(
+                        group, version, plural, name, _preload_content=False
+                    )
+                else:
+                    resp = self.custom.get_namespaced_custom_object(
+                        group, version, namespace, plural, name, _preload_content=False
+                    )
+        except client.ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return dict(as_json(resp))
+
+
+def _named(body: Mapping[str, Any], name: str) -> bool:
+    return bool((body.get("metadata") or {}).get("name") == name)
+
+
+def workload_entry(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the workload index keeps of a Workload: metadata without managedFields, the spec
+    without its pod sets, and the status (Kueue's verdict), a private copy."""
+    meta = {k: v for k, v in body.get("metadata", {}).items() if k != "managedFields"}
+    spec = {k: v for k, v in (body.get("spec") or {}).items() if k != "podSets"}
+    return copy.deepcopy({"metadata": meta, "spec": spec, "status": body.get("status") or {}})
 
 
 def choose_newer(

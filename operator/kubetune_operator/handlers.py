@@ -20,9 +20,10 @@ from kubetune_operator.api import constants as c
 from kubetune_operator.apply import Writer
 from kubetune_operator.changes import WorkerChanges
 from kubetune_operator.controller import APPLY_WORKERS, Controller
-from kubetune_operator.fetch import Reader, index_entry, job_entry
+from kubetune_operator.fetch import Reader, index_entry, job_entry, workload_entry
 from kubetune_operator.kopf_settings import NoDiffBase, scan_cluster_only_when_cluster_wide
 from kubetune_operator.queue import RECONCILE_WORKERS, JobQueue
+from kubetune_operator.reconcile import workload as wl
 from kubetune_operator.reconcile.plan import OperatorSettings
 
 METRICS_PORT_ENV = "KUBETUNE_METRICS_PORT"
@@ -72,7 +73,12 @@ def startup(
     scan_cluster_only_when_cluster_wide(settings)
     api = api_client()
     # The indexes below, by their names.
-    reader = Reader(api, pod_index=kwargs["worker_pods"], job_index=kwargs["jobs"])
+    reader = Reader(
+        api,
+        pod_index=kwargs["worker_pods"],
+        job_index=kwargs["jobs"],
+        workload_index=kwargs["workloads"],
+    )
     memo.changes = WorkerChanges()
     memo.queue = JobQueue(Controller(reader, Writer(api), OperatorSettings.from_env()))
     metrics.serve(int(os.environ.get(METRICS_PORT_ENV, c.OPERATOR_METRICS_PORT)))
@@ -101,6 +107,33 @@ def jobs(
     """FineTuneJobs by (namespace, name), kept from the job watch, so a pass reads its job
     here instead of sending a GET."""
     return {(namespace or "default", name): job_entry(body)}
+
+
+@kopf.index(
+    wl.GROUP,
+    wl.VERSION,
+    wl.PLURAL,
+    labels={c.LABEL_JOB: kopf.PRESENT, c.LABEL_MANAGED_BY: c.MANAGED_BY},
+)
+def workloads(
+    namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """Kueue Workloads of queued jobs by (namespace, job), kept from the Workload watch (only
+    where Kueue is installed), so a pass reads Kueue's verdict here instead of a GET."""
+    return {(namespace or "default", labels[c.LABEL_JOB]): workload_entry(body)}
+
+
+@kopf.on.event(
+    wl.GROUP,
+    wl.VERSION,
+    wl.PLURAL,
+    labels={c.LABEL_JOB: kopf.PRESENT, c.LABEL_MANAGED_BY: c.MANAGED_BY},
+)
+async def workload_event(
+    type: str | None, labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
+) -> None:
+    """Kueue admitted, evicted or re-queued a job's Workload: reconcile the job."""
+    await memo.queue.kick((namespace or "default", labels[c.LABEL_JOB]))
 
 
 @kopf.on.cleanup()

@@ -148,20 +148,29 @@ class ChartOperator:
     operator image, its trainer image the built CPU trainer; on the real node."""
 
     def __init__(
-        self, cp: ControlPlane, node: Node, images: dict[str, Image], workdir: Path
+        self,
+        cp: ControlPlane,
+        node: Node,
+        images: dict[str, Image],
+        workdir: Path,
+        settings: tuple[str, ...] = (),
     ) -> None:
+        """settings: more --set values (KEY=VALUE), as a platform configures the chart."""
         self.cp, self.node, self.images, self.workdir = cp, node, images, workdir
+        self.settings = settings
         self.release = "kubetune"
         self.namespace = OPERATOR_NAMESPACE
 
     def values(self) -> list[str]:
-        """--set values: the built images (never pulled), a shorter SIGTERM grace for tests."""
+        """--set values: the built images (never pulled), a shorter SIGTERM grace for tests,
+        then the world's own settings."""
         op_repo, op_tag = self.images["operator"].ref.rsplit(":", 1)
         tr_repo, tr_tag = self.images["trainer"].ref.rsplit(":", 1)
         sets = [
             f"image.repository={op_repo}", f"image.tag={op_tag}", "image.pullPolicy=Never",
             f"trainer.image.repository={tr_repo}", f"trainer.image.tag={tr_tag}",
             "trainer.imagePullPolicy=Never", "trainer.terminationGracePeriodSeconds=60",
+            *self.settings,
         ]  # fmt: skip
         return [arg for s in sets for arg in ("--set", s)]
 

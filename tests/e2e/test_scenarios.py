@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -35,7 +36,9 @@ from tests.e2e.scenario import (
 )
 from tests.harness import ControlPlane, eventually
 from tests.harness.images import Image
+from tests.harness.kueue import Kueue
 from tests.harness.node import Node
+from tests.k8s.queueing.world import apply, delete, platform_objects
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -483,3 +486,77 @@ def test_kubelet_and_containerd_restarted_mid_job(world: World) -> None:
         f"stopped at step {at_stop}, step {during} while down; same pods; attempt 1",
     )  # fmt: skip
     world.delete(name)
+
+
+def test_kueue_preemption_checkpoints_and_the_job_resumes(world: World, kueue: Kueue) -> None:
+    """Kueue (the real manager) admits one 2-worker job on a ClusterQueue with room for one. A
+    higher-priority job preempts it: its workers get SIGTERM and save a checkpoint within the
+    grace period, the job is queued again with the preemption in status (backoffLimit 0
+    untouched), is admitted again once the other job is done, and resumes from that
+    checkpoint. The operator (cluster-wide, as the chart installs it) finds Kueue's API, which
+    came after it, by itself."""
+    suffix = uuid.uuid4().hex[:5]
+    platform = platform_objects(suffix, {}, [], {"cpu": WORKER_CPU_QUOTA})
+    apply(world.cp, platform, world.namespace, world.workdir)
+    low, high = _unique("research"), _unique("production")
+    try:
+        bucket, other_bucket = world.new_bucket(low), world.new_bucket(high)
+        job = job_manifest(low, bucket, world.s3, max_steps=40, every_steps=1000, backoff_limit=0)
+        world.apply(queued_in(job, f"research-{suffix}"))
+        at_preempt = world.wait_step(low, 1, 8, 300)
+        other = job_manifest(high, other_bucket, world.s3, max_steps=6, every_steps=1000)
+        world.apply(queued_in(other, f"production-{suffix}"))
+        preempted = time.monotonic()
+        seen = [at_preempt]
+
+        def preempted_job() -> dict[str, Any] | None:
+            step = world.trainer_step(low, 1)
+            seen.extend([step] if step is not None else [])
+            st = world.status(low)
+            return st if st.get("preemptions") else None
+
+        st = eventually(preempted_job, 120, "research preempted", poll=0.2)
+        assert st["lastFailure"]["reason"] == "Preempted", st["lastFailure"]
+        assert f"preempted by FineTuneJob {high}" in st["lastFailure"]["message"]
+        assert (st["restarts"], st["preemptions"]) == (1, 1), "a preemption spent backoffLimit"
+        cond = next(c for c in st["conditions"] if c["type"] == "Preempted")
+        assert cond["status"] == "True" and high in cond["message"], cond
+        queued = world.wait_phase(low, ("Queued",), 120)
+        assert "LocalQueue gpu-queue" in queued["message"], queued["message"]
+        saved = world.s3.committed_steps(bucket)
+        # The checkpoint saved on SIGTERM holds the last step the trainer was seen at.
+        assert len(saved) == 1 and saved[0] >= max(seen), (saved, max(seen))
+
+        world.wait_phase(high, ("Succeeded",), 300)
+        world.wait_step(low, 2, saved[0] + 1, 300)
+        recover = time.monotonic() - preempted
+        st = world.wait_phase(low, ("Succeeded",), 300)
+        assert (st["attempt"], st["restarts"], st["preemptions"]) == (2, 1, 1), st
+        card = world.run_card(bucket)
+        assert card["checkpoints"]["resumed_from"]["step"] == saved[0]
+        assert card["training"]["start_step"] == saved[0] and card["training"]["steps"] == 40
+        world.record(
+            "13 Kueue preemption", "passed", recover, max(0, max(seen) - saved[0]),
+            f"last seen at step {max(seen)}, checkpoint {saved[0]} saved on SIGTERM; "
+            f"queued again, resumed after {high} finished",
+        )  # fmt: skip
+    finally:
+        world.delete(low)
+        world.delete(high)
+        delete(world.cp, platform, world.namespace, world.workdir)
+
+
+# Kueue's quota, not the node, decides: one job's two workers fit, a second job's do not.
+WORKER_CPU = "100m"
+WORKER_CPU_QUOTA = "200m"
+
+
+def queued_in(manifest: dict[str, Any], priority_class: str) -> dict[str, Any]:
+    """The job in LocalQueue gpu-queue (Kueue's label) with a WorkloadPriorityClass, its
+    workers requesting WORKER_CPU each (what the ClusterQueue's quota counts)."""
+    manifest["metadata"]["labels"] = {
+        "kueue.x-k8s.io/queue-name": "gpu-queue",
+        "kueue.x-k8s.io/priority-class": priority_class,
+    }
+    manifest["spec"]["resources"]["requests"] = {"cpu": WORKER_CPU}
+    return manifest

@@ -9,7 +9,14 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
+SCHEDULERS_SCRIPT = REPO_ROOT / "hack" / "build-schedulers.sh"
 REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")
+# Components of hack/build-schedulers.sh: name -> the binary it builds.
+COMPONENTS = {
+    "kueue": "kueue",
+    "scheduler-plugins": "kube-scheduler-plugins",
+    "volcano": "vc-scheduler",
+}
 
 
 def bin_dir() -> Path:
@@ -44,3 +51,27 @@ def kubectl_path(directory: Path) -> Path:
         return directory / "kubectl"
     found = shutil.which("kubectl") or "/usr/bin/kubectl"
     return Path(found)
+
+
+def ensure_component(directory: Path, component: str) -> Path:
+    """The binary of a hack/build-schedulers.sh component (kueue, scheduler-plugins, volcano),
+    built into `directory` first if it is missing (slow only the first time)."""
+    binary = directory / COMPONENTS[component]
+    if not os.access(binary, os.X_OK):
+        env = {**os.environ, "KUBETUNE_BIN_DIR": str(directory)}
+        subprocess.run(["bash", str(SCHEDULERS_SCRIPT), component], check=True, env=env)
+    if not os.access(binary, os.X_OK):
+        raise RuntimeError(f"{SCHEDULERS_SCRIPT} {component} ran but {binary} is missing")
+    return binary
+
+
+def module_dir(component: str) -> Path:
+    """The released Go module a component was built from, in the Go module cache: its CRDs
+    and webhook configurations are read from there, so they match the binary."""
+    out = subprocess.run(
+        ["bash", str(SCHEDULERS_SCRIPT), "--module", component],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Path(out.stdout.strip())

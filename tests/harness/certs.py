@@ -190,3 +190,19 @@ def write_all(directory: Path) -> CertFiles:
         kubelet_client_cert=kubelet_client_cert,
         kubelet_client_key=kubelet_client_key,
     )
+
+
+def write_serving_pair(ca: CertFiles, directory: Path, common_name: str) -> tuple[Path, Path]:
+    """A serving cert for 127.0.0.1/localhost signed by the control plane's CA, written as
+    tls.crt and tls.key in `directory` (the layout controller-runtime webhook servers read), so
+    the apiserver can call a webhook served by a host process; the CA file is its caBundle."""
+    ca_cert = x509.load_pem_x509_certificate(ca.ca_cert.read_bytes())
+    ca_key = serialization.load_pem_private_key(ca.ca_key.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise TypeError(f"{ca.ca_key} is not the EC key this module writes")
+    cert, key = issue(ca_cert, ca_key, common_name, server=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    return (
+        _write(directory / "tls.crt", _cert_pem(cert)),
+        _write(directory / "tls.key", _key_pem(key)),
+    )

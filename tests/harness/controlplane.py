@@ -295,6 +295,27 @@ def wait_until(
     )
 
 
+def wait_established(cp: ControlPlane, crds: list[str], timeout: float = 60) -> None:
+    """Poll until each CRD (its name, or KIND/NAME as `kubectl get -o name` prints it) is
+    Established. Not `kubectl wait`: that fails instead of waiting on a CRD the apiserver has
+    not given a status yet."""
+    jsonpath = '{.status.conditions[?(@.type=="Established")].status}'
+
+    def established(name: str) -> bool:
+        crd = f"crd/{name.split('/')[-1]}"
+        out = cp.kubectl("get", crd, "-o", f"jsonpath={jsonpath}", check=False)
+        return out.returncode == 0 and out.stdout.strip() == "True"
+
+    deadline = time.monotonic() + timeout
+    pending = list(crds)
+    while pending:
+        pending = [n for n in pending if not established(n)]
+        if pending and time.monotonic() > deadline:
+            raise ControlPlaneError(f"CRDs not Established after {timeout:.0f}s: {pending}")
+        if pending:
+            time.sleep(0.25)
+
+
 def log_tail(path: Path, lines: int = 30) -> str:
     """The last lines of a log file (for error messages)."""
     if not path.exists():

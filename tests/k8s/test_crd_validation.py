@@ -14,7 +14,13 @@ import yaml
 
 from kubetune_operator.api import constants as c
 from tests.k8s.apiserver import server_dry_run
-from tests.unit.api_cases import EXPONENT_YAML, INVALID_CASES, InvalidCase, valid_manifest
+from tests.unit.api_cases import (
+    EXPONENT_YAML,
+    INVALID_CASES,
+    VALID_VARIANTS,
+    InvalidCase,
+    valid_manifest,
+)
 
 pytestmark = pytest.mark.k8s
 
@@ -34,6 +40,13 @@ def test_valid_manifest_is_accepted(
     k8s_api: Any, crd_installed: str, dry_run_namespace: str
 ) -> None:
     assert server_dry_run(k8s_api, dry_run_namespace, valid_manifest()) is None
+
+
+@pytest.mark.parametrize("variant", sorted(VALID_VARIANTS))
+def test_valid_variants_are_accepted(
+    k8s_api: Any, crd_installed: str, dry_run_namespace: str, variant: str
+) -> None:
+    assert server_dry_run(k8s_api, dry_run_namespace, VALID_VARIANTS[variant]) is None
 
 
 @pytest.mark.parametrize("case", INVALID_CASES, ids=lambda x: x.id)

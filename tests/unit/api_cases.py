@@ -64,16 +64,43 @@ class InvalidCase:
 
     def manifest(self, name: str = "invalid-job") -> Manifest:
         """The valid manifest with this case's edits applied."""
-        m = copy.deepcopy(valid_manifest(name))
-        for edit in self.edits:
-            edit(m)
-        return m
+        return edited(name, *self.edits)
+
+
+def edited(name: str, *edits: Callable[[Manifest], None]) -> Manifest:
+    """The valid manifest named `name` with `edits` applied."""
+    m = copy.deepcopy(valid_manifest(name))
+    for edit in edits:
+        edit(m)
+    return m
 
 
 def case(id: str, field: str, *edits: Callable[[Manifest], None]) -> InvalidCase:
     """Shorthand for one table row."""
     return InvalidCase(id=id, edits=edits, field=field)
 
+
+# Manifests one edit away from the valid one that both validators must also accept.
+VALID_VARIANTS: dict[str, Manifest] = {
+    # method.lora omitted: its documented defaults apply
+    "lora-without-settings": edited("lora-defaults", _set("spec.method", {"type": "lora"})),
+    "qlora-without-settings": edited("qlora-defaults", _set("spec.method", {"type": "qlora"})),
+    "qlora-under-zero2": edited(
+        "qlora-zero2", _set("spec.method.type", "qlora"), _set("spec.deepspeed.zeroStage", 2)
+    ),
+    "deepspeed-config-of-other-keys": edited(
+        "ds-config-free-form",
+        _set("spec.deepspeed.config", {"zero_optimization": {"overlap_comm": True}, "x": 1}),
+    ),
+    "one-process-per-gpu": edited(
+        "ppn-equals-gpus",
+        _set("spec.resources", {"gpusPerNode": 2, "processesPerNode": 2}),
+    ),
+    "processes-on-cpu-workers": edited(
+        "ppn-on-cpu",
+        _set("spec.resources", {"gpusPerNode": 0, "processesPerNode": 2}),
+    ),
+}
 
 INVALID_CASES: list[InvalidCase] = [
     # wrong types
@@ -189,12 +216,59 @@ INVALID_CASES: list[InvalidCase] = [
         "spec.training.globalBatchSize",
         _set("spec.training", {"microBatchSize": 8, "globalBatchSize": 4}),
     ),
-    case("qlora-without-lora-settings", "spec.method.lora", _set("spec.method", {"type": "qlora"})),
     case(
         "qlora-without-gpu",
         "spec.resources.gpusPerNode",
         _set("spec.method.type", "qlora"),
         _set("spec.resources.gpusPerNode", 0),
+    ),
+    case(
+        "qlora-under-zero3",
+        "spec.deepspeed.zeroStage",
+        _set("spec.method.type", "qlora"),
+        _set("spec.deepspeed.zeroStage", 3),
+    ),
+    case(
+        "qlora-with-parameter-offload",
+        "spec.deepspeed.zeroStage",
+        _set("spec.method.type", "qlora"),
+        _set("spec.deepspeed", {"zeroStage": 3, "offload": {"parameters": "cpu"}}),
+    ),
+    case(
+        "more-processes-than-gpus",
+        "spec.resources.processesPerNode",
+        _set("spec.resources", {"gpusPerNode": 2, "processesPerNode": 4}),
+    ),
+    case(
+        "fp16-on-cpu-workers",
+        "spec.training.precision",
+        _set("spec.resources.gpusPerNode", 0),
+        _set("spec.training.precision", "fp16"),
+    ),
+    case(
+        "deepspeed-config-micro-batch",
+        "spec.deepspeed.config.train_micro_batch_size_per_gpu",
+        _set("spec.deepspeed.config", {"train_micro_batch_size_per_gpu": 3}),
+    ),
+    case(
+        "deepspeed-config-zero-stage",
+        "spec.deepspeed.config.zero_optimization.stage",
+        _set("spec.deepspeed.config", {"zero_optimization": {"stage": 3, "overlap_comm": True}}),
+    ),
+    case(
+        "deepspeed-config-global-batch",
+        "spec.deepspeed.config.train_batch_size",
+        _set("spec.deepspeed.config", {"train_batch_size": 64}),
+    ),
+    case(
+        "deepspeed-config-accumulation",
+        "spec.deepspeed.config.gradient_accumulation_steps",
+        _set("spec.deepspeed.config", {"gradient_accumulation_steps": 8}),
+    ),
+    case(
+        "stall-timeout-zero",
+        "spec.runPolicy.stallTimeout",
+        _set("spec.runPolicy.stallTimeout", "0m"),
     ),
     case(
         "lora-settings-on-full",
@@ -281,7 +355,14 @@ INVALID_CASES: list[InvalidCase] = [
         _set("spec.dataset.validationSplit", 0.1),
         _set("spec.training.earlyStopping", {"patience": 2}),
     ),
-]
+    case("gang-unknown-scheduler", "spec.resources.gang.scheduler",
+         _set("spec.resources.gang", {"scheduler": "yunikorn"})),
+    case("gang-volcano-queue-for-coscheduling", "spec.resources.gang.volcanoQueue",
+         _set("spec.resources.gang", {"scheduler": "coscheduling", "volcanoQueue": "q"})),
+    case("gang-timeout-for-volcano", "spec.resources.gang.scheduleTimeoutSeconds",
+         _set("spec.resources.gang", {"scheduler": "volcano", "scheduleTimeoutSeconds": 60})),
+    case("queue-without-name", "spec.queue.name", _set("spec.queue", {"name": ""})),
+]  # fmt: skip
 
 # Spec edits on an existing job that the apiserver must refuse (transition rules: no offline twin).
 IMMUTABLE_EDITS: list[tuple[str, str, Any]] = [

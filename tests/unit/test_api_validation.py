@@ -14,7 +14,13 @@ from pydantic import ValidationError
 from kubetune_operator.api.manifests import load_documents
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.cli import format_validation_error, main
-from tests.unit.api_cases import EXPONENT_YAML, INVALID_CASES, InvalidCase, valid_manifest
+from tests.unit.api_cases import (
+    EXPONENT_YAML,
+    INVALID_CASES,
+    VALID_VARIANTS,
+    InvalidCase,
+    valid_manifest,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -32,6 +38,11 @@ def offline_errors(manifest: dict[str, object]) -> str | None:
 
 def test_valid_manifest_is_accepted() -> None:
     assert offline_errors(valid_manifest()) is None
+
+
+@pytest.mark.parametrize("variant", sorted(VALID_VARIANTS))
+def test_valid_variants_are_accepted(variant: str) -> None:
+    assert offline_errors(VALID_VARIANTS[variant]) is None
 
 
 def test_table_is_large_enough() -> None:

@@ -24,6 +24,7 @@ from .contract import (
     EXIT_OK,
     EXIT_PREEMPTED,
     TERMINATION_LOG,
+    TERMINATION_LOG_ENV,
 )
 from .errors import BadInputError
 from .redact import setup_logging
@@ -33,13 +34,15 @@ if TYPE_CHECKING:
     from .trainer import Trainer
 
 
-def report_error(message: str, termination_log: str = TERMINATION_LOG) -> None:
+def report_error(message: str, termination_log: str | None = None) -> None:
     """Print the error and leave it where Kubernetes shows it as the container's message.
 
-    The kubelet creates the termination-log file in every container; where it is absent (a
-    local run, a test on the host) nothing is written, so no stray file lands in /dev.
+    The kubelet creates the termination-log file in every container (`kubetune run` creates
+    one per worker and names it in KUBETUNE_TERMINATION_LOG); where it is absent (a test on
+    the host) nothing is written, so no stray file lands in /dev.
     """
     sys.stderr.write(f"kubetune-trainer: error: {message}\n")
+    termination_log = termination_log or os.environ.get(TERMINATION_LOG_ENV, TERMINATION_LOG)
     if not os.path.isfile(termination_log):
         return
     try:

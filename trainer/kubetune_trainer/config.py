@@ -162,6 +162,9 @@ class CheckpointConfig(_Config):
     keep_last: int = Field(3, description="Committed checkpoints kept.")
     resume: str = Field("auto", description="auto | never | a checkpoint URI.")
     local_dir: str = Field("/tmp/kubetune/checkpoints", description="Local staging dir for shards.")
+    save_final: bool = Field(
+        True, description="Save a checkpoint of the last step (false: only periodic and SIGTERM)."
+    )
 
 
 class OutputConfig(_Config):

@@ -26,6 +26,8 @@ EXIT_GPU_OOM = 45
 
 TERMINATION_LOG = "/dev/termination-log"
 """Where the trainer leaves its last error; the kubelet shows it as the container's message."""
+TERMINATION_LOG_ENV = "KUBETUNE_TERMINATION_LOG"
+"""Where the message goes instead (the local runner points each worker at its own file)."""
 
 # -- how the operator hands the trainer its work -----------------------------------------------------
 CONFIG_FILE_NAME = "trainer.json"

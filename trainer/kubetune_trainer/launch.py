@@ -34,7 +34,7 @@ from .contract import (
 def torchrun_args(env: dict[str, str], config: str) -> list[str]:
     """The torchrun command line for this node."""
     nproc = env.get("NPROC_PER_NODE", "1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", nproc]
+    cmd = [sys.executable, "-m", "kubetune_trainer.torchrun", "--nproc-per-node", nproc]
     nnodes = env.get("NNODES", "1")
     if nnodes == "1" and "MASTER_ADDR" not in env:
         cmd.append("--standalone")

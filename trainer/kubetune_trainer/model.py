@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -207,9 +208,13 @@ def layer_index(name: str) -> int | None:
 
 
 def partial_trainable(
-    names: list[str], modules: list[str] | None, top_layers: int | None
+    names: list[str],
+    modules: list[str] | None,
+    top_layers: int | None,
+    head: Collection[str] = (),
 ) -> set[str]:
-    """Names that train under method=partial: matching a substring, or in the last N blocks."""
+    """Names that train under method=partial: matching a substring, or in the last N blocks
+    and the output head (`head`: its parameter names)."""
     if not modules and not top_layers:
         raise BadInputError("method.type=partial needs trainable_modules or top_layers")
     chosen = {n for n in names if modules and any(m in n for m in modules)}
@@ -219,9 +224,20 @@ def partial_trainable(
             raise BadInputError("method.top_layers: the model has no numbered layers")
         first = max(indices) + 1 - top_layers
         chosen |= {n for n in names if (layer_index(n) or -1) >= first}
+        chosen |= set(head) & set(names)
     if not chosen:
         raise BadInputError(f"method.trainable_modules {modules}: matches no parameter")
     return chosen
+
+
+def head_names(model: Any) -> set[str]:
+    """Parameter names of the output head (lm_head). With tied embeddings the head is the
+    input embedding matrix, which then appears under its embedding name."""
+    head = model.get_output_embeddings()
+    if head is None:
+        return set()
+    ids = {id(p) for p in head.parameters()}
+    return {n for n, p in model.named_parameters() if id(p) in ids}
 
 
 def apply_method(
@@ -247,7 +263,9 @@ def apply_method(
         return model
     if method.type == "partial":
         names = [n for n, _ in model.named_parameters()]
-        keep = partial_trainable(names, method.trainable_modules, method.top_layers)
+        keep = partial_trainable(
+            names, method.trainable_modules, method.top_layers, head=head_names(model)
+        )
         for n, p in model.named_parameters():
             p.requires_grad_(n in keep)
         return model

@@ -29,6 +29,7 @@ class Progress:
     attempt: int = 1
     event: str = "step"
     checkpoint: dict[str, Any] | None = None
+    eval_step: int | None = None  # the step eval_loss was measured at (0: before training)
     stopped_early: bool = False  # early stopping ended training before total_steps
     best_step: int | None = None  # the best evaluation's step (with early stopping)
     exported_step: int | None = None  # whose weights the export holds (final report)
@@ -141,6 +142,8 @@ class FileSink:
 
     def report(self, p: Progress, force: bool = False) -> None:
         line = {"event": p.event, **status_progress(p, self.start_step)}
+        if p.eval_step is not None and p.eval_loss is not None:
+            line["evalStep"] = p.eval_step
         if p.checkpoint:
             line["checkpoint"] = p.checkpoint
         if p.benchmark is not None:

@@ -1,4 +1,5 @@
-"""A tiny Llama, its tokenizer and a learnable synthetic task, built deterministically.
+"""A tiny Llama (or Qwen2, Mistral), its tokenizer and a learnable synthetic task, built
+deterministically.
 
 Tests and the demo cannot reach a model hub, so they build a small base model here: a byte-level
 BPE tokenizer trained on the task's texts (with a chat template), a Llama from a config, briefly
@@ -114,13 +115,22 @@ def build_tokenizer(texts: list[str], vocab_size: int = 512) -> Any:
     return fast
 
 
-def build_model(vocab_size: int, seed: int = 0, hidden: int = 128, layers: int = 2) -> Any:
-    """A small Llama from a config, with seeded initialisation."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+ARCHITECTURES = ("llama", "qwen2", "mistral")
 
+
+def build_model(
+    vocab_size: int, seed: int = 0, hidden: int = 128, layers: int = 2, arch: str = "llama"
+) -> Any:
+    """A small model of an architecture family (Llama, Qwen2, Mistral) from a config, with
+    seeded initialisation: what stands in for a real checkpoint of that family in tests."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"arch {arch!r}: one of {', '.join(ARCHITECTURES)}")
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    config = AutoConfig.for_model(
+        arch,
         vocab_size=vocab_size,
         hidden_size=hidden,
         intermediate_size=hidden * 2,
@@ -133,7 +143,7 @@ def build_model(vocab_size: int, seed: int = 0, hidden: int = 128, layers: int =
         eos_token_id=2,
         pad_token_id=0,
     )
-    return LlamaForCausalLM(config)
+    return AutoModelForCausalLM.from_config(config)
 
 
 def pretrain(
@@ -166,7 +176,11 @@ def pretrain(
 
 
 def make_tiny_model(
-    out: str | Path, data: str | Path | None = None, pretrain_steps: int = 150, seed: int = 0
+    out: str | Path,
+    data: str | Path | None = None,
+    pretrain_steps: int = 150,
+    seed: int = 0,
+    arch: str = "llama",
 ) -> Path:
     """Build tokenizer + model (optionally pre-trained on task A) and save them in HF layout to out."""
     import torch
@@ -181,7 +195,7 @@ def make_tiny_model(
             json.loads(line) for line in Path(data).read_text().splitlines() if line.strip()
         ]
     tokenizer = build_tokenizer(corpus_texts(records))
-    model = build_model(len(tokenizer), seed=seed)
+    model = build_model(len(tokenizer), seed=seed, arch=arch)
     losses = pretrain(model, tokenizer, pretrain_steps, seed=seed)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
@@ -199,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", help="JSONL whose texts also train the tokenizer")
     p.add_argument("--pretrain-steps", type=int, default=150, help="steps of task-A pre-training")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--arch", default="llama", choices=ARCHITECTURES, help="model family")
     p.add_argument("--write-data", help="also write a task-B JSONL dataset here")
     p.add_argument("--records", type=int, default=512, help="records for --write-data")
     p.add_argument(
@@ -207,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.write_data:
         write_jsonl(a.write_data, synthetic_records(a.records, "B", a.format, a.seed))
-    out = make_tiny_model(a.out, a.data, a.pretrain_steps, a.seed)
+    out = make_tiny_model(a.out, a.data, a.pretrain_steps, a.seed, a.arch)
     print(out)
     return 0
 

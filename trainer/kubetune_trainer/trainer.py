@@ -480,6 +480,7 @@ class Trainer:
             epoch=s.step * self.accumulation / self.micro_per_epoch,
             loss=s.losses[-1] if s.losses else None,
             eval_loss=s.evals[-1][1] if s.evals else None,
+            eval_step=s.evals[-1][0] if s.evals else None,
             learning_rate=lr[0] if lr else None,
             tokens_per_second=tps,
             elapsed_seconds=s.train_seconds,

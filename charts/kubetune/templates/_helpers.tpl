@@ -111,6 +111,37 @@ by itself.
 - apiGroups: ["kopf.dev"]
   resources: ["kopfpeerings"]
   verbs: ["list", "watch", "patch"]
+{{- if .Values.queueing.kueue }}
+# Kueue: the Workload of each queued job (created, deactivated while suspended); its status
+# is patched to hand the quota back after an eviction and to mark it PodsReady and Finished.
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads"]
+  verbs: ["get", "list", "watch", "create", "patch"]
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["workloads/status"]
+  verbs: ["patch"]
+{{- end }}
+{{- if .Values.queueing.gangSchedulers }}
+# Gang schedulers: the PodGroup of each gang-scheduled job (read before a later attempt
+# applies it, so a namesake the job does not own is never taken over).
+- apiGroups: ["scheduling.x-k8s.io", "scheduling.volcano.sh"]
+  resources: ["podgroups"]
+  verbs: ["create", "get", "patch"]
+{{- end }}
+{{- end -}}
+
+{{/*
+Cluster-scoped objects a queued job's admission names: the ResourceFlavors whose node labels
+and tolerations the workers get, and the (Workload)PriorityClass its Workload's priority comes
+from. Read only.
+*/}}
+{{- define "kubetune.kueueClusterReads" -}}
+- apiGroups: ["kueue.x-k8s.io"]
+  resources: ["resourceflavors", "workloadpriorityclasses"]
+  verbs: ["get"]
+- apiGroups: ["scheduling.k8s.io"]
+  resources: ["priorityclasses"]
+  verbs: ["get"]
 {{- end -}}
 
 {{/*

@@ -42,6 +42,9 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kubetune-operator"
 FIELD_MANAGER = "kubetune-operator"
 
+# Kueue's label for the LocalQueue of a job (accepted on a FineTuneJob besides spec.queue.name).
+QUEUE_NAME_LABEL = "kueue.x-k8s.io/queue-name"
+
 TRAINER_METRICS_PORT_NAME = "metrics"  # of local rank 0; rank r's is metrics-r (the chart's too)
 OPERATOR_METRICS_PORT = 8080
 

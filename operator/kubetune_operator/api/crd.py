@@ -62,8 +62,12 @@ def structural(node: Any, defs: dict[str, Any]) -> Any:
         scalar = ("x-kubernetes-int-or-string", "description", "pattern", "maxLength", "minimum")
         return {k: v for k, v in node.items() if k in scalar}
     if node.get("x-kubernetes-preserve-unknown-fields"):
+        # Declared properties of a free-form object are what CEL rules may read in it.
         keep = ("type", "description", "maxProperties", "x-kubernetes-preserve-unknown-fields")
-        return {k: v for k, v in node.items() if k in keep}
+        free = {k: v for k, v in node.items() if k in keep}
+        if "properties" in node:
+            free["properties"] = {n: structural(v, defs) for n, v in node["properties"].items()}
+        return free
     out: dict[str, Any] = {}
     for key, value in node.items():
         if key in _DROP_KEYS:

@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 from pydantic.json_schema import JsonDict
 
 from kubetune_operator.api import guards, k8s_types
-from kubetune_operator.api.constants import MAX_JOB_NAME_LENGTH
+from kubetune_operator.api.constants import MAX_JOB_NAME_LENGTH, QUEUE_NAME_LABEL
 from kubetune_operator.decode import depth_of
 from kubetune_trainer.redact import looks_secret
 
@@ -64,6 +64,26 @@ QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
 
 
 PRESERVE: JsonDict = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+
+
+def _derived_keys_schema() -> JsonDict:
+    """The raw DeepSpeed config keys kubetune derives from the spec (guards.DEEPSPEED_DERIVED),
+    declared in the schema only so that CEL can see them; spec.deepspeed.config stays free-form
+    and guards.py refuses them."""
+    derived: JsonDict = {
+        "x-kubernetes-int-or-string": True,
+        "description": "Set by the spec (refused here).",
+    }
+    top: JsonDict = {}
+    nested: dict[str, JsonDict] = {}
+    for key in guards.DEEPSPEED_DERIVED:
+        parent, _, leaf = key.rpartition(".")
+        (nested.setdefault(parent, {}) if parent else top)[leaf] = derived
+    for parent, props in nested.items():
+        top[parent] = {**PRESERVE, "description": "Merged over kubetune's.", "properties": props}
+    return top
+
+
 # Deepest nesting of a free-form object (a DeepSpeed config nests 3 or 4 levels); deeper ones
 # are refused before anything copies or serializes them (kubetune_operator.decode).
 MAX_FREE_FORM_DEPTH = 16
@@ -241,7 +261,10 @@ class DatasetSpec(ApiModel):
     )
     max_seq_length: int = Field(
         2048,
-        description="Longest tokenized sequence; longer records are truncated.",
+        description="Tokens per training sequence. With packing, records are concatenated "
+        "and cut into sequences of exactly this length, so a longer record continues in the "
+        "next sequence; without packing, each record is one sequence and longer ones are "
+        "truncated.",
         ge=16,
         le=1048576,
     )
@@ -296,7 +319,11 @@ class PartialSpec(ApiModel):
         max_length=256,
     )
     top_layers: int | None = Field(
-        None, description="Train only the last N transformer layers (and the head).", ge=1, le=1024
+        None,
+        description="Train only the last N transformer layers and the output head (lm_head; "
+        "in models that tie it to the input embeddings, those train with it).",
+        ge=1,
+        le=1024,
     )
 
 
@@ -307,7 +334,11 @@ class MethodSpec(ApiModel):
         description="full: every weight trains; partial: only the listed modules or top layers; "
         "lora: low-rank adapters on a frozen base; qlora: adapters on a 4-bit base (GPU only)."
     )
-    lora: LoraSpec | None = Field(None, description="Adapter settings (lora and qlora).")
+    lora: LoraSpec | None = Field(
+        None,
+        description="Adapter settings (lora and qlora); when omitted, every default below "
+        "applies (r 16, alpha 32, dropout 0.05, all-linear).",
+    )
     partial: PartialSpec | None = Field(None, description="Trainable parts (partial).")
 
 
@@ -369,7 +400,10 @@ class TrainingSpec(ApiModel):
         le=1000,
     )
     max_steps: int | None = Field(
-        None, description="Optimizer steps to run; overrides epochs.", ge=1, le=1_000_000_000
+        None,
+        description="Optimizer steps to run, instead of epochs (set one of the two).",
+        ge=1,
+        le=1_000_000_000,
     )
     learning_rate: float = Field(2e-4, description="Peak learning rate.", gt=0, le=1)
     scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
@@ -458,9 +492,12 @@ class DeepSpeedSpec(ApiModel):
         description="Raw DeepSpeed config merged last over what kubetune derives (expert use): "
         "at most 64 top-level keys, nested at most 16 levels (deeper is refused before the "
         "job starts; the apiserver cannot check depth in a free-form object), no "
-        "credential-looking keys (it travels in a ConfigMap).",
+        "credential-looking keys (it travels in a ConfigMap), and none of the keys kubetune "
+        "derives from the spec (train_batch_size, train_micro_batch_size_per_gpu, "
+        "gradient_accumulation_steps, zero_optimization.stage: set spec.training and "
+        "spec.deepspeed.zeroStage instead).",
         max_length=64,
-        json_schema_extra=PRESERVE,
+        json_schema_extra={**PRESERVE, "properties": _derived_keys_schema()},
     )
 
     _shallow_config = field_validator("config")(shallow)
@@ -496,6 +533,30 @@ class EnvVarSpec(ApiModel):
     )
 
     _typed_value_from = field_validator("value_from")(typed("EnvVarSource"))
+
+
+class GangSpec(ApiModel):
+    """All-or-nothing scheduling of the workers by a gang scheduler: kubetune creates a
+    PodGroup (minMember = the workers) owned by the job, and the scheduler binds every worker
+    or none, so a gang never holds part of its GPUs while it waits for the rest."""
+
+    scheduler: Literal["coscheduling", "volcano"] = Field(
+        description="coscheduling: the scheduler-plugins Coscheduling plugin (PodGroup "
+        "scheduling.x-k8s.io/v1alpha1); volcano: Volcano (PodGroup scheduling.volcano.sh/v1beta1). "
+        "The workers go to that scheduler's name unless resources.schedulerName says otherwise."
+    )
+    schedule_timeout_seconds: int | None = Field(
+        None,
+        description="coscheduling only: seconds the plugin keeps trying to place the whole gang "
+        "before it backs off and tries again (the PodGroup's scheduleTimeoutSeconds).",
+        ge=1,
+        le=31_536_000,
+    )
+    volcano_queue: str | None = Field(
+        None,
+        description="volcano only: the Volcano queue of the PodGroup (Volcano's default: default).",
+        **OBJECT_NAME,
+    )
 
 
 class ResourcesSpec(ApiModel):
@@ -562,8 +623,13 @@ class ResourcesSpec(ApiModel):
     )
     scheduler_name: str | None = Field(
         None,
-        description="Scheduler for the workers (e.g. volcano, a coscheduling plugin).",
+        description="Scheduler for the workers. With gang set, the default is the gang "
+        "scheduler's name as the operator is configured (scheduler-plugins-scheduler, volcano).",
         **OBJECT_NAME,
+    )
+    gang: GangSpec | None = Field(
+        None,
+        description="Gang-schedule the workers: all of them are bound together or none is.",
     )
     service_account_name: str | None = Field(
         None,
@@ -717,8 +783,8 @@ class RunPolicySpec(ApiModel):
     active_deadline_seconds: int | None = Field(
         None,
         description="Seconds the job may be active before it is Failed, counted from its first "
-        "start or, like a Kubernetes Job, from its latest resume (time suspended and earlier "
-        "active spans do not count).",
+        "start or, like a Kubernetes Job, from its latest resume or Kueue readmission (time "
+        "suspended or queued and earlier active spans do not count).",
         ge=1,
         le=31_536_000,
     )
@@ -731,9 +797,10 @@ class RunPolicySpec(ApiModel):
     suspend: bool = Field(
         False,
         description="true: checkpoint and delete the workers (phase Suspended); false again: "
-        "resume from that checkpoint. Without spec.checkpoint nothing is saved and a resumed "
-        "job starts again from step 0 (status and a Warning event say so). The only spec field "
-        "that may change after creation.",
+        "resume from that checkpoint. Without spec.checkpoint the checkpoint goes to the "
+        "operator's default checkpoint store if it has one; if not, nothing is saved and a "
+        "resumed job starts again from step 0 (status and a Warning event say so). The only "
+        "spec field that may change after creation.",
     )
     clean_pod_policy: Literal["All", "Running", "None"] = Field(
         "All",
@@ -783,7 +850,9 @@ class QueueSpec(ApiModel):
     """Kueue admission."""
 
     name: str = Field(
-        description="Kueue LocalQueue name (sets kueue.x-k8s.io/queue-name).",
+        description="Kueue LocalQueue in the job's namespace. The operator creates a Kueue "
+        "Workload for the job and starts no worker before Kueue admits it. The label "
+        "kueue.x-k8s.io/queue-name on the job does the same.",
         min_length=1,
         max_length=63,
         pattern=QUEUE_NAME_PATTERN,
@@ -803,7 +872,8 @@ class FineTuneJobSpec(ApiModel):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="The worker gang.")
     checkpoint: CheckpointSpec | None = Field(
         None,
-        description="Checkpoints and resume. Without it a failed attempt restarts from step 0.",
+        description="Checkpoints and resume. Without it a failed attempt restarts from step 0 "
+        "(a suspend or preemption saves to the operator's default checkpoint store, if any).",
     )
     output: OutputSpec | None = Field(None, description="Where the fine-tuned model is written.")
     run_policy: RunPolicySpec = Field(
@@ -852,6 +922,7 @@ class ObjectMeta(BaseModel):
     namespace: str | None = None
     uid: str | None = None
     generation: int | None = None
+    labels: dict[str, str] | None = None
 
 
 class FineTuneJob(BaseModel):
@@ -866,3 +937,23 @@ class FineTuneJob(BaseModel):
     kind: Literal["FineTuneJob"] = "FineTuneJob"
     metadata: ObjectMeta
     spec: FineTuneJobSpec
+
+    @model_validator(mode="after")
+    def _one_queue(self) -> FineTuneJob:
+        """spec.queue.name and Kueue's queue-name label may both be set only if they agree."""
+        label = (self.metadata.labels or {}).get(QUEUE_NAME_LABEL)
+        spec = self.spec.queue.name if self.spec.queue else None
+        if label is not None and spec is not None and label != spec:
+            raise ValueError(
+                f"spec.queue.name ({spec}) and the label {QUEUE_NAME_LABEL} ({label}) name "
+                "different LocalQueues: set one of them, or both to the same queue"
+            )
+        return self
+
+    @property
+    def queue_name(self) -> str | None:
+        """The Kueue LocalQueue the job is admitted through: spec.queue.name, else the
+        kueue.x-k8s.io/queue-name label (Kueue's own convention for jobs), else None."""
+        if self.spec.queue is not None:
+            return self.spec.queue.name
+        return (self.metadata.labels or {}).get(QUEUE_NAME_LABEL) or None

@@ -17,7 +17,14 @@ from kubetune_operator.api.spec import ApiModel
 from kubetune_trainer.contract import MAX_REPORTED_EVALS, MAX_REPORTED_SOURCES
 
 Phase = Literal[
-    "Pending", "Initializing", "Running", "Restarting", "Suspended", "Succeeded", "Failed"
+    "Queued",
+    "Pending",
+    "Initializing",
+    "Running",
+    "Restarting",
+    "Suspended",
+    "Succeeded",
+    "Failed",
 ]
 PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -41,8 +48,8 @@ FailureReason = Literal[
 
 
 class Condition(ApiModel):
-    """A Kubernetes-style condition (Created, Running, Suspended, Succeeded, Failed, Restarting,
-    StartupError)."""
+    """A Kubernetes-style condition (Created, Queued, Admitted, Preempted, Running, Suspended,
+    Succeeded, Failed, Restarting, StartupError)."""
 
     type: str = Field(description="Condition type.", max_length=64)
     status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
@@ -197,7 +204,8 @@ class FineTuneJobStatus(ApiModel):
 
     phase: Phase | None = Field(
         None,
-        description="Pending, Initializing, Running, Restarting, Suspended, Succeeded or Failed.",
+        description="Queued (waiting for Kueue to admit the job), Pending, Initializing, "
+        "Running, Restarting, Suspended, Succeeded or Failed.",
     )
     message: str | None = Field(None, description="One line on what is happening.", max_length=4096)
     conditions: list[Condition] | None = Field(None, description="Conditions.", max_length=32)

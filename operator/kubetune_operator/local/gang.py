@@ -7,6 +7,7 @@ fails, the others are stopped with SIGTERM (so they can checkpoint) like the ope
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ from kubetune_operator.local.devices import VISIBLE, device_slices, visible_devi
 from kubetune_operator.reconcile.env import launcher_args, torchrun_env
 from kubetune_operator.reconcile.plan import Plan
 from kubetune_trainer.checkpoint.seal import local_key
-from kubetune_trainer.contract import CHECKPOINT_KEY_ENV, CONFIG_ENV
+from kubetune_trainer.contract import CHECKPOINT_KEY_ENV, CONFIG_ENV, TERMINATION_LOG_ENV
 
 
 def free_port() -> int:
@@ -52,7 +53,7 @@ def worker_env(
     )
     if plan.spec.resources.gpus_per_node == 0:
         env.setdefault("DS_ACCELERATOR", "cpu")
-    if plan.spec.checkpoint is not None and not env.get(CHECKPOINT_KEY_ENV):
+    if plan.checkpoints and not env.get(CHECKPOINT_KEY_ENV):
         env[CHECKPOINT_KEY_ENV] = local_key()  # the pods get the namespace's Secret instead
     for var in plan.spec.resources.env or []:
         if var.value is not None:
@@ -65,16 +66,31 @@ def worker_argv(config_file: Path, python: str = sys.executable) -> list[str]:
     return [python, *launcher_args(str(config_file))]
 
 
+def termination_log(log_dir: Path, rank: int) -> Path:
+    """The file worker `rank` leaves its error in (the pod's /dev/termination-log)."""
+    return log_dir / f"worker-{rank}.termination-log"
+
+
 @dataclass(frozen=True)
 class GangResult:
-    """Exit codes by node rank; the first failing rank, if any."""
+    """Exit codes and termination messages by node rank; the first failing rank, if any."""
 
     exit_codes: tuple[int, ...]
     failed_rank: int | None
+    messages: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
         return self.failed_rank is None
+
+    @property
+    def cause(self) -> str | None:
+        """What the failed worker said went wrong, else what another one said (a worker
+        stopped because its peer failed usually says nothing)."""
+        said = [m for m in self.messages if m]
+        if self.failed_rank is not None and self.failed_rank < len(self.messages):
+            said.insert(0, self.messages[self.failed_rank])
+        return next((m for m in said if m), None)
 
 
 def run_gang(
@@ -98,6 +114,9 @@ def run_gang(
     try:
         for rank in range(plan.nodes):
             env = worker_env(plan, rank, port, config_file, base, slices[rank])
+            message = termination_log(log_dir, rank)
+            message.write_text("")  # created empty, as the kubelet does in each container
+            env[TERMINATION_LOG_ENV] = str(message)
             argv = command or worker_argv(config_file)
             log = (log_dir / f"worker-{rank}.log").open("wb")
             logs.append(log)
@@ -112,7 +131,9 @@ def run_gang(
                     start_new_session=True,
                 )
             )
-        return _wait(procs, plan.grace_seconds)
+        result = _wait(procs, plan.grace_seconds)
+        said = tuple(termination_log(log_dir, r).read_text().strip() for r in range(plan.nodes))
+        return dataclasses.replace(result, messages=said)
     except BaseException:
         _stop(procs, plan.grace_seconds)
         raise

@@ -19,13 +19,12 @@ class Curve:
 def read_curve(progress_file: Path) -> Curve:
     """Loss points from the JSON-lines progress file (later attempts override earlier steps).
 
-    Step records carry the latest eval loss; a new value marks an evaluation. One first seen on
-    step 1 is the baseline the trainer measures before training, so it is placed at step 0.
+    Records carry the latest eval loss and the step it was measured at (evalStep; 0 is the
+    baseline the trainer measures before training when evaluations are periodic).
     """
     train: dict[int, float] = {}
     evals: dict[int, float] = {}
     end: dict[str, object] = {}
-    last_eval: float | None = None
     if not progress_file.exists():
         return Curve()
     for line in progress_file.read_text().splitlines():
@@ -38,10 +37,8 @@ def read_curve(progress_file: Path) -> Curve:
             continue
         if rec.get("loss") is not None and rec.get("event", "step") == "step":
             train[int(step)] = float(rec["loss"])
-        value = rec.get("evalLoss")
-        if value is not None and (value != last_eval or rec.get("event") == "eval"):
-            evals[0 if int(step) == 1 and not evals else int(step)] = float(value)
-            last_eval = value
+        if rec.get("evalLoss") is not None:
+            evals[int(rec.get("evalStep", step))] = float(rec["evalLoss"])
         if rec.get("event") == "end":
             end = rec
     return Curve(sorted(train.items()), sorted(evals.items()), end)
@@ -75,12 +72,22 @@ def plot_curve(curve: Curve, path: Path, title: str) -> Path | None:
     return path
 
 
+def eval_label(step: int) -> str:
+    """Where an evaluation was taken; step 0 is before training."""
+    return f"step {step}, before training" if step == 0 else f"step {step}"
+
+
 def summary(curve: Curve) -> list[str]:
     """Lines for the terminal: eval loss first and last, train loss first and last."""
     lines = []
-    if curve.evals:
+    if len(curve.evals) == 1:
+        s0, e0 = curve.evals[0]
+        lines.append(f"eval loss: {e0:.4f} ({eval_label(s0)})")
+        if s0 != 0:
+            lines.append("(set spec.training.evalEverySteps for a baseline eval loss at step 0)")
+    elif curve.evals:
         (s0, e0), (s1, e1) = curve.evals[0], curve.evals[-1]
-        lines.append(f"eval loss: {e0:.4f} (step {s0}, before training) -> {e1:.4f} (step {s1})")
+        lines.append(f"eval loss: {e0:.4f} ({eval_label(s0)}) -> {e1:.4f} ({eval_label(s1)})")
     if curve.train:
         (s0, l0), (s1, l1) = curve.train[0], curve.train[-1]
         lines.append(f"train loss: {l0:.4f} (step {s0}) -> {l1:.4f} (step {s1})")

@@ -53,9 +53,8 @@ def run_job(
         if result.ok:
             break
         reason = failure_reason(result)
-        say(
-            f"attempt {attempt} failed: worker {result.failed_rank} exited {result.exit_codes[result.failed_rank or 0]} ({reason})"
-        )
+        rank = result.failed_rank or 0
+        say(f"attempt {attempt} failed: worker {rank} exited {result.exit_codes[rank]} ({reason})")
         if reason in NOT_RETRIED or not backoff.may_restart(restarts, limit):
             say(
                 f"giving up (backoffLimit={limit})"
@@ -68,7 +67,10 @@ def run_job(
                 plan.trainer_config.output.uri if plan.trainer_config.output else None,
                 ok=False,
             )
+            print(f"error: {failure_cause(result, cfg_file.parent)}", file=sys.stderr)
             return 1
+        if result.cause:
+            say(f"cause: {result.cause}")
         attempt, restarts = attempt + 1, restarts + 1
     say(f"finished in {time.monotonic() - started:.0f}s")
     finish(
@@ -86,6 +88,16 @@ def failure_reason(result: GangResult) -> str:
     if code < 0:
         return "OOMKilled" if code == -9 else "Error"
     return classify_exit(code, None)
+
+
+def failure_cause(result: GangResult, log_dir: Path) -> str:
+    """The line a failed run ends with: the trainer's own message (the bad record, the missing
+    key), else where to read the failed worker's output."""
+    if result.cause:
+        return result.cause
+    rank = result.failed_rank or 0
+    output = "above" if rank == 0 else str(log_dir / f"worker-{rank}.log")  # 0 is shown live
+    return f"worker {rank} exited {result.exit_codes[rank]} without a message; its output: {output}"
 
 
 def finish(job: FineTuneJob, workdir: Path, output_uri: str | None, ok: bool) -> None:
@@ -126,7 +138,8 @@ def show_sample(job: FineTuneJob, output_uri: str) -> None:
         for line in result.stdout.splitlines():
             say(line)
     else:
-        say(f"no sample generation: {result.stderr.strip().splitlines()[-1:]}")
+        said = result.stderr.strip().splitlines()
+        say(f"no sample generation: {said[-1] if said else f'exit code {result.returncode}'}")
 
 
 def run_manifest(

@@ -9,34 +9,68 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 
-def first_prompt(data: Path) -> tuple[str, str | None]:
-    """(prompt, expected completion) of the first prompt-completion or text record."""
+@dataclass(frozen=True)
+class Prompt:
+    """The first usable record of the data, as a prompt to continue and what it should give."""
+
+    expected: str | None
+    text: str | None = None  # prompt-completion and text records
+    messages: list[dict[str, str]] | None = None  # chat records, up to the first answer
+
+
+def first_prompt(data: Path) -> Prompt:
+    """The prompt of the first prompt-completion, chat or text record."""
     for line in data.read_text().splitlines():
         if not line.strip():
             continue
         rec = json.loads(line)
+        if "messages" in rec:
+            msgs = rec["messages"]
+            answer = next((i for i, m in enumerate(msgs) if m.get("role") == "assistant"), None)
+            if answer is None:
+                continue
+            context = msgs[:answer]
+            return Prompt(str(msgs[answer]["content"]), messages=context)
         if "prompt" in rec:
-            return str(rec["prompt"]), rec.get("completion")
+            prompt = str(rec["prompt"])
+            return Prompt(rec.get("completion"), text=prompt)
         if "text" in rec:
             words = str(rec["text"]).split()
-            return " ".join(words[:2]), " " + " ".join(words[2:])
-    raise ValueError(f"{data}: no prompt-completion or text record")
+            prompt = " ".join(words[:2])
+            return Prompt(" " + " ".join(words[2:]), text=prompt)
+    raise ValueError(f"{data}: no prompt-completion, chat or text record")
 
 
-def greedy(model_dir: Path, prompt: str, max_new_tokens: int) -> str:
-    """Greedy continuation of prompt (the bos token first, as in training)."""
+def prompt_lines(prompt: Prompt) -> list[str]:
+    """How the prompt reads to a person: the text, or one "role: content" line per turn."""
+    if prompt.messages is None:
+        return [f"prompt:     {prompt.text!r}"]
+    return ["prompt (chat):", *(f"  {m['role']}: {m['content']}" for m in prompt.messages)]
+
+
+def prompt_ids(tok: Any, prompt: Prompt) -> list[int]:
+    """Token ids as training builds them: the chat template with the assistant's turn opened,
+    or the bos token and the text."""
+    if prompt.messages is not None:
+        text = tok.apply_chat_template(prompt.messages, tokenize=False, add_generation_prompt=True)
+        return list(tok(text, add_special_tokens=False)["input_ids"])
+    ids = list(tok(prompt.text or "", add_special_tokens=False)["input_ids"])
+    return [tok.bos_token_id, *ids] if tok.bos_token_id is not None else ids
+
+
+def greedy(model_dir: Path, prompt: Prompt, max_new_tokens: int) -> str:
+    """Greedy continuation of the prompt."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok: Any = AutoTokenizer.from_pretrained(model_dir)
     model: Any = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-    ids = tok(prompt, add_special_tokens=False)["input_ids"]
-    if tok.bos_token_id is not None:
-        ids = [tok.bos_token_id, *ids]
+    ids = prompt_ids(tok, prompt)
     with torch.no_grad():
         out = model.generate(
             torch.tensor([ids]),
@@ -57,10 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, type=Path, help="JSONL the prompt is taken from")
     p.add_argument("--max-new-tokens", type=int, default=12)
     a = p.parse_args(argv)
-    prompt, expected = first_prompt(a.data)
-    print(f"prompt:     {prompt!r}")
-    if expected is not None:
-        print(f"expected:   {expected!r}")
+    prompt = first_prompt(a.data)
+    print(*prompt_lines(prompt), sep="\n")
+    if prompt.expected is not None:
+        print(f"expected:   {prompt.expected!r}")
     print(f"base:       {greedy(a.base, prompt, a.max_new_tokens)!r}")
     print(f"fine-tuned: {greedy(a.tuned, prompt, a.max_new_tokens)!r}")
     return 0

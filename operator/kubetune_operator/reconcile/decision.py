@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.classify import WorkerFailure
@@ -19,6 +19,9 @@ from kubetune_operator.reconcile.conditions import set_condition
 from kubetune_operator.reconcile.observe import Observation, observe
 from kubetune_operator.reconcile.plan import OperatorSettings
 from kubetune_operator.reconcile.timeutil import format_time
+
+if TYPE_CHECKING:
+    from kubetune_operator.reconcile.policies.kueue import QueueView
 
 OPERATOR_OWNED = (
     "phase",
@@ -62,11 +65,20 @@ class Decision:
     start_attempt: int | None = None
     children: list[dict[str, Any]] = field(default_factory=list)
     """The rendered objects of `start_attempt` (its pods last), to create where missing."""
+    checkpoint_key: bool = False
+    """The children save checkpoints (spec.checkpoint or the operator's default store): the
+    namespace's checkpoint key Secret must exist before them."""
     delete_pods: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     delete_job: bool = False
     requeue_after: float | None = None
     restart_reason: str | None = None
+    workload: dict[str, Any] | None = None
+    """The job's Kueue Workload (rendered), to create: active unless the job is suspended."""
+    workload_active: bool | None = None
+    """Set the Workload's spec.active (False while the job is suspended)."""
+    workload_status: dict[str, Any] | None = None
+    """Merge patch of the Workload's status (quota handed back, Finished, PodsReady)."""
 
     def requeue(self, seconds: float | None) -> None:
         """Look again in `seconds` (the earliest request wins)."""
@@ -109,6 +121,8 @@ class Pass:
         upstream: Upstream | None = None,
         settings: OperatorSettings | None = None,
         conflict: str | None = None,
+        queue: QueueView | None = None,
+        gang_missing: str | None = None,
     ) -> None:
         self.job = job
         self.spec = job.spec
@@ -119,6 +133,11 @@ class Pass:
         self.upstream = upstream
         self.conflict = conflict
         """Why the last pass could not create the job's children, if it could not."""
+        self.queue = queue
+        """What is known of the job's Kueue queue and Workload, for a job in a queue."""
+        self.gang_missing = gang_missing
+        """Why the PodGroup of the job's gang cannot be made (its scheduler's API is not
+        served), if it cannot."""
         self.settings = settings or OperatorSettings()
         self.gen = job.metadata.generation
         self.old_phase: str | None = status.get("phase")

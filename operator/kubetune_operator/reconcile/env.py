@@ -64,7 +64,8 @@ def secret_env(plan: Plan) -> list[dict[str, Any]]:
     Each s3:// store's keys come from that store's own secret, under that store's variables
     (kubetune_trainer.contract.s3_credential_env); the access key pair is required, the session
     token optional. The hub token is HF_TOKEN of the hf:// source's secret, which is read for
-    nothing else. With spec.checkpoint, the namespace's checkpoint key (checkpoint.seal).
+    nothing else. With checkpoints (spec.checkpoint or the operator's default store), the
+    namespace's checkpoint key (checkpoint.seal).
     """
     env: list[dict[str, Any]] = []
     for store, secret in plan.s3_secrets:
@@ -72,7 +73,7 @@ def secret_env(plan: Plan) -> list[dict[str, Any]]:
             env.append(_secret_ref(var, secret, key, optional=key not in S3_REQUIRED_KEYS))
     if plan.hub_token_secret:
         env.append(_secret_ref(HUB_TOKEN_KEY, plan.hub_token_secret, HUB_TOKEN_KEY, False))
-    if plan.spec.checkpoint is not None:
+    if plan.checkpoints:
         env.append(
             _secret_ref(
                 CHECKPOINT_KEY_ENV, names.CHECKPOINT_KEY_SECRET, CHECKPOINT_SECRET_KEY, False

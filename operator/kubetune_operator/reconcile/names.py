@@ -6,6 +6,8 @@ objects it made before instead of making duplicates.
 
 from __future__ import annotations
 
+import hashlib
+
 
 def worker_pod(job: str, attempt: int, index: int) -> str:
     """Pod (and hostname) of worker `index` in `attempt`: <job>-a<attempt>-<index>."""
@@ -32,9 +34,17 @@ def trainer_identity(job: str) -> str:
     return f"{job}-trainer"
 
 
-def pod_group(job: str, attempt: int) -> str:
-    """Kueue pod-group name: one group per attempt, admitted as a whole."""
-    return f"{job}-a{attempt}"
+def gang(job: str) -> str:
+    """PodGroup of the workers for a gang scheduler: one per job, shared by its attempts."""
+    return f"{job}-gang"
+
+
+def workload(job: str, uid: str | None) -> str:
+    """Kueue Workload of the job, named the way Kueue names its jobs' Workloads
+    (<kind>-<name>-<hash>): the hash of the uid keeps a re-created namesake from meeting the
+    old job's Workload while the garbage collector has yet to delete it."""
+    digest = hashlib.sha256((uid or "").encode()).hexdigest()[:5]
+    return f"finetunejob-{job}-{digest}"
 
 
 def master_host(job: str, attempt: int, namespace: str) -> str:

@@ -48,6 +48,7 @@ class Worker:
     disruption: str | None = None
     waiting_reason: str | None = None  # the kubelet's reason, when waiting_problem is set
     scheduled_at: datetime | None = None
+    unschedulable: str | None = None  # the scheduler's last word on a pod it could not place
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,14 @@ def _condition_since(pod: dict[str, Any], kind: str) -> datetime | None:
     for cond in (pod.get("status") or {}).get("conditions") or []:
         if cond.get("type") == kind and cond.get("status") == "True":
             return parse_time(cond.get("lastTransitionTime"))
+    return None
+
+
+def _unschedulable(pod: dict[str, Any]) -> str | None:
+    """The scheduler's message on a pod it could not place (PodScheduled=False), if any."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            return str(cond.get("message") or cond.get("reason") or "") or None
     return None
 
 
@@ -141,6 +150,7 @@ def worker_from_pod(pod: dict[str, Any]) -> Worker:
         disruption=disruption_reason(pod),
         waiting_reason=(_waiting(pod) or {}).get("reason"),
         scheduled_at=_condition_since(pod, "PodScheduled"),
+        unschedulable=_unschedulable(pod),
     )
 
 

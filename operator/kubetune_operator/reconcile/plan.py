@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from kubetune_operator.api import constants as c
 from kubetune_operator.api.platform import PlatformPolicy, violations
-from kubetune_operator.api.spec import FineTuneJob, FineTuneJobSpec
+from kubetune_operator.api.spec import FineTuneJob, FineTuneJobSpec, LoraSpec
 from kubetune_operator.reconcile import names
 from kubetune_operator.reconcile.parse import InvalidSpec
+from kubetune_operator.reconcile.workload import Placement
 from kubetune_trainer.config import (
     BenchmarkConfig,
     CheckpointConfig,
@@ -44,6 +45,42 @@ HOME_DIR = "/home/kubetune"
 
 
 @dataclass(frozen=True)
+class DefaultCheckpointStore:
+    """Where jobs without spec.checkpoint save the checkpoint of a suspend or a preemption.
+
+    The platform configures it once (chart value trainer.defaultCheckpoint), as a managed
+    fine-tuning service keeps its jobs' state without the user naming a bucket. Each job gets
+    its own folder, <uri>/<namespace>/<name>/<uid>, so a re-created job of the same name never
+    resumes another's state. The secret, when named, must exist in each job's namespace.
+    """
+
+    uri: str
+    endpoint: str | None = None
+    region: str | None = None
+    credentials_secret: str | None = None
+
+    def for_job(self, namespace: str, name: str, uid: str | None) -> str:
+        """This job's own checkpoint folder under the store."""
+        return "/".join(p for p in (self.uri.rstrip("/"), namespace, name, uid) if p)
+
+    @classmethod
+    def from_env(cls) -> DefaultCheckpointStore | None:
+        """KUBETUNE_DEFAULT_CHECKPOINT_{URI,ENDPOINT,REGION,SECRET}; None without a URI."""
+        env = os.environ
+        uri = env.get("KUBETUNE_DEFAULT_CHECKPOINT_URI")
+        if not uri:
+            return None
+        if not uri.startswith(("s3://", "pvc://")):
+            raise ValueError(f"KUBETUNE_DEFAULT_CHECKPOINT_URI {uri!r}: must be s3:// or pvc://")
+        return cls(
+            uri=uri,
+            endpoint=env.get("KUBETUNE_DEFAULT_CHECKPOINT_ENDPOINT") or None,
+            region=env.get("KUBETUNE_DEFAULT_CHECKPOINT_REGION") or None,
+            credentials_secret=env.get("KUBETUNE_DEFAULT_CHECKPOINT_SECRET") or None,
+        )
+
+
+@dataclass(frozen=True)
 class OperatorSettings:
     """Operator-wide defaults a job does not set itself."""
 
@@ -57,11 +94,17 @@ class OperatorSettings:
     metrics_namespace: str | None = None
     policy: PlatformPolicy = field(default_factory=PlatformPolicy)
     """What jobs may use (KUBETUNE_POLICY), checked before a job's first attempt."""
+    default_checkpoint: DefaultCheckpointStore | None = None
+    coscheduling_scheduler: str = "scheduler-plugins-scheduler"
+    """schedulerName of gangs with scheduler coscheduling (scheduler-plugins' chart default)."""
+    volcano_scheduler: str = "volcano"
+    """schedulerName of gangs with scheduler volcano."""
 
     @classmethod
     def from_env(cls) -> OperatorSettings:
         """Settings from KUBETUNE_TRAINER_IMAGE, KUBETUNE_GRACE_SECONDS, KUBETUNE_NETWORK_POLICY,
-        KUBETUNE_METRICS_NAMESPACE and KUBETUNE_POLICY (the chart sets them)."""
+        KUBETUNE_METRICS_NAMESPACE, KUBETUNE_POLICY, KUBETUNE_DEFAULT_CHECKPOINT_*,
+        KUBETUNE_COSCHEDULING_SCHEDULER and KUBETUNE_VOLCANO_SCHEDULER (the chart sets them)."""
         return cls(
             trainer_image=os.environ.get("KUBETUNE_TRAINER_IMAGE", cls.trainer_image),
             image_pull_policy=os.environ.get("KUBETUNE_TRAINER_IMAGE_PULL_POLICY") or None,
@@ -69,6 +112,16 @@ class OperatorSettings:
             network_policy=os.environ.get("KUBETUNE_NETWORK_POLICY", "false") == "true",
             metrics_namespace=os.environ.get("KUBETUNE_METRICS_NAMESPACE") or None,
             policy=PlatformPolicy.from_env(),
+            default_checkpoint=DefaultCheckpointStore.from_env(),
+            coscheduling_scheduler=os.environ.get("KUBETUNE_COSCHEDULING_SCHEDULER")
+            or cls.coscheduling_scheduler,
+            volcano_scheduler=os.environ.get("KUBETUNE_VOLCANO_SCHEDULER") or cls.volcano_scheduler,
+        )
+
+    def gang_scheduler(self, scheduler: str) -> str:
+        """The schedulerName a gang of `scheduler` (coscheduling, volcano) goes to."""
+        return (
+            self.coscheduling_scheduler if scheduler == "coscheduling" else self.volcano_scheduler
         )
 
 
@@ -98,11 +151,23 @@ class Plan:
     """Render the job's NetworkPolicy (OperatorSettings.network_policy)."""
     metrics_namespace: str | None = None
     """The namespace allowed to scrape the workers' metrics port, if any."""
+    scheduler_name: str | None = None
+    """resources.schedulerName, else the gang scheduler's name, else the cluster default."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    """resources.nodeSelector plus the node labels of the flavors Kueue admitted the job on."""
+    tolerations: tuple[dict[str, Any], ...] = ()
+    """resources.tolerations plus the tolerations of the admitted flavors."""
 
     @property
     def config_path(self) -> str:
         """Where the TrainerConfig JSON is mounted in each worker."""
         return f"{CONFIG_DIR}/{CONFIG_FILE_NAME}"
+
+    @property
+    def checkpoints(self) -> bool:
+        """Whether the workers save checkpoints (to spec.checkpoint or the operator's default
+        store): they then need the namespace's checkpoint key."""
+        return self.trainer_config.checkpoint.uri is not None
 
     @property
     def pod_names(self) -> list[str]:
@@ -158,11 +223,15 @@ class Store:
         return StorageConfig(store=self.name, endpoint=self.endpoint, region=self.region)
 
 
-def stores(spec: FineTuneJobSpec, model_source: str) -> dict[StoreName, Store]:
+def stores(
+    spec: FineTuneJobSpec, model_source: str, default_checkpoint: Store | None = None
+) -> dict[StoreName, Store]:
     """The job's four stores, each with its own secret, endpoint and region.
 
     Model and data use only their own fields (the benchmark is data). The output, when it does
-    not say, uses the checkpoint's (it goes to <checkpoint.uri>/output by default).
+    not say, uses the checkpoint's (it goes to <checkpoint.uri>/output by default). Without
+    spec.checkpoint the checkpoint store is the operator's default one, if any (the output never
+    uses that).
     """
     m, d, ck, out = spec.model, spec.dataset, spec.checkpoint, spec.output
     bench = spec.benchmark.uri if spec.benchmark else None
@@ -170,12 +239,15 @@ def stores(spec: FineTuneJobSpec, model_source: str) -> dict[StoreName, Store]:
     ck_secret, ck_endpoint, ck_region = (
         (ck.credentials_secret, ck.endpoint, ck.region) if ck else (None, None, None)
     )
+    checkpoint = (
+        Store("checkpoint", (ck.uri,), ck_secret, ck_endpoint, ck_region)
+        if ck
+        else default_checkpoint or Store("checkpoint", (), None, None, None)
+    )
     return {
         "model": Store("model", (model_source,), m.credentials_secret, m.endpoint, m.region),
         "dataset": Store("dataset", data_uris, d.credentials_secret, d.endpoint, d.region),
-        "checkpoint": Store(
-            "checkpoint", (ck.uri,) if ck else (), ck_secret, ck_endpoint, ck_region
-        ),
+        "checkpoint": checkpoint,
         "output": Store(
             "output",
             (output_location(spec),),
@@ -287,15 +359,15 @@ def training_config(spec: FineTuneJobSpec) -> TrainingConfig:
 def method_config(spec: FineTuneJobSpec) -> MethodConfig:
     """Method settings flattened for the trainer."""
     m = spec.method
-    lora = m.lora
+    lora = m.lora or LoraSpec()  # an omitted lora section means its documented defaults
     part = m.partial
     return MethodConfig(
         type=m.type,
-        lora_r=lora.r if lora else 16,
-        lora_alpha=lora.alpha if lora else 32,
-        lora_dropout=lora.dropout if lora else 0.05,
-        target_modules=list(lora.target_modules) if lora else ["all-linear"],
-        use_dora=lora.use_dora if lora else False,
+        lora_r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        use_dora=lora.use_dora,
         trainable_modules=list(part.trainable_modules) if part and part.trainable_modules else None,
         top_layers=part.top_layers if part else None,
     )
@@ -319,13 +391,56 @@ def perf_config(spec: FineTuneJobSpec) -> PerfConfig:
     return PerfConfig(**spec.training.performance.model_dump())
 
 
+def default_checkpoint_store(job: FineTuneJob, settings: OperatorSettings) -> Store | None:
+    """The operator's default checkpoint store as this job's own folder, for a job without
+    spec.checkpoint (None when it has one or the operator has no default)."""
+    default = settings.default_checkpoint
+    if job.spec.checkpoint is not None or default is None:
+        return None
+    meta = job.metadata
+    uri = default.for_job(meta.namespace or "default", meta.name, meta.uid)
+    return Store("checkpoint", (uri,), default.credentials_secret, default.endpoint, default.region)
+
+
+def checkpoint_config(
+    spec: FineTuneJobSpec, default: Store | None, store: Store, claims: list[str]
+) -> CheckpointConfig:
+    """Checkpoints as spec.checkpoint says; in the operator's default store only the one a
+    suspend or a preemption saves (no periodic and no final checkpoint), resumed from."""
+    ckpt, local_dir = spec.checkpoint, f"{SCRATCH_DIR}/kubetune/checkpoints"
+    if ckpt is not None:
+        return CheckpointConfig(
+            uri=pvc_to_file(ckpt.uri, claims),
+            storage=store.connection(),
+            every_steps=ckpt.every_steps,
+            every_minutes=ckpt.every_minutes,
+            keep_last=ckpt.keep_last,
+            resume=pvc_to_file(ckpt.resume, claims),
+            local_dir=local_dir,
+        )
+    if default is not None:
+        return CheckpointConfig(
+            uri=pvc_to_file(default.uris[0], claims),
+            storage=store.connection(),
+            keep_last=1,
+            resume="auto",
+            save_final=False,
+            local_dir=local_dir,
+        )
+    return CheckpointConfig(
+        uri=None, storage=store.connection(), resume="never", local_dir=local_dir
+    )
+
+
 def resolve(
     job: FineTuneJob,
     attempt: int,
     settings: OperatorSettings,
     upstream_output: str | None = None,
+    placement: Placement | None = None,
 ) -> Plan:
-    """The Plan of `attempt` (from 1). `upstream_output` resolves an ftj:// model source."""
+    """The Plan of `attempt` (from 1). `upstream_output` resolves an ftj:// model source;
+    `placement` is what Kueue's admission adds to where the workers run."""
     spec, meta = job.spec, job.metadata
     namespace = meta.namespace or "default"
     claims: list[str] = []
@@ -334,9 +449,9 @@ def resolve(
         if not upstream_output:
             raise InvalidSpec(f"spec.model.source: {source} has no output yet")
         source = upstream_output
-    ckpt = spec.checkpoint
     out_uri = output_location(spec)
-    all_stores = stores(spec, source)
+    default_ckpt = default_checkpoint_store(job, settings)
+    all_stores = stores(spec, source, default_ckpt)
     config = TrainerConfig(
         job=JobRef(name=meta.name, namespace=namespace, uid=meta.uid, attempt=attempt),
         model=ModelConfig(
@@ -361,15 +476,7 @@ def resolve(
         training=training_config(spec),
         deepspeed=deepspeed_config(spec),
         perf=perf_config(spec),
-        checkpoint=CheckpointConfig(
-            uri=pvc_to_file(ckpt.uri, claims) if ckpt else None,
-            storage=all_stores["checkpoint"].connection(),
-            every_steps=ckpt.every_steps if ckpt else None,
-            every_minutes=ckpt.every_minutes if ckpt else None,
-            keep_last=ckpt.keep_last if ckpt else 3,
-            resume=pvc_to_file(ckpt.resume, claims) if ckpt else "never",
-            local_dir=f"{SCRATCH_DIR}/kubetune/checkpoints",
-        ),
+        checkpoint=checkpoint_config(spec, default_ckpt, all_stores["checkpoint"], claims),
         output=OutputConfig(
             uri=pvc_to_file(out_uri, claims),
             format=output_format(spec),
@@ -406,4 +513,28 @@ def resolve(
         hub_token_secret=hub_token_secret(all_stores),
         network_policy=settings.network_policy,
         metrics_namespace=settings.metrics_namespace,
+        scheduler_name=scheduler_name(spec, settings),
+        node_selector={**(spec.resources.node_selector or {}), **placement.node_labels}
+        if placement
+        else dict(spec.resources.node_selector or {}),
+        tolerations=merged_tolerations(spec, placement),
     )
+
+
+def scheduler_name(spec: FineTuneJobSpec, settings: OperatorSettings) -> str | None:
+    """resources.schedulerName; with a gang and none set, the gang scheduler's name."""
+    r = spec.resources
+    if r.scheduler_name:
+        return r.scheduler_name
+    return settings.gang_scheduler(r.gang.scheduler) if r.gang else None
+
+
+def merged_tolerations(
+    spec: FineTuneJobSpec, placement: Placement | None
+) -> tuple[dict[str, Any], ...]:
+    """resources.tolerations, then those of the admitted flavors that are not among them."""
+    out = list(spec.resources.tolerations or [])
+    for tol in placement.tolerations if placement else ():
+        if tol not in out:
+            out.append(tol)
+    return tuple(out)

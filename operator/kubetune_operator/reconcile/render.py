@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from kubetune_operator.api import constants as c
-from kubetune_operator.reconcile import names
+from kubetune_operator.reconcile import gang, names, workload
 from kubetune_operator.reconcile.env import pod_command, secret_env, torchrun_env, user_env
 from kubetune_operator.reconcile.plan import (
     CONFIG_DIR,
@@ -20,9 +20,6 @@ from kubetune_operator.reconcile.plan import (
     Plan,
 )
 
-KUEUE_QUEUE = "kueue.x-k8s.io/queue-name"
-KUEUE_POD_GROUP = "kueue.x-k8s.io/pod-group-name"
-KUEUE_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
 GPU_RESOURCE = "nvidia.com/gpu"
 # Caches the trainer (torch, DeepSpeed, Triton, Hugging Face) writes, all on writable emptyDirs:
 # the container's root filesystem is read-only.
@@ -238,17 +235,26 @@ def container_env(plan: Plan, index: int) -> list[dict[str, Any]]:
     return env
 
 
+def gang_marks(plan: Plan) -> tuple[dict[str, str], dict[str, str]]:
+    """(labels, annotations) putting a worker into the job's PodGroup, if it has a gang."""
+    g = plan.spec.resources.gang
+    if g is None:
+        return {}, {}
+    return gang.worker_marks(g.scheduler, names.gang(plan.name))
+
+
 def pod_labels(plan: Plan, index: int) -> dict[str, str]:
-    """Worker labels, plus Kueue's pod-group labels when spec.queue is set."""
-    labels = {
+    """Worker labels, plus the gang scheduler's group label when the job has a gang.
+
+    No Kueue label: a queued job is admitted through its Workload, and a queue-name label
+    would make Kueue's pod integration (where enabled) count the workers a second time.
+    """
+    return {
         c.LABEL_ATTEMPT: str(plan.attempt),
         c.LABEL_ROLE: "worker",
         c.LABEL_WORKER_INDEX: str(index),
+        **gang_marks(plan)[0],
     }
-    if plan.spec.queue is not None:
-        labels[KUEUE_QUEUE] = plan.spec.queue.name
-        labels[KUEUE_POD_GROUP] = names.pod_group(plan.name, plan.attempt)
-    return labels
 
 
 def pod_security() -> dict[str, Any]:
@@ -292,8 +298,9 @@ def worker_pod(plan: Plan, index: int) -> dict[str, Any]:
     r = plan.spec.resources
     name = names.worker_pod(plan.name, plan.attempt, index)
     meta = metadata(plan, name, pod_labels(plan, index))
-    if plan.spec.queue is not None:
-        meta["annotations"] = {KUEUE_GROUP_COUNT: str(plan.nodes)}
+    annotations = gang_marks(plan)[1]
+    if annotations:
+        meta["annotations"] = annotations
     container: dict[str, Any] = {
         "name": "trainer",
         "image": plan.image,
@@ -322,11 +329,11 @@ def worker_pod(plan: Plan, index: int) -> dict[str, Any]:
         "volumes": volumes(plan),
     }
     optional = {
-        "nodeSelector": r.node_selector,
-        "tolerations": r.tolerations,
+        "nodeSelector": plan.node_selector,
+        "tolerations": list(plan.tolerations),
         "affinity": r.affinity,
         "priorityClassName": r.priority_class_name,
-        "schedulerName": r.scheduler_name,
+        "schedulerName": plan.scheduler_name,
     }
     spec.update({k: v for k, v in optional.items() if v})
     if r.image_pull_secrets:
@@ -334,14 +341,50 @@ def worker_pod(plan: Plan, index: int) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec}
 
 
+def pod_group(plan: Plan) -> dict[str, Any] | None:
+    """The PodGroup of the job's gang scheduler (minMember = the workers), if it has a gang."""
+    r = plan.spec.resources
+    if r.gang is None:
+        return None
+    return gang.pod_group(
+        scheduler=r.gang.scheduler,
+        name=names.gang(plan.name),
+        metadata=metadata(plan, names.gang(plan.name)),
+        workers=plan.nodes,
+        requests=resources(plan).get("requests", {}),
+        timeout_seconds=r.gang.schedule_timeout_seconds,
+        volcano_queue=r.gang.volcano_queue,
+        priority_class=r.priority_class_name,
+    )
+
+
 def shared_children(plan: Plan) -> list[dict[str, Any]]:
-    """Objects every attempt needs before its pods: identity, config, DNS."""
+    """Objects every attempt needs before its pods: identity, config, DNS, the gang's group."""
     out = []
     if plan.spec.resources.service_account_name is None:
         out += [service_account(plan), role(plan), role_binding(plan)]
     if plan.network_policy:
         out.append(network_policy(plan))
-    return [*out, config_map(plan), service(plan)]
+    group = pod_group(plan)
+    return [*out, config_map(plan), service(plan), *([group] if group else [])]
+
+
+def kueue_workload(
+    plan: Plan, queue: str, active: bool, priority: workload.Priority | None
+) -> dict[str, Any]:
+    """The Kueue Workload of a queued job: one pod set shaped like its workers."""
+    return workload.workload(
+        name=names.workload(plan.name, plan.uid),
+        namespace=plan.namespace,
+        job_uid=plan.uid or "",
+        owner=owner_reference(plan),
+        labels=job_labels(plan),
+        queue=queue,
+        workers=plan.nodes,
+        worker_spec=worker_pod(plan, 0)["spec"],
+        active=active,
+        priority=priority,
+    )
 
 
 def render(plan: Plan) -> list[dict[str, Any]]:

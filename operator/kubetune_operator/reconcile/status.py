@@ -21,6 +21,8 @@ from kubetune_operator.reconcile.policies import (
     created,
     deadline,
     finished,
+    gang,
+    kueue,
     leftovers,
     peers,
     phase,
@@ -31,23 +33,28 @@ from kubetune_operator.reconcile.policies import (
     suspend,
     upstream,
 )
+from kubetune_operator.reconcile.policies.kueue import QueueView
 from kubetune_operator.reconcile.timeutil import format_time
 
 PIPELINE: tuple[Step, ...] = (
     finished.step,  # finished earlier: clean up the workers, then the TTL
     created.step,  # condition Created on the first pass
     upstream.step,  # an ftj:// model source: wait for its job to succeed
+    kueue.suspended,  # suspended in a queue: the Workload is deactivated, its quota handed back
     suspend.step,  # suspended: stop the workers; resumed: the next attempt
     deadline.step,  # activeDeadlineSeconds
+    kueue.step,  # in a queue: no worker without admission; an eviction ends the attempt
     peers.step,  # the failure that ends the attempt, once its cause had a moment to report
     stall.step,  # no progress for stallTimeout is a failure too
     backoff.step,  # a failure ends the attempt: the next one, or Failed
     success.step,  # every worker exited 0
     leftovers.step,  # pods of an earlier attempt still running: wait for them
     startup.step,  # a worker that cannot start its container (startupErrorTimeout)
+    gang.step,  # a gang whose scheduler's API is not served: start no worker
     start.step,  # the missing workers' children, rendered here
     conflict.step,  # children another object holds the names of: say so, keep trying
     deadline.start_clock,  # the first start sets startTime and arms the deadline
+    kueue.pods_ready,  # tell Kueue whether all workers run
     phase.step,  # Pending -> Initializing -> Running
 )
 
@@ -60,10 +67,14 @@ def decide(
     upstream: Upstream | None = None,
     conflict: str | None = None,
     settings: OperatorSettings | None = None,
+    queue: QueueView | None = None,
+    gang_missing: str | None = None,
 ) -> Decision:
     """The next status of `job` and the actions to get there. `conflict`: why the last pass
-    could not create the job's children (a namesake it does not own), if it could not."""
-    p = Pass(job, status, pods, now, upstream, settings, conflict)
+    could not create the job's children (a namesake it does not own), if it could not;
+    `queue`: what is known of the job's Kueue queue and Workload, for a job in a queue;
+    `gang_missing`: why the PodGroup of its gang cannot be made, if it cannot."""
+    p = Pass(job, status, pods, now, upstream, settings, conflict, queue, gang_missing)
     for step in PIPELINE:
         if step(p):
             break

@@ -91,7 +91,9 @@ def start_operator(
     pod_id: str,
     extra_env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """The Deployment's command with its env, as pod `pod_id`, holding `kubeconfig`'s identity."""
+    """The Deployment's command with its env, as pod `pod_id`, holding `kubeconfig`'s identity,
+    running this checkout's operator (as the image built from it would), not whichever copy
+    the Python environment has installed."""
     argv, env = container_command(deployment)
     env.update(
         PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from kubetune_operator.api import constants as c
 from tests.harness import ControlPlane
+from tests.harness.kueue import Kueue
 from tests.k8s.chart.operator_run import (
     JOB,
     chart_installed,
@@ -24,6 +26,7 @@ from tests.k8s.chart.operator_run import (
     stop_operator,
     wait_for,
 )
+from tests.k8s.queueing.world import apply, delete, platform_objects
 from tests.unit.lifecycle_cases import valid_schedule, valid_sweep
 
 pytestmark = pytest.mark.k8s
@@ -153,3 +156,67 @@ def test_operator_with_chart_rbac_reconciles_without_403(
     # Namespaced, Kopf must not even try its cluster-wide scanning (it would retry 403s ~55 s).
     assert not forbidden, "permission errors:\n" + "\n".join(forbidden[:20])
     assert "kubetune operator started" in text
+
+
+QUEUED_JOB = """
+apiVersion: kubetune.dev/v1alpha1
+kind: FineTuneJob
+metadata:
+  name: {name}
+  labels:
+    kueue.x-k8s.io/queue-name: gpu-queue
+    kueue.x-k8s.io/priority-class: {priority}
+spec:
+  model: {{source: "file:///models/tiny"}}
+  dataset: {{train: "file:///data/train.jsonl"}}
+  method: {{type: lora, lora: {{r: 4, alpha: 8}}}}
+  training: {{maxSteps: 5}}
+  resources: {{nodes: 2, gpusPerNode: 0, requests: {{cpu: "1"}}}}
+  output: {{uri: "file:///out/{name}"}}
+"""
+
+
+@pytest.mark.parametrize("installed", ["namespaced"], indirect=True)
+def test_a_queued_job_runs_with_the_charts_rbac_without_403(
+    control_plane: ControlPlane,
+    namespace: str,
+    installed: dict[str, Any],
+    kueue: Kueue,
+    tmp_path: Path,
+) -> None:
+    """Namespaced scope, the only cluster-wide grant being the Kueue reads: the operator
+    creates the Workload with the job's WorkloadPriorityClass, reads the admitted flavor,
+    and marks the Workload Finished, all without a refusal."""
+    cp, suffix = control_plane, uuid.uuid4().hex[:5]
+    platform = platform_objects(suffix, {}, [], {"cpu": "4"})
+    apply(cp, platform, namespace, tmp_path)
+    kubeconfig = cp.kubeconfig_for_service_account(namespace, installed["full"], tmp_path / "sa")
+    log = tmp_path / "operator.log"
+    proc = start_operator(installed["deployment"], kubeconfig, log, pod_id="operator-0")
+    try:
+        name = "queued-probe"
+        job = QUEUED_JOB.format(name=name, priority=f"research-{suffix}")
+        cp.kubectl("apply", "-n", namespace, "-f", "-", input=job)
+        pods = wait_for(
+            "2 worker pods after admission",
+            lambda: len(p := worker_pods(cp, namespace, name)) == 2 and p,
+            timeout=120,
+        )
+        workload = json.loads(cp.kubectl("get", "workloads", "-n", namespace, "-o", "json").stdout)[
+            "items"
+        ][0]
+        assert workload["spec"]["priorityClassRef"]["name"] == f"research-{suffix}"
+        finish_workers(cp, namespace, pods)
+        wait_for(
+            "the Workload Finished",
+            lambda: "Finished=True" in cp.kubectl(
+                "get", "workloads", "-n", namespace, "-o",
+                'jsonpath={range .items[0].status.conditions[*]}{.type}={.status} {end}',
+            ).stdout,
+        )  # fmt: skip
+    finally:
+        stop_operator(proc)
+        cp.kubectl("delete", "ftj", "--all", "-n", namespace, "--wait=true", check=False)
+        delete(cp, platform, namespace, tmp_path)
+    forbidden = [line for line in log.read_text().splitlines() if REFUSED.search(line)]
+    assert not forbidden, "permission errors:\n" + "\n".join(forbidden[:20])

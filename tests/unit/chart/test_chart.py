@@ -29,6 +29,19 @@ def test_lint_passes(values: list[Path], tmp_path: Path) -> None:
     assert "1 chart(s) linted, 0 chart(s) failed" in out.stdout
 
 
+def test_template_and_lint_need_no_kube_version(tmp_path: Path) -> None:
+    """`helm template charts/kubetune` and `helm lint` with no cluster and no --kube-version:
+    the helm that hack/build-control-plane.sh builds assumes the Kubernetes it was built with
+    (not helm's fallback v1.20, which the chart's kubeVersion >=1.30 refuses)."""
+    out = run_helm(["template", "kt", str(CHART)], tmp_path, check=False)
+    assert out.returncode == 0, (
+        f"{out.stderr}\n(a stale helm? run hack/build-control-plane.sh helm)"
+    )
+    assert "kind: Deployment" in out.stdout
+    lint = run_helm(["lint", str(CHART), "--strict"], tmp_path, check=False)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+
+
 @pytest.mark.parametrize("values", VALUE_SETS)
 def test_template_renders_operator_objects(values: list[Path], tmp_path: Path) -> None:
     docs = render(tmp_path, values)
@@ -41,6 +54,29 @@ def test_template_renders_operator_objects(values: list[Path], tmp_path: Path) -
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["KUBETUNE_TRAINER_IMAGE"].startswith(("ghcr.io/", "registry.example.com/"))
+
+
+def test_default_checkpoint_store_reaches_the_operator(tmp_path: Path) -> None:
+    """trainer.defaultCheckpoint becomes the settings the operator reads (OperatorSettings)."""
+    from kubetune_operator.reconcile.plan import DefaultCheckpointStore, OperatorSettings
+
+    values = tmp_path / "ckpt.yaml"
+    values.write_text(
+        "trainer:\n  defaultCheckpoint:\n    uri: s3://platform-ckpt/kubetune\n"
+        "    endpoint: http://minio:9000\n    credentialsSecret: ckpt-keys\n"
+    )
+    docs = render(tmp_path, [values])
+    container = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in env.items():
+            mp.setenv(name, value)
+        settings = OperatorSettings.from_env()
+    assert settings.default_checkpoint == DefaultCheckpointStore(
+        "s3://platform-ckpt/kubetune", endpoint="http://minio:9000", credentials_secret="ckpt-keys"
+    )
+    plain = by_kind(render(tmp_path, []), "Deployment")[0]["spec"]["template"]["spec"]
+    assert "KUBETUNE_DEFAULT_CHECKPOINT_URI" not in str(plain)
 
 
 def test_typo_in_values_is_refused(tmp_path: Path) -> None:
@@ -58,6 +94,7 @@ def test_typo_in_values_is_refused(tmp_path: Path) -> None:
         ("operator:\n  logLevel: verbose\n", "logLevel"),
         ("rbac:\n  scope: namespaced\n", "namespaces"),
         ("image:\n  digest: latest\n", "digest"),
+        ("trainer:\n  defaultCheckpoint:\n    uri: https://bucket/x\n", "uri"),
     ],
 )
 def test_bad_values_name_the_field(override: str, complaint: str, tmp_path: Path) -> None:
@@ -282,6 +319,55 @@ def test_every_setting_the_chart_passes_is_read_by_the_operator(tmp_path: Path) 
     unread = [n for n in names if n != "KUBETUNE_OPERATOR_MODULE" and n not in source]
     assert names and not unread, f"set by the chart but read by no operator code: {unread}"
     assert "$KUBETUNE_OPERATOR_MODULE" in container["args"][0]
+
+
+def grants(role: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
+    """(API group, resource) -> verbs of a (Cluster)Role."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for res in rule["resources"]:
+                out.setdefault((group, res), set()).update(rule["verbs"])
+    return out
+
+
+def test_queued_and_gang_jobs_are_granted_their_workloads_and_pod_groups(tmp_path: Path) -> None:
+    """Cluster scope: Workloads (and their status), PodGroups of both gang schedulers, and the
+    cluster-scoped objects a Kueue admission names, read only."""
+    (role,) = by_kind(render(tmp_path, []), "ClusterRole")
+    g = grants(role)
+    assert g[("kueue.x-k8s.io", "workloads")] >= {"list", "watch", "create", "patch"}
+    assert g[("kueue.x-k8s.io", "workloads/status")] == {"patch"}
+    assert g[("scheduling.x-k8s.io", "podgroups")] == {"create", "get", "patch"}
+    assert g[("scheduling.volcano.sh", "podgroups")] == {"create", "get", "patch"}
+    for read in [("kueue.x-k8s.io", "resourceflavors"), ("scheduling.k8s.io", "priorityclasses")]:
+        assert g[read] == {"get"}
+
+
+def values_file(tmp_path: Path, values: dict[str, Any]) -> Path:
+    path = tmp_path / "values.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_namespaced_scope_with_kueue_adds_only_a_read_only_cluster_role(tmp_path: Path) -> None:
+    rbac = {"rbac": {"scope": "namespaced", "namespaces": ["team-a"]}}
+    docs = render(tmp_path, [values_file(tmp_path, rbac)])
+    (cluster_role,) = by_kind(docs, "ClusterRole")
+    assert {frozenset(v) for v in grants(cluster_role).values()} == {frozenset({"get"})}
+    assert ("kueue.x-k8s.io", "workloads") in grants(by_kind(docs, "Role")[0])
+    off = render(tmp_path, [values_file(tmp_path, {**rbac, "queueing": {"kueue": False}})])
+    assert not by_kind(off, "ClusterRole")
+    assert ("kueue.x-k8s.io", "workloads") not in grants(by_kind(off, "Role")[0])
+
+
+def test_gang_scheduler_names_reach_the_operator(tmp_path: Path) -> None:
+    names = {"queueing": {"coschedulingSchedulerName": "gang-scheduler"}}
+    docs = render(tmp_path, [values_file(tmp_path, names)])
+    env = by_kind(docs, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["env"]
+    values = {e["name"]: e.get("value") for e in env}
+    assert values["KUBETUNE_COSCHEDULING_SCHEDULER"] == "gang-scheduler"
+    assert values["KUBETUNE_VOLCANO_SCHEDULER"] == "volcano"
 
 
 def test_status_guard_covers_every_operator_owned_status_field(tmp_path: Path) -> None:

@@ -111,3 +111,30 @@ def test_metric_list_in_docs_matches_code() -> None:
     }
     missing = {f for f in families if f"`{f}" not in text}
     assert not missing, f"docs/monitoring.md does not list: {sorted(missing)}"
+
+
+# A metric name or a name prefix (ending in _ or *) in prose; module paths (kubetune_trainer/...,
+# operator/kubetune_operator) and dotted names are not metric names.
+MENTION = re.compile(r"(?<![\w/])kubetune_[a-z0-9_]+\*?(?![\w/.])")
+
+
+def unknown_mentions(text: str, known: set[str]) -> set[str]:
+    """Metric names (or prefixes) mentioned in text that match nothing the code exports."""
+    out = set()
+    for name in MENTION.findall(text):
+        stem = name.rstrip("*")
+        prefix = name.endswith(("*", "_"))
+        if not (stem in known or (prefix and any(k.startswith(stem) for k in known))):
+            out.add(name)
+    return out
+
+
+def test_values_and_docs_name_only_exported_metrics() -> None:
+    """values.yaml and the docs name metrics (or prefixes of them) that the code exports."""
+    root = Path(__file__).resolve().parents[3]
+    series = exported_names()
+    known = series | {n.removesuffix(x) for n in series for x in ("_bucket", "_sum", "_count")}
+    for path in [CHART / "values.yaml", *sorted((root / "docs").glob("*.md"))]:
+        unknown = unknown_mentions(path.read_text(), known)
+        assert not unknown, f"{path.name} names metrics no code exports: {sorted(unknown)}"
+    assert unknown_mentions("(prefix kubetune_operator_)", known) == {"kubetune_operator_"}

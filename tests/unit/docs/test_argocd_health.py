@@ -44,6 +44,7 @@ def job(status: dict[str, Any] | None = None, generation: int = 1) -> dict[str, 
 CASES = [
     (job(), "Progressing", "Waiting for the kubetune operator"),
     (job({"phase": "Pending", "observedGeneration": 1, "message": "waiting for 2 workers"}), "Progressing", "waiting for 2 workers"),
+    (job({"phase": "Queued", "message": "LocalQueue q doesn't exist"}), "Progressing", "LocalQueue q doesn't exist"),
     (job({"phase": "Running", "observedGeneration": 1}, generation=2), "Progressing", "generation 2"),
     (
         job({"phase": "Running", "observedGeneration": 1,

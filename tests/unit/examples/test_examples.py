@@ -21,6 +21,7 @@ EXPECTED = {
     "full-zero3-offload",
     "qlora-single-gpu",
     "kueue-queued",
+    "gang-coscheduling",
     "pvc-model-cache",
     "sweep-lr-rank",
     "schedule-new-data",
@@ -72,7 +73,30 @@ def test_scenarios_are_what_their_names_say() -> None:
     qlora = spec("qlora-single-gpu").spec
     assert qlora.method.type == "qlora" and qlora.world_size == 1
     assert spec("kueue-queued").spec.queue is not None
+    gang = spec("gang-coscheduling").spec.resources.gang
+    assert gang is not None and gang.scheduler == "coscheduling"
     assert spec("pvc-model-cache").spec.model.source.startswith("pvc://")
+
+
+def test_every_example_runs_end_to_end_with_listed_substitutions() -> None:
+    """Each example is run by the e2e suite: locally as written, or in the cluster with only
+    the fields tests/e2e/examples.py lists patched; the patched jobs are still valid."""
+    from tests.e2e.examples import (
+        LIFECYCLE_EXAMPLES,
+        LOCAL_EXAMPLES,
+        QUEUEING_EXAMPLES,
+        SUBSTITUTIONS,
+        patched,
+    )
+
+    listed = set(SUBSTITUTIONS) | set(LOCAL_EXAMPLES) | set(LIFECYCLE_EXAMPLES)
+    listed |= set(QUEUEING_EXAMPLES)
+    assert {p.stem for p in EXAMPLES} == listed
+    here = {"s3": "http://127.0.0.1:9000", "hub": "http://127.0.0.1:9001"}
+    for example in SUBSTITUTIONS:
+        jobs = [d for d in patched(example, here) if d.get("kind") == "FineTuneJob"]
+        spec = FineTuneJob.model_validate(jobs[0]).spec
+        assert spec.resources.gpus_per_node == 0 and spec.training.max_steps, example
 
 
 def test_lifecycle_examples_are_what_their_names_say() -> None:

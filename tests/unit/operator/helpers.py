@@ -13,6 +13,7 @@ from kubetune_operator.api import constants as c
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.classify import WorkerFailure
 from kubetune_operator.reconcile.decision import Pass, Step, Upstream
+from kubetune_operator.reconcile.policies.kueue import QueueView
 from kubetune_operator.reconcile.timeutil import format_time
 
 HERE = Path(__file__).parent
@@ -124,10 +125,12 @@ def outcome(
     now: datetime,
     upstream: Upstream | None = None,
     failure: WorkerFailure | None = None,
+    queue: QueueView | None = None,
+    gang_missing: str | None = None,
 ) -> dict[str, Any]:
     """Run one policy step on a fresh pass; what it decided, for table tests: whether the pass
     ended, the phase, the pods to delete, the events' reasons, the requeue and the status."""
-    p = Pass(job_, status, pods, now, upstream)
+    p = Pass(job_, status, pods, now, upstream, queue=queue, gang_missing=gang_missing)
     p.failure = failure
     ended = step(p)
     return {

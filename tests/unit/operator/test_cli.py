@@ -53,3 +53,57 @@ def test_render_bad_manifest_names_the_field(
 def test_validate_quickstart(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(REPO / "examples" / "quickstart.yaml")]) == 0
     assert "quickstart is valid" in capsys.readouterr().out
+
+
+def test_validate_checks_every_job_of_a_multi_document_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A broken second FineTuneJob fails the file, named by its document and field."""
+    good = yaml.safe_load((HERE / "lora-2node.yaml").read_text())
+    bad = yaml.safe_load((HERE / "lora-2node.yaml").read_text())
+    bad["metadata"]["name"] = "second"
+    bad["spec"]["deepspeed"]["zeroStage"] = 7
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c"}}
+    path = tmp_path / "jobs.yaml"
+    path.write_text(yaml.safe_dump_all([good, claim, bad]))
+    assert main(["validate", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert f"{path}: document 1 (llama-lora): FineTuneJob llama-lora is valid" in out
+    assert f"{path}: document 3 (second)" in err and "spec.deepspeed.zeroStage" in err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from kubetune_operator import __version__
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"kubetune {__version__}"
+
+
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_help_describes_the_command_with_an_example(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = capsys.readouterr().out
+    description = text.split("\n\n")[1]
+    assert len(description.split()) > 15, text
+    assert f"examples:\n  kubetune {command} examples/" in text or (
+        f"\n  kubetune {command} examples/" in text
+    ), text
+
+
+def test_render_image_keeps_the_other_operator_settings(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--image replaces the image only: the grace period and pull policy the operator is
+    configured with (its environment, as the chart sets it) stay."""
+    monkeypatch.setenv("KUBETUNE_GRACE_SECONDS", "900")
+    monkeypatch.setenv("KUBETUNE_TRAINER_IMAGE_PULL_POLICY", "Always")
+    assert main(["render", str(HERE / "lora-2node.yaml"), "--image", "img:2"]) == 0
+    pod = next(d for d in yaml.safe_load_all(capsys.readouterr().out) if d["kind"] == "Pod")
+    assert pod["spec"]["terminationGracePeriodSeconds"] == 900
+    container = pod["spec"]["containers"][0]
+    assert (container["image"], container["imagePullPolicy"]) == ("img:2", "Always")

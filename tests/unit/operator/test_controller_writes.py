@@ -10,7 +10,7 @@ import pytest
 from kubernetes.client import ApiException
 
 from kubetune_operator.controller import Controller, waves
-from kubetune_operator.reconcile.plan import OperatorSettings
+from kubetune_operator.reconcile.plan import DefaultCheckpointStore, OperatorSettings
 from tests.unit.operator.helpers import T0, manifest, pod
 
 pytestmark = pytest.mark.unit
@@ -21,6 +21,7 @@ def job_body(nodes: int) -> dict[str, Any]:
     doc = manifest()
     doc["spec"]["resources"] = {**doc["spec"].get("resources", {}), "nodes": nodes}
     doc["spec"]["training"].pop("globalBatchSize", None)
+    doc["spec"].pop("queue", None)  # a queued job starts no pod before Kueue admits it
     doc["metadata"].update(namespace="ns", uid="uid-1", resourceVersion="7", generation=1)
     return doc
 
@@ -205,3 +206,28 @@ def test_a_job_that_cannot_be_planned_is_failed_naming_the_field_and_not_retried
     patch = writer.status_patches[-1]
     assert patch["phase"] == "Failed" and patch["lastFailure"]["reason"] == "InvalidSpec"
     assert "spec.dataset.credentialsSecret" in patch["message"]
+
+
+@pytest.mark.parametrize(
+    ("spec_checkpoint", "default_store", "key"),
+    [(True, False, True), (False, True, True), (False, False, False)],
+)
+def test_the_checkpoint_key_exists_before_workers_that_save_checkpoints(
+    spec_checkpoint: bool, default_store: bool, key: bool
+) -> None:
+    """Workers that save (to spec.checkpoint or the operator's default store) sign with the
+    namespace's key, so its Secret is ensured before their pods; workers that save nothing
+    need none."""
+    body = job_body(2)
+    if not spec_checkpoint:
+        body["spec"].pop("checkpoint", None)
+    store = DefaultCheckpointStore("s3://platform/ckpt") if default_store else None
+    writer = Writer()
+    Controller(
+        Reader(body),  # type: ignore[arg-type]
+        writer,  # type: ignore[arg-type]
+        OperatorSettings(default_checkpoint=store),
+        clock=lambda: T0,
+    ).reconcile("ns", "llama-lora")
+    assert [k for k, _ in writer.applied].count("Pod") == 2
+    assert writer.key_secrets == (["kubetune-checkpoint-key"] if key else [])

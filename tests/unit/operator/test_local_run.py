@@ -32,10 +32,13 @@ json.dump({k: os.environ.get(k) for k in keys}, open(f"{out}/env-{rank}.json", "
 if rank == 0:
     with open(cfg["reporting"]["progress_file"], "a") as f:
         for step in range(1, 4):
-            f.write(json.dumps({"event": "step", "step": step, "loss": 3.0 / step, "evalLoss": 2.5}) + "\n")
-        f.write(json.dumps({"event": "step", "step": 4, "loss": 0.7, "evalLoss": 0.9}) + "\n")
+            f.write(json.dumps({"event": "step", "step": step, "loss": 3.0 / step, "evalLoss": 2.5, "evalStep": 0}) + "\n")
+        f.write(json.dumps({"event": "step", "step": 4, "loss": 0.7, "evalLoss": 0.9, "evalStep": 4}) + "\n")
 fail = os.environ.get("FAIL_UNTIL_ATTEMPT", "0")
-sys.exit(int(os.environ.get("FAIL_CODE", "1")) if rank == 1 and attempt <= int(fail) else 0)
+failing = rank == 1 and attempt <= int(fail)
+if failing and os.environ.get("FAIL_MESSAGE"):
+    open(os.environ["KUBETUNE_TERMINATION_LOG"], "w").write(os.environ["FAIL_MESSAGE"])
+sys.exit(int(os.environ.get("FAIL_CODE", "1")) if failing else 0)
 """
 
 
@@ -120,6 +123,34 @@ def test_bad_input_is_not_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert not (tmp_path / "run/attempt-2").exists()
 
 
+def test_failed_run_ends_with_the_trainers_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The worker's termination message (what the pod would show) is the run's last line."""
+    monkeypatch.setenv("FAIL_UNTIL_ATTEMPT", "9")
+    monkeypatch.setenv("FAIL_CODE", "44")
+    monkeypatch.setenv("FAIL_MESSAGE", "data/train.jsonl:7: field 'completion' must be a string")
+    assert (
+        run_job(manifest(tmp_path), tmp_path / "run", tmp_path, console=False, command=command())
+        == 1
+    )
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last == "error: data/train.jsonl:7: field 'completion' must be a string"
+
+
+def test_failed_run_without_a_message_points_at_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FAIL_UNTIL_ATTEMPT", "9")
+    assert (
+        run_job(manifest(tmp_path), tmp_path / "run", tmp_path, console=False, command=command())
+        == 1
+    )
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    log = tmp_path / "run" / "attempt-2" / "worker-1.log"
+    assert last == f"error: worker 1 exited 1 without a message; its output: {log}"
+
+
 def test_pvc_is_refused_locally(tmp_path: Path) -> None:
     job = manifest(tmp_path).model_copy(deep=True)
     doc = job.model_dump(by_alias=True, exclude_none=True)
@@ -166,6 +197,37 @@ def test_curve_from_progress_file(tmp_path: Path) -> None:
     assert curve.train == [(1, 3.0), (2, 1.5), (3, 1.0), (4, 0.7)]
     assert curve.evals == [(0, 2.5), (4, 0.9)]
     assert summary(curve)[0] == "eval loss: 2.5000 (step 0, before training) -> 0.9000 (step 4)"
+
+
+def test_summary_says_before_training_only_for_an_eval_before_training(tmp_path: Path) -> None:
+    """Without periodic evaluations the only eval loss is the final one: not "before training"."""
+    from kubetune_operator.local.report import read_curve, summary
+
+    progress = tmp_path / "progress.jsonl"
+    records = [{"event": "step", "step": s, "loss": 2.0 / s} for s in range(1, 4)]
+    records.append({"event": "step", "step": 4, "loss": 0.4, "evalLoss": 0.8, "evalStep": 4})
+    progress.write_text("".join(json.dumps(r) + "\n" for r in records))
+    curve = read_curve(progress)
+    assert curve.evals == [(4, 0.8)]
+    lines = summary(curve)
+    assert lines[0] == "eval loss: 0.8000 (step 4)"
+    assert not any("before training" in line for line in lines)
+
+
+def test_chat_sample_prompt_reads_as_chat(tmp_path: Path) -> None:
+    """A chat-format job's sample shows its turns, not the Python repr of a message list."""
+    from kubetune_operator.local.sample import first_prompt, prompt_lines
+
+    data = tmp_path / "chat.jsonl"
+    turns = [
+        {"role": "system", "content": "cipher"},
+        {"role": "user", "content": "map fu"},
+        {"role": "assistant", "content": "ne ra di ga"},
+    ]
+    data.write_text(json.dumps({"messages": turns}) + "\n")
+    prompt = first_prompt(data)
+    assert prompt_lines(prompt) == ["prompt (chat):", "  system: cipher", "  user: map fu"]
+    assert prompt.expected == "ne ra di ga" and prompt.messages == turns[:2]
 
 
 def gpu_job(tmp_path: Path, nodes: int, gpus: int) -> FineTuneJob:

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile.parse import InvalidSpec, parse_job
 from kubetune_operator.reconcile.plan import (
+    DefaultCheckpointStore,
     OperatorSettings,
     output_format,
     output_location,
     pvc_to_file,
     resolve,
 )
+from kubetune_operator.reconcile.render import render
 from kubetune_trainer.config import PerfConfig
 from tests.unit.operator.helpers import job, manifest
 
@@ -160,3 +164,63 @@ def test_hf_model_and_data_with_different_tokens_are_refused() -> None:
     doc["spec"]["dataset"]["credentialsSecret"] = "other-token"
     with pytest.raises(InvalidSpec, match=r"spec\.dataset\.credentialsSecret"):
         resolve(FineTuneJob.model_validate(doc), 1, SETTINGS)
+
+
+def test_lora_without_settings_takes_the_documented_defaults() -> None:
+    """`method: {type: lora}` alone trains with r 16, alpha 32, dropout 0.05, all-linear."""
+    method = resolve(job(method={"type": "lora"}), 1, SETTINGS).trainer_config.method
+    assert (method.lora_r, method.lora_alpha, method.lora_dropout) == (16, 32, 0.05)
+    assert (method.target_modules, method.use_dora) == (["all-linear"], False)
+
+
+STORE = DefaultCheckpointStore(
+    uri="s3://platform-ckpt/kubetune/", endpoint="http://minio:9000", credentials_secret="ckpt"
+)
+
+
+def test_job_without_checkpoint_saves_to_the_operators_default_store() -> None:
+    """Its own folder (namespace/name/uid), only on suspend or preemption, resumed from; the
+    store's keys go to the checkpoint store of the pods only."""
+    doc = manifest()
+    del doc["spec"]["checkpoint"]
+    doc["spec"]["output"] = {"uri": "s3://models/out"}
+    doc["metadata"]["uid"] = "1234-abcd"
+    settings = dataclasses.replace(SETTINGS, default_checkpoint=STORE)
+    plan = resolve(FineTuneJob.model_validate(doc), 2, settings)
+    ck = plan.trainer_config.checkpoint
+    assert ck.uri == "s3://platform-ckpt/kubetune/team-a/llama-lora/1234-abcd"
+    assert (ck.resume, ck.every_steps, ck.every_minutes, ck.save_final) == (
+        "auto",
+        None,
+        None,
+        False,
+    )
+    assert ck.storage.endpoint == "http://minio:9000"
+    assert ("checkpoint", "ckpt") in plan.s3_secrets
+    assert plan.trainer_config.output is not None
+    assert plan.trainer_config.output.storage.endpoint is None  # the output never uses it
+    pod = next(o for o in render(plan) if o["kind"] == "Pod")
+    refs = {
+        e["name"]: e["valueFrom"]["secretKeyRef"]["name"]
+        for e in pod["spec"]["containers"][0]["env"]
+        if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]
+    }
+    assert refs.get("KUBETUNE_S3_CHECKPOINT_ACCESS_KEY_ID") == "ckpt", refs
+
+
+def test_spec_checkpoint_wins_over_the_default_store() -> None:
+    settings = dataclasses.replace(SETTINGS, default_checkpoint=STORE)
+    plan = resolve(job(), 1, settings)
+    assert not str(plan.trainer_config.checkpoint.uri).startswith("s3://platform-ckpt")
+    assert plan.trainer_config.checkpoint.save_final
+
+
+def test_default_store_must_be_s3_or_pvc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBETUNE_DEFAULT_CHECKPOINT_URI", "https://bucket/x")
+    with pytest.raises(ValueError, match="KUBETUNE_DEFAULT_CHECKPOINT_URI"):
+        OperatorSettings.from_env()
+    monkeypatch.setenv("KUBETUNE_DEFAULT_CHECKPOINT_URI", "s3://bucket/x")
+    monkeypatch.setenv("KUBETUNE_DEFAULT_CHECKPOINT_SECRET", "keys")
+    assert OperatorSettings.from_env().default_checkpoint == DefaultCheckpointStore(
+        "s3://bucket/x", credentials_secret="keys"
+    )

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from kubetune_operator.api.spec import FineTuneJob
+from kubetune_operator.reconcile.plan import DefaultCheckpointStore, OperatorSettings
 from kubetune_operator.reconcile.status import decide
 from kubetune_operator.reconcile.timeutil import format_time
 from tests.unit.operator.helpers import T0, at, gang, manifest, pod, running_status
@@ -172,3 +173,14 @@ def test_suspend_with_checkpoint_promises_a_resume() -> None:
     d = decide(job_with(suspend=True), running_status(), gang("Running"), at(30))
     assert cond(d.status, "Suspended")["reason"] == "Suspended"
     assert "without" not in d.status["message"]
+
+
+def test_suspend_without_checkpoint_saves_to_the_operators_default_store() -> None:
+    """With a default checkpoint store the suspend saves there: no warning, a resume promised."""
+    job = without_checkpoint(suspend=True)
+    store = DefaultCheckpointStore("s3://platform-checkpoints/kubetune")
+    settings = OperatorSettings(default_checkpoint=store)
+    d = decide(job, running_status(), gang("Running"), at(30), settings=settings)
+    assert cond(d.status, "Suspended")["reason"] == "Suspended"
+    assert "without" not in d.status["message"]
+    assert [(e.type, e.reason) for e in d.events] == [("Normal", "Suspended")]

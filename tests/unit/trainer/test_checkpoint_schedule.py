@@ -55,7 +55,11 @@ def test_minutes_count_from_the_last_save() -> None:
 
 
 @pytest.mark.parametrize(
-    ("step", "resumed", "due"), [(10, None, True), (10, 4, True), (10, 10, False)]
+    ("step", "resumed", "save_final", "due"),
+    [(10, None, True, True), (10, 4, True, True), (10, 10, True, False), (10, None, False, False)],
 )
-def test_final_checkpoint(step: int, resumed: int | None, due: bool) -> None:
-    assert SaveSchedule.final_due(step, resumed) is due
+def test_final_checkpoint(step: int, resumed: int | None, save_final: bool, due: bool) -> None:
+    """The operator's default store (save_final false) keeps only what a suspension leaves."""
+    cfg = CheckpointConfig(uri="file:///c", save_final=save_final)
+    schedule = SaveSchedule(cfg, total_steps=step, keeps_clock=True)
+    assert schedule.final_due(step, resumed) is due

@@ -107,7 +107,27 @@ NAMES = [
 
 def test_partial_top_layers_and_modules() -> None:
     assert model.partial_trainable(NAMES, None, 1) == {NAMES[2], NAMES[3]}
+    assert model.partial_trainable(NAMES, None, 1, head={"lm_head.weight"}) == {
+        NAMES[2],
+        NAMES[3],
+        "lm_head.weight",
+    }
     assert model.partial_trainable(NAMES, ["lm_head"], None) == {"lm_head.weight"}
+
+
+def test_partial_top_layers_train_the_head_too() -> None:
+    """topLayers N: the last N blocks and the output head train (as the API says); the lower
+    blocks, the embeddings and the final norm stay frozen."""
+    from kubetune_trainer.tiny import build_model
+
+    tiny = build_model(vocab_size=64, hidden=32, layers=3)
+    method = MethodConfig(type="partial", top_layers=1)
+    tuned = model.apply_method(tiny, method, seed=0, gradient_checkpointing=False)
+    trains = {n for n, p in tuned.named_parameters() if p.requires_grad}
+    assert "lm_head.weight" in trains
+    assert {n for n in trains if n != "lm_head.weight"} == {
+        n for n, _ in tuned.named_parameters() if n.startswith("model.layers.2.")
+    }
 
 
 def test_partial_needs_a_match() -> None:

@@ -91,6 +91,15 @@ def test_file_sink_writes_json_lines(tmp_path: Path) -> None:
     assert len(lines) == 2 and lines[0]["event"] == "step" and lines[0]["loss"] == 1.25
 
 
+def test_file_sink_says_which_step_the_eval_loss_was_measured_at(tmp_path: Path) -> None:
+    """`kubetune run` labels an eval "before training" only when it was taken at step 0."""
+    sink = progress.FileSink(str(tmp_path / "p.jsonl"))
+    sink.report(progress.Progress(step=1, total_steps=4, epoch=0.1, eval_loss=2.0, eval_step=0))
+    sink.report(progress.Progress(step=4, total_steps=4, epoch=0.4, eval_loss=1.0, eval_step=4))
+    lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [(x["step"], x["evalStep"]) for x in lines] == [(1, 0), (4, 4)]
+
+
 def test_bad_config_names_the_field(tmp_path: Path) -> None:
     p = tmp_path / "trainer.json"
     p.write_text(

@@ -3,7 +3,9 @@
 Periodic saves come every `every_steps` optimizer steps and at least every `every_minutes`
 (whichever comes first); the minutes are rank 0's clock, so the trainer turns "due" into one
 collective answer before anyone saves. A run that ends saves a final checkpoint unless the one
-it resumed from already holds that step; a run stopped by SIGTERM saves whatever step it is at.
+it resumed from already holds that step, or the store only takes what a suspension or
+preemption leaves (save_final false: the operator's default store); a run stopped by SIGTERM
+saves whatever step it is at.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class SaveSchedule:
         """keeps_clock: this rank watches every_minutes (rank 0; the others follow it)."""
         self.every_steps, self.every_minutes = cfg.every_steps, cfg.every_minutes
         self.total_steps, self.keeps_clock, self.clock = total_steps, keeps_clock, clock
+        self.save_final = cfg.save_final
         self.last_save = clock()
 
     def due(self, step: int) -> bool:
@@ -43,7 +46,7 @@ class SaveSchedule:
         """A checkpoint was just saved: the minutes count from now."""
         self.last_save = self.clock()
 
-    @staticmethod
-    def final_due(step: int, resumed_step: int | None) -> bool:
-        """A run that ended saves its last step, unless it resumed at that step and did none."""
-        return resumed_step != step
+    def final_due(self, step: int, resumed_step: int | None) -> bool:
+        """A run that ended saves its last step, unless it resumed at that step and did none
+        or its store keeps no final checkpoint."""
+        return self.save_final and resumed_step != step

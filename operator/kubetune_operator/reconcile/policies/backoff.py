@@ -41,12 +41,13 @@ def step(p: Pass) -> bool:
     return p.failure is not None and end_attempt(p, p.failure)
 
 
-def end_attempt(p: Pass, failure: WorkerFailure) -> bool:
+def end_attempt(p: Pass, failure: WorkerFailure, then: str | None = None) -> bool:
     """Gang semantics: the whole attempt goes; start the next one or fail the job.
 
     A failure spends backoffLimit; a preemption or eviction spends preemptionLimit instead,
-    so a job that Kueue preempts again and again keeps resuming from its checkpoint. Returns
-    True: the pass ends here.
+    so a job that Kueue preempts again and again keeps resuming from its checkpoint. `then`
+    says what comes next when it is not an immediate new attempt (a queued job waits for
+    Kueue). Returns True: the pass ends here.
     """
     rp, attempt = p.run_policy, p.obs.attempt
     p.st["lastFailure"] = failure_record(failure, attempt, p.now_s)
@@ -74,7 +75,8 @@ def end_attempt(p: Pass, failure: WorkerFailure) -> bool:
         p.st["preemptions"] = preemptions + 1
     p.d.delete_pods = [w.name for w in p.obs.current if not w.terminating]
     p.d.restart_reason = failure.reason
-    msg = f"attempt {attempt} ended ({failure.reason}): {failure.message}; starting attempt {attempt + 1}"
+    after = then or f"starting attempt {attempt + 1}"
+    msg = f"attempt {attempt} ended ({failure.reason}): {failure.message}; {after}"
     p.phase("Restarting", failure.reason, msg, warning=True)
     p.cond("Restarting", True, failure.reason, msg)
     p.cond("Running", False, failure.reason, msg)

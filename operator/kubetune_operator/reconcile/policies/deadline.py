@@ -1,5 +1,5 @@
 """activeDeadlineSeconds: the job must finish within this many seconds of its start or, like a
-Kubernetes Job, of its latest resume."""
+Kubernetes Job, of its latest resume (or Kueue readmission)."""
 
 from __future__ import annotations
 
@@ -21,11 +21,14 @@ def counting_from(start: datetime | None, resumed: datetime | None) -> datetime 
 
 
 def resumed_at(conditions: list[dict[str, Any]]) -> datetime | None:
-    """When the job was last resumed (Suspended turned False), if ever."""
-    for cond in conditions:
-        if cond.get("type") == "Suspended" and cond.get("status") == "False":
-            return parse_time(cond.get("lastTransitionTime"))
-    return None
+    """When the job was last resumed (Suspended turned False) or admitted again by Kueue
+    (Admitted turned True), if ever: time spent suspended or queued does not count."""
+    times = [
+        parse_time(cond.get("lastTransitionTime"))
+        for cond in conditions
+        if (cond.get("type"), cond.get("status")) in (("Suspended", "False"), ("Admitted", "True"))
+    ]
+    return max((t for t in times if t is not None), default=None)
 
 
 def step(p: Pass) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from kubetune_operator.api.status import TERMINAL_PHASES
+from kubetune_operator.reconcile import workload
 from kubetune_operator.reconcile.policies import cleanup, ttl
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ def finish(p: Pass, phase: str, reason: str, message: str) -> bool:
     p.cond("Running", False, reason, message)
     p.cond("Restarting", False, reason, message)
     _clean_up(p, failed=phase == "Failed")
+    _release_quota(p, phase == "Succeeded", message)
     ttl.schedule(p)
     return True
 
@@ -34,6 +36,7 @@ def step(p: Pass) -> bool:
         return False
     _clean_up(p, failed=p.old_phase == "Failed")
     p.st["workers"] = p.obs.counts
+    _release_quota(p, p.old_phase == "Succeeded", str(p.st.get("message") or p.old_phase))
     ttl.schedule(p)
     return True
 
@@ -43,3 +46,10 @@ def _clean_up(p: Pass, failed: bool) -> None:
     p.d.delete_pods = cleanup.pods_to_delete(
         p.run_policy.clean_pod_policy, (*p.obs.current, *p.obs.others), stop_unfinished=failed
     )
+
+
+def _release_quota(p: Pass, succeeded: bool, message: str) -> None:
+    """A finished job's Kueue Workload is marked Finished, so Kueue releases its quota."""
+    q = p.queue
+    if q is not None and q.body is not None and q.verdict and not q.verdict.finished:
+        p.d.workload_status = workload.finished(q.body, succeeded, message, p.now_s)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kubetune_operator.reconcile.policies import gang
+
 if TYPE_CHECKING:
     from kubetune_operator.reconcile.decision import Pass
 
 
 def step(p: Pass) -> bool:
     """Running once every worker runs (or is done); Initializing once all are scheduled;
-    Pending (a Warning naming a worker that cannot start) or Restarting before that."""
+    Pending (a Warning naming a worker that cannot start, or waiting for the gang) or
+    Restarting before that."""
     counts, attempt = p.obs.counts, p.attempt
     nodes = counts["total"]
     problems = [f"{w.name}: {w.waiting_problem}" for w in p.obs.current if w.waiting_problem]
@@ -29,6 +32,10 @@ def step(p: Pass) -> bool:
             "Initializing",
             f"attempt {attempt}: {counts['running']}/{nodes} workers running",
         )
+    elif p.spec.resources.gang is not None and not p.obs.missing:
+        says = next((w.unschedulable for w in p.obs.current if w.unschedulable), None)
+        msg = gang.waiting_message(p.spec.resources.gang.scheduler, nodes, scheduled, says)
+        p.phase("Pending", "WaitingForGang", f"attempt {attempt}: {msg}")
     elif attempt > 1 and p.old_phase == "Restarting":
         p.phase("Restarting", "Restarting", waiting)
     else:

@@ -23,11 +23,13 @@ def step(p: Pass) -> bool:
     if p.obs.missing:
         upstream_output = p.upstream.output_uri if p.upstream else None
         try:
-            plan = resolve(p.job, p.attempt, p.settings, upstream_output)
+            placement = p.queue.placement if p.queue else None
+            plan = resolve(p.job, p.attempt, p.settings, upstream_output, placement)
         except InvalidSpec as err:
             return cannot_plan(p, str(err))
         p.d.start_attempt = p.attempt
         p.d.children = render(plan)
+        p.d.checkpoint_key = plan.checkpoints
     return False
 
 

@@ -18,18 +18,24 @@ def is_resuming(suspend: bool, phase: str | None) -> bool:
 def suspended_message(has_checkpoint: bool, started: bool) -> tuple[str, str, bool]:
     """(reason, message, progress lost) for a suspended job.
 
-    Without spec.checkpoint the workers have nowhere to save their state: a job that already
-    ran starts again from step 0 when resumed, and status says so (with a Warning event)
-    rather than promising a resume.
+    Without spec.checkpoint (and no default checkpoint store of the operator) the workers have
+    nowhere to save their state: a job that already ran starts again from step 0 when resumed,
+    and status says so (with a Warning event) rather than promising a resume.
     """
     if has_checkpoint or not started:
         return "Suspended", "the workers were stopped; set suspend to false to resume", False
     return (
         "SuspendedWithoutCheckpoint",
-        "the workers were stopped without saving a checkpoint (the job has no spec.checkpoint); "
-        "set suspend to false to start again from step 0",
+        "the workers were stopped without saving a checkpoint (the job has no spec.checkpoint "
+        "and the operator no default checkpoint store); set suspend to false to start again "
+        "from step 0",
         True,
     )
+
+
+def saves_checkpoints(p: Pass) -> bool:
+    """The workers have somewhere to save: spec.checkpoint or the operator's default store."""
+    return p.spec.checkpoint is not None or p.settings.default_checkpoint is not None
 
 
 def step(p: Pass) -> bool:
@@ -38,7 +44,7 @@ def step(p: Pass) -> bool:
     if p.run_policy.suspend:
         p.d.delete_pods = [w.name for w in (*p.obs.current, *p.obs.others) if not w.terminating]
         reason, msg, loses = suspended_message(
-            p.spec.checkpoint is not None, p.st.get("startTime") is not None
+            saves_checkpoints(p), p.st.get("startTime") is not None
         )
         p.phase("Suspended", reason, msg, warning=loses)
         p.cond("Suspended", True, reason, msg)
@@ -54,7 +60,7 @@ def step(p: Pass) -> bool:
             False,
             "Resumed",
             "resumed from the latest checkpoint"
-            if p.spec.checkpoint is not None
+            if saves_checkpoints(p)
             else "resumed from step 0 (no spec.checkpoint)",
         )
         p.d.events.append(Event("Normal", "Resumed", f"starting attempt {p.attempt}"))

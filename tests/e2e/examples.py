@@ -1,0 +1,210 @@
+"""What differs between each manifest in examples/ and the job the e2e suite runs from it.
+
+This is the one place that says it: SUBSTITUTIONS lists, per example, every field that is
+patched and why; everything not listed runs exactly as a user copies it (method, LoRA settings,
+ZeRO stage and offload, data format and packing, micro-batch size, URIs, secrets, run policy,
+and every non-FineTuneJob document, such as the PersistentVolumeClaims).
+
+What cannot exist here: GPUs (so CPU workers, and LoRA where the example uses 4-bit QLoRA, which
+needs CUDA; the CPU trainer image also lacks DeepSpeed's compiled CPU Adam, so optimizer offload
+is off while parameter offload stays), the public Hugging Face Hub and AWS S3 (so
+tests/fixtures/hub.py and MinIO on the test node's address, reached through the endpoint fields
+a user of a private hub or MinIO sets), multi-billion parameter checkpoints (so a tiny model of
+the same architecture family is what the hub, bucket or claim holds under the example's name),
+and hours of training (so a few steps). Everything else runs as in a cluster: the operator
+installed by helm, trainer pods from the built CPU trainer image (uid 65532, read-only root) on
+a real kubelet, claims bound to hostPath PersistentVolumes.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+DROP = object()  # a Patch value: remove the field
+
+
+@dataclass(frozen=True)
+class Patch:
+    """One field of the FineTuneJob changed, and why.
+
+    `path` is dotted under the FineTuneJob (spec.model.endpoint); a trailing `[+]` appends to a
+    list. A string value may name what only exists at run time: {s3} (the S3 endpoint) or
+    {hub} (the Hub endpoint).
+    """
+
+    path: str
+    value: Any
+    why: str
+
+
+STEPS = 2
+SEQ = 64
+
+NO_GPU = "no GPUs here: CPU workers"
+NO_ROOM = "this node has 2 CPUs and a few GiB, far less than the GPU node the example sizes for"
+SHORT = f"{STEPS} steps instead of hours"
+
+
+def on_cpu() -> list[Patch]:
+    """CPU workers on a small node."""
+    return [
+        Patch("spec.resources.gpusPerNode", 0, NO_GPU),
+        Patch("spec.resources.requests", DROP, NO_ROOM),
+        Patch("spec.resources.limits", DROP, NO_ROOM),
+    ]
+
+
+def few_steps() -> list[Patch]:
+    """maxSteps instead of epochs (the API takes one of the two)."""
+    return [
+        Patch("spec.training.epochs", DROP, SHORT),
+        Patch("spec.training.maxSteps", STEPS, SHORT),
+    ]
+
+
+def s3_here(*stores: str) -> list[Patch]:
+    """The S3 server here for these stores (a MinIO user sets the same field)."""
+    return [
+        Patch(f"spec.{s}.endpoint", "{s3}", "MinIO on the test node's address instead of AWS S3")
+        for s in stores
+    ]
+
+
+def hub_here(*stores: str) -> list[Patch]:
+    """The local Hub for these hf:// stores, the way docs/concepts.md says to reach a private
+    hub or a mirror."""
+    return [
+        Patch(
+            f"spec.{s}.endpoint",
+            "{hub}",
+            "tests/fixtures/hub.py on the node's address, not huggingface.co",
+        )
+        for s in stores
+    ]
+
+
+def short_sequences(length: int = SEQ) -> list[Patch]:
+    """Sequences the tiny data fills: its records are ~25 tokens."""
+    return [
+        Patch(
+            "spec.dataset.maxSeqLength",
+            length,
+            "the tiny data's records are ~25 tokens; packed to the example's length there would "
+            "be fewer sequences than one micro-batch",
+        )
+    ]
+
+
+# examples/<name>.yaml -> the patches its e2e run applies (quickstart is a local example:
+# tests/e2e/test_quickstart.py runs it unchanged with `kubetune run`).
+SUBSTITUTIONS: dict[str, list[Patch]] = {
+    "lora-2x8-s3": [
+        *s3_here("model", "dataset", "checkpoint"),
+        *on_cpu(),
+        *few_steps(),
+        *short_sequences(),
+    ],
+    "full-zero3-offload": [
+        *hub_here("model"),
+        *s3_here("dataset", "checkpoint"),
+        *on_cpu(),
+        Patch(
+            "spec.deepspeed.offload.optimizer",
+            "none",
+            "the CPU trainer image has no compiled DeepSpeed CPU Adam (the release image has; "
+            "trainer/Dockerfile); ZeRO-3 parameter offload to CPU stays",
+        ),
+        Patch("spec.training.maxSteps", STEPS, SHORT),
+        Patch(
+            "spec.training.globalBatchSize",
+            4,
+            "64 sequences a step is 32 accumulation steps on one CPU process",
+        ),
+        *short_sequences(),
+    ],
+    "pvc-model-cache": [
+        *on_cpu(),
+        *few_steps(),
+        *short_sequences(),
+    ],
+    "qlora-single-gpu": [
+        *hub_here("model", "dataset"),
+        Patch("spec.method.type", "lora", "4-bit QLoRA needs CUDA (tests/gpu runs qlora)"),
+        *on_cpu(),
+        *few_steps(),
+        *short_sequences(),
+    ],
+}
+
+# Run by tests/e2e/test_quickstart.py with `kubetune run`, unchanged.
+LOCAL_EXAMPLES = ("quickstart",)
+# Sweeps and schedules: validated and dry-run applied (tests/unit/examples,
+# tests/k8s/chart/test_examples_dry_run.py); tests/e2e/test_lifecycle.py runs a sweep and a
+# schedule of its own on the quickstart task, not these files.
+LIFECYCLE_EXAMPLES = ("sweep-lr-rank", "schedule-new-data")
+# Jobs that wait for Kueue's admission or a gang scheduler's binding: validated and dry-run
+# applied; tests/k8s/queueing runs jobs made the same way against the real Kueue manager and
+# scheduler-plugins scheduler (on kwok GPU nodes), and the Kueue preemption scenario of
+# tests/e2e/test_scenarios.py runs one on the real node.
+QUEUEING_EXAMPLES = ("kueue-queued", "gang-coscheduling")
+
+
+def documents(example: str) -> list[dict[str, Any]]:
+    """Every YAML document of examples/<example>.yaml."""
+    return [d for d in yaml.safe_load_all((EXAMPLES / f"{example}.yaml").read_text()) if d]
+
+
+def _fill(value: Any, here: dict[str, str]) -> Any:
+    """Run-time values ({s3}, {hub}) put into a patch value."""
+    if isinstance(value, str):
+        return value.format(**here)
+    if isinstance(value, dict):
+        return {k: _fill(v, here) for k, v in value.items()}
+    return value
+
+
+def apply_patch(doc: dict[str, Any], patch: Patch, here: dict[str, str]) -> None:
+    """Set, append to or remove the field `patch.path` of doc."""
+    *parents, leaf = patch.path.split(".")
+    node = doc
+    for key in parents:
+        node = node.setdefault(key, {})
+    if leaf.endswith("[+]"):
+        node.setdefault(leaf[:-3], []).append(_fill(patch.value, here))
+    elif patch.value is DROP:
+        node.pop(leaf, None)
+    else:
+        node[leaf] = _fill(patch.value, here)
+
+
+def patched(example: str, here: dict[str, str]) -> list[dict[str, Any]]:
+    """The example's documents with its FineTuneJob patched as SUBSTITUTIONS says."""
+    docs = copy.deepcopy(documents(example))
+    for doc in docs:
+        if doc.get("kind") == "FineTuneJob":
+            for patch in SUBSTITUTIONS[example]:
+                apply_patch(doc, patch, here)
+    return docs
+
+
+def substituted_fields(example: str) -> str:
+    """The patched fields, short, for the results table."""
+    seen: list[str] = []
+    for patch in SUBSTITUTIONS[example]:
+        field = patch.path.removeprefix("spec.").removesuffix("[+]")
+        if patch.path.endswith("[+]"):
+            field += f" += {patch.value['name']}"
+        elif patch.value is DROP:
+            field = f"-{field}"
+        elif not str(patch.value).startswith("{"):
+            field += f"={patch.value}"
+        if field not in seen:
+            seen.append(field)
+    return ", ".join(seen)
