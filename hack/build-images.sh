@@ -144,8 +144,10 @@ for name in operator trainer; do
       flock "$LAYOUT.lock" bash -c '
         buildah push --quiet --disable-compression "$1" "oci:$2:$1" >/dev/null &&
         "$3" hack/oci-layout.py prune "$2" "$1" 3' _ "$ref" "$LAYOUT" "$PY"
-      # The layout is the cache; drop the tag (buildah keeps its layers for the next build).
-      buildah rmi "$ref" >/dev/null 2>&1 || true
+      # The tagged image is the layer cache of the next build: `buildah rmi` of an image also
+      # removes its untagged parents, the cached steps. Older test tags go (their own layers).
+      buildah images --format '{{.Name}}:{{.Tag}}' --filter "reference=localhost/kubetune/$name" |
+        grep -v -x -F "$ref" | grep ':test-' | xargs -r buildah rmi >/dev/null 2>&1 || true
     fi
     echo "$name $ref $LAYOUT"
   fi

@@ -22,4 +22,6 @@ fi
 if ! "$PY" -c "import kubetune_operator, sys; sys.exit(0 if kubetune_operator.__file__.startswith('$ROOT/') else 1)" 2>/dev/null; then
   "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT"
 fi
+# The MLflow tracking server the tests start runs from an environment of its own (cached).
+bash "$ROOT/hack/setup-mlflow-server.sh" >/dev/null
 echo "$VENV"

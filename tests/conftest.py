@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.controlplane",
     "tests.fixtures.s3",
     "tests.fixtures.kueue",
+    "tests.fixtures.mlflow",
 ]
 
 MARKERS = ("unit", "k8s", "e2e", "gpu", "slow")

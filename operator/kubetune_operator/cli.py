@@ -1,4 +1,4 @@
-"""`kubetune` command line: crd | validate | render | run."""
+"""`kubetune` command line: crd | validate | render | run | export."""
 
 from __future__ import annotations
 
@@ -187,6 +187,37 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run_manifest(args.manifest, workdir=args.workdir, quiet=args.quiet)
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """A committed checkpoint as the Hugging Face output its job writes at the end, on CPU."""
+    import importlib.util
+    import tempfile
+
+    if importlib.util.find_spec("torch") is None:
+        print("error: kubetune export needs the trainer extra: pip install 'kubetune[trainer]'",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    from kubetune_trainer.checkpoint.seal import for_reading
+    from kubetune_trainer.checkpoint_export import export_checkpoint
+    from kubetune_trainer.config import StorageConfig
+    from kubetune_trainer.errors import BadInputError
+
+    out = args.out if "://" in args.out else f"file://{Path(args.out).resolve()}"
+    storage = StorageConfig(endpoint=args.endpoint, region=args.region)
+    with tempfile.TemporaryDirectory(prefix="kubetune-export-") as work:
+        try:
+            seal = for_reading(args.key_file)
+            card = export_checkpoint(
+                args.checkpoint, out, Path(work), seal, args.format, storage, storage
+            )
+        except (BadInputError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+    e = card["export"]
+    print(f"{args.checkpoint}: step {e['step']} of job {card['job']['name']} "
+          f"({card['output']['format']}) written to {out}")  # fmt: skip
+    return 0
+
+
 VALIDATE_HELP = """\
 Check every FineTuneJob, FineTuneSweep and FineTuneSchedule document of a manifest file offline
 (a sweep's every trial job, a schedule's first run job), with the same rules the apiserver
@@ -278,6 +309,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workdir", help="where logs, config and plots go (default runs/<job>)")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
     run.set_defaults(func=cmd_run)
+    ex = sub.add_parser(
+        "export",
+        help="turn a committed checkpoint into the job's Hugging Face output (CPU, no gang)",
+        description="Write the model of a committed checkpoint (a URI from "
+        "status.checkpoints.committed) the way its job writes its final model: merged weights "
+        "and/or the LoRA adapter as safetensors, tokenizer, run card and model card. Runs on "
+        "CPU; S3 keys come from the usual AWS variables. Only a checkpoint whose manifest is "
+        "signed with the namespace's checkpoint key is read (DeepSpeed's files are pickles).",
+        epilog="example: kubetune export s3://ckpts/my-job/step-00000400 ./my-job-step400",
+    )
+    ex.add_argument("checkpoint", help="checkpoint URI, <checkpoint.uri>/step-NNNNNNNN")
+    ex.add_argument("out", help="output folder or URI (file://, s3://)")
+    ex.add_argument("--format", choices=["merged", "adapter", "both"],
+                    help="default: the job's spec.output.format")  # fmt: skip
+    ex.add_argument("--endpoint", help="S3 endpoint URL of the checkpoint and output stores")
+    ex.add_argument("--region", help="S3 region")
+    ex.add_argument(
+        "--key-file",
+        help="file holding the namespace's checkpoint key (default: $KUBETUNE_CHECKPOINT_KEY, "
+        "else the key of `kubetune run`)",
+    )
+    ex.set_defaults(func=cmd_export)
     return parser
 
 

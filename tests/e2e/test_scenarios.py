@@ -160,6 +160,18 @@ def test_happy_path(world: World) -> None:
     } <= set(model_keys), model_keys
     card = world.run_card(bucket)
     assert card["training"]["steps"] == 30 and card["distributed"]["world_size"] == 2
+    # results: the checkpoints with their losses, trained tokens, what was exported, events
+    listed = st["checkpoints"]["committed"]
+    assert [c["step"] for c in listed] == [30, 20, 10] and listed[0]["uri"] == latest["uri"]
+    assert all(c["trainLoss"] > 0 for c in listed) and "evalLoss" in listed[0], listed
+    assert st["trainedTokens"] == 30 * 8 * 64 and st["output"]["step"] == 30, st
+    assert st["export"]["time"], st  # when the trainer finished the export
+    events = client.CoreV1Api(world.api).list_namespaced_event(
+        world.namespace, field_selector=f"involvedObject.name={name}"
+    )
+    posted = {e.reason for e in events.items if e.source.component == "kubetune-trainer"}
+    assert {"ModelDownloadStarted", "ModelDownloaded", "CheckpointCommitted", "Evaluated",
+            "ExportFinished"} <= posted, posted  # fmt: skip
     world.record(
         "1 happy path",
         "passed",

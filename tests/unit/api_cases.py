@@ -411,6 +411,45 @@ INVALID_CASES: list[InvalidCase] = [
     case("gang-timeout-for-volcano", "spec.resources.gang.scheduleTimeoutSeconds",
          _set("spec.resources.gang", {"scheduler": "volcano", "scheduleTimeoutSeconds": 60})),
     case("queue-without-name", "spec.queue.name", _set("spec.queue", {"name": ""})),
+    # results: best-model export, registries, tracking
+    case(
+        "select-best-without-eval-every-steps",
+        "spec.training.evalEverySteps",
+        _set("spec.dataset.validationSplit", 0.1),
+        _set("spec.checkpoint", {"uri": "s3://ckpt/p"}),
+        _set("spec.output.select", "best"),
+    ),
+    case(
+        "select-best-without-validation",
+        "spec.dataset.validationSplit",
+        _set("spec.training.evalEverySteps", 10),
+        _set("spec.checkpoint", {"uri": "s3://ckpt/p"}),
+        _set("spec.output.select", "best"),
+    ),
+    case(
+        "select-best-without-checkpoint",
+        "spec.output.select best needs spec.checkpoint",
+        _set("spec.training.evalEverySteps", 10),
+        _set("spec.dataset.validationSplit", 0.1),
+        _set("spec.output.select", "best"),
+    ),
+    case("select-unknown", "spec.output.select", _set("spec.output.select", "first")),
+    case(
+        "register-without-mlflow",
+        "spec.tracking.mlflow",
+        _set("spec.output.register", {"name": "my-model"}),
+    ),
+    case("push-repo-without-org", "spec.output.push.repo", _set("spec.output.push", {"repo": "x"})),
+    case(
+        "mlflow-uri-not-http",
+        "spec.tracking.mlflow.trackingUri",
+        _set("spec.tracking.mlflow", {"trackingUri": "databricks"}),
+    ),
+    case(
+        "tensorboard-without-checkpoint",
+        "spec.tracking.tensorboard",
+        _set("spec.tracking.tensorboard", True),
+    ),
 ]  # fmt: skip
 
 
@@ -443,6 +482,7 @@ IMMUTABLE_EDITS: list[tuple[str, str, Any]] = [
     ("spec.runPolicy.backoffLimit", "spec.runPolicy", 9),
     ("spec.checkpoint", "spec.checkpoint", {"uri": "s3://ckpt/p"}),
     ("spec.training.performance.ligerKernels", "spec.training", "off"),
+    ("spec.tracking.mlflow", "spec.tracking", {"trackingUri": "http://mlflow:5000"}),
 ]
 
 # Spelled the way people write hyper-parameters; kubectl reads 2e-4 as a number, so must we.

@@ -193,12 +193,64 @@ class CheckpointConfig(_Config):
     )
 
 
+class RegisterConfig(_Config):
+    """A model registry the exported model is registered in (a new version per job)."""
+
+    name: str = Field(description="Registered model name in tracking.mlflow's registry.")
+
+
+class PushConfig(_Config):
+    """A Hugging Face Hub repository the exported model is pushed to."""
+
+    repo: str = Field(description="Repository id, org/name.")
+    endpoint: str | None = Field(None, description="Hub URL; None: the public Hugging Face Hub.")
+    private: bool = Field(True, description="Create the repository private if it does not exist.")
+    revision: str = Field("main", description="Branch to commit to.")
+
+
 class OutputConfig(_Config):
     """The final model."""
 
     uri: str = Field(description="Output URI (s3:// or file://).")
     format: Literal["merged", "adapter", "both"] = Field("merged", description="What to export.")
     storage: StorageConfig = Field(default_factory=StorageConfig, description="Store connection.")
+    select: Literal["last", "best"] = Field(
+        "last",
+        description="last: the final weights; best: the committed checkpoint with the lowest "
+        "eval loss (select best saves one at every evaluation that improves on it).",
+    )
+    registry: RegisterConfig | None = Field(None, description="MLflow model registry entry.")
+    push: PushConfig | None = Field(None, description="Hugging Face Hub repository.")
+
+
+class MlflowConfig(_Config):
+    """An MLflow tracking server: one run per job, continued by every attempt."""
+
+    tracking_uri: str = Field(description="Tracking server URI (http:// or https://).")
+    experiment: str = Field(description="Experiment name (created if missing).")
+    run_name: str = Field(description="Run name shown in the UI.")
+
+
+class WandbConfig(_Config):
+    """Weights & Biases, through its own client (wandb must be installed in the image)."""
+
+    project: str = Field(description="W&B project.")
+    entity: str | None = Field(None, description="W&B entity (user or team).")
+    run_name: str = Field(description="Run name.")
+    base_url: str | None = Field(None, description="Self-hosted W&B server URL.")
+
+
+class TrackingConfig(_Config):
+    """Where rank 0 logs params, per-step metrics and artifacts."""
+
+    mlflow: MlflowConfig | None = Field(None, description="MLflow tracking server.")
+    tensorboard_uri: str | None = Field(
+        None, description="Folder for TensorBoard event files (beside the checkpoints)."
+    )
+    tensorboard_storage: StorageConfig = Field(
+        default_factory=StorageConfig, description="Store connection of tensorboard_uri."
+    )
+    wandb: WandbConfig | None = Field(None, description="Weights & Biases.")
 
 
 class BenchmarkConfig(_Config):
@@ -251,6 +303,9 @@ class TrainerConfig(_Config):
     output: OutputConfig | None = Field(None, description="Final model; None skips the export.")
     reporting: ReportingConfig = Field(
         default_factory=ReportingConfig, description="Progress/metrics."
+    )
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig, description="Experiment tracking."
     )
     benchmark: BenchmarkConfig | None = Field(
         None, description="Benchmark scored before and after training (data's store)."

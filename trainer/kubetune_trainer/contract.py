@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-# -- the FineTuneJob API the trainer patches (status.progress, status.checkpoints) -----------------
+# -- the FineTuneJob API the trainer patches (status.progress, .checkpoints, .trainedTokens, .export)
 GROUP = "kubetune.dev"
 VERSION = "v1alpha1"
 PLURAL = "finetunejobs"
@@ -52,6 +52,9 @@ MASTER_PORT = 29500
 """Rendezvous port of worker 0 (torchrun's MASTER_PORT)."""
 TRAINER_METRICS_PORT = 9400
 """Prometheus port of local rank 0 in a worker; rank r serves on this + r."""
+MAX_LISTED_CHECKPOINTS = 20
+"""Committed checkpoints status.checkpoints.committed lists at most (newest first, the best kept):
+the trainer trims its report to it, the status schema bounds the list by it."""
 
 # -- what the trainer reports in the job's status ---------------------------------------------------
 MAX_REPORTED_EVALS = 100
@@ -68,6 +71,18 @@ S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOK
 S3_REQUIRED_KEYS = S3_SECRET_KEYS[:2]
 HUB_TOKEN_KEY = "HF_TOKEN"
 """The key of a hub-token secret (an hf:// source's credentialsSecret), and the worker's variable."""
+HUB_PUSH_TOKEN_ENV = "KUBETUNE_HF_PUSH_TOKEN"
+"""The worker's variable for output.push's token (HF_TOKEN of its credentialsSecret): apart from
+HF_TOKEN, which a read-only token of the hf:// model or data may hold."""
+MLFLOW_SECRET_KEYS = (
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+)
+"""Keys a tracking.mlflow credentialsSecret may hold (a bearer token, or basic auth); each becomes
+the worker variable of the same name, which the MLflow client reads."""
+WANDB_SECRET_KEY = "WANDB_API_KEY"
+"""The key of a tracking.wandb credentialsSecret, and the worker's variable."""
 
 
 def s3_credential_env(store: StoreName) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """The training loop: step, report, evaluate, checkpoint, stop (early, on SIGTERM, or at the end).
 
-Each evaluation that improves on the best keeps its weights (t.keep_best): with early stopping
-those, not the last, are exported.
+Each evaluation that improves on the best keeps its weights (t.keep_best: with early stopping)
+or checkpoints them (t.best_due: with output.select best): those, not the last, are exported.
 """
 
 from __future__ import annotations
@@ -77,6 +77,10 @@ class Trainable(Protocol):
         """Keep the weights of a new best evaluation."""
         ...
 
+    def best_due(self, s: LoopState) -> bool:
+        """Whether the evaluation just made at s.step is a new best that is to be saved."""
+        ...
+
     def save(self, s: LoopState, wait: bool = False) -> None:
         """A checkpoint of the state after s.step."""
         ...
@@ -111,7 +115,7 @@ def run(t: Trainable, s: LoopState) -> LoopState:
             return s
         if s.stopped_early:
             break
-        if save_due:
+        if t.best_due(s) or save_due:
             t.save(s)
         s.step_ends.append(time.perf_counter())
     if not s.evals or s.evals[-1][0] != s.step:

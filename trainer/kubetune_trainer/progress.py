@@ -29,9 +29,11 @@ class Progress:
     attempt: int = 1
     event: str = "step"
     checkpoint: dict[str, Any] | None = None
+    trained_tokens: int | None = None  # all ranks, all attempts
+    export: dict[str, Any] | None = None  # status.export, once the export finished
     eval_step: int | None = None  # the step eval_loss was measured at (0: before training)
     stopped_early: bool = False  # early stopping ended training before total_steps
-    best_step: int | None = None  # the best evaluation's step (with early stopping)
+    best_step: int | None = None  # the best evaluation's step (early stopping, select: best)
     exported_step: int | None = None  # whose weights the export holds (final report)
     preference: dict[str, Any] | None = None  # objective dpo: reference, rewards, accuracy
     evals: list[tuple[int, float]] | None = None  # every evaluation so far: (step, eval loss)
@@ -97,9 +99,10 @@ def preference_status(values: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 def status_patch(p: Progress, start_step: int = 0) -> dict[str, Any]:
-    """The status merge patch rank 0 sends: progress (with the evaluations so far), the newest
-    committed checkpoint and how many committed checkpoints the store keeps, and at the end the
-    benchmark scores and the data files trained on.
+    """The status merge patch rank 0 sends: progress (with the evaluations so far), trained
+    tokens, the newest committed checkpoint, how many committed checkpoints the store keeps and
+    their list, and at the end what was exported, the benchmark scores and the data files
+    trained on.
 
     The trainer writes status.checkpoints itself because only it knows when a checkpoint is
     committed and what pruning left; the operator would need the store's credentials to find
@@ -119,9 +122,14 @@ def status_patch(p: Progress, start_step: int = 0) -> dict[str, Any]:
             k: p.checkpoint[k] for k in ("uri", "step", "time") if p.checkpoint.get(k) is not None
         }
         checkpoints: dict[str, Any] = {"latest": latest}
-        if p.checkpoint.get("count") is not None:
-            checkpoints["count"] = p.checkpoint["count"]
+        for key in ("count", "committed"):
+            if p.checkpoint.get(key) is not None:
+                checkpoints[key] = p.checkpoint[key]
         status["checkpoints"] = checkpoints
+    if p.trained_tokens is not None:
+        status["trainedTokens"] = p.trained_tokens
+    if p.export is not None:
+        status["export"] = p.export
     return {"status": status}
 
 
@@ -156,6 +164,10 @@ class FileSink:
             line["evalStep"] = p.eval_step
         if p.checkpoint:
             line["checkpoint"] = p.checkpoint
+        if p.trained_tokens is not None:
+            line["trainedTokens"] = p.trained_tokens
+        if p.export is not None:
+            line["export"] = p.export
         if p.benchmark is not None:
             line["benchmark"] = p.benchmark
         with self.path.open("a") as f:

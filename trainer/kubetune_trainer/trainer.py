@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -13,16 +14,17 @@ from typing import Any
 from . import adapter as adapter_mod
 from . import benchmark as benchmark_mod
 from . import best as best_mod
+from . import checkpoint_export, gpu_oom, loop, tracking
 from . import data as data_mod
 from . import dpo as dpo_mod
 from . import engine as engine_mod
 from . import export as export_mod
-from . import gpu_oom, loop
 from . import model as model_mod
 from . import perf as perf_mod
 from .build import build_engine
+from .checkpoint.listing import best_evaluated
 from .checkpoint.manager import CheckpointManager, Restored
-from .checkpoint.manifest import reads_every_shard
+from .checkpoint.manifest import reads_every_shard, tag_for
 from .checkpoint.schedule import SaveSchedule
 from .checkpoint.seal import Seal
 from .checkpoint.seal import from_env as seal_from_env
@@ -30,9 +32,11 @@ from .config import TrainerConfig
 from .dist import DistEnv
 from .flops import flops_per_token
 from .metrics import Metrics, memory_bytes, metrics_port, mfu, peak_flops
+from .model_card import write_model_card
 from .preference import check_objective
 from .progress import ConsoleSink, FileSink, KubernetesSink, Progress, Sink
 from .redact import redact, redacted_spec
+from .storage import join
 
 log = logging.getLogger("kubetune_trainer")
 
@@ -115,12 +119,17 @@ class Trainer:
     """The weights of the best evaluation so far (kept with early stopping, to be exported)."""
     export_step: int | None
     """The step whose weights the export holds, once the final report chose it."""
+    export_from: str
+    """Where the exported weights are: engine (the last, or the best kept ones) or checkpoint
+    (the committed checkpoint of the best evaluation, with output.select best)."""
     start_step: int
     start_tokens: int
     # objective
     dpo: dpo_mod.Dpo | None
     """Preference tuning (objective dpo): its loss, reference and metrics; None for sft."""
     # reporting
+    results: tracking.Results
+    """Rank 0's trackers (MLflow, TensorBoard, W&B), events and registries."""
     metrics: Metrics
     sink: Sink | None
 
@@ -130,6 +139,7 @@ class Trainer:
         self.restored = None
         self.export_step = None
         self.dpo = None
+        self.export_from = "engine"
         self.benchmark_result = None
         self._zero3_hook: Any = None  # HfDeepSpeedConfig, referenced while ZeRO-3 loads
 
@@ -139,6 +149,11 @@ class Trainer:
         import torch
 
         torch.manual_seed(self.cfg.training.seed)
+        self.results = tracking.Results.open(
+            self.cfg,
+            self.env.is_main,
+            Path(self.cfg.checkpoint.local_dir) / job_key(self.cfg) / "tracking",
+        )
         self.load_inputs()
         self.build()
         state = self.resume()
@@ -166,7 +181,8 @@ class Trainer:
             cfg.training.precision, cuda, cuda and torch.cuda.is_bf16_supported()
         )
         self.read_as = model_mod.load_dtype(cfg.model.dtype, self.precision)
-        self.source = model_mod.fetch_source(cfg.model, self.cache())
+        with self.results.model_download(cfg.model.source):
+            self.source = model_mod.fetch_source(cfg.model, self.cache())
         self.location, self.model_commit = self.source.location, self.source.commit
         if self.source.adapter and cfg.method.type in ("lora", "qlora"):
             adapter_mod.check_shape(Path(self.source.adapter), cfg.spec)
@@ -245,6 +261,10 @@ class Trainer:
             job_key(cfg),
             checkpoint_seal(cfg),
             every_shard,
+            self.exports_best,
+        )
+        self.ckpt.lineage = checkpoint_export.lineage(
+            cfg, self.precision, self.model_commit, self.source.base, bool(self.source.adapter)
         )
         state = loop.LoopState()
         self.restored = (
@@ -270,7 +290,12 @@ class Trainer:
             state.evals = [(int(step), float(loss)) for step, loss in cs.get("evals") or []]
             state.benchmark_before = cs.get("benchmark_before")
         self.start_step, self.start_tokens = state.step, state.tokens
-        self.schedule = SaveSchedule(cfg.checkpoint, self.total_steps, keeps_clock=env.is_main)
+        self.schedule = SaveSchedule(
+            cfg.checkpoint,
+            self.total_steps,
+            keeps_clock=env.is_main,
+            saves_best=self.selects_best and self.ckpt.enabled,
+        )
         return state
 
     def preference_objective(self) -> dpo_mod.Dpo | None:
@@ -292,10 +317,33 @@ class Trainer:
         return dpo
 
     def start_reporting(self) -> None:
-        """Prometheus metrics on every rank; progress sinks on rank 0."""
+        """Prometheus metrics on every rank; progress sinks and trackers on rank 0."""
         self.metrics = Metrics(self.cfg.job.name, self.env.rank)
         self.metrics.serve(metrics_port(self.cfg.reporting.metrics_port, self.env.local_rank))
         self.sink = self.make_sink()
+        self.results.start(redact(self.cfg.model_dump(mode="json")), self.start_step)
+
+    @property
+    def selects_best(self) -> bool:
+        """Whether the job exports its best checkpoint (output.select: best) rather than the last
+        weights."""
+        return self.cfg.output is not None and self.cfg.output.select == "best"
+
+    @property
+    def exports_best(self) -> bool:
+        """Whether the best evaluation's weights are exported: output.select best, or early
+        stopping (by then the last `patience` evaluations were worse)."""
+        return self.selects_best or bool(self.cfg.training.early_stopping_patience)
+
+    def best_due(self, s: loop.LoopState) -> bool:
+        """Whether to checkpoint now because this step's evaluation became the best (the
+        schedule decides; the eval loss is the same on every rank, so every rank agrees)."""
+        evaluated = s.evals[-1][0] if s.evals else None
+        return self.schedule.best_due(s.step, s.best_step, evaluated)
+
+    def trained_tokens(self, s: loop.LoopState) -> int:
+        """Training tokens over all ranks (every rank's micro-batches have the same shape)."""
+        return s.tokens * self.env.world_size
 
     def trainable_params(self) -> int:
         """Elements that train (whole tensors, also when ZeRO-3 partitions them)."""
@@ -456,19 +504,44 @@ class Trainer:
         self.best.save(self.engine.module, step)
 
     def choose_export_step(self, s: loop.LoopState) -> int:
-        """The step whose weights the export holds: with early stopping the best evaluation's,
-        if every rank still has them (a restart in a fresh pod loses them), else the last."""
-        if not self.cfg.training.early_stopping_patience or s.best_step in (None, s.step):
+        """The step whose weights the export holds, the same on every rank (a collective).
+
+        The last, unless early stopping or output.select: best asks for the best evaluation's.
+        Those come from the copy early stopping keeps where every rank still has it (a restart
+        in a fresh pod loses it), else from the committed checkpoint with the lowest eval loss
+        (select: best saves one at each new best, and pruning spares it), else the last weights
+        are exported and the log says why.
+        """
+        if not self.exports_best or s.best_step in (None, s.step):
             return s.step
-        if self.all_true(not self.best.enabled or self.best.step() == s.best_step):
+        early = bool(self.cfg.training.early_stopping_patience)
+        if early and self.all_true(not self.best.enabled or self.best.step() == s.best_step):
             return int(s.best_step or 0)
-        log.warning(
-            "the weights of the best evaluation (step %s) were lost in a restart: exporting "
-            "the last ones (step %d)",
-            s.best_step,
-            s.step,
-        )
+        self.ckpt.wait()  # a checkpoint of a new best may still be on its way
+        mine = best_evaluated(self.listed(), (s.step, self.eval_at(s, s.step)))
+        step = int(self.all_sum([float(mine if self.env.is_main else 0)])[0])
+        if step != s.step:
+            self.export_from = "checkpoint"
+            return step
+        if early:
+            log.warning(
+                "the weights of the best evaluation (step %s) were lost in a restart and no "
+                "checkpoint holds them: exporting the last ones (step %d)",
+                s.best_step,
+                s.step,
+            )
         return s.step
+
+    def listed(self) -> list[dict[str, Any]]:
+        """The committed checkpoints rank 0 last listed (status.checkpoints.committed)."""
+        return list((self.ckpt.last_committed or {}).get("committed") or [])
+
+    def eval_at(self, s: loop.LoopState, step: int) -> float | None:
+        """The eval loss measured at a step, in this attempt or in a listed checkpoint."""
+        here = dict(s.evals).get(step)
+        if here is not None:
+            return here
+        return next((c.get("evalLoss") for c in self.listed() if c["step"] == step), None)
 
     def report(
         self, s: loop.LoopState, tokens: int, force: bool = False, final: bool = False
@@ -499,8 +572,20 @@ class Trainer:
         if self.dpo is not None:
             m.preference("train", self.dpo.train_summary)
             m.preference("eval", self.dpo.eval_summary)
+        metrics = tracking.step_metrics(
+            s.losses[-1] if s.losses else None,
+            lr,
+            tps,
+            self.trained_tokens(s),
+            s.step * self.accumulation / self.micro_per_epoch,
+            float(gn) if gn is not None else None,
+        )
+        # trackers first: once progress shows a checkpoint, what it covers is tracked too
+        committed = self.ckpt.last_committed  # one snapshot: the upload thread may move it on
+        self.results.on_step(step, metrics, s.evals, committed)
         if self.sink and (force or step % self.cfg.training.log_every_steps == 0):
-            self.sink.report(self.progress(s, tps, "end" if final else "step"), force=force)
+            p = self.progress(s, tps, "end" if final else "step")
+            self.sink.report(dataclasses.replace(p, checkpoint=committed), force=force)
 
     def tokens_per_second(self, s: loop.LoopState) -> float:
         """Training tokens per second over all ranks during this attempt."""
@@ -529,9 +614,10 @@ class Trainer:
             event=event,
             checkpoint=self.ckpt.last_committed,
             stopped_early=s.stopped_early,
-            best_step=s.best_step if self.cfg.training.early_stopping_patience else None,
+            best_step=s.best_step if self.exports_best else None,
             exported_step=self.export_step,
             preference=self.dpo.progress() if self.dpo else None,
+            trained_tokens=self.trained_tokens(s),
             evals=list(s.evals),
             benchmark=self.benchmark_result,
             data_sources=[
@@ -543,16 +629,24 @@ class Trainer:
 
     def save(self, s: loop.LoopState, wait: bool = False) -> None:
         """Checkpoint now (local save blocks; upload/commit continue in the background)."""
+        metrics = {
+            "train_loss": s.losses[-1] if s.losses else None,
+            "eval_loss": dict(s.evals).get(s.step),
+            "trained_tokens": self.trained_tokens(s),
+        }
         self.ckpt.save(
             self.engine,
             s.step,
             s.client_state(),
             self.exclude_frozen,
-            self.dpo.attachments() if self.dpo else None,
+            metrics,
+            attachments=self.dpo.attachments() if self.dpo else None,
         )
         self.schedule.saved()
+        self.write_probe(s.step)
         if wait or s.preempted:
             self.ckpt.wait()
+            self.results.committed(self.ckpt.last_committed)  # the loop may not report again
             if self.sink:
                 self.sink.report(self.progress(s, 0.0, event="checkpoint"), force=True)
 
@@ -563,7 +657,8 @@ class Trainer:
         if self.ckpt.enabled and not s.preempted and self.schedule.final_due(s.step, resumed_step):
             self.save(s, wait=True)
         self.ckpt.wait()
-        if self.export_step not in (None, s.step) and self.best.enabled:
+        kept = self.export_from == "engine" and self.export_step not in (None, s.step)
+        if kept and self.best.enabled:
             self.best.restore(self.engine.module)  # checkpoints keep the last, export the best
         if self.benchmark is not None:
             self.benchmark_result = {
@@ -576,29 +671,40 @@ class Trainer:
         self.write_probe()
         if self.cfg.output is not None:
             self.export(s)
+        else:
+            self.results.finished_without_export()
 
-    def write_probe(self) -> None:
-        """Engine logits for a fixed input, to KUBETUNE_EXPORT_PROBE (for export verification)."""
+    def write_probe(self, step: int | None = None) -> None:
+        """Engine logits for a fixed input, to KUBETUNE_EXPORT_PROBE (for export verification);
+        with a step (at each checkpoint), beside it as <name>-step-NNNNNNNN.safetensors."""
         import torch
 
         path = os.environ.get("KUBETUNE_EXPORT_PROBE")
         if not path:
             return
+        if step is not None:
+            p = Path(path)
+            path = str(p.with_name(f"{p.stem}-{tag_for(step)}{p.suffix}"))
         seq = (self.data.validation or self.data.train)[0].ids[:32]
         ids = torch.tensor([seq], device=self.engine.device)
         self.engine.eval()
         with torch.no_grad():
             logits = self.engine(input_ids=ids).logits.float().cpu()
+        self.engine.train()
         if self.env.is_main:
             from safetensors.torch import save_file
 
             save_file({"input_ids": ids.cpu(), "logits": logits}, path)
 
     def export(self, s: loop.LoopState) -> None:
-        """The model in HF layout plus the run card, to the output URI."""
+        """The model in HF layout plus the run card and model card, to the output URI; then
+        the registries. The weights are the engine's (the last, or the best kept ones put back)
+        or, when choose_export_step says so, the best committed checkpoint's."""
         out = self.cfg.output
         assert out is not None
-        sd = export_mod.full_state_dict(self.engine)
+        step = s.step if self.export_step is None else self.export_step
+        from_engine = self.export_from == "engine"
+        sd = export_mod.full_state_dict(self.engine) if from_engine else None
         shares = {
             "params": self.gather(self.local_params),
             "rss": self.gather(memory_bytes()),
@@ -606,22 +712,44 @@ class Trainer:
         }
         if not self.env.is_main:
             return
-        assert sd is not None
         staging = export_mod.fresh_dir(
             Path(self.cfg.checkpoint.local_dir) / job_key(self.cfg) / "export"
         )
+        if from_engine:
+            assert sd is not None
+            module = self.engine.module
+        else:
+            module = self.checkpoint_module(step)
+            sd = module.state_dict()
         written = export_mod.save_model(
-            self.engine.module,
-            sd,
-            out.format,
-            staging,
-            self.tokenizer,
-            self.location,
-            self.hub,
+            module, sd, out.format, staging, self.tokenizer, self.location, self.hub,
             self.source.base,
-        )
-        export_mod.write_run_card(staging, self.run_card(s, written, shares))
+        )  # fmt: skip
+        card = self.run_card(s, written, shares)
+        card["export"] = {"select": out.select, "from": self.export_from, "step": step,
+                          "eval_loss": self.eval_at(s, step)}  # fmt: skip
+        export_mod.write_run_card(staging, card)
+        write_model_card(staging, card)
         export_mod.upload_dir(staging, out.uri, out)
+        status = self.results.exported(staging, card, step)
+        if self.sink:  # the final state again, now with the registries' results
+            p = self.progress(s, self.tokens_per_second(s), event="end")
+            self.sink.report(dataclasses.replace(p, export=status), force=True)
+
+    def checkpoint_module(self, step: int) -> Any:
+        """Rank 0: the model with the weights of the committed checkpoint at `step`, rebuilt on
+        CPU (what `kubetune export` does)."""
+        assert self.cfg.checkpoint.uri
+        uri = join(self.cfg.checkpoint.uri, tag_for(step))
+        work = export_mod.fresh_dir(
+            Path(self.cfg.checkpoint.local_dir) / job_key(self.cfg) / "best"
+        )
+        c = checkpoint_export.fetch(uri, self.cfg.checkpoint.storage, work, self.ckpt.seal)
+        weights = checkpoint_export.checkpoint_weights(work, c.tag, self.cfg.deepspeed.zero_stage)
+        log.info("exporting checkpoint %s (lowest eval loss)", uri)
+        return checkpoint_export.rebuild(
+            self.cfg, self.location, self.precision, weights, self.source.adapter
+        )
 
     def adapter_card(self) -> dict[str, str] | None:
         """What became of an adapter source: continued (lora, qlora) or merged (full, partial)."""
@@ -681,6 +809,7 @@ class Trainer:
                 "losses": s.losses,
                 "evals": s.evals,
                 "tokens": s.tokens,
+                "trained_tokens": self.trained_tokens(s),
                 "train_seconds": s.train_seconds,
                 "seconds_per_step": s.train_seconds / max(1, len(s.losses)),
                 "median_loop_seconds_per_step": median_step(s.step_ends),

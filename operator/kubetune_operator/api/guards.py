@@ -203,6 +203,66 @@ PREFERENCE: list[Guard] = [
     ),
 ]
 
+# --- results: which checkpoint is exported, registries, tracking ------------------------------
+# CEL: the job does not export the best weights (each select-best rule starts with it).
+_SELECTS_BEST_CEL = "!has(self.output) || !has(self.output.select) || self.output.select != 'best'"
+
+
+def _selects_best(spec: Json) -> bool:
+    return (spec.get("output") or {}).get("select") == "best"
+
+
+def _has_validation(spec: Json) -> bool:
+    return "validation" in spec["dataset"] or "validationSplit" in spec["dataset"]
+
+
+_RESULTS: list[Guard] = [
+    fixed(
+        "",
+        f"{_SELECTS_BEST_CEL} || (has(self.training) && has(self.training.evalEverySteps))",
+        "spec.output.select best needs periodic evaluations: set spec.training.evalEverySteps",
+        ".output.select",
+        lambda s: _selects_best(s) and "evalEverySteps" not in (s.get("training") or {}),
+    ),
+    fixed(
+        "",
+        f"{_SELECTS_BEST_CEL} || has(self.dataset.validation) || has(self.dataset.validationSplit)",
+        "spec.output.select best needs validation data: set spec.dataset.validation or "
+        "spec.dataset.validationSplit",
+        ".output.select",
+        lambda s: _selects_best(s) and not _has_validation(s),
+    ),
+    fixed(
+        "",
+        f"{_SELECTS_BEST_CEL} || has(self.checkpoint)",
+        "spec.output.select best needs spec.checkpoint: the best weights are exported from the "
+        "checkpoint saved at that evaluation",
+        ".output.select",
+        lambda s: _selects_best(s) and "checkpoint" not in s,
+    ),
+    fixed(
+        "",
+        "!has(self.output) || !has(self.output.register) || "
+        "(has(self.tracking) && has(self.tracking.mlflow))",
+        "spec.output.register needs spec.tracking.mlflow: the new model version is linked to the "
+        "job's MLflow run",
+        ".output.register",
+        lambda s: (
+            "register" in (s.get("output") or {}) and "mlflow" not in (s.get("tracking") or {})
+        ),
+    ),
+    fixed(
+        "",
+        "!has(self.tracking) || !has(self.tracking.tensorboard) || "
+        "!self.tracking.tensorboard || has(self.checkpoint)",
+        "spec.tracking.tensorboard needs spec.checkpoint: event files are written beside the "
+        "checkpoints",
+        ".tracking.tensorboard",
+        lambda s: (s.get("tracking") or {}).get("tensorboard") is True and "checkpoint" not in s,
+    ),
+]
+
+
 CROSS_FIELD: list[Guard] = [
     fixed(
         "dataset",
@@ -418,6 +478,7 @@ CROSS_FIELD: list[Guard] = [
             and "validationSplit" not in s["dataset"]
         ),
     ),
+    *_RESULTS,
 ]
 
 

@@ -40,6 +40,15 @@ class StoreEndpoints(_Policy):
     output: list[str] | None = Field(
         None, description="spec.output.endpoint (default: the checkpoint's)."
     )
+    tracking: list[str] | None = Field(
+        None,
+        description='spec.tracking.mlflow.trackingUri and spec.tracking.wandb.baseUrl ("default": '
+        "W&B's own service).",
+    )
+    push: list[str] | None = Field(
+        None,
+        description='spec.output.push.endpoint ("default": the public Hugging Face Hub).',
+    )
 
 
 class PlatformPolicy(_Policy):
@@ -110,10 +119,11 @@ def endpoint_problem(field: str, endpoint: str | None, patterns: list[str] | Non
 
 
 def violations(
-    spec: Any, policy: PlatformPolicy, endpoints: dict[str, tuple[str, str | None]]
+    spec: Any, policy: PlatformPolicy, endpoints: list[tuple[str, str, str | None]]
 ) -> list[str]:
-    """Every way `spec` (a FineTuneJobSpec) breaks `policy`; `endpoints` maps each s3:// or
-    hf:// store to (the field that sets its endpoint, the endpoint it uses or None)."""
+    """Every way `spec` (a FineTuneJobSpec) breaks `policy`; `endpoints` lists each remote
+    endpoint a job's credentials go to: (its allowedEndpoints list, the field that sets it, the
+    endpoint it uses or None for the default one)."""
     r, out = spec.resources, []
     checks = [
         ("spec.resources.image", r.image, policy.allowed_images),
@@ -133,8 +143,8 @@ def violations(
             "spec.model.trustRemoteCode: the platform policy does not allow model code from "
             "the model repository to run"
         )
-    for store, (field, endpoint) in endpoints.items():
-        problem = endpoint_problem(field, endpoint, getattr(policy.allowed_endpoints, store))
+    for kind, field, endpoint in endpoints:
+        problem = endpoint_problem(field, endpoint, getattr(policy.allowed_endpoints, kind))
         if problem:
             out.append(problem)
     return out

@@ -61,6 +61,8 @@ ABSOLUTE_PATH_PATTERN = rf"^(?:/{_SEGMENT})+/?$"
 JOB_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(s|m|h))+$"
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti|P|Pi|E|Ei)?$"
+HUB_REPO_PATTERN = r"^[A-Za-z0-9][-A-Za-z0-9_.]*/[A-Za-z0-9][-A-Za-z0-9_.]*$"
+HTTP_URI_PATTERN = r"^https?://[^\s]+$"
 
 
 PRESERVE: JsonDict = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
@@ -786,6 +788,42 @@ class CheckpointSpec(ApiModel):
     )
 
 
+class RegisterSpec(ApiModel):
+    """A model registry entry for the exported model."""
+
+    name: str = Field(
+        description="Registered model name in the model registry of spec.tracking.mlflow's "
+        "server; each job adds a new version, linked to its run.",
+        min_length=1,
+        max_length=256,
+    )
+
+
+class PushSpec(ApiModel):
+    """A Hugging Face Hub repository the exported model is pushed to, with the run card as its
+    model card."""
+
+    repo: str = Field(
+        description="Repository id, org/name (created if missing).",
+        pattern=HUB_REPO_PATTERN,
+        max_length=200,
+    )
+    endpoint: str | None = Field(
+        None,
+        description="URL of the hub (a private one); default: the public Hugging Face Hub.",
+        pattern=HTTP_URI_PATTERN,
+        max_length=1024,
+    )
+    private: bool = Field(True, description="Create the repository private if it is missing.")
+    revision: str = Field("main", description="Branch to commit to.", min_length=1, max_length=256)
+    credentials_secret: str | None = Field(
+        None,
+        description="Secret whose HF_TOKEN (a token with write access) pushes; read for nothing "
+        "else.",
+        max_length=253,
+    )
+
+
 class OutputSpec(ApiModel):
     """Where the final model goes."""
 
@@ -815,6 +853,80 @@ class OutputSpec(ApiModel):
         None,
         description="Secret for the output store (default: checkpoint.credentialsSecret).",
         **OBJECT_NAME,
+    )
+    select: Literal["last", "best"] = Field(
+        "last",
+        description="Which weights are exported: last, the final ones; best, those of the "
+        "evaluation with the lowest eval loss after step 0 (a checkpoint is saved at every "
+        "evaluation that improves on the best, and kept from pruning). best needs "
+        "training.evalEverySteps, validation data and spec.checkpoint.",
+    )
+    register_model: RegisterSpec | None = Field(
+        None,
+        alias="register",  # `register` itself would shadow a method of pydantic's models
+        description="Register the exported model in spec.tracking.mlflow's model registry.",
+    )
+    push: PushSpec | None = Field(
+        None, description="Push the exported model to a Hugging Face Hub repository."
+    )
+
+
+class MlflowSpec(ApiModel):
+    """An MLflow tracking server. One run per job: params (the resolved spec), metrics per
+    step, the run card and loss curve as artifacts; a restarted attempt continues the run."""
+
+    tracking_uri: str = Field(
+        description="Tracking server URI, e.g. http://mlflow.mlflow.svc:5000.",
+        pattern=HTTP_URI_PATTERN,
+        max_length=1024,
+    )
+    experiment: str | None = Field(
+        None,
+        description="Experiment name, created if missing (default: the job's namespace).",
+        min_length=1,
+        max_length=256,
+    )
+    run_name: str | None = Field(
+        None, description="Run name (default: the job name).", min_length=1, max_length=256
+    )
+    credentials_secret: str | None = Field(
+        None,
+        description="Secret with MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and "
+        "MLFLOW_TRACKING_PASSWORD (each optional), passed to the workers under those names.",
+        max_length=253,
+    )
+
+
+class WandbSpec(ApiModel):
+    """Weights & Biases, logged through its own client (the trainer image must include wandb)."""
+
+    project: str = Field(description="W&B project.", min_length=1, max_length=256)
+    entity: str | None = Field(None, description="W&B entity (user or team).", max_length=256)
+    run_name: str | None = Field(
+        None, description="Run name (default: the job name).", min_length=1, max_length=256
+    )
+    base_url: str | None = Field(
+        None,
+        description="URL of a self-hosted W&B server (WANDB_BASE_URL).",
+        pattern=HTTP_URI_PATTERN,
+        max_length=1024,
+    )
+    credentials_secret: str | None = Field(
+        None, description="Secret with WANDB_API_KEY.", max_length=253
+    )
+
+
+class TrackingSpec(ApiModel):
+    """Experiment tracking; only rank 0 of the trainer logs."""
+
+    mlflow: MlflowSpec | None = Field(None, description="Log to an MLflow tracking server.")
+    tensorboard: bool = Field(
+        False,
+        description="Write TensorBoard event files to <checkpoint.uri>/tensorboard (needs "
+        "spec.checkpoint).",
+    )
+    wandb: WandbSpec | None = Field(
+        None, description="Log to Weights & Biases (not exercised by kubetune's tests)."
     )
 
 
@@ -936,6 +1048,9 @@ class FineTuneJobSpec(ApiModel):
         default_factory=RunPolicySpec, description="Restarts, deadlines, suspend."
     )
     queue: QueueSpec | None = Field(None, description="Kueue queue the job is admitted through.")
+    tracking: TrackingSpec | None = Field(
+        None, description="Experiment tracking: MLflow, TensorBoard, Weights & Biases."
+    )
     benchmark: BenchmarkSpec | None = Field(
         None,
         description="Score a fixed benchmark set before training and after it (status.benchmark).",

@@ -1,10 +1,10 @@
 """FineTuneJob status models.
 
-The operator owns everything here except `progress`, `checkpoints`, `benchmark` and
-`dataSources`, which rank 0 of the trainer patches through the status subresource (throttled)
-with its per-job ServiceAccount: only the trainer knows when a checkpoint is committed, what
-pruning kept and what the data and benchmark held, and the operator never holds the store's
-credentials to find out.
+The operator owns everything here except `progress`, `checkpoints`, `trainedTokens`, `export`,
+`benchmark` and `dataSources`, which rank 0 of the trainer patches through the status subresource
+(throttled) with its per-job ServiceAccount: only the trainer knows when a checkpoint is
+committed, what pruning kept, what it exported and what the data and benchmark held, and the
+operator never holds the store's credentials to find out.
 """
 
 from __future__ import annotations
@@ -14,7 +14,11 @@ from typing import Literal
 from pydantic import Field
 
 from kubetune_operator.api.spec import ApiModel
-from kubetune_trainer.contract import MAX_REPORTED_EVALS, MAX_REPORTED_SOURCES
+from kubetune_trainer.contract import (
+    MAX_LISTED_CHECKPOINTS,
+    MAX_REPORTED_EVALS,
+    MAX_REPORTED_SOURCES,
+)
 
 Phase = Literal[
     "Queued",
@@ -131,12 +135,15 @@ class Progress(ApiModel):
         "(spec.training.earlyStopping).",
     )
     best_step: int | None = Field(
-        None, description="Step of the best eval loss so far (with spec.training.earlyStopping)."
+        None,
+        description="Step of the best eval loss so far (with spec.training.earlyStopping or "
+        "spec.output.select best).",
     )
     exported_step: int | None = Field(
         None,
         description="Step whose weights the output holds (reported when training ends): the "
-        "best eval loss's with spec.training.earlyStopping, else the last.",
+        "best eval loss's with spec.training.earlyStopping or spec.output.select best, else "
+        "the last.",
     )
     preference: PreferenceProgress | None = Field(
         None, description="Preference tuning metrics (objective dpo)."
@@ -164,6 +171,21 @@ class CheckpointRef(ApiModel):
     time: str | None = Field(None, description="When it was committed (RFC 3339).")
 
 
+class CommittedCheckpoint(ApiModel):
+    """One committed checkpoint the store keeps, with the losses at its step."""
+
+    step: int = Field(description="Optimizer step it holds.")
+    time: str | None = Field(None, description="When it was committed (RFC 3339).")
+    train_loss: float | None = Field(None, description="Training loss of its step.")
+    eval_loss: float | None = Field(
+        None, description="Eval loss measured at its step (when an evaluation fell on it)."
+    )
+    uri: str = Field(description="Checkpoint URI (what `kubetune export` takes).", max_length=2048)
+    best: bool | None = Field(
+        None, description="true on the listed checkpoint with the lowest eval loss."
+    )
+
+
 class CheckpointStatus(ApiModel):
     """Checkpoints seen so far."""
 
@@ -173,6 +195,35 @@ class CheckpointStatus(ApiModel):
         description="Committed checkpoints kept in the store after pruning to spec.checkpoint.keepLast "
         "(written by the trainer with latest).",
     )
+    committed: list[CommittedCheckpoint] | None = Field(
+        None,
+        description=f"The committed checkpoints the store keeps, newest first (at most "
+        f"{MAX_LISTED_CHECKPOINTS}, the best by eval loss always among them).",
+        max_length=MAX_LISTED_CHECKPOINTS,
+    )
+
+
+class RegisteredModel(ApiModel):
+    """A model registry version created for the exported model."""
+
+    name: str = Field(description="Registered model name.", max_length=256)
+    version: str = Field(description="Version created by this job.", max_length=64)
+
+
+class HubCommit(ApiModel):
+    """A commit pushed to a Hugging Face Hub repository."""
+
+    repo: str = Field(description="Repository id.", max_length=256)
+    commit: str = Field(description="Commit id.", max_length=128)
+
+
+class ExportStatus(ApiModel):
+    """Where the exported model went beyond spec.output.uri (written by the trainer when the
+    export finished; status.output.step names the step whose weights it holds)."""
+
+    time: str | None = Field(None, description="When the export finished (RFC 3339).")
+    registered: RegisteredModel | None = Field(None, description="spec.output.register result.")
+    pushed: HubCommit | None = Field(None, description="spec.output.push result.")
 
 
 class OutputStatus(ApiModel):
@@ -184,7 +235,7 @@ class OutputStatus(ApiModel):
     step: int | None = Field(
         None,
         description="Optimizer step whose weights were written (the best eval loss's with "
-        "spec.training.earlyStopping).",
+        "spec.output.select best or spec.training.earlyStopping).",
     )
 
 
@@ -262,6 +313,12 @@ class FineTuneJobStatus(ApiModel):
         description="Committed checkpoints (written by the trainer when it commits one).",
     )
     output: OutputStatus | None = Field(None, description="The exported model.")
+    trained_tokens: int | None = Field(
+        None, description="Training tokens processed over all ranks and attempts (by the trainer)."
+    )
+    export: ExportStatus | None = Field(
+        None, description="When the export finished and where it was registered or pushed."
+    )
     workers: WorkerCounts | None = Field(None, description="Worker pods of the current attempt.")
     benchmark: BenchmarkStatus | None = Field(
         None, description="spec.benchmark's scores (written by the trainer when it ends)."

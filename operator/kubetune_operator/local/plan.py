@@ -54,6 +54,13 @@ def localize(plan: Plan, workdir: Path, base: Path, console: bool) -> Plan:
         if cfg.output
         else None
     )
+    tracking = cfg.tracking.model_copy(
+        update={
+            "tensorboard_uri": local_uri(
+                cfg.tracking.tensorboard_uri, "spec.tracking.tensorboard", base
+            )
+        }
+    )
     benchmark = (
         cfg.benchmark.model_copy(
             update={"uri": local_uri(cfg.benchmark.uri, "spec.benchmark.uri", base)}
@@ -75,6 +82,7 @@ def localize(plan: Plan, workdir: Path, base: Path, console: bool) -> Plan:
             "checkpoint": checkpoint,
             "output": output,
             "reporting": reporting,
+            "tracking": tracking,
             "benchmark": benchmark,
         }
     )

@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kubetune_trainer.tracking.plot import plot_losses
+
 
 @dataclass
 class Curve:
@@ -58,30 +60,7 @@ def read_curve(progress_file: Path) -> Curve:
 
 def plot_curve(curve: Curve, path: Path, title: str) -> Path | None:
     """A PNG of the loss curve (None when matplotlib is missing or nothing was reported)."""
-    if not curve.train and not curve.evals:
-        return None
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    if curve.train:
-        ax.plot(*zip(*curve.train, strict=True), label="train loss")
-    if curve.evals:
-        ax.plot(*zip(*curve.evals, strict=True), "o-", label="eval loss")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("loss")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return plot_losses(curve.train, curve.evals, path, title)
 
 
 def eval_label(step: int) -> str:

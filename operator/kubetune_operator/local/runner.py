@@ -11,6 +11,7 @@ import importlib.util
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -37,6 +38,7 @@ def run_job(
     command: list[str] | None = None,
 ) -> int:
     """Run attempts until success, bad input, or the backoff limit; returns the exit status."""
+    job = with_uid(job)
     limit = job.spec.run_policy.backoff_limit
     attempt, restarts = 1, 0
     started = time.monotonic()
@@ -80,6 +82,15 @@ def run_job(
         ok=True,
     )
     return 0
+
+
+def with_uid(job: FineTuneJob) -> FineTuneJob:
+    """The job with a uid for this invocation, as the API server gives one: every attempt
+    shares it (an MLflow run is found again by it), the next `kubetune run` gets a new one."""
+    if job.metadata.uid:
+        return job
+    meta = job.metadata.model_copy(update={"uid": str(uuid.uuid4())})
+    return job.model_copy(update={"metadata": meta})
 
 
 def failure_reason(result: GangResult) -> str:

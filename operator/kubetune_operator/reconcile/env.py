@@ -16,10 +16,13 @@ from kubetune_trainer.contract import (
     CHECKPOINT_SECRET_KEY,
     CONFIG_ENV,
     GRACE_ENV,
+    HUB_PUSH_TOKEN_ENV,
     HUB_TOKEN_KEY,
     JOB_NAME_ENV,
+    MLFLOW_SECRET_KEYS,
     NAMESPACE_ENV,
     S3_REQUIRED_KEYS,
+    WANDB_SECRET_KEY,
     s3_credential_env,
 )
 
@@ -79,6 +82,23 @@ def secret_env(plan: Plan) -> list[dict[str, Any]]:
                 CHECKPOINT_KEY_ENV, names.CHECKPOINT_KEY_SECRET, CHECKPOINT_SECRET_KEY, False
             )
         )
+    env.extend(tracking_secret_env(plan))
+    return env
+
+
+def tracking_secret_env(plan: Plan) -> list[dict[str, Any]]:
+    """Tracking and registry credentials, each secret read only for its own keys: MLflow's
+    (token or basic auth, each optional) under the names its client reads, W&B's API key, and
+    the hub push token under a name of its own (HF_TOKEN may hold a read-only token)."""
+    env = [
+        _secret_ref(k, plan.mlflow_secret, k, True)
+        for k in MLFLOW_SECRET_KEYS
+        if plan.mlflow_secret
+    ]
+    if plan.wandb_secret:
+        env.append(_secret_ref(WANDB_SECRET_KEY, plan.wandb_secret, WANDB_SECRET_KEY, False))
+    if plan.push_secret:
+        env.append(_secret_ref(HUB_PUSH_TOKEN_ENV, plan.push_secret, HUB_TOKEN_KEY, False))
     return env
 
 

@@ -24,14 +24,19 @@ from kubetune_trainer.config import (
     DeepSpeedConfig,
     JobRef,
     MethodConfig,
+    MlflowConfig,
     ModelConfig,
     OutputConfig,
     PerfConfig,
     PreferenceConfig,
+    PushConfig,
+    RegisterConfig,
     ReportingConfig,
     StorageConfig,
+    TrackingConfig,
     TrainerConfig,
     TrainingConfig,
+    WandbConfig,
 )
 from kubetune_trainer.contract import CONFIG_FILE_NAME, GRACE_ENV, StoreName
 from kubetune_trainer.redact import redacted_spec
@@ -152,6 +157,12 @@ class Plan:
     """Render the job's NetworkPolicy (OperatorSettings.network_policy)."""
     metrics_namespace: str | None = None
     """The namespace allowed to scrape the workers' metrics port, if any."""
+    mlflow_secret: str | None = None
+    """tracking.mlflow's secret: its MLFLOW_TRACKING_* keys go to the workers."""
+    wandb_secret: str | None = None
+    """tracking.wandb's secret: its WANDB_API_KEY goes to the workers."""
+    push_secret: str | None = None
+    """output.push's secret: its HF_TOKEN becomes the workers' push token."""
     scheduler_name: str | None = None
     """resources.schedulerName, else the gang scheduler's name, else the cluster default."""
     node_selector: dict[str, str] = field(default_factory=dict)
@@ -267,14 +278,22 @@ ENDPOINT_FIELDS: dict[StoreName, str] = {
 }
 
 
-def remote_endpoints(spec: FineTuneJobSpec) -> dict[str, tuple[str, str | None]]:
-    """Each store reached over the network (s3://, hf://; ftj:// when it names an endpoint):
-    the field that sets its endpoint and the endpoint it uses (None: the default one)."""
-    out: dict[str, tuple[str, str | None]] = {}
+def remote_endpoints(spec: FineTuneJobSpec) -> list[tuple[str, str, str | None]]:
+    """Each store reached over the network (s3://, hf://; ftj:// when it names an endpoint),
+    the tracking servers and the hub a push goes to: (its policy list, the field that sets its
+    endpoint, the endpoint it uses or None for the default one)."""
+    out: list[tuple[str, str, str | None]] = []
     for name, store in stores(spec, spec.model.source).items():
         upstream = upstream_job(spec.model.source) is not None and name == "model"
         if store.is_s3 or store.is_hub or (upstream and store.endpoint):
-            out[name] = (ENDPOINT_FIELDS[name], store.endpoint)
+            out.append((name, ENDPOINT_FIELDS[name], store.endpoint))
+    t = spec.tracking
+    if t is not None and t.mlflow is not None:
+        out.append(("tracking", "spec.tracking.mlflow.trackingUri", t.mlflow.tracking_uri))
+    if t is not None and t.wandb is not None:
+        out.append(("tracking", "spec.tracking.wandb.baseUrl", t.wandb.base_url))
+    if spec.output is not None and spec.output.push is not None:
+        out.append(("push", "spec.output.push.endpoint", spec.output.push.endpoint))
     return out
 
 
@@ -403,6 +422,60 @@ def perf_config(spec: FineTuneJobSpec) -> PerfConfig:
     return PerfConfig(**spec.training.performance.model_dump())
 
 
+def output_config(spec: FineTuneJobSpec, uri: str, storage: StorageConfig) -> OutputConfig:
+    """The export: where, in what format, which weights, and which registries get it."""
+    out = spec.output
+    push = out.push if out else None
+    return OutputConfig(
+        uri=uri,
+        format=output_format(spec),
+        storage=storage,
+        select=out.select if out else "last",
+        registry=RegisterConfig(name=out.register_model.name)
+        if out and out.register_model
+        else None,
+        push=PushConfig(
+            repo=push.repo, endpoint=push.endpoint, private=push.private, revision=push.revision
+        )
+        if push
+        else None,
+    )
+
+
+def tracking_config(
+    spec: FineTuneJobSpec,
+    name: str,
+    namespace: str,
+    claims: list[str],
+    checkpoint_store: StorageConfig,
+) -> TrackingConfig:
+    """Tracking with its defaults filled in: experiment = namespace, run name = job name, and
+    TensorBoard event files in <checkpoint.uri>/tensorboard through the checkpoint store."""
+    t, ck = spec.tracking, spec.checkpoint
+    if t is None:
+        return TrackingConfig()
+    ml, wb = t.mlflow, t.wandb
+    tensorboard = t.tensorboard and ck is not None
+    return TrackingConfig(
+        mlflow=MlflowConfig(
+            tracking_uri=ml.tracking_uri,
+            experiment=ml.experiment or namespace,
+            run_name=ml.run_name or name,
+        )
+        if ml
+        else None,
+        tensorboard_uri=pvc_to_file(ck.uri.rstrip("/") + "/tensorboard", claims)
+        if tensorboard and ck
+        else None,
+        tensorboard_storage=checkpoint_store if tensorboard else StorageConfig(),
+        wandb=WandbConfig(
+            project=wb.project, entity=wb.entity, run_name=wb.run_name or name, base_url=wb.base_url
+        )
+        if wb
+        else None,
+    )
+
+
 def default_checkpoint_store(job: FineTuneJob, settings: OperatorSettings) -> Store | None:
     """The operator's default checkpoint store as this job's own folder, for a job without
     spec.checkpoint (None when it has one or the operator has no default)."""
@@ -489,15 +562,14 @@ def resolve(
         deepspeed=deepspeed_config(spec),
         perf=perf_config(spec),
         checkpoint=checkpoint_config(spec, default_ckpt, all_stores["checkpoint"], claims),
-        output=OutputConfig(
-            uri=pvc_to_file(out_uri, claims),
-            format=output_format(spec),
-            storage=all_stores["output"].connection(),
-        ),
+        output=output_config(spec, pvc_to_file(out_uri, claims), all_stores["output"].connection()),
         reporting=ReportingConfig(
             progress_sink="kubernetes",
             progress_interval_seconds=settings.progress_interval_seconds,
             metrics_port=c.TRAINER_METRICS_PORT,
+        ),
+        tracking=tracking_config(
+            spec, meta.name, namespace, claims, all_stores["checkpoint"].connection()
         ),
         benchmark=BenchmarkConfig(
             uri=pvc_to_file(spec.benchmark.uri, claims), exact_match=spec.benchmark.exact_match
@@ -525,6 +597,15 @@ def resolve(
         hub_token_secret=hub_token_secret(all_stores),
         network_policy=settings.network_policy,
         metrics_namespace=settings.metrics_namespace,
+        mlflow_secret=spec.tracking.mlflow.credentials_secret
+        if spec.tracking and spec.tracking.mlflow
+        else None,
+        wandb_secret=spec.tracking.wandb.credentials_secret
+        if spec.tracking and spec.tracking.wandb
+        else None,
+        push_secret=spec.output.push.credentials_secret
+        if spec.output and spec.output.push
+        else None,
         scheduler_name=scheduler_name(spec, settings),
         node_selector={**(spec.resources.node_selector or {}), **placement.node_labels}
         if placement

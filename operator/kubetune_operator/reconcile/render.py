@@ -70,7 +70,8 @@ def service_account(plan: Plan) -> dict[str, Any]:
 
 
 def role(plan: Plan) -> dict[str, Any]:
-    """May read this job and patch only its status: nothing else, no other job."""
+    """May read this job, patch only its status and post events (rank 0 announces downloads,
+    checkpoints, evaluations and the export on the job): nothing else, no other job."""
     return {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "Role",
@@ -88,6 +89,7 @@ def role(plan: Plan) -> dict[str, Any]:
                 "resourceNames": [plan.name],
                 "verbs": ["patch"],
             },
+            {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         ],
     }
 

@@ -17,6 +17,7 @@ from kubetune_trainer import tiny
 from kubetune_trainer.checkpoint.seal import Seal
 from tests.harness import eventually
 
+LOGIT_ATOL = 1e-4  # fp32 export and reload of the same weights; only op order may differ
 EXTENSIONS_DIR = Path.home() / ".cache" / "kubetune" / "torch_extensions"
 # The namespace's checkpoint key, as the operator's Secret gives it to every worker.
 CHECKPOINT_KEY = "kubetune-test-checkpoint-key"
@@ -152,3 +153,35 @@ def wait_for(predicate: Any, timeout: float, what: str, poll: float = 0.05) -> N
     """Poll until predicate() is true (the shared poll-until helper, polling faster: trainer
     steps take a fraction of a second)."""
     eventually(predicate, timeout, what, poll=poll)
+
+
+def reload_logits(folder: Path, input_ids: Any, adapter: Path | None = None) -> Any:
+    """Logits of an exported model loaded with transformers (and peft for an adapter)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter)
+    model.eval()
+    with torch.no_grad():
+        return model(input_ids=input_ids).logits.float()
+
+
+def probe_at(workdir: Path, step: int | None = None) -> dict[str, Any]:
+    """The engine's logits on the probe input: at the end, or at the checkpoint of `step`."""
+    from safetensors.torch import load_file
+
+    name = "probe.safetensors" if step is None else f"probe-step-{step:08d}.safetensors"
+    return dict(load_file(workdir / name))
+
+
+def kubetune_export(
+    checkpoint: str, out: Path, env: dict[str, str] | None = None, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """`kubetune export CHECKPOINT OUT [args]`, as a user runs it."""
+    cmd = [sys.executable, "-m", "kubetune_operator.cli", "export", checkpoint, str(out), *args]
+    env = {**os.environ, "KUBETUNE_CHECKPOINT_KEY": CHECKPOINT_KEY, **(env or {})}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

@@ -26,7 +26,20 @@ from kubetune_trainer.config import StorageConfig
 from kubetune_trainer.contract import EXIT_BAD_INPUT, EXIT_GPU_OOM, EXIT_PREEMPTED, GRACE_ENV
 from kubetune_trainer.storage import S3Storage
 
-from .harness import Run, config, finish, kill_group, launch, seal_of, start, wait_for
+from .harness import (
+    LOGIT_ATOL,
+    Run,
+    config,
+    finish,
+    kill_group,
+    kubetune_export,
+    launch,
+    probe_at,
+    reload_logits,
+    seal_of,
+    start,
+    wait_for,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -102,6 +115,22 @@ def weights(out: Path) -> dict[str, torch.Tensor]:
     }
 
 
+def assert_export_reproduces_step(run: Run, root: str, step: int, base: Path, s3: Any) -> None:
+    """`kubetune export` of a mid-run LoRA checkpoint (ZeRO-3 shards, on CPU, no gang) gives
+    the merged model and the adapter whose logits are the engine's at that step."""
+    out = run.workdir / f"export-{step}"
+    uri = f"{root}/step-{step:08d}"
+    done = kubetune_export(uri, out, s3.env(), "--endpoint", s3.endpoint, "--format", "both")
+    assert done.returncode == 0, done.stderr[-3000:]
+    probe = probe_at(run.workdir, step)
+    merged = reload_logits(out, probe["input_ids"])
+    adapter = reload_logits(base, probe["input_ids"], adapter=out / "adapter")
+    for got in (merged, adapter):
+        assert torch.allclose(got, probe["logits"], atol=LOGIT_ATOL), (
+            (got - probe["logits"]).abs().max()
+        )
+
+
 def kill_after_a_checkpoint(work: Path, cfg: dict[str, Any], env: dict[str, str]) -> None:
     """Start a run and SIGKILL all its ranks once a checkpoint is committed and step 15 passed."""
     began = time.monotonic()
@@ -147,6 +176,7 @@ def test_kill_resume_from_s3_skips_torn_and_matches_uninterrupted(
         env,
     )
     assert ref.code == 0, ref.log[-4000:]
+    assert_export_reproduces_step(ref, f"s3://{s3_bucket}/ref", 10, tiny_base, s3_server)
 
     work = tmp_path / "run"
     cfg = lora_cfg(work, tiny_base, task_data, f"s3://{s3_bucket}/run", s3_server.endpoint)

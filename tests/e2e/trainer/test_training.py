@@ -8,30 +8,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .harness import Run, config, launch
+from .harness import LOGIT_ATOL, Run, config, launch, reload_logits
 
 pytestmark = pytest.mark.e2e
 
 # Final eval loss must be at most this fraction of the eval loss before training (step 0).
 # Measured on this task (eval 7.96 before): full -> 0.15 (0.02x), LoRA r16 -> 2.2 (0.27x).
 MARGIN = {"full": 0.1, "lora": 0.4}
-LOGIT_ATOL = 1e-4  # fp32 export and reload of the same weights; only op order may differ
-
-
-def reload_logits(
-    folder: Path, input_ids: torch.Tensor, adapter: Path | None = None
-) -> torch.Tensor:
-    """Logits of an exported model loaded with transformers (and peft for an adapter)."""
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    if adapter is not None:
-        from peft import PeftModel
-
-        model = PeftModel.from_pretrained(model, adapter)
-    model.eval()
-    with torch.no_grad():
-        return model(input_ids=input_ids).logits.float()
 
 
 def check_export(run: Run, base: Path, method: str) -> None:

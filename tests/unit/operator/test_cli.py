@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,49 @@ def test_render_bad_manifest_names_the_field(
 def test_validate_quickstart(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", str(REPO / "examples" / "quickstart.yaml")]) == 0
     assert "quickstart is valid" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ("ck", "is not a checkpoint URI: it ends in step-NNNNNNNN"),
+        ("ck/step-00000010", "is not a committed checkpoint: no manifest"),
+        ("ck/step-00000020", "is not a committed checkpoint: nothing there"),
+        ("ck/step-00000030", "not signed with this namespace's checkpoint key"),
+    ],
+)
+def test_export_refuses_what_is_not_a_committed_checkpoint(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    where: str,
+    said: str,
+) -> None:
+    monkeypatch.setenv("KUBETUNE_CHECKPOINT_KEY", "the namespace key")
+    (tmp_path / "ck" / "step-00000010").mkdir(parents=True)  # upload cut: no manifest
+    (tmp_path / "ck" / "step-00000010" / "mp_rank_00_model_states.pt").write_bytes(b"x")
+    forged = tmp_path / "ck" / "step-00000030"  # written by someone without the key
+    forged.mkdir()
+    (forged / "mp_rank_00_model_states.pt").write_bytes(b"x")
+    (forged / "manifest.json").write_text(json.dumps({
+        "tag": "step-00000030", "step": 30, "job": "ns/j", "signature": "0" * 64,
+        "files": {"mp_rank_00_model_states.pt": {"size": 1, "sha256": "0" * 64}},
+    }))  # fmt: skip
+    uri = f"file://{tmp_path}/{where}"
+    assert main(["export", uri, str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert said in err and uri in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_without_the_checkpoint_key_says_where_to_get_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("KUBETUNE_CHECKPOINT_KEY", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))  # no `kubetune run` key
+    assert main(["export", f"file://{tmp_path}/ck/step-00000010", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "KUBETUNE_CHECKPOINT_KEY" in err and "kubetune-checkpoint-key" in err
 
 
 def test_validate_checks_every_job_of_a_multi_document_file(

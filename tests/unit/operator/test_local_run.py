@@ -104,6 +104,20 @@ def test_failed_worker_restarts_the_gang(tmp_path: Path, monkeypatch: pytest.Mon
     assert cfg["job"]["attempt"] == 2
 
 
+def test_attempts_share_one_job_uid_and_tracking_writes_beside_local_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FAIL_UNTIL_ATTEMPT", "1")
+    doc = manifest(tmp_path).model_dump(by_alias=True, exclude_none=True)
+    doc["spec"]["checkpoint"] = {"uri": "file://ck"}
+    doc["spec"]["tracking"] = {"tensorboard": True}
+    job = FineTuneJob.model_validate(doc)
+    assert run_job(job, tmp_path / "run", tmp_path, console=False, command=command()) == 0
+    cfgs = [json.loads((tmp_path / f"run/attempt-{a}/trainer.json").read_text()) for a in (1, 2)]
+    assert cfgs[0]["job"]["uid"] and cfgs[0]["job"]["uid"] == cfgs[1]["job"]["uid"]
+    assert cfgs[1]["tracking"]["tensorboard_uri"] == f"file://{tmp_path}/ck/tensorboard"
+
+
 def test_backoff_limit_ends_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAIL_UNTIL_ATTEMPT", "9")
     assert (

@@ -196,6 +196,33 @@ def test_preference_settings_reach_the_trainer() -> None:
     assert resolve(job(), 1, SETTINGS).trainer_config.method.objective == "sft"
 
 
+def test_results_settings_reach_the_trainer_with_their_defaults() -> None:
+    doc = manifest()
+    doc["spec"]["training"]["evalEverySteps"] = 50
+    doc["spec"]["output"] = {
+        "uri": "s3://models/llama-lora",
+        "select": "best",
+        "register": {"name": "llama-lora"},
+        "push": {"repo": "org/llama-lora"},
+    }
+    doc["spec"]["tracking"] = {"mlflow": {"trackingUri": "http://mlflow:5000"}, "tensorboard": True}  # fmt: skip
+    cfg = resolve(FineTuneJob.model_validate(doc), 1, SETTINGS).trainer_config
+    assert cfg.output is not None and cfg.output.select == "best"
+    assert cfg.output.registry is not None and cfg.output.registry.name == "llama-lora"
+    assert cfg.output.push is not None and (cfg.output.push.repo, cfg.output.push.private) == (
+        "org/llama-lora",
+        True,
+    )
+    ml = cfg.tracking.mlflow
+    assert ml is not None and (ml.experiment, ml.run_name) == ("team-a", "llama-lora")
+    # event files beside the checkpoints, through the checkpoint store's connection
+    assert cfg.tracking.tensorboard_uri == "s3://ckpt/llama-lora/tensorboard"
+    assert cfg.tracking.tensorboard_storage == cfg.checkpoint.storage
+    plain = resolve(job(), 1, SETTINGS).trainer_config
+    assert plain.output is not None and plain.output.select == "last"
+    assert plain.tracking.mlflow is None and plain.tracking.tensorboard_uri is None
+
+
 def test_lora_without_settings_takes_the_documented_defaults() -> None:
     """`method: {type: lora}` alone trains with r 16, alpha 32, dropout 0.05, all-linear."""
     method = resolve(job(method={"type": "lora"}), 1, SETTINGS).trainer_config.method

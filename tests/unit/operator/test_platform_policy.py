@@ -106,3 +106,25 @@ def test_validate_checks_a_manifest_against_a_policy_file(
 def test_a_policy_that_does_not_parse_stops_the_operator() -> None:
     with pytest.raises(ValueError, match="KUBETUNE_POLICY: not a valid platform policy"):
         PlatformPolicy.from_env({"KUBETUNE_POLICY": '{"allowedImage": ["x"]}'})
+
+
+def test_tracking_servers_and_the_push_hub_are_endpoints_the_policy_checks() -> None:
+    policy = PlatformPolicy.model_validate(
+        {"allowedEndpoints": {"tracking": ["https://mlflow.example.com"], "push": ["default"]}}
+    )
+    output = {
+        **manifest()["spec"]["output"],
+        "push": {"repo": "org/m", "endpoint": "https://hub.evil.io"},
+    }
+    tracking = {"mlflow": {"trackingUri": "https://mlflow.evil.io:5000"}, "wandb": {"project": "p"}}
+    refused = refusals(policy, output=output, tracking=tracking)
+    assert refused == [
+        "spec.tracking.mlflow.trackingUri: 'https://mlflow.evil.io:5000' is not allowed by the "
+        "platform policy (allowed: https://mlflow.example.com)",
+        "spec.tracking.wandb.baseUrl: '(default)' is not allowed by the platform policy "
+        "(allowed: https://mlflow.example.com)",
+        "spec.output.push.endpoint: 'https://hub.evil.io' is not allowed by the platform policy "
+        "(allowed: default)",
+    ]
+    allowed = {"mlflow": {"trackingUri": "https://mlflow.example.com/"}}
+    assert refusals(policy, tracking=allowed) == []

@@ -160,12 +160,32 @@ def test_a_hub_token_is_never_read_for_s3_keys() -> None:
     }
 
 
-def test_role_is_limited_to_its_own_job_status() -> None:
+def test_tracking_and_registry_secrets_are_read_only_for_their_own_keys() -> None:
+    doc = manifest()
+    doc["spec"]["output"] = {
+        "uri": "s3://models/l",
+        "push": {"repo": "org/l", "credentialsSecret": "hf-write"},
+    }
+    doc["spec"]["tracking"] = {
+        "mlflow": {"trackingUri": "https://mlflow.example", "credentialsSecret": "mlflow-auth"},
+        "wandb": {"project": "p", "credentialsSecret": "wandb-key"},
+    }
+    refs = secret_refs(render(resolve(FineTuneJob.model_validate(doc), 1, SETTINGS))[-1])
+    assert refs["MLFLOW_TRACKING_TOKEN"] == ("mlflow-auth", "MLFLOW_TRACKING_TOKEN", True)
+    assert refs["MLFLOW_TRACKING_PASSWORD"] == ("mlflow-auth", "MLFLOW_TRACKING_PASSWORD", True)
+    assert refs["WANDB_API_KEY"] == ("wandb-key", "WANDB_API_KEY", False)
+    # the push token has a name of its own: HF_TOKEN stays the model's read token
+    assert refs["KUBETUNE_HF_PUSH_TOKEN"] == ("hf-write", "HF_TOKEN", False)
+    assert refs["HF_TOKEN"] == ("hf-token", "HF_TOKEN", False)
+
+
+def test_role_is_limited_to_its_own_job_status_and_creating_events() -> None:
     role = by_kind(objects(), "Role")[0]
-    for rule in role["rules"]:
+    own, events = role["rules"][:-1], role["rules"][-1]
+    for rule in own:
         assert rule["resourceNames"] == ["llama-lora"]
         assert rule["apiGroups"] == [c.GROUP]
-    writes = [r for r in role["rules"] if set(r["verbs"]) - {"get", "list", "watch"}]
+    writes = [r for r in own if set(r["verbs"]) - {"get", "list", "watch"}]
     assert writes == [
         {
             "apiGroups": [c.GROUP],
@@ -174,6 +194,8 @@ def test_role_is_limited_to_its_own_job_status() -> None:
             "verbs": ["patch"],
         }
     ]
+    # rank 0 posts events on its job (a create cannot be limited by name): nothing else
+    assert events == {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}
 
 
 def test_pod_runs_as_the_image_user_with_every_cache_on_a_writable_volume() -> None:

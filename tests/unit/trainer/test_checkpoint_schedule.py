@@ -63,3 +63,22 @@ def test_final_checkpoint(step: int, resumed: int | None, save_final: bool, due:
     cfg = CheckpointConfig(uri="file:///c", save_final=save_final)
     schedule = SaveSchedule(cfg, total_steps=step, keeps_clock=True)
     assert schedule.final_due(step, resumed) is due
+
+
+@pytest.mark.parametrize(
+    ("saves_best", "step", "best_step", "evaluated", "due"),
+    [
+        (True, 6, 6, 6, True),  # the evaluation at this step is the new best
+        (True, 6, 4, 6, False),  # evaluated, but not better than step 4
+        (True, 6, 6, 4, False),  # no evaluation at this step
+        (True, 0, 0, 0, False),  # the baseline before training: nothing trained to keep
+        (False, 6, 6, 6, False),  # output.select last, or no checkpoints
+    ],
+    ids=["new-best", "not-better", "no-eval", "baseline", "not-selecting-best"],
+)
+def test_a_new_best_evaluation_is_saved_when_the_job_exports_the_best(
+    saves_best: bool, step: int, best_step: int, evaluated: int, due: bool
+) -> None:
+    cfg = CheckpointConfig(uri="file:///c", every_steps=100)
+    schedule = SaveSchedule(cfg, total_steps=10, keeps_clock=True, saves_best=saves_best)
+    assert schedule.best_due(step, best_step, evaluated) is due

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kubetune_trainer.checkpoint import manager, manifest
+from kubetune_trainer.checkpoint import listing, manager, manifest
 from kubetune_trainer.checkpoint.seal import Seal
 from kubetune_trainer.config import CheckpointConfig, StorageConfig
 from kubetune_trainer.storage import FileStorage, S3Storage, Storage
@@ -36,13 +36,15 @@ def publish(
     world: int = 2,
     ranks: list[int] | None = None,
     commit: bool = True,
+    eval_loss: float | None = None,
 ) -> str:
     tag = manifest.tag_for(step)
     manager.claim(store, tag, SEAL, "store")
     for r in ranks if ranks is not None else range(world):
         manager.upload_rank(store, rank_folder(tmp, r, step), tag, r, SEAL)
     if commit:
-        manager.commit(store, tag, step, world, timeout=5, extra={}, seal=SEAL)
+        extra = {"metrics": {"train_loss": 2.0, "eval_loss": eval_loss}, "time": f"t{step}"}
+        manager.commit(store, tag, step, world, timeout=5, extra=extra, seal=SEAL)
     return tag
 
 
@@ -104,14 +106,56 @@ def test_keep_last_prunes_older_folders_only(store: Storage, tmp_path: Path) -> 
     for step in (10, 20, 30):
         publish(store, tmp_path, step)
     publish(store, tmp_path, 40, ranks=[0], commit=False)  # in progress: must survive
-    assert manager.prune(store, keep_last=2, seal=SEAL) == manager.Pruned(
-        deleted=["step-00000010"], kept=["step-00000030", "step-00000020"]
-    )
+    pruned = manager.prune(store, keep_last=2, seal=SEAL)
+    assert (pruned.deleted, pruned.kept) == (["step-00000010"], ["step-00000030", "step-00000020"])
     assert sorted(manifest.tags_in(store.list(""))) == [
         "step-00000020",
         "step-00000030",
         "step-00000040",
     ]
+
+
+@pytest.mark.parametrize(
+    ("keep_best", "deleted"),
+    [(False, ["step-00000010", "step-00000020"]), (True, ["step-00000010"])],
+)
+def test_keep_best_spares_the_lowest_eval_loss_from_pruning(
+    tmp_path: Path, keep_best: bool, deleted: list[str]
+) -> None:
+    store = FileStorage(str(tmp_path / "store"))
+    for step, loss in ((10, 1.0), (20, 0.5), (30, 0.8), (40, 0.9)):
+        publish(store, tmp_path, step, eval_loss=loss)
+    assert manager.prune(store, 2, SEAL, keep_best=keep_best).deleted == deleted
+
+
+def test_listing_is_newest_first_bounded_with_the_best_marked_and_kept(tmp_path: Path) -> None:
+    store = FileStorage(str(tmp_path / "store"))
+    for step, loss in ((10, 0.4), (20, None), (30, 0.8), (40, 0.9)):
+        publish(store, tmp_path, step, eval_loss=loss)
+    good, _ = manifest.committed(store, SEAL)
+    full = listing.listing(good, "s3://b/ck")
+    assert [(e["step"], e.get("best")) for e in full] == [
+        (40, None),
+        (30, None),
+        (20, None),
+        (10, True),
+    ]
+    assert full[-1] == {"step": 10, "time": "t10", "trainLoss": 2.0, "evalLoss": 0.4,
+                        "uri": "s3://b/ck/step-00000010", "best": True}  # fmt: skip
+    assert "evalLoss" not in full[2]  # no evaluation fell on step 20
+    assert [e["step"] for e in listing.listing(good, "s3://b/ck", limit=2)] == [40, 10]
+
+
+@pytest.mark.parametrize(
+    ("last", "expected"),
+    [((40, 0.9), 10), ((40, 0.3), 40), ((40, None), 10), ((40, 0.4), 10)],
+)
+def test_best_evaluated_weighs_the_last_step_against_the_listed_checkpoints(
+    last: tuple[int, float | None], expected: int
+) -> None:
+    listed = [{"step": 30, "evalLoss": 0.8}, {"step": 20}, {"step": 10, "evalLoss": 0.4}]
+    assert listing.best_evaluated(listed, last) == expected  # a tie goes to the earlier step
+    assert listing.best_evaluated([], (40, None)) == 40
 
 
 def rank0_manager(tmp: Path, keep_last: int) -> manager.CheckpointManager:
@@ -133,6 +177,7 @@ def test_rank0_reports_latest_with_the_count_kept_after_pruning(tmp_path: Path) 
         m.wait()
         counts.append((m.last_committed or {}).get("count"))
     assert counts == [1, 2, 2]  # the third commit pruned step 10 before it was reported
+    committed = (m.last_committed or {}).pop("committed")
     assert m.last_committed == {
         "tag": "step-00000030",
         "step": 30,
@@ -140,6 +185,10 @@ def test_rank0_reports_latest_with_the_count_kept_after_pruning(tmp_path: Path) 
         "time": "2026-01-01T00:00:00Z",
         "count": 2,
     }
+    assert [(c["step"], c["uri"]) for c in committed] == [
+        (30, f"file://{tmp_path}/store/step-00000030"),
+        (20, f"file://{tmp_path}/store/step-00000020"),
+    ]
 
 
 def test_count_counts_checkpoints_of_earlier_attempts_still_in_the_store(tmp_path: Path) -> None:
@@ -157,7 +206,7 @@ def test_a_failed_prune_still_reports_the_commit_without_a_count(
     m = rank0_manager(tmp_path, keep_last=1)
     m.commit_timeout = 0.0  # no retries
 
-    def broken(store: Storage, keep_last: int, seal: Seal) -> manager.Pruned:
+    def broken(store: Storage, keep_last: int, seal: Seal, keep_best: bool) -> manager.Pruned:
         raise OSError("store gone")
 
     monkeypatch.setattr(manager, "prune", broken)

@@ -24,6 +24,7 @@ from ..contract import ATTEMPT_ENV
 from ..errors import BadInputError
 from ..storage import Storage, inside, join, open_storage, sha256_file
 from . import rng
+from .listing import best, listing
 from .manifest import (
     MANIFEST,
     Committed,
@@ -177,19 +178,25 @@ class Pruned:
 
     deleted: list[str]
     kept: list[str]
+    kept_checkpoints: list[Committed] = field(default_factory=list, compare=False)
 
 
-def prune(store: Storage, keep_last: int, seal: Seal) -> Pruned:
-    """Delete this job's folders older than its newest keep_last committed checkpoints; other
-    jobs' (and unknown writers') folders are never touched.
+def prune(store: Storage, keep_last: int, seal: Seal, keep_best: bool = False) -> Pruned:
+    """Delete this job's folders older than its newest keep_last committed checkpoints (and,
+    with keep_best, never the one with the lowest eval loss: the job exports it at the end);
+    other jobs' (and unknown writers') folders are never touched.
 
-    Also returns the committed ones still kept, so rank 0 can report how many the store holds
-    without listing it again."""
+    Also returns the committed ones still kept, so rank 0 can report them without listing the
+    store again."""
     good, _ = committed(store, seal)
-    doomed = to_delete(owned_tags(store, seal), [c.tag for c in good], keep_last)
+    top = best(good) if keep_best else None
+    doomed = to_delete(
+        owned_tags(store, seal), [c.tag for c in good], keep_last, top.tag if top else None
+    )
     for tag in doomed:
         store.delete_prefix(tag + "/")
-    return Pruned(deleted=doomed, kept=[c.tag for c in good if c.tag not in doomed])
+    kept = [c for c in good if c.tag not in doomed]
+    return Pruned(deleted=doomed, kept=[c.tag for c in kept], kept_checkpoints=kept)
 
 
 def download(
@@ -219,12 +226,16 @@ class CheckpointManager:
         job_key: str,
         seal: Seal,
         every_shard: bool = False,
+        keep_best: bool = False,
     ) -> None:
         """rank must be the data-parallel rank DeepSpeed names shards by (the global rank without
         model parallelism); seal signs and verifies (the namespace's key, this job's name);
-        every_shard: resume reads every rank's shards (see reads_every_shard)."""
+        every_shard: resume reads every rank's shards (see reads_every_shard); keep_best:
+        pruning spares the checkpoint with the lowest eval loss."""
         self.cfg, self.rank, self.world_size, self.seal = cfg, rank, world_size, seal
-        self.every_shard = every_shard
+        self.every_shard, self.keep_best = every_shard, keep_best
+        # recorded in every manifest: what `kubetune export` needs to rebuild the model
+        self.lineage: dict[str, Any] = {}
         self.store: Storage | None = open_storage(cfg.uri, cfg.storage) if cfg.uri else None
         self.local = Path(cfg.local_dir) / job_key / f"rank-{rank:05d}"
         self._thread: threading.Thread | None = None
@@ -245,9 +256,11 @@ class CheckpointManager:
         step: int,
         client_state: dict[str, Any],
         exclude_frozen: bool,
+        metrics: dict[str, Any] | None = None,
         attachments: dict[str, bytes] | None = None,
     ) -> None:
-        """Save locally (blocking, collective), then upload and commit in the background.
+        """Save locally (blocking, collective), then upload and commit in the background;
+        metrics (train and eval loss of the step) go into the manifest.
 
         attachments: files rank 0 adds to the checkpoint (state beside DeepSpeed's, such as the
         reference log-probs of preference tuning); every rank fetches them on resume."""
@@ -275,6 +288,8 @@ class CheckpointManager:
         extra = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "client_state": client_state,
+            "metrics": metrics or {},
+            **self.lineage,
         }
         self._thread = threading.Thread(
             target=self._publish, args=(folder, tag, step, extra), daemon=True
@@ -306,15 +321,19 @@ class CheckpointManager:
                 }
                 try:
                     pruned = with_retries(
-                        lambda: prune(store, self.cfg.keep_last, self.seal),
+                        lambda: prune(store, self.cfg.keep_last, self.seal, self.keep_best),
                         f"pruning after {tag}",
                         limit,
                     )
                 except BaseException:
                     self.last_committed = latest  # committed all the same: still report it
                     raise
-                # latest and count change together, so no status patch pairs them wrongly
-                self.last_committed = {**latest, "count": len(pruned.kept)}
+                # latest, count and the list change together, so no status patch mixes them
+                self.last_committed = {
+                    **latest,
+                    "count": len(pruned.kept),
+                    "committed": listing(pruned.kept_checkpoints, self.cfg.uri or ""),
+                }
         except BaseException as e:  # reported by wait(), on the training thread
             self.error = e
 

@@ -217,10 +217,13 @@ def owned_tags(store: Storage, seal: Seal) -> list[str]:
     return sorted(mine)
 
 
-def to_delete(all_tags: list[str], committed_tags: list[str], keep_last: int) -> list[str]:
-    """Folders older than the oldest of the newest keep_last committed checkpoints."""
+def to_delete(
+    all_tags: list[str], committed_tags: list[str], keep_last: int, protect: str | None = None
+) -> list[str]:
+    """Folders older than the oldest of the newest keep_last committed checkpoints, except
+    `protect` (the best checkpoint, when the job exports the best weights)."""
     keep = sorted(committed_tags, reverse=True)[: max(1, keep_last)]
     if not keep:
         return []
     oldest_kept = min(keep)
-    return sorted(t for t in all_tags if t < oldest_kept)
+    return sorted(t for t in all_tags if t < oldest_kept and t != protect)

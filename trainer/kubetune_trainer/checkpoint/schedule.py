@@ -6,6 +6,8 @@ collective answer before anyone saves. A run that ends saves a final checkpoint 
 it resumed from already holds that step, or the store only takes what a suspension or
 preemption leaves (save_final false: the operator's default store); a run stopped by SIGTERM
 saves whatever step it is at.
+With output.select best, each evaluation that becomes the best is saved too: the export comes
+from that checkpoint, which outlives a restart.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ class SaveSchedule:
         total_steps: int,
         keeps_clock: bool,
         clock: Callable[[], float] = time.monotonic,
+        saves_best: bool = False,
     ) -> None:
-        """keeps_clock: this rank watches every_minutes (rank 0; the others follow it)."""
+        """keeps_clock: this rank watches every_minutes (rank 0; the others follow it);
+        saves_best: a new best evaluation is saved (output.select best, checkpoints on)."""
         self.every_steps, self.every_minutes = cfg.every_steps, cfg.every_minutes
+        self.saves_best = saves_best
         self.total_steps, self.keeps_clock, self.clock = total_steps, keeps_clock, clock
         self.save_final = cfg.save_final
         self.last_save = clock()
@@ -41,6 +46,10 @@ class SaveSchedule:
             and self.keeps_clock
             and self.clock() - self.last_save >= 60 * self.every_minutes
         )
+
+    def best_due(self, step: int, best_step: int | None, evaluated_step: int | None) -> bool:
+        """A checkpoint is due because the evaluation just made at `step` is the best so far."""
+        return self.saves_best and step > 0 and best_step == step and evaluated_step == step
 
     def saved(self) -> None:
         """A checkpoint was just saved: the minutes count from now."""

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..contract import CHECKPOINT_KEY_ENV
+from ..contract import CHECKPOINT_KEY_ENV, CHECKPOINT_SECRET_KEY
 from ..errors import BadInputError
 
 SIGNATURE = "signature"
@@ -60,17 +60,42 @@ class Seal:
         return hmac.new(self.key, canonical(record), hashlib.sha256).hexdigest()
 
 
+def local_key_path(folder: Path | None = None) -> Path:
+    """Where `kubetune run` keeps this user's key: $XDG_CONFIG_HOME/kubetune (default
+    ~/.config/kubetune)."""
+    base = folder or Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return base / "kubetune" / "checkpoint-key"
+
+
 def local_key(folder: Path | None = None) -> str:
     """This user's key for `kubetune run` (no cluster, no Secret): made once, kept 0600 in
-    $XDG_CONFIG_HOME/kubetune (default ~/.config/kubetune), so later runs resume."""
-    base = folder or Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    path = base / "kubetune" / "checkpoint-key"
+    local_key_path, so later runs resume."""
+    path = local_key_path(folder)
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
     return path.read_text().strip()
+
+
+def for_reading(key_file: str | None, env: Mapping[str, str] = os.environ) -> Seal:
+    """A Seal that verifies the checkpoints of any job of a namespace (`kubetune export`): the
+    key in key_file, else KUBETUNE_CHECKPOINT_KEY, else this user's `kubetune run` key."""
+    if key_file:
+        key = Path(key_file).read_text().strip()
+    else:
+        key = env.get(CHECKPOINT_KEY_ENV, "") or (
+            local_key_path().read_text().strip() if local_key_path().is_file() else ""
+        )
+    if not key:
+        raise BadInputError(
+            f"no checkpoint key: checkpoints are only read once their manifest verifies under "
+            f"the namespace's key. Set {CHECKPOINT_KEY_ENV} or pass --key-file (in a cluster: "
+            "kubectl get secret kubetune-checkpoint-key -n NAMESPACE -o "
+            f"jsonpath='{{.data.{CHECKPOINT_SECRET_KEY}}}' | base64 -d)"
+        )
+    return Seal(key.encode(), "")
 
 
 def from_env(job: str, env: Mapping[str, str] = os.environ) -> Seal:
