@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import eventually
 from kubetune_trainer import tiny
 from kubetune_trainer.checkpoint.seal import Seal
-from tests.harness import eventually
 
 EXTENSIONS_DIR = Path.home() / ".cache" / "kubetune" / "torch_extensions"
 # The namespace's checkpoint key, as the operator's Secret gives it to every worker.
