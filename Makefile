@@ -42,8 +42,8 @@ test-e2e: setup control-plane schedulers node test-images ## Whole-system tests:
 	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m e2e $(PYTEST_ARGS)
 
 lint: setup ## ruff
-	$(PY) -m ruff check operator trainer tests bench
-	$(PY) -m ruff format --check operator trainer tests bench
+	$(PY) -m ruff check operator trainer tests bench harness
+	$(PY) -m ruff format --check operator trainer tests bench harness
 
 typecheck: setup ## mypy
 	$(PY) -m mypy

@@ -41,9 +41,9 @@ from kubernetes import client, config  # noqa: E402
 
 from bench._scale import apimetrics, kwok, recorder, stats, workload  # noqa: E402
 from bench._scale.usage import Usage  # noqa: E402
+from harness import ControlPlane, eventually, procs, start_control_plane  # noqa: E402
+from harness.controlplane import admin_ssl_context, http_get  # noqa: E402
 from kubetune_operator.api import constants as c  # noqa: E402
-from tests.harness import ControlPlane, eventually, procs, start_control_plane  # noqa: E402
-from tests.harness.controlplane import admin_ssl_context, http_get  # noqa: E402
 
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
 COMPLETE_ANNOTATION = "bench.kubetune.dev/complete"

@@ -2,7 +2,7 @@
 
 One layout holds every test image: `buildah push` writes only the blobs it lacks, so images that
 share their lower layers (the base, torch, the dependencies) share those blobs, and a code change
-adds its small top layer only. The test node imports from it (tests/harness/images.py).
+adds its small top layer only. The test node imports from it (harness/images.py).
 
   python hack/oci-layout.py has LAYOUT REF          exit 0 when REF is in the layout
   python hack/oci-layout.py prune LAYOUT REF KEEP   keep the KEEP newest tags of REF's

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 from bench._scale.workload import FAKE_NODE_ANNOTATION
-from tests.harness import procs
+from harness import procs
 
 KWOK_VERSION = "v0.8.0"
 BENCH_DIR = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def kwok_args(kubeconfig: Path, stages: list[Path]) -> list[str]:
 def start(
     bin_dir: Path, kubeconfig: Path, log: Path, env: dict[str, str]
 ) -> subprocess.Popen[bytes]:
-    """Start kwok in its own process group (stop it with tests.harness.procs.stop)."""
+    """Start kwok in its own process group (stop it with harness.procs.stop)."""
     binary = bin_dir / "kwok"
     if not os.access(binary, os.X_OK):
         raise FileNotFoundError(f"no kwok binary at {binary} (hack/build-control-plane.sh)")

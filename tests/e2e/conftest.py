@@ -1,7 +1,7 @@
 """A real node (kubelet + containerd + runc, CoreDNS, a private pod bridge) for the e2e tests.
 
 Fixtures:
-- test_images (session): the operator and CPU trainer images (tests.harness.images), built by
+- test_images (session): the operator and CPU trainer images (harness.images), built by
   hack/build-images.sh or found in its cache.
 - real_node (package): a Ready node registered with the `control_plane`, the images imported;
   gone before the k8s tests, whose pods must find no node.
@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness.controlplane import ControlPlane
-from tests.harness.images import Image, build_test_images
-from tests.harness.node import Node, start_node
+from harness.controlplane import ControlPlane
+from harness.images import Image, build_test_images
+from harness.node import Node, start_node
 
 
 @pytest.fixture(scope="session")

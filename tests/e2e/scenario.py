@@ -21,12 +21,12 @@ from typing import Any
 import yaml
 from kubernetes import client
 
+from harness import ControlPlane, eventually, network
+from harness.images import Image
+from harness.node import Node
+from harness.procs import spawn, stop
 from kubetune_operator.api import constants as c
 from kubetune_operator.reconcile import names
-from tests.harness import ControlPlane, eventually, network
-from tests.harness.images import Image
-from tests.harness.node import Node
-from tests.harness.procs import spawn, stop
 from tests.k8s.chart.test_install import helm
 from tests.unit.chart.helm import CHART
 

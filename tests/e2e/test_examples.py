@@ -31,13 +31,13 @@ import pytest
 import yaml
 from kubernetes import client
 
+from harness import ControlPlane, eventually, network
+from harness.images import Image
+from harness.node import Node
 from kubetune_operator.api import constants as c
 from tests.e2e.examples import SUBSTITUTIONS, documents, patched, substituted_fields
 from tests.e2e.scenario import CREDENTIALS, S3, S3_SECRET, ChartOperator, World, job_manifest
 from tests.fixtures.hub import HubServer, Repo, folder_files
-from tests.harness import ControlPlane, eventually, network
-from tests.harness.images import Image
-from tests.harness.node import Node
 
 # The first test also pays for the world (three tiny models, helm install).
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]

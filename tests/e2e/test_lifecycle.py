@@ -24,6 +24,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from harness import ControlPlane, eventually
+from harness.images import Image
+from harness.node import Node
 from kubetune_operator.api import constants as c
 from kubetune_trainer import tiny
 from tests.e2e.scenario import (
@@ -35,9 +38,6 @@ from tests.e2e.scenario import (
     build_tiny_model,
     job_manifest,
 )
-from tests.harness import ControlPlane, eventually
-from tests.harness.images import Image
-from tests.harness.node import Node
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 GOOD_LR, BAD_LR = 0.003, 1e-6

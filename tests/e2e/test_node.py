@@ -10,10 +10,10 @@ import uuid
 
 import pytest
 
-from tests.harness import eventually, network
-from tests.harness.controlplane import ControlPlane
-from tests.harness.images import Image
-from tests.harness.node import Node
+from harness import eventually, network
+from harness.controlplane import ControlPlane
+from harness.images import Image
+from harness.node import Node
 
 pytestmark = [pytest.mark.e2e]
 

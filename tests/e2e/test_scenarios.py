@@ -24,6 +24,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from harness import ControlPlane, eventually
+from harness.images import Image
+from harness.kueue import Kueue
+from harness.node import Node
 from tests.e2e.scenario import (
     CREDENTIALS,
     S3,
@@ -34,10 +38,6 @@ from tests.e2e.scenario import (
     job_manifest,
     results_table,
 )
-from tests.harness import ControlPlane, eventually
-from tests.harness.images import Image
-from tests.harness.kueue import Kueue
-from tests.harness.node import Node
 from tests.k8s.queueing.world import apply, delete, platform_objects
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -74,8 +74,6 @@ def test_every_bad_manifest_is_refused_by_the_apiserver_naming_the_field(
                 failures.append(
                     f"{case.id}: HTTP {status} does not name {case.field}: {message[:300]}"
                 )
-        if seconds >= 1.0:
-            failures.append(f"{case.id}: took {seconds:.2f}s")
     report = table(stats)
     admitted = sorted({c.apiserver_admits for c in CASES if c.apiserver_admits})
     out = tmp_path_factory.getbasetemp() / "bad-manifests-apiserver.md"

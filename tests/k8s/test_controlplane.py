@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ControlPlane, eventually, start_control_plane
+from harness import ControlPlane, eventually, start_control_plane
 
 pytestmark = pytest.mark.k8s
 
@@ -58,7 +58,7 @@ def test_admin_token_authenticates(control_plane: ControlPlane) -> None:
     import ssl
     import urllib.request
 
-    from tests.harness.controlplane import http_get
+    from harness.controlplane import http_get
 
     ctx = ssl.create_default_context(cafile=str(control_plane.cert_files.ca_cert))
     req = urllib.request.Request(
@@ -173,7 +173,7 @@ def test_start_survives_a_port_taken_after_it_was_chosen(
 ) -> None:
     """Another process binds the apiserver's port first (a race no real part provides on
     demand, so the port chooser is made to hand out a busy port once)."""
-    from tests.harness import procs
+    from harness import procs
 
     real_free_port = procs.free_port
     with socket.socket() as busy:

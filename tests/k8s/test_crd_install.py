@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.harness import ControlPlane
+from harness import ControlPlane
 
 pytestmark = pytest.mark.k8s
 

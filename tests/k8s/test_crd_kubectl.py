@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ControlPlane
+from harness import ControlPlane
 from tests.unit.api_cases import valid_manifest
 
 pytestmark = pytest.mark.k8s

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from harness import ControlPlane
 from kubetune_operator.api.k8s_types import extract, schemas
-from tests.harness import ControlPlane
 
 pytestmark = pytest.mark.k8s
 

@@ -13,8 +13,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from harness import ControlPlane
 from kubetune_operator.api import constants as c
-from tests.harness import ControlPlane
 from tests.k8s.apiserver import server_dry_run
 from tests.unit.lifecycle_cases import INVALID_CASES, Case, valid_schedule, valid_sweep
 

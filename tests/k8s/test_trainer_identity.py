@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from harness import ControlPlane
 from kubetune_operator.api import constants as c
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.reconcile import names
@@ -17,7 +18,6 @@ from kubetune_operator.reconcile.plan import OperatorSettings, resolve
 from kubetune_operator.reconcile.render import role, role_binding, service_account
 from kubetune_trainer.progress import KubernetesSink, Progress
 from kubetune_trainer.tracking.events import KubernetesEvents, TokenBucket
-from tests.harness import ControlPlane
 
 pytestmark = pytest.mark.k8s
 

@@ -12,7 +12,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.harness import certs, controlplane, kubeconfig, network, procs
+from harness import certs, controlplane, kubeconfig, network, procs
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""tests.harness.eventually: the one poll-until helper of the k8s and e2e tests."""
+"""harness.eventually: the one poll-until helper of the k8s and e2e tests."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import WaitTimeout, eventually
+from harness import WaitTimeout, eventually
 
 pytestmark = pytest.mark.unit
 

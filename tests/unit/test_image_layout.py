@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import images
+from harness import images
 
 pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.harness import network, nodeclean
-from tests.harness.node import CONF_DIR, render
+from harness import network, nodeclean
+from harness.node import CONF_DIR, render
 
 pytestmark = pytest.mark.unit
 

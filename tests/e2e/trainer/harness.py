@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness import eventually
 from kubetune_trainer import tiny
 from kubetune_trainer.checkpoint.seal import Seal
-from tests.harness import eventually
 
 LOGIT_ATOL = 1e-4  # fp32 export and reload of the same weights; only op order may differ
 EXTENSIONS_DIR = Path.home() / ".cache" / "kubetune" / "torch_extensions"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.binaries import REPO_ROOT
+from harness.binaries import REPO_ROOT
 
 SCRIPT = REPO_ROOT / "bench" / "control_plane.py"
 

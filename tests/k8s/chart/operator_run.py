@@ -15,8 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tests.harness import ControlPlane, eventually
-from tests.harness.binaries import REPO_ROOT
+from harness import ControlPlane, eventually
+from harness.binaries import REPO_ROOT
 from tests.k8s.chart.test_install import helm
 from tests.unit.chart.helm import CHART
 

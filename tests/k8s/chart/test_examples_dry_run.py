@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ControlPlane
-from tests.harness.binaries import REPO_ROOT
+from harness import ControlPlane
+from harness.binaries import REPO_ROOT
 
 pytestmark = pytest.mark.k8s
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import ControlPlane
+from harness import ControlPlane
 from tests.unit.chart.helm import CHART, helm_env, helm_path
 
 pytestmark = pytest.mark.k8s

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ControlPlane
+from harness import ControlPlane
 from tests.k8s.chart.operator_run import (
     JOB,
     chart_installed,

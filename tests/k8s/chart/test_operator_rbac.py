@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from harness import ControlPlane
+from harness.kueue import Kueue
 from kubetune_operator.api import constants as c
-from tests.harness import ControlPlane
-from tests.harness.kueue import Kueue
 from tests.k8s.chart.operator_run import (
     JOB,
     chart_installed,

@@ -11,11 +11,11 @@ import pytest
 import yaml
 from kubernetes import client, config
 
+from harness import ControlPlane, eventually
 from kubetune_operator.api import constants as c
 from kubetune_operator.reconcile.parse import parse_job
 from kubetune_operator.reconcile.plan import OperatorSettings, resolve
 from kubetune_operator.reconcile.render import role, role_binding, service_account
-from tests.harness import ControlPlane, eventually
 from tests.k8s.chart.operator_run import JOB, chart_installed
 
 pytestmark = pytest.mark.k8s

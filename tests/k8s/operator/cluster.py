@@ -16,10 +16,10 @@ from typing import Any
 
 from kubernetes import client
 
+from harness import ControlPlane, eventually
+from harness.controlplane import log_tail
+from harness.procs import free_port, spawn, stop
 from kubetune_operator.api import constants as c
-from tests.harness import ControlPlane, eventually
-from tests.harness.controlplane import log_tail
-from tests.harness.procs import free_port, spawn, stop
 
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

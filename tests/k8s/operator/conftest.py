@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client
 
-from tests.harness import ControlPlane
+from harness import ControlPlane
 from tests.k8s.operator.cluster import Cluster, Operator
 
 

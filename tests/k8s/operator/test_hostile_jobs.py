@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from harness import ControlPlane, eventually
 from kubetune_operator.api import constants as c
-from tests.harness import ControlPlane, eventually
 from tests.k8s.operator.cluster import BASE_SPEC, Cluster, Operator
 
 pytestmark = pytest.mark.k8s

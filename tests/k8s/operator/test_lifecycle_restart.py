@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from harness import eventually
 from kubetune_operator.api import constants as c
-from tests.harness import eventually
 from tests.k8s.operator.cluster import BASE_SPEC, Cluster, Operator
 
 pytestmark = pytest.mark.k8s

@@ -10,8 +10,8 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from harness import ControlPlane, eventually
 from kubetune_operator.api import constants as c
-from tests.harness import ControlPlane, eventually
 from tests.k8s.operator.cluster import Cluster, Operator
 
 pytestmark = pytest.mark.k8s

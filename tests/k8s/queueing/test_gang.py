@@ -19,10 +19,8 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from kubetune_operator.api import constants as c
-from kubetune_operator.reconcile import gang
-from tests.harness import ControlPlane, eventually
-from tests.harness.gang import (
+from harness import ControlPlane, eventually
+from harness.gang import (
     PERMIT_WAITING_SECONDS,
     VOLCANO_SCHEDULER,
     Scheduler,
@@ -30,6 +28,8 @@ from tests.harness.gang import (
     start_coscheduling,
     start_volcano,
 )
+from kubetune_operator.api import constants as c
+from kubetune_operator.reconcile import gang
 from tests.k8s.operator.cluster import Operator
 from tests.k8s.queueing.world import GPU, GpuPool, Jobs, namespace, phase_of
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from harness import ControlPlane, eventually
+from harness.kueue import Kueue
 from kubetune_operator.api import constants as c
 from kubetune_operator.reconcile import workload as wl
-from tests.harness import ControlPlane, eventually
-from tests.harness.kueue import Kueue
 from tests.k8s.operator.cluster import Operator
 from tests.k8s.queueing.world import (
     GPU,

@@ -18,11 +18,11 @@ import yaml
 from kubernetes import client
 
 from bench._scale import kwok
+from harness import ControlPlane, eventually
+from harness.binaries import REPO_ROOT
+from harness.procs import stop
 from kubetune_operator.api import constants as c
 from kubetune_operator.reconcile import workload as wl
-from tests.harness import ControlPlane, eventually
-from tests.harness.binaries import REPO_ROOT
-from tests.harness.procs import stop
 from tests.k8s.operator.cluster import BASE_SPEC
 
 POOL_KEY = "kubetune.dev/test-pool"

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness.binaries import REPO_ROOT, bin_dir
+from harness.binaries import REPO_ROOT, bin_dir
 
 CHART = REPO_ROOT / "charts" / "kubetune"
 VALUES_EXAMPLES = sorted((CHART / "values-examples").glob("*.yaml"))

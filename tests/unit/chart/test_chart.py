@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness.binaries import REPO_ROOT
+from harness.binaries import REPO_ROOT
 from tests.unit.chart.helm import CHART, VALUES_EXAMPLES, by_kind, render, run_helm, template_args
 
 pytestmark = pytest.mark.unit

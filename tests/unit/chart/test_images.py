@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness.binaries import REPO_ROOT
+from harness.binaries import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 

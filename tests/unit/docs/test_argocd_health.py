@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness.binaries import REPO_ROOT
+from harness.binaries import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 

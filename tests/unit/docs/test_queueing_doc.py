@@ -8,7 +8,7 @@ import textwrap
 import pytest
 import yaml
 
-from tests.harness.binaries import REPO_ROOT
+from harness.binaries import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 

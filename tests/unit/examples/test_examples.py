@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from harness.binaries import REPO_ROOT
 from kubetune_operator.api.schedule import FineTuneSchedule
 from kubetune_operator.api.spec import FineTuneJob
 from kubetune_operator.api.sweep import FineTuneSweep
 from kubetune_operator.cli import KINDS, check_document
-from tests.harness.binaries import REPO_ROOT
 
 pytestmark = pytest.mark.unit
 

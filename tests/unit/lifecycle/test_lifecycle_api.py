@@ -44,8 +44,8 @@ def test_models_refuse_and_name_the_field(case: Case) -> None:
 
 @pytest.mark.parametrize("plural", ["finetunesweeps", "finetuneschedules"])
 def test_committed_crds_are_current(plural: str) -> None:
+    from harness.binaries import REPO_ROOT
     from kubetune_operator.api.crd import crd_yaml
-    from tests.harness.binaries import REPO_ROOT
 
     committed = (REPO_ROOT / "crds" / f"kubetune.dev_{plural}.yaml").read_text()
     assert committed == crd_yaml(plural), "crds/ is stale: run `make crds` and commit it"

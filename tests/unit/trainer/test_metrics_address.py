@@ -25,7 +25,7 @@ def test_metrics_address(env: dict[str, str], expected: str) -> None:
 
 
 def test_two_endpoints_share_a_port_on_different_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
-    from tests.harness.procs import free_port
+    from harness.procs import free_port
 
     port = free_port()
     for ip, job in (("127.0.0.7", "a"), ("127.0.0.8", "b")):

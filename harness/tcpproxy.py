@@ -1,4 +1,4 @@
-"""A TCP forwarder run as its own process: `python -m tests.harness.tcpproxy LISTEN_HOST
+"""A TCP forwarder run as its own process: `python -m harness.tcpproxy LISTEN_HOST
 LISTEN_PORT TARGET_HOST TARGET_PORT`.
 
 The test node has no kube-proxy, so the harness puts this on the `kubernetes` Service address

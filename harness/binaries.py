@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
 SCHEDULERS_SCRIPT = REPO_ROOT / "hack" / "build-schedulers.sh"
 REQUIRED = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler")

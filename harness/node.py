@@ -1,9 +1,9 @@
 """One real Kubernetes node for the e2e tests: kubelet + containerd + runc, pods on a bridge the
 harness creates, CoreDNS for cluster names, the `kubernetes` Service forwarded to the test
-control plane (tests.harness.controlplane) on loopback.
+control plane (harness.controlplane) on loopback.
 
 Everything it changes on the machine is undone by `Node.stop` and, in case an earlier run
-crashed, by `clean_leftovers` before it starts (tests.harness.nodeclean): processes, pod
+crashed, by `clean_leftovers` before it starts (harness.nodeclean): processes, pod
 processes in the /kubepods cgroups, mounts, the bridge, the no-egress rule, the iptables chains
 and sysctls kubelet changes, and the fixed paths kubelet and containerd write outside their
 configured folders. Images live in a store that outlives the node (IMAGE_STORE), so a warm run
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness import certs, kubeconfig, network, nodeclean, procs
-from tests.harness.binaries import REPO_ROOT
-from tests.harness.controlplane import ControlPlane, ControlPlaneError, log_tail
+from harness import certs, kubeconfig, network, nodeclean, procs
+from harness.binaries import REPO_ROOT
+from harness.controlplane import ControlPlane, ControlPlaneError, log_tail
 
 NODE_NAME = "kubetune-node"
 STATE_DIR = nodeclean.STATE_DIR
@@ -186,7 +186,7 @@ class Node:
         return {f[0] for f in (line.split() for line in out) if f and f[-1] == "Committed"}
 
     def _import_from_layout(self, layout: Path, ref: str) -> None:
-        from tests.harness import images
+        from harness import images
 
         layers = images.layers_to_send(layout, ref, self.unpacked_layers())
         argv = [str(self.bins / "ctr"), "-a", str(self.socket), "-n", "k8s.io", "images",
@@ -347,7 +347,7 @@ def _setup_network() -> None:
 
 def _import_pause(node: Node) -> None:
     """The sandbox image: the static pause binary as the only file of a one-layer image."""
-    from tests.harness import images
+    from harness import images
 
     archive = images.single_binary_archive(
         node.bins / "pause", "/pause", PAUSE_IMAGE, node.state / "pause.tar", user="65535:65535"
@@ -405,7 +405,7 @@ def start_node(cp: ControlPlane, bins: Path | None = None) -> Node:
             [
                 str(Path(os.sys.executable)),
                 "-m",
-                "tests.harness.tcpproxy",
+                "harness.tcpproxy",
                 network.API_SERVICE_IP,
                 str(network.API_SERVICE_PORT),
                 "127.0.0.1",

@@ -1,4 +1,4 @@
-"""Undo everything the test node (tests.harness.node) changes on the machine. Run at teardown,
+"""Undo everything the test node (harness.node) changes on the machine. Run at teardown,
 and before a node starts in case an earlier run crashed: each step is safe to repeat and
 touches only what the node made (its state folder, its bridge, rules with its comment, the
 /kubepods cgroups and kubelet's fixed paths, which only the test node uses on this machine).
@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from tests.harness import network
+from harness import network
 
 STATE_DIR = Path(os.environ.get("KUBETUNE_NODE_STATE", "/var/tmp/kubetune-node"))
 NO_EGRESS_COMMENT = "kubetune-test-no-egress"
@@ -92,7 +92,7 @@ def _stop_recorded(state: Path, bins: Path) -> None:
             continue
         pid = int(pidfile.read_text().strip() or 0)
         cmd = _cmdline(pid)
-        if pid and (str(state) in cmd or str(bins) in cmd or "tests.harness" in cmd):
+        if pid and (str(state) in cmd or str(bins) in cmd or "harness" in cmd):
             _kill(pid, signal.SIGTERM)
             deadline = time.monotonic() + 20
             while _cmdline(pid) and time.monotonic() < deadline:
@@ -240,7 +240,7 @@ def _remove_fixed_paths(state: Path) -> None:
 
 def clean_leftovers(bins: Path, state: Path = STATE_DIR) -> list[str]:
     """Undo whatever a node left; returns what is still there afterwards (empty when clean)."""
-    from tests.harness.node import IMAGE_STORE
+    from harness.node import IMAGE_STORE
 
     _stop_recorded(state, bins)
     _kill_pod_processes()

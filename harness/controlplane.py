@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.harness import binaries, certs, kubeconfig, network, procs
+from harness import binaries, certs, kubeconfig, network, procs
 
 LOOPBACK_NO_PROXY = "127.0.0.1,localhost"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -185,7 +185,7 @@ def etcd_args(data_dir: Path, client_port: int, peer_port: int) -> list[str]:
 def apiserver_args(c: certs.CertFiles, etcd_url: str, port: int, cert_dir: Path) -> list[str]:
     """kube-apiserver flags: loopback only, client-cert + SA token auth, Node + RBAC
     authorization, and what a real node needs: the kubelet client cert (logs, exec) and
-    node addresses by InternalIP (the bridge address of tests.harness.node)."""
+    node addresses by InternalIP (the bridge address of harness.node)."""
     return [
         f"--etcd-servers={etcd_url}",
         "--bind-address=127.0.0.1",

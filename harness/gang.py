@@ -15,9 +15,9 @@ from typing import Any
 
 import yaml
 
-from tests.harness import binaries, procs
-from tests.harness.controlplane import ControlPlane, log_tail, wait_established
-from tests.harness.wait import eventually
+from harness import binaries, procs
+from harness.controlplane import ControlPlane, log_tail, wait_established
+from harness.wait import eventually
 
 COSCHEDULING_SCHEDULER = "scheduler-plugins-scheduler"
 VOLCANO_SCHEDULER = "volcano"

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from tests.harness.binaries import REPO_ROOT
+from harness.binaries import REPO_ROOT
 
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-images.sh"
 

@@ -26,9 +26,9 @@ from typing import Any
 
 import yaml
 
-from tests.harness import binaries, certs, procs
-from tests.harness.controlplane import ControlPlane, http_get, log_tail, wait_established
-from tests.harness.wait import eventually
+from harness import binaries, certs, procs
+from harness.controlplane import ControlPlane, http_get, log_tail, wait_established
+from harness.wait import eventually
 
 GROUP = "kueue.x-k8s.io"
 NAMESPACE = "kueue-system"

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from tests.harness.controlplane import log_tail
+from harness.controlplane import log_tail
 
 T = TypeVar("T")
 
