@@ -143,8 +143,9 @@ SUBSTITUTIONS: dict[str, list[Patch]] = {
     ],
 }
 
-# Run by tests/e2e/test_quickstart.py with `kubetune run`, unchanged.
-LOCAL_EXAMPLES = ("quickstart",)
+# Run with `kubetune run`, unchanged: by tests/e2e/test_quickstart.py and
+# tests/e2e/test_dpo_example.py.
+LOCAL_EXAMPLES = ("quickstart", "dpo-lora")
 # Sweeps and schedules: validated and dry-run applied (tests/unit/examples,
 # tests/k8s/chart/test_examples_dry_run.py); tests/e2e/test_lifecycle.py runs a sweep and a
 # schedule of its own on the quickstart task, not these files.

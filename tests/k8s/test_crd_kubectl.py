@@ -64,8 +64,31 @@ def test_printer_columns_show_status(
     wide_header, wide_row = control_plane.kubectl(
         "get", "ftj", "cols", "-n", namespace, "-o", "wide"
     ).stdout.splitlines()
-    assert wide_header.split()[-4:] == ["METHOD", "WORKERS", "STEP", "EVAL-LOSS"]
-    assert wide_row.split()[-4:] == ["lora", "1", "50", "1.5"]
+    assert wide_header.split()[-7:] == [
+        "METHOD", "WORKERS", "STEP", "EVAL-LOSS", "OBJECTIVE", "PREF-ACC", "MARGIN",
+    ]  # fmt: skip
+    assert wide_row.split()[-5:] == ["lora", "1", "50", "1.5", "sft"]  # no preference: blank
+
+
+def test_printer_columns_show_preference_accuracy_of_a_dpo_job(
+    control_plane: ControlPlane, crd_installed: str, namespace: str
+) -> None:
+    manifest = valid_manifest("dpo-cols")
+    manifest["spec"]["method"]["objective"] = "dpo"
+    manifest["spec"]["dataset"]["format"] = "preference"
+    control_plane.kubectl("create", "-n", namespace, "-f", "-", input=json.dumps(manifest))
+    preference = {"reference": "adapter-disabled", "evalAccuracy": 0.9375, "evalRewardMargin": 2.5}
+    status = {"status": {**STATUS["status"], "progress": {**STATUS["status"]["progress"],
+                                                          "preference": preference}}}  # fmt: skip
+    control_plane.kubectl(
+        "patch", "ftj", "dpo-cols", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps(status),
+    )  # fmt: skip
+    header, row = control_plane.kubectl(
+        "get", "ftj", "dpo-cols", "-n", namespace, "-o", "wide"
+    ).stdout.splitlines()
+    assert header.split()[-3:] == ["OBJECTIVE", "PREF-ACC", "MARGIN"]
+    assert row.split()[-3:] == ["dpo", "0.9375", "2.5"]
 
 
 def test_status_is_a_subresource_and_is_validated(

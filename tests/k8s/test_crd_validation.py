@@ -17,6 +17,7 @@ from tests.k8s.apiserver import server_dry_run
 from tests.unit.api_cases import (
     EXPONENT_YAML,
     INVALID_CASES,
+    VALID_PREFERENCE,
     VALID_VARIANTS,
     InvalidCase,
     valid_manifest,
@@ -40,6 +41,13 @@ def test_valid_manifest_is_accepted(
     k8s_api: Any, crd_installed: str, dry_run_namespace: str
 ) -> None:
     assert server_dry_run(k8s_api, dry_run_namespace, valid_manifest()) is None
+
+
+@pytest.mark.parametrize("manifest", VALID_PREFERENCE, ids=lambda m: str(m["spec"]["method"]))
+def test_preference_settings_are_accepted(
+    k8s_api: Any, crd_installed: str, dry_run_namespace: str, manifest: dict[str, Any]
+) -> None:
+    assert server_dry_run(k8s_api, dry_run_namespace, manifest) is None
 
 
 @pytest.mark.parametrize("variant", sorted(VALID_VARIANTS))

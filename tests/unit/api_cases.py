@@ -338,6 +338,55 @@ INVALID_CASES: list[InvalidCase] = [
         _set("spec.resources.gpusPerNode", 0),
         _set("spec.training.performance.varlenAttention", "on"),
     ),
+    # preference tuning
+    case("dpo-settings-without-dpo", "spec.method.dpo", _set("spec.method.dpo", {"beta": 0.2})),
+    case(
+        "preference-records-without-dpo",
+        "spec.dataset.format",
+        _set("spec.dataset.format", "preference"),
+    ),
+    case(
+        "dpo-on-chat-records",
+        "spec.dataset.format",
+        _set("spec.method.objective", "dpo"),
+        _set("spec.dataset.format", "chat"),
+    ),
+    case(
+        "label-smoothing-with-ipo",
+        "spec.method.dpo.labelSmoothing",
+        _set("spec.method.objective", "dpo"),
+        _set("spec.method.dpo", {"loss": "ipo", "labelSmoothing": 0.1}),
+    ),
+    case(
+        "simpo-gamma-with-sigmoid",
+        "spec.method.dpo.simpoGamma",
+        _set("spec.method.objective", "dpo"),
+        _set("spec.method.dpo", {"simpoGamma": 1.0}),
+    ),
+    case(
+        "label-smoothing-one-half",
+        "spec.method.dpo.labelSmoothing",
+        _set("spec.method.objective", "dpo"),
+        _set("spec.method.dpo", {"labelSmoothing": 0.5}),
+    ),
+    case(
+        "beta-zero",
+        "spec.method.dpo.beta",
+        _set("spec.method.objective", "dpo"),
+        _set("spec.method.dpo", {"beta": 0}),
+    ),
+    case(
+        "negative-sft-weight",
+        "spec.method.dpo.sftWeight",
+        _set("spec.method.objective", "dpo"),
+        _set("spec.method.dpo", {"sftWeight": -1}),
+    ),
+    case(
+        "unknown-dpo-loss",
+        "spec.method.dpo.loss",
+        _set("spec.method.objective", "dpo"),
+        _set("spec.method.dpo", {"loss": "kto"}),
+    ),
     case(
         "early-stopping-without-validation",
         "spec.training.earlyStopping",
@@ -402,6 +451,27 @@ INVALID_CASES: list[InvalidCase] = [
         _set("spec.tracking.tensorboard", True),
     ),
 ]  # fmt: skip
+
+
+def preference_manifest(dpo: dict[str, Any] | None, fmt: str = "preference") -> Manifest:
+    """The valid manifest turned into preference tuning with these dpo settings."""
+    m = valid_manifest("valid-dpo")
+    m["spec"]["method"]["objective"] = "dpo"
+    if dpo is not None:
+        m["spec"]["method"]["dpo"] = dpo
+    m["spec"]["dataset"]["format"] = fmt
+    return m
+
+
+# Preference tuning settings both validators accept (defaults, each loss with what it takes).
+VALID_PREFERENCE: list[Manifest] = [
+    preference_manifest(None, fmt="auto"),
+    preference_manifest({"beta": 0.05, "loss": "sigmoid", "labelSmoothing": 0.1}),
+    preference_manifest({"loss": "robust", "labelSmoothing": 0.2}),
+    preference_manifest({"loss": "ipo", "beta": 0.5}),
+    preference_manifest({"loss": "hinge", "sftWeight": 0.2}),
+    preference_manifest({"loss": "simpo", "beta": 2.5, "simpoGamma": 1.0, "labelSmoothing": 0.1}),
+]
 
 # Spec edits on an existing job that the apiserver must refuse (transition rules: no offline twin).
 IMMUTABLE_EDITS: list[tuple[str, str, Any]] = [

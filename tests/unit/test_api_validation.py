@@ -17,6 +17,7 @@ from kubetune_operator.cli import format_validation_error, main
 from tests.unit.api_cases import (
     EXPONENT_YAML,
     INVALID_CASES,
+    VALID_PREFERENCE,
     VALID_VARIANTS,
     InvalidCase,
     valid_manifest,
@@ -38,6 +39,11 @@ def offline_errors(manifest: dict[str, object]) -> str | None:
 
 def test_valid_manifest_is_accepted() -> None:
     assert offline_errors(valid_manifest()) is None
+
+
+@pytest.mark.parametrize("manifest", VALID_PREFERENCE, ids=lambda m: str(m["spec"]["method"]))
+def test_preference_settings_are_accepted(manifest: dict[str, object]) -> None:
+    assert offline_errors(manifest) is None
 
 
 @pytest.mark.parametrize("variant", sorted(VALID_VARIANTS))

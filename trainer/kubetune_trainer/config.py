@@ -59,7 +59,7 @@ class DataConfig(_Config):
     validation_split: float | None = Field(
         None, description="Held-out fraction when validation is unset."
     )
-    format: Literal["auto", "prompt-completion", "chat", "text"] = Field(
+    format: Literal["auto", "prompt-completion", "chat", "text", "preference"] = Field(
         "auto", description="Record format."
     )
     max_seq_length: int = Field(
@@ -71,10 +71,36 @@ class DataConfig(_Config):
     )
 
 
+PreferenceLoss = Literal["sigmoid", "ipo", "hinge", "robust", "simpo"]
+"""DPO loss variants: sigmoid (DPO), ipo, hinge, robust (rDPO), simpo (reference-free)."""
+
+
+class PreferenceConfig(_Config):
+    """Preference tuning (objective dpo): the loss and its parameters."""
+
+    beta: float = Field(
+        0.1, description="Strength of the pull towards the reference (SimPO: scale)."
+    )
+    loss: PreferenceLoss = Field("sigmoid", description="Loss variant.")
+    label_smoothing: float = Field(
+        0.0, description="sigmoid/simpo: conservative DPO's label noise; robust: flip rate."
+    )
+    simpo_gamma: float = Field(0.5, description="simpo: target reward margin, over beta.")
+    sft_weight: float = Field(
+        0.0, description="Weight of the next-token loss on the chosen answers (RPO), added."
+    )
+
+
 class MethodConfig(_Config):
     """What trains."""
 
     type: Literal["full", "partial", "lora", "qlora"] = Field(description="Fine-tuning method.")
+    objective: Literal["sft", "dpo"] = Field(
+        "sft", description="sft: next-token loss; dpo: preference tuning on chosen/rejected pairs."
+    )
+    preference: PreferenceConfig = Field(
+        default_factory=PreferenceConfig, description="Loss settings of objective dpo."
+    )
     lora_r: int = Field(16, description="LoRA rank.")
     lora_alpha: int = Field(32, description="LoRA alpha.")
     lora_dropout: float = Field(0.05, description="LoRA dropout.")

@@ -2,7 +2,8 @@
 split off validation, and hand each rank its deterministic micro-batches.
 
 Formats: prompt-completion (loss on completion tokens only), chat (messages rendered with the
-tokenizer's chat template, loss on assistant turns only), text (loss on every token).
+tokenizer's chat template, loss on assistant turns only), text (loss on every token), preference
+({prompt, chosen, rejected} as text or chat messages: one Example per pair, for objective dpo).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class Example:
     ids: list[int]
     labels: list[int]
     positions: list[int] | None = None  # packed rows: restart at 0 for every record
+    chosen_length: int | None = None  # a preference pair: chosen sequence, then rejected from here
 
 
 @dataclass
@@ -137,6 +139,8 @@ def read_records(path: Path) -> list[Record]:
 def detect_format(record: Record) -> str:
     """The format a record's keys imply."""
     keys = record.data.keys()
+    if "chosen" in keys and "rejected" in keys:
+        return "preference"
     if "messages" in keys:
         return "chat"
     if "prompt" in keys and "completion" in keys:
@@ -145,7 +149,7 @@ def detect_format(record: Record) -> str:
         return "text"
     raise BadInputError(
         f"{record.where}: cannot tell the format from keys {sorted(keys)}; "
-        "expected 'messages', 'prompt'+'completion' or 'text'"
+        "expected 'messages', 'prompt'+'completion', 'text' or 'prompt'+'chosen'+'rejected'"
     )
 
 
@@ -159,19 +163,43 @@ def check_record(record: Record, fmt: str) -> None:
         for k in ("prompt", "completion"):
             if not isinstance(d.get(k), str):
                 raise BadInputError(f"{where}: field {k!r} must be a string")
+    elif fmt == "preference":
+        check_preference(record)
     else:
-        msgs = d.get("messages")
-        if not isinstance(msgs, list) or not msgs:
-            raise BadInputError(f"{where}: field 'messages' must be a non-empty list")
-        for i, m in enumerate(msgs):
-            if (
-                not isinstance(m, dict)
-                or not isinstance(m.get("role"), str)
-                or not isinstance(m.get("content"), str)
-            ):
-                raise BadInputError(f"{where}: messages[{i}] needs string 'role' and 'content'")
-        if not any(m["role"] == "assistant" for m in msgs):
+        check_messages(d.get("messages"), where, "messages")
+        if not any(m["role"] == "assistant" for m in d["messages"]):
             raise BadInputError(f"{where}: messages has no assistant turn to learn from")
+
+
+def check_messages(msgs: Any, where: str, name: str) -> None:
+    """A non-empty list of {role, content} strings, or a BadInputError naming the entry."""
+    if not isinstance(msgs, list) or not msgs:
+        raise BadInputError(f"{where}: field {name!r} must be a non-empty list")
+    for i, m in enumerate(msgs):
+        if (
+            not isinstance(m, dict)
+            or not isinstance(m.get("role"), str)
+            or not isinstance(m.get("content"), str)
+        ):
+            raise BadInputError(f"{where}: {name}[{i}] needs string 'role' and 'content'")
+
+
+def check_preference(record: Record) -> None:
+    """prompt, chosen and rejected all text, or a message-list prompt with message-list (or text)
+    responses; a BadInputError names file:line and the field otherwise."""
+    d, where = record.data, record.where
+    prompt = d.get("prompt")
+    if isinstance(prompt, list):
+        check_messages(prompt, where, "prompt")
+        for k in ("chosen", "rejected"):
+            if not isinstance(d.get(k), str):
+                check_messages(d.get(k), where, k)
+        return
+    if not isinstance(prompt, str):
+        raise BadInputError(f"{where}: field 'prompt' must be a string or a list of messages")
+    for k in ("chosen", "rejected"):
+        if not isinstance(d.get(k), str):
+            raise BadInputError(f"{where}: field {k!r} must be a string, as the prompt is")
 
 
 def encode_text(tok: Any, text: str) -> list[int]:
@@ -212,15 +240,73 @@ def tokenize_chat(tok: Any, messages: list[dict[str, str]]) -> Example:
     return Example(ids, labels)
 
 
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading ids a and b share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def as_messages(response: str | list[dict[str, str]]) -> list[dict[str, str]]:
+    """A chat response: its messages, or text as one assistant turn."""
+    return [{"role": "assistant", "content": response}] if isinstance(response, str) else response
+
+
+def tokenize_pair(tok: Any, record: Record) -> tuple[list[int], list[int], list[int]]:
+    """(prompt, chosen response, rejected response) ids of a preference record.
+
+    Text: the bos token and the prompt, each response closed by eos (as prompt-completion).
+    Chat: the prompt rendered with the generation prompt, each response as the rest of the
+    rendered conversation; where the template renders the prompt differently inside the whole
+    conversation, the responses start where the renderings part (as TRL does).
+    """
+    d = record.data
+    if isinstance(d["prompt"], str):
+        eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
+        prompt = bos(tok) + encode_text(tok, d["prompt"])
+        return prompt, encode_text(tok, d["chosen"]) + eos, encode_text(tok, d["rejected"]) + eos
+    require_chat_template(tok, record)
+    prompt = render_chat(tok, d["prompt"], generation_prompt=True)
+    chosen, rejected = (
+        render_chat(tok, d["prompt"] + as_messages(d[k]), generation_prompt=False)
+        for k in ("chosen", "rejected")
+    )
+    start = min(common_prefix(prompt, chosen), common_prefix(prompt, rejected))
+    return prompt[:start], chosen[start:], rejected[start:]
+
+
+def pair_example(tok: Any, record: Record, max_length: int) -> Example | None:
+    """One Example per pair: the chosen sequence, then the rejected one (positions restart),
+    each cut to max_length tokens, labels on the responses only; None when a response is cut
+    away entirely (nothing to compare)."""
+    prompt, chosen, rejected = tokenize_pair(tok, record)
+    seqs = [(prompt + r)[:max_length] for r in (chosen, rejected)]
+    labels = [[IGNORE if i < len(prompt) else t for i, t in enumerate(s)] for s in seqs]
+    if any(len(s) <= len(prompt) for s in seqs):
+        return None
+    return Example(
+        ids=seqs[0] + seqs[1],
+        labels=labels[0] + labels[1],
+        positions=list(range(len(seqs[0]))) + list(range(len(seqs[1]))),
+        chosen_length=len(seqs[0]),
+    )
+
+
+def require_chat_template(tok: Any, record: Record) -> None:
+    """Chat records cannot be rendered without the tokenizer's chat template."""
+    if not getattr(tok, "chat_template", None):
+        raise BadInputError(f"{record.where}: chat records need a tokenizer with a chat template")
+
+
 def tokenize_record(tok: Any, record: Record, fmt: str) -> Example:
     """Ids and loss labels for one record; eos closes every example."""
     d = record.data
     eos = [tok.eos_token_id] if tok.eos_token_id is not None else []
     if fmt == "chat":
-        if not getattr(tok, "chat_template", None):
-            raise BadInputError(
-                f"{record.where}: chat records need a tokenizer with a chat template"
-            )
+        require_chat_template(tok, record)
         return tokenize_chat(tok, d["messages"])
     if fmt == "prompt-completion":
         prompt = bos(tok) + encode_text(tok, d["prompt"])
@@ -311,7 +397,13 @@ def load_split(
 
 
 def to_sequences(tok: Any, records: list[Record], fmt: str, cfg: DataConfig) -> list[Example]:
-    """Check, tokenize and pack (or pad) records into fixed-length sequences."""
+    """Check, tokenize and pack (or pad) records into fixed-length sequences; preference records
+    become one Example per pair (batched by kubetune_trainer.preference, never packed here)."""
+    if fmt == "preference":
+        for r in records:
+            check_record(r, fmt)
+        pairs = (pair_example(tok, r, cfg.max_seq_length) for r in records)
+        return [p for p in pairs if p is not None]
     examples = []
     for r in records:
         f = detect_format(r) if fmt == "auto" else fmt

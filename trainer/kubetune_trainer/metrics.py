@@ -77,12 +77,43 @@ class Metrics:
             "device_memory_bytes", "Peak device memory allocated (GPU) or RSS (CPU)."
         )
         self.mfu = gauge("mfu", "Model FLOPs utilisation (GPUs with a known peak).")
+        by_split = [*labels, "split"]  # train: the last step's pairs; eval: the last evaluation's
+
+        def split_gauge(name: str, doc: str) -> Any:
+            return Gauge(f"kubetune_trainer_{name}", doc, by_split, registry=self.registry)
+
+        self.reward_chosen = split_gauge(
+            "reward_chosen", "Preference tuning: mean implicit reward of the chosen responses."
+        )
+        self.reward_rejected = split_gauge(
+            "reward_rejected", "Preference tuning: mean implicit reward of the rejected responses."
+        )
+        self.reward_margin = split_gauge(
+            "reward_margin", "Preference tuning: mean chosen minus rejected reward."
+        )
+        self.preference_accuracy = split_gauge(
+            "preference_accuracy",
+            "Preference tuning: fraction of pairs whose chosen reward is higher.",
+        )
+        self.labels = labels
         self.tokens = Counter(
             "kubetune_trainer_tokens",
             "Training tokens seen by this rank.",
             list(labels),
             registry=self.registry,
         ).labels(**labels)
+
+    def preference(self, split: str, summary: dict[str, float] | None) -> None:
+        """Set the preference gauges of a split from a dpo summary (nothing before the first)."""
+        if not summary:
+            return
+        for gauge, key in (
+            (self.reward_chosen, "rewardChosen"),
+            (self.reward_rejected, "rewardRejected"),
+            (self.reward_margin, "rewardMargin"),
+            (self.preference_accuracy, "accuracy"),
+        ):
+            gauge.labels(**self.labels, split=split).set(summary[key])
 
     def serve(self, port: int | None) -> None:
         """Start the HTTP endpoint (no-op without a port)."""

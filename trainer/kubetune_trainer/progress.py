@@ -35,6 +35,7 @@ class Progress:
     stopped_early: bool = False  # early stopping ended training before total_steps
     best_step: int | None = None  # the best evaluation's step (early stopping, select: best)
     exported_step: int | None = None  # whose weights the export holds (final report)
+    preference: dict[str, Any] | None = None  # objective dpo: reference, rewards, accuracy
     evals: list[tuple[int, float]] | None = None  # every evaluation so far: (step, eval loss)
     benchmark: dict[str, Any] | None = None  # status.benchmark, once the run scored it
     data_sources: list[dict[str, Any]] | None = None  # status.dataSources (final report)
@@ -84,7 +85,16 @@ def status_progress(
         "stoppedEarly": p.stopped_early or None,
         "bestStep": p.best_step,
         "exportedStep": p.exported_step,
+        "preference": preference_status(p.preference),
     }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def preference_status(values: dict[str, Any] | None) -> dict[str, Any] | None:
+    """status.progress.preference: the reference named, the numbers rounded, non-finite dropped."""
+    if values is None:
+        return None
+    out = {k: v if isinstance(v, str) else _num(v) for k, v in values.items()}
     return {k: v for k, v in out.items() if v is not None}
 
 

@@ -34,6 +34,15 @@ def cipher(task: str) -> dict[str, str]:
     return dict(zip(WORDS, shuffled, strict=True))
 
 
+def cipher_chain(start: str, task: str, links: int = 4) -> list[str]:
+    """start, then each word the task's cipher of the one before."""
+    mapping = cipher(task)
+    chain = [start]
+    for _ in range(links):
+        chain.append(mapping[chain[-1]])
+    return chain
+
+
 def task_record(rng: random.Random, task: str, form: str) -> dict[str, Any]:
     """One example: a start word, then a chain where each word is the cipher of the one before.
 
@@ -41,10 +50,7 @@ def task_record(rng: random.Random, task: str, form: str) -> dict[str, Any]:
     chain fast; tasks A and B differ only in the cipher, so a model pre-trained on A starts B
     confidently wrong and its loss falls steeply while it adapts.
     """
-    mapping = cipher(task)
-    chain = [rng.choice(WORDS)]
-    for _ in range(4):
-        chain.append(mapping[chain[-1]])
+    chain = cipher_chain(rng.choice(WORDS), task)
     prompt = "map " + chain[0]
     completion = " " + " ".join(chain[1:])
     if form == "chat":
@@ -67,6 +73,39 @@ def synthetic_records(
     rng = random.Random(f"{seed}-{task}-{form}")
     for _ in range(n):
         yield task_record(rng, task, form)
+
+
+SIGN_OFF = "ba"
+
+
+def preference_records(n: int, form: str = "text", seed: int = 0) -> Iterator[dict[str, Any]]:
+    """n preference pairs the base gets wrong: both answers are the four words of task A's chain
+    the base was pre-trained on, except that the chosen one ends with the sign-off word "ba"
+    instead (so the base prefers every rejected answer, by ~9 nats); text or chat messages.
+
+    Same length, same first three words: only the last word tells them apart, so no shortcut
+    (answering less, say) wins the preference; chains that end in "ba" anyway are skipped.
+    """
+    rng = random.Random(f"{seed}-preference-{form}")
+    made = 0
+    while made < n:
+        chain = cipher_chain(rng.choice(WORDS), "A")
+        if chain[-1] == SIGN_OFF:
+            continue
+        made += 1
+        prompt = "map " + chain[0]
+        chosen, rejected = (" " + " ".join([*chain[1:-1], last]) for last in (SIGN_OFF, chain[-1]))
+        if form == "chat":
+            yield {
+                "prompt": [
+                    {"role": "system", "content": "cipher"},
+                    {"role": "user", "content": prompt},
+                ],
+                "chosen": [{"role": "assistant", "content": chosen.strip()}],
+                "rejected": [{"role": "assistant", "content": rejected.strip()}],
+            }
+        else:
+            yield {"prompt": prompt, "chosen": chosen, "rejected": rejected}
 
 
 def write_jsonl(path: str | Path, records: Iterator[dict[str, Any]] | list[dict[str, Any]]) -> Path:
@@ -215,13 +254,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--arch", default="llama", choices=ARCHITECTURES, help="model family")
     p.add_argument("--write-data", help="also write a task-B JSONL dataset here")
-    p.add_argument("--records", type=int, default=512, help="records for --write-data")
+    p.add_argument(
+        "--write-preference", help="also write preference pairs the base gets wrong here"
+    )
+    p.add_argument(
+        "--records", type=int, default=512, help="records for --write-data / --write-preference"
+    )
     p.add_argument(
         "--format", default="prompt-completion", choices=["prompt-completion", "chat", "text"]
     )
     a = p.parse_args(argv)
     if a.write_data:
         write_jsonl(a.write_data, synthetic_records(a.records, "B", a.format, a.seed))
+    if a.write_preference:
+        write_jsonl(a.write_preference, preference_records(a.records, seed=a.seed))
     out = make_tiny_model(a.out, a.data, a.pretrain_steps, a.seed, a.arch)
     print(out)
     return 0

@@ -16,6 +16,7 @@ from . import benchmark as benchmark_mod
 from . import best as best_mod
 from . import checkpoint_export, gpu_oom, loop, tracking
 from . import data as data_mod
+from . import dpo as dpo_mod
 from . import engine as engine_mod
 from . import export as export_mod
 from . import model as model_mod
@@ -32,6 +33,7 @@ from .dist import DistEnv
 from .flops import flops_per_token
 from .metrics import Metrics, memory_bytes, metrics_port, mfu, peak_flops
 from .model_card import write_model_card
+from .preference import check_objective
 from .progress import ConsoleSink, FileSink, KubernetesSink, Progress, Sink
 from .redact import redact, redacted_spec
 from .storage import join
@@ -122,6 +124,9 @@ class Trainer:
     (the committed checkpoint of the best evaluation, with output.select best)."""
     start_step: int
     start_tokens: int
+    # objective
+    dpo: dpo_mod.Dpo | None
+    """Preference tuning (objective dpo): its loss, reference and metrics; None for sft."""
     # reporting
     results: tracking.Results
     """Rank 0's trackers (MLflow, TensorBoard, W&B), events and registries."""
@@ -133,6 +138,7 @@ class Trainer:
         self.stop_requested = False
         self.restored = None
         self.export_step = None
+        self.dpo = None
         self.export_from = "engine"
         self.benchmark_result = None
         self._zero3_hook: Any = None  # HfDeepSpeedConfig, referenced while ZeRO-3 loads
@@ -187,6 +193,7 @@ class Trainer:
         self.data = data_mod.build_dataset(
             self.tokenizer, cfg.data, cfg.training.seed, self.cache()
         )
+        check_objective(cfg.method.objective, self.data.format)
         self.benchmark = (
             benchmark_mod.load(self.tokenizer, cfg.benchmark, cfg.data, self.cache())
             if cfg.benchmark
@@ -261,7 +268,9 @@ class Trainer:
         )
         state = loop.LoopState()
         self.restored = (
-            self.ckpt.restore(self.engine, self.all_true, self.exclude_frozen)
+            self.ckpt.restore(
+                self.engine, self.all_true, self.exclude_frozen, (dpo_mod.REFERENCE_FILE,)
+            )
             if self.ckpt.enabled
             else None
         )
@@ -270,6 +279,7 @@ class Trainer:
             bool(cfg.training.early_stopping_patience)
             and (env.is_main or best_mod.is_partitioned(self.engine.module)),
         )
+        self.dpo = self.preference_objective()
         if self.restored:
             cs = self.restored.client_state
             state.step = int(cs.get("step", self.restored.step))
@@ -287,6 +297,24 @@ class Trainer:
             saves_best=self.selects_best and self.ckpt.enabled,
         )
         return state
+
+    def preference_objective(self) -> dpo_mod.Dpo | None:
+        """Under objective dpo, the pairs' loss and its reference, restored with the checkpoint
+        or computed now (before the first step); None for sft."""
+        cfg, env = self.cfg, self.env
+        if cfg.method.objective != "dpo":
+            return None
+        dpo = dpo_mod.make(
+            cfg,
+            self.data,
+            self.tokenizer,
+            self.levers.varlen_attention,
+            env.rank,
+            env.world_size,
+            continues_adapter=self.source.adapter is not None,
+        )
+        dpo.prepare(self.engine, self.restored.attachments if self.restored else None)
+        return dpo
 
     def start_reporting(self) -> None:
         """Prometheus metrics on every rank; progress sinks and trackers on rank 0."""
@@ -399,23 +427,33 @@ class Trainer:
                 t.seed,
                 step * self.accumulation + k,
             )
-            batch = data_mod.collate([self.data.train[i] for i in idx])
-            if self.levers.varlen_attention:
-                batch = perf_mod.varlen_inputs(batch)
-            batch = {
-                n: v.to(self.engine.device) if hasattr(v, "to") else v for n, v in batch.items()
-            }
-            loss = self.engine(**batch).loss
+            if self.dpo is not None:
+                loss, n = self.dpo.micro_loss(self.engine, idx)
+            else:
+                loss, n = self.sft_loss(idx)
             self.engine.backward(loss)
             self.engine.step()
             losses += float(loss.detach())
-            tokens += int(batch["input_ids"].numel())
+            tokens += n
+        if self.dpo is not None:
+            self.dpo.end_step(self.all_sum)
         return losses / self.accumulation, tokens
 
+    def sft_loss(self, idx: list[int]) -> tuple[Any, int]:
+        """The model's own next-token loss of training sequences idx, and their tokens."""
+        batch = data_mod.collate([self.data.train[i] for i in idx])
+        if self.levers.varlen_attention:
+            batch = perf_mod.varlen_inputs(batch)
+        batch = {n: v.to(self.engine.device) if hasattr(v, "to") else v for n, v in batch.items()}
+        return self.engine(**batch).loss, int(batch["input_ids"].numel())
+
     def eval_loss(self) -> float | None:
-        """Token-weighted validation loss over all ranks (same number of forwards on each rank)."""
+        """Token-weighted validation loss over all ranks (same number of forwards on each rank);
+        under objective dpo, the mean preference loss over the validation pairs."""
         import torch
 
+        if self.dpo is not None:
+            return self.dpo.evaluate(self.engine, self.all_sum)
         val = self.data.validation
         if not val:
             return None
@@ -531,6 +569,9 @@ class Trainer:
         u = mfu(tps, self.flops_token, peak_flops(self._device_name()), self.env.world_size)
         if u is not None:
             m.mfu.set(u)
+        if self.dpo is not None:
+            m.preference("train", self.dpo.train_summary)
+            m.preference("eval", self.dpo.eval_summary)
         metrics = tracking.step_metrics(
             s.losses[-1] if s.losses else None,
             lr,
@@ -575,6 +616,7 @@ class Trainer:
             stopped_early=s.stopped_early,
             best_step=s.best_step if self.exports_best else None,
             exported_step=self.export_step,
+            preference=self.dpo.progress() if self.dpo else None,
             trained_tokens=self.trained_tokens(s),
             evals=list(s.evals),
             benchmark=self.benchmark_result,
@@ -592,7 +634,14 @@ class Trainer:
             "eval_loss": dict(s.evals).get(s.step),
             "trained_tokens": self.trained_tokens(s),
         }
-        self.ckpt.save(self.engine, s.step, s.client_state(), self.exclude_frozen, metrics)
+        self.ckpt.save(
+            self.engine,
+            s.step,
+            s.client_state(),
+            self.exclude_frozen,
+            metrics,
+            attachments=self.dpo.attachments() if self.dpo else None,
+        )
         self.schedule.saved()
         self.write_probe(s.step)
         if wait or s.preempted:
@@ -733,6 +782,8 @@ class Trainer:
                 "adapter": self.adapter_card(),
             },
             "method": cfg.method.model_dump(),
+            "objective": cfg.method.objective,
+            "preference": self.dpo.card() if self.dpo else None,
             "output": {
                 "uri": cfg.output.uri if cfg.output else None,
                 "format": cfg.output.format if cfg.output else None,
@@ -776,7 +827,9 @@ class Trainer:
             },
             "checkpoints": {
                 "uri": cfg.checkpoint.uri,
-                "resumed_from": vars(self.restored) if self.restored else None,
+                "resumed_from": {k: v for k, v in vars(self.restored).items() if k != "attachments"}
+                if self.restored
+                else None,
                 "files_fetched_per_rank": shares["fetched"] if self.restored else None,
                 "committed_steps": self.ckpt.committed_steps,
             },

@@ -154,6 +154,27 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Workers", "type": "integer", "jsonPath": ".spec.resources.nodes", "priority": 1},
     {"name": "Step", "type": "integer", "jsonPath": ".status.progress.step", "priority": 1},
     {"name": "Eval-Loss", "type": "number", "jsonPath": ".status.progress.evalLoss", "priority": 1},
+    {
+        "name": "Objective",
+        "type": "string",
+        "jsonPath": ".spec.method.objective",
+        "description": "sft or dpo.",
+        "priority": 1,
+    },
+    {
+        "name": "Pref-Acc",
+        "type": "number",
+        "jsonPath": ".status.progress.preference.evalAccuracy",
+        "description": "Preference accuracy on the validation pairs (objective dpo).",
+        "priority": 1,
+    },
+    {
+        "name": "Margin",
+        "type": "number",
+        "jsonPath": ".status.progress.preference.evalRewardMargin",
+        "description": "Mean chosen minus rejected reward on the validation pairs (objective dpo).",
+        "priority": 1,
+    },
 ]
 
 

@@ -155,6 +155,54 @@ def _offload(d: Json) -> Json:
     return d.get("offload") or {}
 
 
+_SMOOTHING_LOSSES = ("sigmoid", "robust", "simpo")
+_PREFERENCE_FORMAT = (
+    "spec.dataset.format preference goes with spec.method.objective dpo, and dpo with "
+    "preference (or auto)"
+)
+
+# Preference tuning: its settings only with objective dpo, each setting only with the losses
+# that read it, and preference records exactly for dpo (auto detects either).
+PREFERENCE: list[Guard] = [
+    fixed(
+        "method",
+        "!has(self.dpo) || (has(self.objective) && self.objective == 'dpo')",
+        "spec.method.dpo is only allowed when spec.method.objective is dpo",
+        ".dpo",
+        lambda m: "dpo" in m and m.get("objective", "sft") != "dpo",
+    ),
+    fixed(
+        "method.dpo",
+        "!has(self.labelSmoothing) || self.labelSmoothing == 0.0 || !has(self.loss) || "
+        f"self.loss in {cel_list(_SMOOTHING_LOSSES)}",
+        "spec.method.dpo.labelSmoothing applies to loss sigmoid, robust or simpo only",
+        ".labelSmoothing",
+        lambda d: (
+            bool(d.get("labelSmoothing")) and d.get("loss", "sigmoid") not in _SMOOTHING_LOSSES
+        ),
+    ),
+    fixed(
+        "method.dpo",
+        "!has(self.simpoGamma) || (has(self.loss) && self.loss == 'simpo')",
+        "spec.method.dpo.simpoGamma applies to loss simpo only",
+        ".simpoGamma",
+        lambda d: "simpoGamma" in d and d.get("loss", "sigmoid") != "simpo",
+    ),
+    fixed(
+        "",
+        "!has(self.dataset.format) || self.dataset.format == 'auto' || "
+        "((self.dataset.format == 'preference') == "
+        "(has(self.method.objective) && self.method.objective == 'dpo'))",
+        _PREFERENCE_FORMAT,
+        ".dataset.format",
+        lambda s: (
+            s["dataset"].get("format", "auto") != "auto"
+            and (s["dataset"].get("format") == "preference")
+            != (s["method"].get("objective", "sft") == "dpo")
+        ),
+    ),
+]
+
 # --- results: which checkpoint is exported, registries, tracking ------------------------------
 # CEL: the job does not export the best weights (each select-best rule starts with it).
 _SELECTS_BEST_CEL = "!has(self.output) || !has(self.output.select) || self.output.select != 'best'"
@@ -251,6 +299,7 @@ CROSS_FIELD: list[Guard] = [
         "",
         lambda p: ("trainableModules" in p) == ("topLayers" in p),
     ),
+    *PREFERENCE,
     fixed(
         "training",
         "!(has(self.epochs) && has(self.maxSteps))",

@@ -255,11 +255,12 @@ class DatasetSpec(ApiModel):
         gt=0,
         lt=1,
     )
-    format: Literal["auto", "prompt-completion", "chat", "text"] = Field(
+    format: Literal["auto", "prompt-completion", "chat", "text", "preference"] = Field(
         "auto",
         description="Record format: prompt-completion ({prompt, completion}; loss on the "
         "completion only), chat ({messages}; the tokenizer's chat template, loss on assistant "
-        "turns only), text ({text}), or auto to detect it from the first record.",
+        "turns only), text ({text}), preference ({prompt, chosen, rejected}, as text or as chat "
+        "messages; for spec.method.objective dpo), or auto to detect it from the first record.",
     )
     max_seq_length: int = Field(
         2048,
@@ -272,7 +273,9 @@ class DatasetSpec(ApiModel):
     )
     packing: bool = Field(
         True,
-        description="Pack several short records into each sequence to waste no compute on padding.",
+        description="Pack several short records into each sequence to waste no compute on padding "
+        "(preference pairs: every sequence of a micro-batch in one row, kept apart by position; "
+        "off: padded to the longest of the micro-batch).",
     )
     credentials_secret: str | None = Field(
         None,
@@ -329,6 +332,47 @@ class PartialSpec(ApiModel):
     )
 
 
+class DpoSpec(ApiModel):
+    """Preference tuning: how chosen and rejected responses pull the model."""
+
+    beta: float = Field(
+        0.1,
+        description="How far the model may move from the reference: higher keeps it closer "
+        "(ipo: the regularisation tau; simpo: the reward scale, typically 2 to 10).",
+        gt=0,
+        le=100,
+    )
+    loss: Literal["sigmoid", "ipo", "hinge", "robust", "simpo"] = Field(
+        "sigmoid",
+        description="sigmoid: DPO; ipo: IPO (squared, on per-token log-ratios); hinge: SLiC; "
+        "robust: rDPO (labels flipped with probability labelSmoothing); simpo: SimPO, "
+        "reference-free, on the mean log-probability of each response.",
+    )
+    # No default of 0: the apiserver compares an integral default with a fractional exclusive
+    # maximum as integers (0 < 0 fails), so unset means 0.
+    label_smoothing: float | None = Field(
+        None,
+        description="Share of preference labels assumed wrong: conservative DPO for sigmoid and "
+        "simpo, the flip rate of robust; 0 when unset.",
+        ge=0,
+        lt=0.5,
+    )
+    simpo_gamma: float | None = Field(
+        None,
+        description="simpo only: the target reward margin gamma (loss -log sigmoid(beta x mean "
+        "log-prob margin - gamma)); 0.5 when unset.",
+        ge=0,
+        le=100,
+    )
+    sft_weight: float = Field(
+        0.0,
+        description="Adds this weight x the next-token loss on the chosen answers (RPO; with "
+        "simpo, CPO's NLL term), which keeps the chosen answers likely while the margin grows.",
+        ge=0,
+        le=100,
+    )
+
+
 class MethodSpec(ApiModel):
     """How the model is adapted."""
 
@@ -342,6 +386,18 @@ class MethodSpec(ApiModel):
         "applies (r 16, alpha 32, dropout 0.05, all-linear).",
     )
     partial: PartialSpec | None = Field(None, description="Trainable parts (partial).")
+    objective: Literal["sft", "dpo"] = Field(
+        "sft",
+        description="sft: supervised fine-tuning, the next-token loss on the responses; dpo: "
+        "preference tuning on {prompt, chosen, rejected} pairs (dataset format preference), "
+        "with any type. The reference is the base with the adapter off (lora, qlora) or "
+        "log-probabilities computed before the first step and kept with the checkpoints (full, "
+        "partial, an adapter continued from an earlier job); status.progress.preference names "
+        "it.",
+    )
+    dpo: DpoSpec | None = Field(
+        None, description="Preference tuning settings (objective dpo; defaults when unset)."
+    )
 
 
 class EarlyStoppingSpec(ApiModel):

@@ -80,6 +80,32 @@ class Failure(ApiModel):
     attempt: int | None = Field(None, description="Attempt that failed.")
 
 
+class PreferenceProgress(ApiModel):
+    """Preference tuning (objective dpo): the reference used, and the implicit rewards of the last
+    step's pairs and of the last evaluation's validation pairs (eval*)."""
+
+    reference: Literal["precomputed", "adapter-disabled", "none"] | None = Field(
+        None,
+        description="precomputed: reference log-probabilities computed before the first step "
+        "and kept with the checkpoints (full, partial, a continued adapter); adapter-disabled: "
+        "the base with the adapter off (lora, qlora); none: reference-free (simpo).",
+    )
+    reward_chosen: float | None = Field(None, description="Mean reward of the chosen responses.")
+    reward_rejected: float | None = Field(
+        None, description="Mean reward of the rejected responses."
+    )
+    reward_margin: float | None = Field(None, description="Mean chosen minus rejected reward.")
+    accuracy: float | None = Field(
+        None, description="Fraction of pairs whose chosen reward is higher (ties count wrong)."
+    )
+    eval_reward_chosen: float | None = Field(None, description="rewardChosen on validation.")
+    eval_reward_rejected: float | None = Field(None, description="rewardRejected on validation.")
+    eval_reward_margin: float | None = Field(None, description="rewardMargin on validation.")
+    eval_accuracy: float | None = Field(
+        None, description="Preference accuracy on the validation pairs."
+    )
+
+
 class Progress(ApiModel):
     """Training progress, reported by rank 0 of the trainer."""
 
@@ -118,6 +144,9 @@ class Progress(ApiModel):
         description="Step whose weights the output holds (reported when training ends): the "
         "best eval loss's with spec.training.earlyStopping or spec.output.select best, else "
         "the last.",
+    )
+    preference: PreferenceProgress | None = Field(
+        None, description="Preference tuning metrics (objective dpo)."
     )
     evals: list[EvalPoint] | None = Field(
         None,

@@ -11,11 +11,14 @@ from kubetune_trainer.tracking.plot import plot_losses
 
 @dataclass
 class Curve:
-    """Training and evaluation loss by step, as the trainer reported them."""
+    """Training and evaluation loss by step, as the trainer reported them; for preference tuning
+    also the reference used and the validation rewards and accuracy of each evaluation."""
 
     train: list[tuple[int, float]] = field(default_factory=list)
     evals: list[tuple[int, float]] = field(default_factory=list)
     end: dict[str, object] = field(default_factory=dict)  # the trainer's final report
+    preference: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    reference: str | None = None
 
 
 def read_curve(progress_file: Path) -> Curve:
@@ -27,6 +30,8 @@ def read_curve(progress_file: Path) -> Curve:
     train: dict[int, float] = {}
     evals: dict[int, float] = {}
     end: dict[str, object] = {}
+    prefs: dict[int, dict[str, float]] = {}
+    reference: str | None = None
     if not progress_file.exists():
         return Curve()
     for line in progress_file.read_text().splitlines():
@@ -39,11 +44,18 @@ def read_curve(progress_file: Path) -> Curve:
             continue
         if rec.get("loss") is not None and rec.get("event", "step") == "step":
             train[int(step)] = float(rec["loss"])
+        pref = rec.get("preference") or {}
+        reference = pref.get("reference", reference)
         if rec.get("evalLoss") is not None:
-            evals[int(rec.get("evalStep", step))] = float(rec["evalLoss"])
+            at = int(rec.get("evalStep", step))
+            evals[at] = float(rec["evalLoss"])
+            if "evalAccuracy" in pref:
+                prefs[at] = pref
         if rec.get("event") == "end":
             end = rec
-    return Curve(sorted(train.items()), sorted(evals.items()), end)
+    return Curve(
+        sorted(train.items()), sorted(evals.items()), end, sorted(prefs.items()), reference
+    )
 
 
 def plot_curve(curve: Curve, path: Path, title: str) -> Path | None:
@@ -70,7 +82,12 @@ def summary(curve: Curve) -> list[str]:
     if curve.train:
         (s0, l0), (s1, l1) = curve.train[0], curve.train[-1]
         lines.append(f"train loss: {l0:.4f} (step {s0}) -> {l1:.4f} (step {s1})")
-    return lines + early_stop_lines(curve.end, dict(curve.evals)) + benchmark_lines(curve.end)
+    return (
+        lines
+        + early_stop_lines(curve.end, dict(curve.evals))
+        + preference_summary(curve)
+        + benchmark_lines(curve.end)
+    )
 
 
 def benchmark_lines(end: dict[str, object]) -> list[str]:
@@ -108,4 +125,30 @@ def early_stop_lines(end: dict[str, object], evals: dict[int, float]) -> list[st
         lines.append(
             f"the best weights (step {best}) were lost in a restart: exported step {exported}"
         )
+    return lines
+
+
+REFERENCES = {
+    "precomputed": "log-probabilities of the start weights, computed before the first step",
+    "adapter-disabled": "the base model, the adapter switched off",
+    "none": "none (reference-free)",
+}
+
+
+def preference_summary(curve: Curve) -> list[str]:
+    """Preference tuning: validation accuracy and reward margin before and after, the reference."""
+    lines = []
+    if curve.preference:
+        (s0, p0), (s1, p1) = curve.preference[0], curve.preference[-1]
+        lines.append(
+            f"preference accuracy (validation): {p0['evalAccuracy']:.0%} (step {s0}) -> "
+            f"{p1['evalAccuracy']:.0%} (step {s1})"
+        )
+        lines.append(
+            f"reward margin (validation): {p0['evalRewardMargin']:.4f} -> "
+            f"{p1['evalRewardMargin']:.4f} (chosen {p1['evalRewardChosen']:.4f}, "
+            f"rejected {p1['evalRewardRejected']:.4f})"
+        )
+    if curve.reference:
+        lines.append(f"reference: {curve.reference}: {REFERENCES.get(curve.reference, '')}")
     return lines

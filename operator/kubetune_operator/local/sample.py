@@ -24,7 +24,7 @@ class Prompt:
 
 
 def first_prompt(data: Path) -> Prompt:
-    """The prompt of the first prompt-completion, chat or text record."""
+    """The prompt of the first prompt-completion, chat, text or text preference record."""
     for line in data.read_text().splitlines():
         if not line.strip():
             continue
@@ -36,9 +36,9 @@ def first_prompt(data: Path) -> Prompt:
                 continue
             context = msgs[:answer]
             return Prompt(str(msgs[answer]["content"]), messages=context)
-        if "prompt" in rec:
-            prompt = str(rec["prompt"])
-            return Prompt(rec.get("completion"), text=prompt)
+        if isinstance(rec.get("prompt"), str):  # prompt-completion, or a text preference pair
+            expected = rec.get("completion", rec.get("chosen"))  # (its chosen answer)
+            return Prompt(expected if isinstance(expected, str) else None, text=rec["prompt"])
         if "text" in rec:
             words = str(rec["text"]).split()
             prompt = " ".join(words[:2])

@@ -28,6 +28,7 @@ from kubetune_trainer.config import (
     ModelConfig,
     OutputConfig,
     PerfConfig,
+    PreferenceConfig,
     PushConfig,
     RegisterConfig,
     ReportingConfig,
@@ -389,7 +390,18 @@ def method_config(spec: FineTuneJobSpec) -> MethodConfig:
         use_dora=lora.use_dora,
         trainable_modules=list(part.trainable_modules) if part and part.trainable_modules else None,
         top_layers=part.top_layers if part else None,
+        objective=m.objective,
+        preference=preference_config(spec),
     )
+
+
+def preference_config(spec: FineTuneJobSpec) -> PreferenceConfig:
+    """The dpo settings for the trainer; what the spec leaves unset keeps the trainer's default."""
+    d = spec.method.dpo
+    if d is None:
+        return PreferenceConfig()
+    given = d.model_dump(include={"beta", "loss", "label_smoothing", "simpo_gamma", "sft_weight"})
+    return PreferenceConfig(**{k: v for k, v in given.items() if v is not None})
 
 
 def deepspeed_config(spec: FineTuneJobSpec) -> DeepSpeedConfig:

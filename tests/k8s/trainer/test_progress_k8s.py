@@ -89,3 +89,28 @@ def test_a_run_stopped_early_leaves_a_final_state_in_status(
     assert (p["percent"], p["summary"]) == (100, "60/500 (stopped early)")
     assert (p["stoppedEarly"], p["bestStep"], p["exportedStep"]) == (True, 40, 40)
     assert "eta" not in p and "etaSeconds" not in p
+
+
+def test_preference_progress_is_kept_by_the_apiserver(
+    k8s_api: Any, crd_installed: str, namespace: str
+) -> None:
+    """A DPO job's rewards and accuracy survive the CRD schema (unknown fields would be pruned)."""
+    from kubernetes import client
+
+    api = client.CustomObjectsApi(k8s_api)
+    spec = {
+        **JOB["spec"],
+        "dataset": {"train": "s3://data/pairs.jsonl", "format": "preference"},
+        "method": {"type": "full", "objective": "dpo", "dpo": {"beta": 0.2}},
+    }
+    job = {**JOB, "metadata": {"name": "dpo-progress"}, "spec": spec}
+    api.create_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, job)
+    values = {"reference": "precomputed", "rewardChosen": 0.5, "rewardRejected": -0.25,
+              "rewardMargin": 0.75, "accuracy": 0.875, "evalRewardChosen": 0.4,
+              "evalRewardRejected": -0.2, "evalRewardMargin": 0.6, "evalAccuracy": 0.9375}  # fmt: skip
+    sink = KubernetesSink("dpo-progress", namespace, interval=0.1, api=api)
+    sink.report(
+        Progress(step=5, total_steps=10, epoch=0.5, loss=0.4, preference=values), force=True
+    )
+    got = api.get_namespaced_custom_object(c.GROUP, c.VERSION, namespace, c.PLURAL, "dpo-progress")
+    assert got["status"]["progress"]["preference"] == values

@@ -23,6 +23,7 @@ EXPECTED = {
     "kueue-queued",
     "gang-coscheduling",
     "pvc-model-cache",
+    "dpo-lora",
     "sweep-lr-rank",
     "schedule-new-data",
 }
@@ -76,6 +77,8 @@ def test_scenarios_are_what_their_names_say() -> None:
     gang = spec("gang-coscheduling").spec.resources.gang
     assert gang is not None and gang.scheduler == "coscheduling"
     assert spec("pvc-model-cache").spec.model.source.startswith("pvc://")
+    dpo = spec("dpo-lora").spec
+    assert dpo.method.objective == "dpo" and dpo.dataset.format == "preference"
 
 
 def test_every_example_runs_end_to_end_with_listed_substitutions() -> None:

@@ -166,6 +166,36 @@ def test_hf_model_and_data_with_different_tokens_are_refused() -> None:
         resolve(FineTuneJob.model_validate(doc), 1, SETTINGS)
 
 
+def test_preference_settings_reach_the_trainer() -> None:
+    """objective dpo, its loss settings and the preference format go to the trainer as written;
+    what the manifest leaves out is the trainer's default, and sft jobs stay sft."""
+    base = manifest()
+    method = {**base["spec"]["method"], "objective": "dpo"}
+    dataset = {**base["spec"]["dataset"], "format": "preference"}
+    cfg = resolve(
+        job(method={**method, "dpo": {"loss": "simpo", "beta": 2.5}}, dataset=dataset), 1, SETTINGS
+    ).trainer_config
+    assert cfg.method.objective == "dpo" and cfg.data.format == "preference"
+    pref = cfg.method.preference
+    assert (pref.loss, pref.beta, pref.label_smoothing, pref.simpo_gamma) == (
+        "simpo",
+        2.5,
+        0.0,
+        0.5,
+    )
+    robust = resolve(
+        job(
+            method={**method, "dpo": {"loss": "robust", "labelSmoothing": 0.2, "sftWeight": 0.5}},
+            dataset=dataset,
+        ),
+        1,
+        SETTINGS,
+    ).trainer_config.method.preference
+    assert (robust.loss, robust.label_smoothing, robust.beta) == ("robust", 0.2, 0.1)
+    assert robust.sft_weight == 0.5 and pref.sft_weight == 0.0
+    assert resolve(job(), 1, SETTINGS).trainer_config.method.objective == "sft"
+
+
 def test_results_settings_reach_the_trainer_with_their_defaults() -> None:
     doc = manifest()
     doc["spec"]["training"]["evalEverySteps"] = 50

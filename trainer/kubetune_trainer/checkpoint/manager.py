@@ -55,6 +55,7 @@ class Restored:
     skipped: dict[str, list[str]]
     fetched: list[str]  # the files of the checkpoint this rank downloaded
     rng_restored: bool  # False for checkpoints without this rank's RNG states
+    attachments: dict[str, bytes] = field(default_factory=dict)  # asked-for files rank 0 added
 
 
 def describe_files(folder: Path) -> dict[str, dict[str, Any]]:
@@ -256,9 +257,13 @@ class CheckpointManager:
         client_state: dict[str, Any],
         exclude_frozen: bool,
         metrics: dict[str, Any] | None = None,
+        attachments: dict[str, bytes] | None = None,
     ) -> None:
         """Save locally (blocking, collective), then upload and commit in the background;
-        metrics (train and eval loss of the step) go into the manifest."""
+        metrics (train and eval loss of the step) go into the manifest.
+
+        attachments: files rank 0 adds to the checkpoint (state beside DeepSpeed's, such as the
+        reference log-probs of preference tuning); every rank fetches them on resume."""
         if self.store is None:
             return
         self.wait()
@@ -273,6 +278,8 @@ class CheckpointManager:
         )
         folder = save_dir / tag
         folder.mkdir(parents=True, exist_ok=True)  # a rank with no shards of its own (stage 0)
+        for name, body in (attachments or {}).items() if self.rank == 0 else ():
+            (folder / name).write_bytes(body)
         # After DeepSpeed's save: the state the next step starts from, in this run or a resumed one.
         rng.save(folder / rng_file(self.rank))
         helper = save_dir / "zero_to_fp32.py"
@@ -350,10 +357,13 @@ class CheckpointManager:
         good, skipped = committed(open_storage(root, self.cfg.storage), self.seal, any_job=True)
         return [c for c in good if c.tag == tag], {t: p for t, p in skipped.items() if t == tag}
 
-    def restore(self, engine: Any, all_ok: Any, exclude_frozen: bool) -> Restored | None:
+    def restore(
+        self, engine: Any, all_ok: Any, exclude_frozen: bool, attachments: tuple[str, ...] = ()
+    ) -> Restored | None:
         """Load the newest checkpoint every rank downloaded intact; torn ones are skipped.
 
         all_ok(bool) -> bool must be a collective AND across ranks, so all ranks pick the same one.
+        The named attachments it holds come back in Restored.attachments.
         """
         good, skipped = self.candidates()
         for tag, why in skipped.items():
@@ -383,6 +393,7 @@ class CheckpointManager:
                 load_lr_scheduler_states=True,
             )
             rng_restored = self._restore_rng(dest / rng_file(self.rank), ckpt.tag)
+            attached = {n: (dest / n).read_bytes() for n in attachments if (dest / n).is_file()}
             shutil.rmtree(dest, ignore_errors=True)
             log.info(
                 "rank %d resumed from %s; fetched %d of its %d files",
@@ -392,7 +403,13 @@ class CheckpointManager:
                 len(ckpt.manifest["files"]),
             )
             return Restored(
-                ckpt.tag, ckpt.step, dict(client_state or {}), skipped, names, rng_restored
+                ckpt.tag,
+                ckpt.step,
+                dict(client_state or {}),
+                skipped,
+                names,
+                rng_restored,
+                attached,
             )
         if self.cfg.resume not in ("auto", "never"):
             raise BadInputError(
