@@ -433,6 +433,17 @@ class World:
         found = re.search(r"^kubetune_trainer_step\{[^}]*\} (\S+)$", text or "", re.M)
         return int(float(found.group(1))) if found else None
 
+    def highest_step_within(self, job: str, attempt: int, seconds: float) -> int | None:
+        """The highest step worker 0 of `attempt` reports over `seconds` (None if it never
+        answered): one scrape can miss a busy worker on a loaded node, a window does not."""
+        seen: list[int] = []
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            step = self.trainer_step(job, attempt)
+            seen.extend([step] if step is not None else [])
+            time.sleep(1)
+        return max(seen, default=None)
+
     def wait_step(self, job: str, attempt: int, at_least: int, timeout: float) -> int:
         """Wait until worker 0 of `attempt` has done `at_least` steps; returns the step seen."""
 
