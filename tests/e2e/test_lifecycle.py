@@ -107,13 +107,18 @@ def restart_operator(world: World) -> None:
                "operator restarted and Ready")  # fmt: skip
 
 
+# Long enough that a trial reports several evaluations before it could finish: the tiny model
+# does 120 steps in about 20 s, between two of a trial's status reports.
+TRIAL_STEPS = 400
+
+
 def test_sweep_grid_finds_the_best_trial_and_stops_the_bad_learning_rate(world: World) -> None:
     name = f"grid-{uuid.uuid4().hex[:4]}"
     bucket = world.new_bucket(name)
     sweep = {
         "apiVersion": c.API_VERSION, "kind": c.SWEEP_KIND, "metadata": {"name": name},
         "spec": {
-            "template": template(world, bucket, max_steps=120, eval_every=10),
+            "template": template(world, bucket, max_steps=TRIAL_STEPS, eval_every=10),
             "parameters": [{"path": "training.learningRate", "values": [GOOD_LR, BAD_LR]},
                            {"path": "method.lora.r", "values": [4, 8]}],
             "parallelism": 2,
@@ -141,7 +146,7 @@ def test_sweep_grid_finds_the_best_trial_and_stops_the_bad_learning_rate(world: 
     assert sorted(trials) == [f"{name}-t{i}" for i in range(4)]
     # The deliberately bad learning rate is stopped early, well before its last step.
     bad = [t for t in trials.values() if t["parameters"]["training.learningRate"] == BAD_LR]
-    assert all(t["phase"] == "Terminated" and t["step"] < 120 for t in bad), bad
+    assert all(t["phase"] == "Terminated" and t["step"] < TRIAL_STEPS for t in bad), bad
     assert all("worse than" in t["message"] for t in bad)
     # The best is the Succeeded trial with the lowest eval loss, its model where it says.
     good = [t for t in trials.values() if t["phase"] == "Succeeded"]
