@@ -8,7 +8,7 @@ export NO_PROXY := 127.0.0.1,localhost
 export no_proxy := 127.0.0.1,localhost
 PYTEST_ARGS ?=
 
-.PHONY: help setup control-plane schedulers node test-images test test-unit test-k8s test-e2e lint typecheck crds check-crds chart docs demo bench-trainer bench-scale bench-gpu images clean
+.PHONY: help setup control-plane schedulers node test-images test test-long test-unit test-k8s test-e2e lint typecheck crds check-crds chart docs demo bench-trainer bench-scale bench-gpu images clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-15s %s\n", $$1, $$2}'
@@ -29,8 +29,11 @@ node: ## Build kubelet, containerd, crictl, CoreDNS, MinIO (cached); install run
 test-images: setup node ## Build (or find cached) the operator and CPU trainer images the e2e tests run
 	@bash hack/build-images.sh --test all >/dev/null
 
-test: setup control-plane schedulers node test-images ## Run every test CI can run (unit, k8s, e2e on a real node; gpu tests skip without CUDA)
-	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest $(PYTEST_ARGS)
+test: setup control-plane schedulers node test-images ## What CI runs: unit, k8s, e2e on a real node, less the `long` tests (gpu tests skip without CUDA)
+	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m "not long" $(PYTEST_ARGS)
+
+test-long: setup control-plane schedulers node test-images ## The long whole-system tests make test leaves out (sweeps and schedules, the benchmark gate)
+	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m long $(PYTEST_ARGS)
 
 test-unit: setup ## Unit tests only (no cluster)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)

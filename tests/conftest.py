@@ -16,7 +16,7 @@ pytest_plugins = [
     "tests.fixtures.mlflow",
 ]
 
-MARKERS = ("unit", "k8s", "e2e", "gpu", "slow")
+MARKERS = ("unit", "k8s", "e2e", "gpu", "slow", "long")
 
 # Tests talk only to loopback; make sure no proxy setting sends them elsewhere.
 os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")

@@ -39,7 +39,7 @@ from tests.e2e.scenario import (
     job_manifest,
 )
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.long]
 GOOD_LR, BAD_LR = 0.003, 1e-6
 
 

@@ -18,7 +18,7 @@ import yaml
 
 from kubetune_trainer import tiny
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.long]
 
 
 def independent_scores(model_dir: Path, bench: Path) -> tuple[float, float]:
