@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kubetune_trainer.checkpoint.manager import upload_rank, with_retries
+from kubetune_trainer.checkpoint.manager import claim, upload_rank, with_retries
 from kubetune_trainer.checkpoint.seal import Seal
+from kubetune_trainer.errors import BadInputError
 from kubetune_trainer.storage import FileStorage
 
 pytestmark = pytest.mark.unit
@@ -87,3 +88,49 @@ def test_upload_pause_fault_hook(env: dict[str, str], tag: str, expected: float)
     from kubetune_trainer.checkpoint.manager import injected_upload_pause
 
     assert injected_upload_pause(tag, env) == expected
+
+
+class ListingOutage(FileStorage):
+    """A store whose listings fail the first `failures` times (the server is down)."""
+
+    def __init__(self, root: str, failures: int) -> None:
+        super().__init__(root)
+        self.failures = failures
+
+    def list(self, prefix: str) -> dict[str, int]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("connection refused")
+        return super().list(prefix)
+
+
+def test_claiming_a_checkpoint_folder_outlasts_an_outage(tmp_path: Path) -> None:
+    """The claim runs in the training loop before each save: an outage there once ended the
+    worker (the S3-down scenario); now it waits like the upload does."""
+    clock = Clock()
+    store = ListingOutage(str(tmp_path / "store"), failures=3)
+    seal = Seal(b"key", "team/job")
+    with_retries(
+        lambda: claim(store, "step-00000010", seal, "s3://b/ckpt"),
+        "claim",
+        give_up_after=60,
+        sleep=clock.sleep,
+        clock=lambda: clock.now,
+    )
+    assert clock.slept == [1.0, 2.0, 4.0]
+    claim(store, "step-00000010", seal, "s3://b/ckpt")  # this job's own: claimed again freely
+
+
+def test_bad_input_is_not_retried(tmp_path: Path) -> None:
+    clock = Clock()
+    store = FileStorage(str(tmp_path / "store"))
+    claim(store, "step-00000010", Seal(b"key", "team/other"), "s3://b/ckpt")
+    with pytest.raises(BadInputError, match=r"spec\.checkpoint\.uri"):
+        with_retries(
+            lambda: claim(store, "step-00000010", Seal(b"key", "team/job"), "s3://b/ckpt"),
+            "claim",
+            give_up_after=60,
+            sleep=clock.sleep,
+            clock=lambda: clock.now,
+        )
+    assert clock.slept == []

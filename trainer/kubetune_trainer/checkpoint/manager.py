@@ -84,6 +84,8 @@ def with_retries(
     while True:
         try:
             return action()
+        except BadInputError:
+            raise  # the job's own mistake: no retry makes it right
         except Exception as e:
             if clock() + delay > deadline:
                 raise
@@ -268,7 +270,12 @@ class CheckpointManager:
             return
         self.wait()
         tag = tag_for(step)
-        claim(self.store, tag, self.seal, self.cfg.uri or "")
+        store = self.store
+        with_retries(
+            lambda: claim(store, tag, self.seal, self.cfg.uri or ""),
+            f"claim of {tag}",
+            self.commit_timeout,
+        )
         save_dir = self.local / "save"
         engine.save_checkpoint(
             str(save_dir),
