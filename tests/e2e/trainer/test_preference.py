@@ -26,7 +26,7 @@ from kubetune_trainer.dpo import REFERENCE_FILE
 from .harness import Run, config, launch, seal_of
 from .test_checkpoints import PARAM_ATOL, kill_after_a_checkpoint, store
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.long]
 
 
 @pytest.fixture(scope="module")
