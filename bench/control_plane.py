@@ -174,14 +174,18 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def install_crd(cp: ControlPlane) -> None:
-    """Apply crds/ and wait until the FineTuneJob resource is served."""
+    """Apply crds/ and wait until every resource the operator watches is served: a list
+    sent while a new CRD's cache is still filling gets 429 "storage is (re)initializing",
+    which the benchmark would count as an apiserver error of the phase."""
     crds = REPO_ROOT / "crds"
     cp.kubectl("apply", "--server-side", "-f", str(crds))
-    crd = f"crd/{c.PLURAL}.{c.GROUP}"
-    # kubectl wait fails outright while the CRD has no conditions yet: poll instead.
-    established = ("wait", "--for=condition=Established", "--timeout=5s", crd)
-    eventually(lambda: cp.kubectl(*established, check=False).returncode == 0, 60, "CRD Established")
-    eventually(lambda: cp.kubectl("get", c.PLURAL, "-A", check=False).returncode == 0, 30, "CRD")
+    for plural in (c.PLURAL, c.SWEEP_PLURAL, c.SCHEDULE_PLURAL):
+        crd = f"crd/{plural}.{c.GROUP}"
+        # kubectl wait fails outright while the CRD has no conditions yet: poll instead.
+        established = ("wait", "--for=condition=Established", "--timeout=5s", crd)
+        eventually(lambda: cp.kubectl(*established, check=False).returncode == 0, 60, crd)
+        served = ("get", plural, "-A")
+        eventually(lambda: cp.kubectl(*served, check=False).returncode == 0, 30, plural)
 
 
 def create_nodes(api: client.ApiClient, count: int, gpus: int) -> None:
