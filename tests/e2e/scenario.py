@@ -14,6 +14,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -515,3 +518,35 @@ def results_table(rows: list[dict[str, Any]]) -> str:
         lost = "-" if r["steps_lost"] is None else str(r["steps_lost"])
         out.append(f"| {r['scenario']} | {r['result']} | {recover} | {lost} | {r['note']} |")
     return "\n".join(out)
+
+
+@contextmanager
+def opened_world(
+    cp: ControlPlane,
+    api: client.ApiClient,
+    node: Node,
+    images: dict[str, Image],
+    work: Path,
+    prefix: str,
+) -> Iterator[World]:
+    """A namespace holding the S3 credentials Secret, MinIO on the node's bridge, the operator
+    installed by helm (the wait recorded), the tiny model and data; all removed after, the
+    operator's log kept in `work`."""
+    namespace = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    cp.kubectl("create", "namespace", namespace)
+    cp.kubectl(
+        "create", "secret", "generic", S3_SECRET, "-n", namespace,
+        *(f"--from-literal={k}={v}" for k, v in CREDENTIALS.items()),
+    )  # fmt: skip
+    model, data = build_tiny_model(work / "tiny")
+    s3 = S3(node.bins / "minio", work / "s3", work / "minio.log").start()
+    operator = ChartOperator(cp, node, images, work)
+    w = World(cp, api, namespace, s3, node, operator, model, data, work)
+    try:
+        w.waits["helm install -> operator Ready"] = operator.install()
+        yield w
+    finally:
+        (work / "operator.log").write_text(operator.log())
+        operator.uninstall()
+        s3.stop()
+        cp.kubectl("delete", "namespace", namespace, "--wait=false", check=False)

@@ -30,13 +30,10 @@ from harness.node import Node
 from kubetune_operator.api import constants as c
 from kubetune_trainer import tiny
 from tests.e2e.scenario import (
-    CREDENTIALS,
-    S3,
     S3_SECRET,
-    ChartOperator,
     World,
-    build_tiny_model,
     job_manifest,
+    opened_world,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.long]
@@ -54,24 +51,8 @@ def world(
 ) -> Iterator[World]:
     """Namespace with the S3 credentials Secret, MinIO, the operator by helm, tiny model."""
     work = tmp_path_factory.mktemp("lifecycle")
-    namespace = f"life-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", namespace)
-    control_plane.kubectl(
-        "create", "secret", "generic", S3_SECRET, "-n", namespace,
-        *(f"--from-literal={k}={v}" for k, v in CREDENTIALS.items()),
-    )  # fmt: skip
-    model, data = build_tiny_model(work / "tiny")
-    s3 = S3(real_node.bins / "minio", work / "s3", work / "minio.log").start()
-    operator = ChartOperator(control_plane, real_node, test_images, work)
-    w = World(control_plane, k8s_api, namespace, s3, real_node, operator, model, data, work)
-    try:
-        operator.install()
+    with opened_world(control_plane, k8s_api, real_node, test_images, work, "life") as w:
         yield w
-    finally:
-        (work / "operator.log").write_text(operator.log())
-        operator.uninstall()
-        s3.stop()
-        control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def template(world: World, bucket: str, max_steps: int, eval_every: int | None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ that were done again (step at the fault minus the step resumed from).
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import uuid
@@ -29,13 +30,9 @@ from harness.images import Image
 from harness.kueue import Kueue
 from harness.node import Node
 from tests.e2e.scenario import (
-    CREDENTIALS,
-    S3,
-    S3_SECRET,
-    ChartOperator,
     World,
-    build_tiny_model,
     job_manifest,
+    opened_world,
     results_table,
 )
 from tests.k8s.queueing.world import apply, delete, platform_objects
@@ -55,25 +52,11 @@ def world(
 ) -> Iterator[World]:
     """Namespace with the S3 credentials Secret, MinIO, the operator by helm, tiny model."""
     work = tmp_path_factory.mktemp("scenarios")
-    namespace = f"e2e-{uuid.uuid4().hex[:6]}"
-    control_plane.kubectl("create", "namespace", namespace)
-    control_plane.kubectl(
-        "create", "secret", "generic", S3_SECRET, "-n", namespace,
-        *(f"--from-literal={k}={v}" for k, v in CREDENTIALS.items()),
-    )  # fmt: skip
-    model, data = build_tiny_model(work / "tiny")
-    s3 = S3(real_node.bins / "minio", work / "s3", work / "minio.log").start()
-    operator = ChartOperator(control_plane, real_node, test_images, work)
-    w = World(control_plane, k8s_api, namespace, s3, real_node, operator, model, data, work)
-    try:
-        w.waits["helm install -> operator Ready"] = operator.install()
-        yield w
-    finally:
-        (work / "operator.log").write_text(operator.log())
-        operator.uninstall()
-        s3.stop()
-        control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
-        _publish(request.config, w, tmp_path_factory.getbasetemp() / "e2e-scenarios.md")
+    with opened_world(control_plane, k8s_api, real_node, test_images, work, "e2e") as w:
+        try:
+            yield w
+        finally:
+            _publish(request.config, w, tmp_path_factory.getbasetemp() / "e2e-scenarios.md")
 
 
 def _publish(config: pytest.Config, world: World, path: Path) -> None:
@@ -317,6 +300,65 @@ def test_spec_edit_of_a_running_job_is_refused(world: World) -> None:
         "8 spec edit refused", "passed", None, None, refused.stderr.strip().splitlines()[-1][:90]
     )
     world.delete(name)
+
+
+# An image nobody can pull: a registry on the node's loopback with nothing listening (the
+# kubelet asks containerd, containerd dials 127.0.0.1:1 and is refused: ErrImagePull).
+MISSING_IMAGE = "127.0.0.1:1/kubetune/trainer-typo:0.0.0"
+
+
+def test_image_that_cannot_be_pulled_is_reported_and_ends_the_attempt(world: World) -> None:
+    """A typo in spec.resources.image keeps the workers Pending with no end of their own:
+    ErrImagePull then ImagePullBackOff when the node may pull, ErrImageNeverPull under
+    imagePullPolicy Never. After runPolicy.startupErrorTimeout each job says so: condition
+    StartupError naming the worker and the image, a Warning event on the FineTuneJob,
+    status.lastFailure; with failOnStartupError and backoffLimit 0 it ends Failed instead of
+    waiting forever, and its pods are cleaned up."""
+    jobs = {policy: _unique(f"badimage-{policy.lower()}") for policy in ("IfNotPresent", "Never")}
+    for policy, name in jobs.items():
+        bucket = world.new_bucket(name)
+        manifest = job_manifest(name, bucket, world.s3, 10, 5, backoff_limit=0)
+        manifest["spec"]["resources"].update(image=MISSING_IMAGE, imagePullPolicy=policy)
+        manifest["spec"]["runPolicy"].update(startupErrorTimeout="15s", failOnStartupError=True)
+        world.apply(manifest)
+    applied = time.monotonic()
+
+    notes = []
+    for policy, name in jobs.items():
+        st = eventually(
+            lambda name=name: (s := world.status(name)).get("phase") == "Failed" and s,
+            180,
+            f"job {name} Failed",
+        )
+        took = time.monotonic() - applied
+        failure = st["lastFailure"]
+        assert failure["reason"] == "ImagePullError", (policy, failure)
+        assert failure["pod"] in (world.worker(name, 1, 0), world.worker(name, 1, 1)), failure
+        assert "could not start for 15s" in failure["message"], failure
+        assert MISSING_IMAGE in failure["message"], failure
+        startup = [cond for cond in st["conditions"] if cond["type"] == "StartupError"]
+        assert startup and startup[0]["status"] == "True", st["conditions"]
+        assert startup[0]["reason"] == "ImagePullError", startup
+        assert MISSING_IMAGE in startup[0]["message"], startup
+        assert st["attempt"] == 1 and st["restarts"] == 0, st
+        warned = [e for e in _warnings(world, name) if e["reason"] == "ImagePullError"]
+        assert warned and MISSING_IMAGE in warned[0]["message"], _warnings(world, name)
+        eventually(lambda name=name: not world.pods(name), 120, f"pods of {name} cleaned up")
+        notes.append(f"{policy}: Failed after {took:.0f}s ({failure['message'].split(': ')[1]})")
+        world.delete(name)
+    world.record(
+        "14 image cannot be pulled", "passed (Failed, ImagePullError)", None, None,
+        "; ".join(notes) + " (startupErrorTimeout 15s)",
+    )  # fmt: skip
+
+
+def _warnings(world: World, name: str) -> list[dict[str, Any]]:
+    """The Warning events on the FineTuneJob `name`."""
+    out = world.cp.kubectl(
+        "get", "events", "-n", world.namespace, "-o", "json",
+        "--field-selector", f"involvedObject.name={name},type=Warning",
+    )  # fmt: skip
+    return list(json.loads(out.stdout)["items"])
 
 
 def test_operator_killed_and_restarted(world: World) -> None:

@@ -17,13 +17,19 @@ from kubetune_operator.reconcile.classify import (
 from kubetune_operator.reconcile.names import worker_pod
 from kubetune_operator.reconcile.timeutil import parse_time
 
-WAITING_PROBLEMS = (
-    "ErrImagePull",
-    "ImagePullBackOff",
-    "InvalidImageName",
-    "CreateContainerConfigError",
-    "CreateContainerError",
-)
+# The kubelet's waiting reasons for a container that cannot start until a user fixes
+# something (pkg/kubelet/images, pkg/kubelet/container) -> status.lastFailure.reason.
+STARTUP_ERRORS = {
+    "ErrImagePull": "ImagePullError",
+    "ImagePullBackOff": "ImagePullError",
+    "InvalidImageName": "ImagePullError",
+    "ErrImageNeverPull": "ImagePullError",
+    "ErrImageInspect": "ImagePullError",
+    "RegistryUnavailable": "ImagePullError",
+    "SignatureValidationFailed": "ImagePullError",
+    "CreateContainerConfigError": "ContainerConfigError",
+    "CreateContainerError": "ContainerConfigError",
+}
 
 
 FAR = datetime.max.replace(tzinfo=UTC)  # sorts after any time a pod finished
@@ -114,7 +120,7 @@ def _waiting(pod: dict[str, Any]) -> dict[str, Any] | None:
     """The waiting state of a container stuck for a reason users must fix, if any."""
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         waiting = (cs.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in WAITING_PROBLEMS:
+        if waiting.get("reason") in STARTUP_ERRORS:
             return dict(waiting)
     return None
 

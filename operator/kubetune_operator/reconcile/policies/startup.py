@@ -14,20 +14,12 @@ from typing import TYPE_CHECKING
 from kubetune_operator.reconcile.classify import WorkerFailure
 from kubetune_operator.reconcile.conditions import condition_status
 from kubetune_operator.reconcile.decision import Event, failure_record
+from kubetune_operator.reconcile.observe import STARTUP_ERRORS
 from kubetune_operator.reconcile.policies import backoff
 from kubetune_operator.reconcile.timeutil import parse_duration, seconds_until
 
 if TYPE_CHECKING:
     from kubetune_operator.reconcile.decision import Pass
-
-# The kubelet's waiting reasons -> status.lastFailure.reason.
-STARTUP_ERRORS = {
-    "ErrImagePull": "ImagePullError",
-    "ImagePullBackOff": "ImagePullError",
-    "InvalidImageName": "ImagePullError",
-    "CreateContainerConfigError": "ContainerConfigError",
-    "CreateContainerError": "ContainerConfigError",
-}
 
 
 def failure_class(waiting_reason: str | None) -> str | None:

@@ -47,3 +47,31 @@ def test_the_report_names_the_worker_and_the_problem() -> None:
         last["message"]
         == "worker llama-lora-a1-0 could not start for 5m: ImagePullBackOff: image not found"
     )
+
+
+@pytest.mark.parametrize(
+    ("waiting", "reason"),
+    [
+        ("ErrImagePull", "ImagePullError"),
+        ("ImagePullBackOff", "ImagePullError"),
+        ("InvalidImageName", "ImagePullError"),
+        ("ErrImageNeverPull", "ImagePullError"),
+        ("ErrImageInspect", "ImagePullError"),
+        ("RegistryUnavailable", "ImagePullError"),
+        ("SignatureValidationFailed", "ImagePullError"),
+        ("CreateContainerConfigError", "ContainerConfigError"),
+        ("CreateContainerError", "ContainerConfigError"),
+        ("ContainerCreating", None),
+        ("PodInitializing", None),
+    ],
+)
+def test_every_kubelet_reason_for_a_container_that_cannot_start(
+    waiting: str, reason: str | None
+) -> None:
+    """From the pod the kubelet reports to the job's status: imagePullPolicy Never with an
+    image the node lacks waits as ErrImageNeverPull, as stuck as a failed pull; a container
+    still being created is no error."""
+    pods = [pod(0, phase="Pending", waiting=waiting), pod(1, phase="Pending")]
+    got = outcome(startup.step, with_run_policy(), PENDING, pods, at(300))
+    assert (got["status"].get("lastFailure") or {}).get("reason") == reason
+    assert condition(got["status"], "StartupError") == (reason and ("True", reason))
