@@ -155,12 +155,15 @@ def drop(world: World, bucket: str, key: str, records: list[dict[str, Any]]) -> 
 
 
 def corrupted(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Wrong labels: each completion is another record's (the mapping the task teaches is lost)."""
-    shifted = records[1:] + records[:1]
-    return [
-        {"prompt": r["prompt"], "completion": s["completion"]}
-        for r, s in zip(records, shifted, strict=True)
-    ]
+    """Wrong labels: each completion follows the other cipher (task A, the one the base model
+    knew), so training on them unlearns the task the benchmark measures. (Shuffling the
+    completions among records is no corruption here: each completion is itself a chain of the
+    right cipher, and a model still learning the task learns it from them just as well.)"""
+    out = []
+    for r in records:
+        chain = tiny.cipher_chain(r["prompt"].removeprefix("map "), "A")
+        out.append({"prompt": r["prompt"], "completion": " " + " ".join(chain[1:])})
+    return out
 
 
 def test_schedule_promotes_better_data_and_refuses_corrupted_labels(world: World) -> None:
