@@ -141,7 +141,21 @@ SUBSTITUTIONS: dict[str, list[Patch]] = {
         *few_steps(),
         *short_sequences(),
     ],
+    "kueue-queued": [
+        *hub_here("model"),
+        *s3_here("dataset", "checkpoint"),
+        *on_cpu(),
+        *few_steps(),
+        *short_sequences(),
+    ],
 }
+
+# Examples that queue through Kueue -> the platform objects their comment tells the user to
+# apply first (examples/<file>.yaml), applied unchanged but for the flavor's node labels.
+KUEUE_PLATFORM = {"kueue-queued": "kueue/gpu-queue"}
+FLAVOR_NODE_LABELS_WHY = (
+    "the test node has no instance-type label: the GPU flavor selects it by its hostname label"
+)
 
 # Run with `kubetune run`, unchanged: by tests/e2e/test_quickstart.py and
 # tests/e2e/test_dpo_example.py.
@@ -150,11 +164,10 @@ LOCAL_EXAMPLES = ("quickstart", "dpo-lora")
 # tests/k8s/chart/test_examples_dry_run.py); tests/e2e/test_lifecycle.py runs a sweep and a
 # schedule of its own on the quickstart task, not these files.
 LIFECYCLE_EXAMPLES = ("sweep-lr-rank", "schedule-new-data")
-# Jobs that wait for Kueue's admission or a gang scheduler's binding: validated and dry-run
-# applied; tests/k8s/queueing runs jobs made the same way against the real Kueue manager and
-# scheduler-plugins scheduler (on kwok GPU nodes), and the Kueue preemption scenario of
-# tests/e2e/test_scenarios.py runs one on the real node.
-QUEUEING_EXAMPLES = ("kueue-queued", "gang-coscheduling")
+# Jobs that wait for a gang scheduler's binding: validated and dry-run applied;
+# tests/k8s/queueing runs jobs made the same way against the real scheduler-plugins scheduler
+# (on kwok GPU nodes). kueue-queued runs above, through the real Kueue manager.
+QUEUEING_EXAMPLES = ("gang-coscheduling",)
 
 
 def documents(example: str) -> list[dict[str, Any]]:
@@ -208,4 +221,18 @@ def substituted_fields(example: str) -> str:
             field += f"={patch.value}"
         if field not in seen:
             seen.append(field)
+    if example in KUEUE_PLATFORM:
+        seen.append(f"{KUEUE_PLATFORM[example]}.yaml: ResourceFlavor nodeLabels")
     return ", ".join(seen)
+
+
+def platform_documents(example: str, node_labels: dict[str, str]) -> list[dict[str, Any]]:
+    """The Kueue platform objects an example queues through, its ResourceFlavor selecting
+    nodes by `node_labels` (FLAVOR_NODE_LABELS_WHY); [] for an example without Kueue."""
+    if example not in KUEUE_PLATFORM:
+        return []
+    docs = documents(KUEUE_PLATFORM[example])
+    for doc in docs:
+        if doc["kind"] == "ResourceFlavor":
+            doc["spec"]["nodeLabels"] = dict(node_labels)
+    return docs

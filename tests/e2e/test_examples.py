@@ -35,9 +35,17 @@ from harness import ControlPlane, eventually, network
 from harness.images import Image
 from harness.node import Node
 from kubetune_operator.api import constants as c
-from tests.e2e.examples import SUBSTITUTIONS, documents, patched, substituted_fields
+from kubetune_operator.reconcile import workload as wl
+from tests.e2e.examples import (
+    SUBSTITUTIONS,
+    documents,
+    patched,
+    platform_documents,
+    substituted_fields,
+)
 from tests.e2e.scenario import CREDENTIALS, S3, S3_SECRET, ChartOperator, World, job_manifest
 from tests.fixtures.hub import HubServer, Repo, folder_files
+from tests.k8s.queueing.world import apply, delete
 
 # The first test also pays for the world (three tiny models, helm install).
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
@@ -309,11 +317,32 @@ OUTPUT_FILES = {
     "full-zero3-offload": ["config.json", "model.safetensors", "tokenizer.json"],
     "pvc-model-cache": ["config.json", "model.safetensors", "adapter/adapter_config.json"],
     "qlora-single-gpu": ["adapter_config.json", "adapter_model.safetensors"],
+    "kueue-queued": ["adapter_config.json", "adapter_model.safetensors"],
 }
 
 
+@pytest.fixture
+def platform(
+    world: ExampleWorld, example: str, request: pytest.FixtureRequest
+) -> Iterator[list[dict[str, Any]]]:
+    """The Kueue platform objects the example queues through, applied as its comment says
+    (with Kueue's manager running), and deleted after; [] for the other examples."""
+    docs = platform_documents(example, {"kubernetes.io/hostname": world.w.node.name})
+    if not docs:
+        yield []
+        return
+    request.getfixturevalue("kueue")
+    apply(world.w.cp, docs, world.w.namespace, world.w.workdir)
+    try:
+        yield docs
+    finally:
+        delete(world.w.cp, docs, world.w.namespace, world.w.workdir)
+
+
 @pytest.mark.parametrize("example", sorted(SUBSTITUTIONS))
-def test_example_runs_end_to_end(world: ExampleWorld, example: str) -> None:
+def test_example_runs_end_to_end(
+    world: ExampleWorld, example: str, platform: list[dict[str, Any]]
+) -> None:
     docs = patched(example, world.here)
     job = next(d for d in docs if d["kind"] == c.KIND)
     name, spec = job["metadata"]["name"], job["spec"]
@@ -328,6 +357,7 @@ def test_example_runs_end_to_end(world: ExampleWorld, example: str) -> None:
     )
     st = world.w.wait_phase(name, ("Succeeded",), 900)
     took = time.monotonic() - started
+    admitted = admitted_by(world, name) if platform else None
 
     output = spec["output"]["uri"].rstrip("/")
     card = json.loads(world.read(f"{output}/kubetune_run.json"))
@@ -340,7 +370,25 @@ def test_example_runs_end_to_end(world: ExampleWorld, example: str) -> None:
     hub_sourced = [u for u in (spec["model"]["source"], spec["dataset"]["train"]) if "hf://" in u]
     assert len(commits - {None}) >= len(hub_sourced), card  # hub commits recorded
     row["result"] = f"Succeeded in {took:.0f}s, {card['training']['steps']} steps; {output}"
+    if platform:
+        queue = next(d for d in platform if d["kind"] == "ClusterQueue")["metadata"]["name"]
+        assert admitted == queue, f"{name} was not admitted by Kueue's {queue}: {admitted}"
+        row["result"] += f"; admitted by Kueue (ClusterQueue {admitted})"
     world.w.delete(name)
+
+
+def admitted_by(world: ExampleWorld, job: str) -> str | None:
+    """The ClusterQueue that admitted the job's Kueue Workload (None if none did)."""
+    api = client.CustomObjectsApi(world.w.api)
+    items = api.list_namespaced_custom_object(wl.GROUP, wl.VERSION, world.w.namespace, wl.PLURAL)[
+        "items"
+    ]
+    for item in items:
+        owners = {o["name"] for o in item["metadata"].get("ownerReferences") or []}
+        admission = (item.get("status") or {}).get("admission") or {}
+        if job in owners and admission.get("clusterQueue"):
+            return str(admission["clusterQueue"])
+    return None
 
 
 def test_suspend_without_checkpoint_resumes_from_the_default_store(world: ExampleWorld) -> None:
