@@ -148,7 +148,23 @@ SUBSTITUTIONS: dict[str, list[Patch]] = {
         *few_steps(),
         *short_sequences(),
     ],
+    "gang-coscheduling": [
+        *hub_here("model"),
+        *s3_here("dataset", "checkpoint"),
+        *on_cpu(),
+        Patch(
+            "spec.resources.nodes",
+            2,
+            "one 2-CPU node holds two workers: a gang of 2, bound together or not at all",
+        ),
+        *few_steps(),
+        *short_sequences(),
+    ],
 }
+
+# Examples whose workers a gang scheduler binds -> the scheduler their comment says runs in the
+# cluster (spec.resources.gang.scheduler); the e2e run starts it beside the default one.
+GANG_SCHEDULER = {"gang-coscheduling": "coscheduling"}
 
 # Examples that queue through Kueue -> the platform objects their comment tells the user to
 # apply first (examples/<file>.yaml), applied unchanged but for the flavor's node labels.
@@ -164,10 +180,6 @@ LOCAL_EXAMPLES = ("quickstart", "dpo-lora")
 # tests/k8s/chart/test_examples_dry_run.py); tests/e2e/test_lifecycle.py runs a sweep and a
 # schedule of its own on the quickstart task, not these files.
 LIFECYCLE_EXAMPLES = ("sweep-lr-rank", "schedule-new-data")
-# Jobs that wait for a gang scheduler's binding: validated and dry-run applied;
-# tests/k8s/queueing runs jobs made the same way against the real scheduler-plugins scheduler
-# (on kwok GPU nodes). kueue-queued runs above, through the real Kueue manager.
-QUEUEING_EXAMPLES = ("gang-coscheduling",)
 
 
 def documents(example: str) -> list[dict[str, Any]]:

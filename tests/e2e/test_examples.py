@@ -32,11 +32,15 @@ import yaml
 from kubernetes import client
 
 from harness import ControlPlane, eventually, network
+from harness.gang import Scheduler, start_coscheduling
 from harness.images import Image
 from harness.node import Node
 from kubetune_operator.api import constants as c
+from kubetune_operator.apply import CUSTOM_PLURALS
+from kubetune_operator.reconcile import gang
 from kubetune_operator.reconcile import workload as wl
 from tests.e2e.examples import (
+    GANG_SCHEDULER,
     SUBSTITUTIONS,
     documents,
     patched,
@@ -56,7 +60,7 @@ S3_SECRETS = ("s3-read", "s3-write", "s3-credentials", S3_SECRET)
 HF_SECRET = "hf-token"
 # Where each example looks for its base model: (architecture family, where it lives).
 MODELS = {
-    "llama": ("s3://models/llama-3.1-8b", "hf://meta-llama/Llama-3.2-3B", "pvc://model-cache/llama-3.1-8b"),
+    "llama": ("s3://models/llama-3.1-8b", "hf://meta-llama/Llama-3.2-3B", "hf://meta-llama/Llama-3.1-8B", "pvc://model-cache/llama-3.1-8b"),
     "qwen2": ("hf://Qwen/Qwen2.5-7B",),
     "mistral": ("hf://mistralai/Mistral-7B-v0.3",),
 }  # fmt: skip
@@ -318,6 +322,7 @@ OUTPUT_FILES = {
     "pvc-model-cache": ["config.json", "model.safetensors", "adapter/adapter_config.json"],
     "qlora-single-gpu": ["adapter_config.json", "adapter_model.safetensors"],
     "kueue-queued": ["adapter_config.json", "adapter_model.safetensors"],
+    "gang-coscheduling": ["config.json", "model.safetensors", "tokenizer.json"],
 }
 
 
@@ -339,9 +344,32 @@ def platform(
         delete(world.w.cp, docs, world.w.namespace, world.w.workdir)
 
 
+@pytest.fixture(scope="module")
+def coscheduling(
+    control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Scheduler]:
+    """The scheduler-plugins scheduler (Coscheduling) beside the default one."""
+    scheduler = start_coscheduling(control_plane, tmp_path_factory.mktemp("coscheduling"))
+    try:
+        yield scheduler
+    finally:
+        scheduler.stop()
+
+
+@pytest.fixture
+def gang_scheduler(example: str, request: pytest.FixtureRequest) -> Scheduler | None:
+    """The gang scheduler the example's workers go to, running; None for the others."""
+    if example not in GANG_SCHEDULER:
+        return None
+    return request.getfixturevalue(GANG_SCHEDULER[example])
+
+
 @pytest.mark.parametrize("example", sorted(SUBSTITUTIONS))
 def test_example_runs_end_to_end(
-    world: ExampleWorld, example: str, platform: list[dict[str, Any]]
+    world: ExampleWorld,
+    example: str,
+    platform: list[dict[str, Any]],
+    gang_scheduler: Scheduler | None,
 ) -> None:
     docs = patched(example, world.here)
     job = next(d for d in docs if d["kind"] == c.KIND)
@@ -350,11 +378,11 @@ def test_example_runs_end_to_end(
     world.rows.append(row)
     started = time.monotonic()
     world.apply_documents(name, docs)
-    eventually(
-        lambda: world.w.pods(name),
-        300,
-        f"{name} pods",
-    )
+    pods = eventually(lambda: world.w.pods(name), 300, f"{name} pods")
+    if gang_scheduler is not None:
+        workers = spec["resources"]["nodes"]
+        assert {p["spec"]["schedulerName"] for p in pods} == {gang_scheduler.name}, pods
+        assert pod_group_size(world, name, spec["resources"]["gang"]["scheduler"]) == workers
     st = world.w.wait_phase(name, ("Succeeded",), 900)
     took = time.monotonic() - started
     admitted = admitted_by(world, name) if platform else None
@@ -370,6 +398,8 @@ def test_example_runs_end_to_end(
     hub_sourced = [u for u in (spec["model"]["source"], spec["dataset"]["train"]) if "hf://" in u]
     assert len(commits - {None}) >= len(hub_sourced), card  # hub commits recorded
     row["result"] = f"Succeeded in {took:.0f}s, {card['training']['steps']} steps; {output}"
+    if gang_scheduler is not None:
+        row["result"] += f"; gang of {workers} bound by {gang_scheduler.name}"
     if platform:
         queue = next(d for d in platform if d["kind"] == "ClusterQueue")["metadata"]["name"]
         assert admitted == queue, f"{name} was not admitted by Kueue's {queue}: {admitted}"
@@ -377,13 +407,25 @@ def test_example_runs_end_to_end(
     world.w.delete(name)
 
 
+def pod_group_size(world: ExampleWorld, job: str, scheduler: str) -> int | None:
+    """minMember of the PodGroup the job's workers are gang-scheduled as (None if none)."""
+    group, version = gang.APIS[scheduler]
+    api = client.CustomObjectsApi(world.w.api)
+    plural = CUSTOM_PLURALS["PodGroup"]
+    found: Any = api.list_namespaced_custom_object(group, version, world.w.namespace, plural)
+    for item in found["items"]:
+        if job in {o["name"] for o in item["metadata"].get("ownerReferences") or []}:
+            return int(item["spec"]["minMember"])
+    return None
+
+
 def admitted_by(world: ExampleWorld, job: str) -> str | None:
     """The ClusterQueue that admitted the job's Kueue Workload (None if none did)."""
     api = client.CustomObjectsApi(world.w.api)
-    items = api.list_namespaced_custom_object(wl.GROUP, wl.VERSION, world.w.namespace, wl.PLURAL)[
-        "items"
-    ]
-    for item in items:
+    found: Any = api.list_namespaced_custom_object(
+        wl.GROUP, wl.VERSION, world.w.namespace, wl.PLURAL
+    )
+    for item in found["items"]:
         owners = {o["name"] for o in item["metadata"].get("ownerReferences") or []}
         admission = (item.get("status") or {}).get("admission") or {}
         if job in owners and admission.get("clusterQueue"):

@@ -87,13 +87,11 @@ def test_every_example_runs_end_to_end_with_listed_substitutions() -> None:
     from tests.e2e.examples import (
         LIFECYCLE_EXAMPLES,
         LOCAL_EXAMPLES,
-        QUEUEING_EXAMPLES,
         SUBSTITUTIONS,
         patched,
     )
 
     listed = set(SUBSTITUTIONS) | set(LOCAL_EXAMPLES) | set(LIFECYCLE_EXAMPLES)
-    listed |= set(QUEUEING_EXAMPLES)
     assert {p.stem for p in EXAMPLES} == listed
     here = {"s3": "http://127.0.0.1:9000", "hub": "http://127.0.0.1:9001"}
     for example in SUBSTITUTIONS:
