@@ -183,9 +183,13 @@ def install_crd(cp: ControlPlane) -> None:
         crd = f"crd/{plural}.{c.GROUP}"
         # kubectl wait fails outright while the CRD has no conditions yet: poll instead.
         established = ("wait", "--for=condition=Established", "--timeout=5s", crd)
-        eventually(lambda: cp.kubectl(*established, check=False).returncode == 0, 60, crd)
-        served = ("get", plural, "-A")
-        eventually(lambda: cp.kubectl(*served, check=False).returncode == 0, 30, plural)
+        eventually(lambda argv=established: _succeeds(cp, argv), 60, crd)
+        eventually(lambda argv=("get", plural, "-A"): _succeeds(cp, argv), 30, plural)
+
+
+def _succeeds(cp: ControlPlane, argv: tuple[str, ...]) -> bool:
+    """kubectl argv exits 0."""
+    return cp.kubectl(*argv, check=False).returncode == 0
 
 
 def create_nodes(api: client.ApiClient, count: int, gpus: int) -> None:
