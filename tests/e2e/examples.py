@@ -25,9 +25,12 @@ from typing import Any
 
 import yaml
 
+from kubetune_operator.api import constants as c
+
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 DROP = object()  # a Patch value: remove the field
+KUBETUNE_KINDS = (c.KIND, c.SWEEP_KIND, c.SCHEDULE_KIND)
 
 
 @dataclass(frozen=True)
@@ -46,33 +49,36 @@ class Patch:
 
 STEPS = 2
 SEQ = 64
+# Where the job spec is: in a FineTuneJob, and in the template of a sweep or a schedule.
+JOB = "spec"
+TEMPLATE = "spec.template.spec"
 
 NO_GPU = "no GPUs here: CPU workers"
 NO_ROOM = "this node has 2 CPUs and a few GiB, far less than the GPU node the example sizes for"
-SHORT = f"{STEPS} steps instead of hours"
 
 
-def on_cpu() -> list[Patch]:
+def on_cpu(root: str = JOB) -> list[Patch]:
     """CPU workers on a small node."""
     return [
-        Patch("spec.resources.gpusPerNode", 0, NO_GPU),
-        Patch("spec.resources.requests", DROP, NO_ROOM),
-        Patch("spec.resources.limits", DROP, NO_ROOM),
+        Patch(f"{root}.resources.gpusPerNode", 0, NO_GPU),
+        Patch(f"{root}.resources.requests", DROP, NO_ROOM),
+        Patch(f"{root}.resources.limits", DROP, NO_ROOM),
     ]
 
 
-def few_steps() -> list[Patch]:
+def few_steps(root: str = JOB, steps: int = STEPS) -> list[Patch]:
     """maxSteps instead of epochs (the API takes one of the two)."""
+    short = f"{steps} steps instead of hours"
     return [
-        Patch("spec.training.epochs", DROP, SHORT),
-        Patch("spec.training.maxSteps", STEPS, SHORT),
+        Patch(f"{root}.training.epochs", DROP, short),
+        Patch(f"{root}.training.maxSteps", steps, short),
     ]
 
 
-def s3_here(*stores: str) -> list[Patch]:
+def s3_here(*stores: str, root: str = JOB) -> list[Patch]:
     """The S3 server here for these stores (a MinIO user sets the same field)."""
     return [
-        Patch(f"spec.{s}.endpoint", "{s3}", "MinIO on the test node's address instead of AWS S3")
+        Patch(f"{root}.{s}.endpoint", "{s3}", "MinIO on the test node's address instead of AWS S3")
         for s in stores
     ]
 
@@ -90,11 +96,11 @@ def hub_here(*stores: str) -> list[Patch]:
     ]
 
 
-def short_sequences(length: int = SEQ) -> list[Patch]:
+def short_sequences(length: int = SEQ, root: str = JOB) -> list[Patch]:
     """Sequences the tiny data fills: its records are ~25 tokens."""
     return [
         Patch(
-            "spec.dataset.maxSeqLength",
+            f"{root}.dataset.maxSeqLength",
             length,
             "the tiny data's records are ~25 tokens; packed to the example's length there would "
             "be fewer sequences than one micro-batch",
@@ -121,7 +127,7 @@ SUBSTITUTIONS: dict[str, list[Patch]] = {
             "the CPU trainer image has no compiled DeepSpeed CPU Adam (the release image has; "
             "trainer/Dockerfile); ZeRO-3 parameter offload to CPU stays",
         ),
-        Patch("spec.training.maxSteps", STEPS, SHORT),
+        Patch("spec.training.maxSteps", STEPS, f"{STEPS} steps instead of hours"),
         Patch(
             "spec.training.globalBatchSize",
             4,
@@ -162,6 +168,28 @@ SUBSTITUTIONS: dict[str, list[Patch]] = {
     ],
 }
 
+# Sweeps and schedules: run by the long e2e tests (make test-long) of tests/e2e/test_examples.py.
+LIFECYCLE_SUBSTITUTIONS: dict[str, list[Patch]] = {
+    "sweep-lr-rank": [
+        *s3_here("model", "dataset", "checkpoint", root=TEMPLATE),
+        *on_cpu(TEMPLATE),
+        *few_steps(TEMPLATE, steps=8),
+        Patch(
+            f"{TEMPLATE}.training.evalEverySteps",
+            2,
+            "the median rule needs minEvals (3) evaluations before a trial's last step",
+        ),
+        *short_sequences(root=TEMPLATE),
+    ],
+    "schedule-new-data": [
+        *s3_here("model", "dataset", "checkpoint", root=TEMPLATE),
+        *on_cpu(TEMPLATE),
+        *few_steps(TEMPLATE, steps=8),
+        *short_sequences(root=TEMPLATE),
+        Patch("spec.trigger.newData.pollInterval", "5s", "the test waits seconds, not minutes"),
+    ],
+}
+
 # Examples whose workers a gang scheduler binds -> the scheduler their comment says runs in the
 # cluster (spec.resources.gang.scheduler); the e2e run starts it beside the default one.
 GANG_SCHEDULER = {"gang-coscheduling": "coscheduling"}
@@ -176,10 +204,6 @@ FLAVOR_NODE_LABELS_WHY = (
 # Run with `kubetune run`, unchanged: by tests/e2e/test_quickstart.py and
 # tests/e2e/test_dpo_example.py.
 LOCAL_EXAMPLES = ("quickstart", "dpo-lora")
-# Sweeps and schedules: validated and dry-run applied (tests/unit/examples,
-# tests/k8s/chart/test_examples_dry_run.py); tests/e2e/test_lifecycle.py runs a sweep and a
-# schedule of its own on the quickstart task, not these files.
-LIFECYCLE_EXAMPLES = ("sweep-lr-rank", "schedule-new-data")
 
 
 def documents(example: str) -> list[dict[str, Any]]:
@@ -210,12 +234,17 @@ def apply_patch(doc: dict[str, Any], patch: Patch, here: dict[str, str]) -> None
         node[leaf] = _fill(patch.value, here)
 
 
+def substitutions(example: str) -> list[Patch]:
+    """What the e2e run of an example patches."""
+    return (SUBSTITUTIONS | LIFECYCLE_SUBSTITUTIONS)[example]
+
+
 def patched(example: str, here: dict[str, str]) -> list[dict[str, Any]]:
-    """The example's documents with its FineTuneJob patched as SUBSTITUTIONS says."""
+    """The example's documents with its kubetune object patched as the substitutions say."""
     docs = copy.deepcopy(documents(example))
     for doc in docs:
-        if doc.get("kind") == "FineTuneJob":
-            for patch in SUBSTITUTIONS[example]:
+        if doc.get("kind") in KUBETUNE_KINDS:
+            for patch in substitutions(example):
                 apply_patch(doc, patch, here)
     return docs
 
@@ -223,7 +252,7 @@ def patched(example: str, here: dict[str, str]) -> list[dict[str, Any]]:
 def substituted_fields(example: str) -> str:
     """The patched fields, short, for the results table."""
     seen: list[str] = []
-    for patch in SUBSTITUTIONS[example]:
+    for patch in substitutions(example):
         field = patch.path.removeprefix("spec.").removesuffix("[+]")
         if patch.path.endswith("[+]"):
             field += f" += {patch.value['name']}"

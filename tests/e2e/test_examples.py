@@ -56,16 +56,17 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 DEFAULT_CHECKPOINTS = "s3://platform-checkpoints/kubetune"
 # Secrets the examples name; each holds what its comment tells the user to put there.
-S3_SECRETS = ("s3-read", "s3-write", "s3-credentials", S3_SECRET)
+S3_SECRETS = ("s3-read", "s3-write", "s3-credentials", "s3-keys", S3_SECRET)
 HF_SECRET = "hf-token"
 # Where each example looks for its base model: (architecture family, where it lives).
 MODELS = {
     "llama": ("s3://models/llama-3.1-8b", "hf://meta-llama/Llama-3.2-3B", "hf://meta-llama/Llama-3.1-8B", "pvc://model-cache/llama-3.1-8b"),
-    "qwen2": ("hf://Qwen/Qwen2.5-7B",),
+    "qwen2": ("hf://Qwen/Qwen2.5-7B", "s3://models/qwen2.5-0.5b"),
     "mistral": ("hf://mistralai/Mistral-7B-v0.3",),
 }  # fmt: skip
 CHAT_DATA = (
     "s3://datasets/support-chat/train/part-0.jsonl",
+    "s3://datasets/support-chat/benchmark.jsonl",
     "s3://datasets/support-chat/validation/part-0.jsonl",
     "pvc://ft-results/datasets/support-chat/train.jsonl",
     "pvc://ft-results/datasets/support-chat/validation.jsonl",
@@ -469,3 +470,92 @@ def test_suspend_without_checkpoint_resumes_from_the_default_store(world: Exampl
         }
     )
     w.delete(name)
+
+
+def lifecycle_object(world: ExampleWorld, plural: str, name: str) -> dict[str, Any]:
+    """A FineTuneSweep or FineTuneSchedule as the apiserver has it."""
+    api = client.CustomObjectsApi(world.w.api)
+    found: Any = api.get_namespaced_custom_object(
+        c.GROUP, c.VERSION, world.w.namespace, plural, name
+    )
+    return dict(found)
+
+
+def settled(world: ExampleWorld, plural: str, name: str, done: Any) -> dict[str, Any]:
+    """The object's status once done(status) says so; fails at once on phase Failed."""
+
+    def check() -> dict[str, Any] | None:
+        st = lifecycle_object(world, plural, name).get("status") or {}
+        if st.get("phase") == "Failed":
+            raise AssertionError(f"{plural}/{name} failed: {json.dumps(st, indent=1)}")
+        return st if done(st) else None
+
+    return dict(eventually(check, 1500, f"{plural}/{name} done", poll=2))
+
+
+@pytest.mark.long
+def test_sweep_example_runs_its_grid_and_marks_the_best_trial(world: ExampleWorld) -> None:
+    """examples/sweep-lr-rank.yaml: its 3 x 3 grid, two trials at a time, each an ordinary
+    FineTuneJob writing to its own folders; the best Succeeded trial (lowest eval loss) is
+    marked, and its model is where status.best says."""
+    example = "sweep-lr-rank"
+    docs = patched(example, world.here)
+    name = next(d for d in docs if d["kind"] == c.SWEEP_KIND)["metadata"]["name"]
+    row = {"example": example, "substituted": substituted_fields(example), "result": "FAILED"}
+    world.rows.append(row)
+    started = time.monotonic()
+    world.apply_documents(name, docs)
+    st = settled(world, c.SWEEP_PLURAL, name, lambda s: s.get("phase") == "Succeeded")
+    took = time.monotonic() - started
+    trials = st["trials"]
+    assert len(trials) == 9, trials
+    assert {t["phase"] for t in trials} <= {"Succeeded", "Terminated"}, trials
+    finished = [t for t in trials if t["phase"] == "Succeeded"]
+    best = min(finished, key=lambda t: t["objective"])
+    assert st["best"]["trial"] == best["name"], (st["best"], best)
+    assert st["best"]["outputUri"] == f"s3://finetuned/lr-rank/{best['name']}", st["best"]
+    assert world.exists(f"{st['best']['outputUri']}/adapter_model.safetensors")
+    stopped = len(trials) - len(finished)
+    row["result"] = (
+        f"Succeeded in {took:.0f}s: 9 trials, {len(finished)} finished, {stopped} stopped early; "
+        f"best {best['name']} {best['parameters']} (eval loss {best['objective']:.3f})"
+    )
+    world.w.cp.kubectl("delete", "ftsweep", name, "-n", world.w.namespace, "--wait=false")
+
+
+@pytest.mark.long
+def test_schedule_example_trains_on_a_data_drop_and_gates_it(world: ExampleWorld) -> None:
+    """examples/schedule-new-data.yaml: a data drop lands under its prefix; a run continues
+    the base on that drop, is scored on the benchmark (eval loss and exact match) against the
+    model it started from, and is promoted to the URI deployments read."""
+    example = "schedule-new-data"
+    docs = patched(example, world.here)
+    name = next(d for d in docs if d["kind"] == c.SCHEDULE_KIND)["metadata"]["name"]
+    row = {"example": example, "substituted": substituted_fields(example), "result": "FAILED"}
+    world.rows.append(row)
+    world.apply_documents(name, docs)
+    started = time.monotonic()
+    world.w.s3.client().copy_object(
+        Bucket="datasets",
+        Key="support-chat/incoming/2026-12-03/part-0.jsonl",
+        CopySource={"Bucket": "datasets", "Key": "support-chat/train/part-0.jsonl"},
+    )
+    st = settled(
+        world, c.SCHEDULE_PLURAL, name,
+        lambda s: any(r.get("promoted") is not None for r in s.get("runs", [])),
+    )  # fmt: skip
+    took = time.monotonic() - started
+    run = st["runs"][0]
+    assert run["dataUri"] == "s3://datasets/support-chat/incoming/2026-12-03/", run
+    assert {"evalLoss", "exactMatch"} <= set(run["candidate"]) and run["current"], run
+    assert run["promoted"] is True, run
+    assert run["candidate"]["evalLoss"] < run["current"]["evalLoss"], run
+    promoted = st["promoted"]["uri"]
+    assert promoted == f"s3://finetuned/support-bot/{run['name']}", st["promoted"]
+    assert world.exists(f"{promoted}/adapter_model.safetensors")
+    row["result"] = (
+        f"run {run['name']} {took:.0f}s after the drop: benchmark eval loss "
+        f"{run['current']['evalLoss']:.3f} -> {run['candidate']['evalLoss']:.3f}, exact match "
+        f"{run['current'].get('exactMatch')} -> {run['candidate']['exactMatch']}; promoted"
+    )
+    world.w.cp.kubectl("delete", "ftsched", name, "-n", world.w.namespace, "--wait=false")

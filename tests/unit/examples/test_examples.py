@@ -83,20 +83,24 @@ def test_scenarios_are_what_their_names_say() -> None:
 
 def test_every_example_runs_end_to_end_with_listed_substitutions() -> None:
     """Each example is run by the e2e suite: locally as written, or in the cluster with only
-    the fields tests/e2e/examples.py lists patched; the patched jobs are still valid."""
+    the fields tests/e2e/examples.py lists patched; the patched objects are still valid (the
+    jobs of sweeps and schedules too) and run on CPU for a few steps."""
     from tests.e2e.examples import (
-        LIFECYCLE_EXAMPLES,
+        LIFECYCLE_SUBSTITUTIONS,
         LOCAL_EXAMPLES,
         SUBSTITUTIONS,
         patched,
     )
 
-    listed = set(SUBSTITUTIONS) | set(LOCAL_EXAMPLES) | set(LIFECYCLE_EXAMPLES)
+    listed = set(SUBSTITUTIONS) | set(LOCAL_EXAMPLES) | set(LIFECYCLE_SUBSTITUTIONS)
     assert {p.stem for p in EXAMPLES} == listed
     here = {"s3": "http://127.0.0.1:9000", "hub": "http://127.0.0.1:9001"}
-    for example in SUBSTITUTIONS:
-        jobs = [d for d in patched(example, here) if d.get("kind") == "FineTuneJob"]
-        spec = FineTuneJob.model_validate(jobs[0]).spec
+    models = {"FineTuneJob": FineTuneJob, "FineTuneSweep": FineTuneSweep}
+    models["FineTuneSchedule"] = FineTuneSchedule
+    for example in [*SUBSTITUTIONS, *LIFECYCLE_SUBSTITUTIONS]:
+        docs = [d for d in patched(example, here) if d.get("kind") in models]
+        obj = models[docs[0]["kind"]].model_validate(docs[0])
+        spec = obj.spec.template.spec if hasattr(obj.spec, "template") else obj.spec
         assert spec.resources.gpus_per_node == 0 and spec.training.max_steps, example
 
 
