@@ -30,10 +30,10 @@ test-images: setup node ## Build (or find cached) the operator and CPU trainer i
 	@bash hack/build-images.sh --test all >/dev/null
 
 test: setup control-plane schedulers node test-images ## What CI runs: unit, k8s, e2e on a real node, less the `long` tests (gpu tests skip without CUDA)
-	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m "not long" $(PYTEST_ARGS)
+	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m "not long" --durations=25 $(PYTEST_ARGS)
 
 test-long: setup control-plane schedulers node test-images ## The long whole-system tests make test leaves out (sweeps and schedules, the benchmark gate, DPO under ZeRO-2/3)
-	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m long $(PYTEST_ARGS)
+	KUBETUNE_BIN_DIR=$(K8S_BIN_DIR) $(PY) -m pytest -m long --durations=25 $(PYTEST_ARGS)
 
 test-unit: setup ## Unit tests only (no cluster)
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
