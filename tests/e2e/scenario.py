@@ -350,9 +350,13 @@ class World:
         return str(manifest["metadata"]["name"])
 
     def job(self, name: str) -> dict[str, Any]:
+        return self.kubetune_object(c.PLURAL, name)
+
+    def kubetune_object(self, plural: str, name: str) -> dict[str, Any]:
+        """A FineTuneJob, FineTuneSweep or FineTuneSchedule of the namespace, as stored."""
         api = client.CustomObjectsApi(self.api)
         body: Any = api.get_namespaced_custom_object(
-            c.GROUP, c.VERSION, self.namespace, c.PLURAL, name
+            c.GROUP, c.VERSION, self.namespace, plural, name
         )
         return dict(body)
 

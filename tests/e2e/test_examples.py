@@ -414,10 +414,17 @@ def pod_group_size(world: ExampleWorld, job: str, scheduler: str) -> int | None:
     api = client.CustomObjectsApi(world.w.api)
     plural = CUSTOM_PLURALS["PodGroup"]
     found: Any = api.list_namespaced_custom_object(group, version, world.w.namespace, plural)
-    for item in found["items"]:
-        if job in {o["name"] for o in item["metadata"].get("ownerReferences") or []}:
-            return int(item["spec"]["minMember"])
-    return None
+    groups = owned_by(found["items"], job)
+    return int(groups[0]["spec"]["minMember"]) if groups else None
+
+
+def owned_by(items: list[dict[str, Any]], job: str) -> list[dict[str, Any]]:
+    """The objects of `items` the job owns."""
+    return [
+        item
+        for item in items
+        if job in {o["name"] for o in item["metadata"].get("ownerReferences") or []}
+    ]
 
 
 def admitted_by(world: ExampleWorld, job: str) -> str | None:
@@ -426,10 +433,9 @@ def admitted_by(world: ExampleWorld, job: str) -> str | None:
     found: Any = api.list_namespaced_custom_object(
         wl.GROUP, wl.VERSION, world.w.namespace, wl.PLURAL
     )
-    for item in found["items"]:
-        owners = {o["name"] for o in item["metadata"].get("ownerReferences") or []}
-        admission = (item.get("status") or {}).get("admission") or {}
-        if job in owners and admission.get("clusterQueue"):
+    for workload in owned_by(found["items"], job):
+        admission = (workload.get("status") or {}).get("admission") or {}
+        if admission.get("clusterQueue"):
             return str(admission["clusterQueue"])
     return None
 
@@ -472,20 +478,11 @@ def test_suspend_without_checkpoint_resumes_from_the_default_store(world: Exampl
     w.delete(name)
 
 
-def lifecycle_object(world: ExampleWorld, plural: str, name: str) -> dict[str, Any]:
-    """A FineTuneSweep or FineTuneSchedule as the apiserver has it."""
-    api = client.CustomObjectsApi(world.w.api)
-    found: Any = api.get_namespaced_custom_object(
-        c.GROUP, c.VERSION, world.w.namespace, plural, name
-    )
-    return dict(found)
-
-
 def settled(world: ExampleWorld, plural: str, name: str, done: Any) -> dict[str, Any]:
     """The object's status once done(status) says so; fails at once on phase Failed."""
 
     def check() -> dict[str, Any] | None:
-        st = lifecycle_object(world, plural, name).get("status") or {}
+        st = world.w.kubetune_object(plural, name).get("status") or {}
         if st.get("phase") == "Failed":
             raise AssertionError(f"{plural}/{name} failed: {json.dumps(st, indent=1)}")
         return st if done(st) else None

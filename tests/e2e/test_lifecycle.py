@@ -67,11 +67,6 @@ def template(world: World, bucket: str, max_steps: int, eval_every: int | None) 
     return {"spec": spec}
 
 
-def parent(world: World, plural: str, name: str) -> dict[str, Any]:
-    api = client.CustomObjectsApi(world.api)
-    return dict(api.get_namespaced_custom_object(c.GROUP, c.VERSION, world.namespace, plural, name))
-
-
 def jobs_of(world: World, label: str, name: str) -> dict[str, dict[str, Any]]:
     api = client.CustomObjectsApi(world.api)
     items = api.list_namespaced_custom_object(
@@ -114,7 +109,7 @@ def test_sweep_grid_finds_the_best_trial_and_stops_the_bad_learning_rate(world: 
     restart_operator(world)  # mid-sweep
 
     def done() -> dict[str, Any] | None:
-        st = parent(world, c.SWEEP_PLURAL, name).get("status") or {}
+        st = world.kubetune_object(c.SWEEP_PLURAL, name).get("status") or {}
         if st.get("phase") == "Failed":
             raise AssertionError(f"sweep failed: {json.dumps(st, indent=1)}")
         return st if st.get("phase") == "Succeeded" else None
@@ -186,7 +181,7 @@ def test_schedule_promotes_better_data_and_refuses_corrupted_labels(world: World
 
     def run_done(run: str) -> Any:
         def check() -> dict[str, Any] | None:
-            st = parent(world, c.SCHEDULE_PLURAL, name).get("status") or {}
+            st = world.kubetune_object(c.SCHEDULE_PLURAL, name).get("status") or {}
             record = next((r for r in st.get("runs", []) if r["name"] == run), None)
             if record and record["phase"] == "Failed":
                 raise AssertionError(f"{run} failed: {record}\n{world.debug(run)}")
